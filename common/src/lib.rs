@@ -1,1 +1,82 @@
+//! Everything dl7's XDP program and its user-space tools must agree on: map names and sizes,
+//! the layouts of map keys and values, counter indices and the flow hash.
+//!
+//! This crate is `#![no_std]` so that the eBPF program (`l4-ebpf`, built for
+//! `bpfel-unknown-none`) and `l4-ctl` compile the very same definitions. With the `user` feature
+//! the map types implement [`aya::Pod`] so that user space can read and write them.
+//!
+//! Conventions, kept by both sides:
+//! - Addresses are stored as the raw network-order bytes of the packet, read as four native
+//!   `u32` words (`[u32; 4]`); an IPv4 address uses word 0 and leaves words 1..3 zero.
+//! - Ports are stored in network byte order, exactly as they appear in the packet.
+//! - Every key is free of implicit padding (explicit `_pad` fields, always zero), because the
+//!   kernel compares hash keys byte by byte.
 #![no_std]
+
+pub mod counters;
+pub mod flow;
+pub mod maps;
+
+pub use counters::{GlobalCounter, TrafficCounters};
+pub use flow::{FlowKey, flow_hash};
+pub use maps::{ConnValue, RealDef, VipAddrKey, VipKey, VipMeta};
+
+/// Size of every VIP's Maglev lookup table: a prime (Eisenbud et al. want M prime and
+/// M > 100 x the number of reals), so each real's permutation visits every slot.
+pub const RING_SIZE: u32 = 65537;
+
+/// How many VIPs the program can serve. Each VIP owns two Maglev tables (see [`VipMeta`]).
+pub const MAX_VIPS: u32 = 64;
+
+/// How many reals (over all VIPs) the program can address. Real id 0 is reserved for
+/// [`NO_REAL`], so ids run from 1 to `MAX_REALS - 1`.
+pub const MAX_REALS: u32 = 4096;
+
+/// Entries in the LRU connection table (5-tuple -> real). It is an LRU map: when full, the
+/// least recently used flow is evicted and its next packet is treated as a new flow.
+pub const CONN_TABLE_SIZE: u32 = 1 << 18;
+
+/// Number of egress interfaces a real can be reached through by a devmap redirect.
+pub const MAX_TX_PORTS: u32 = 64;
+
+/// Table slot value meaning "no real": a VIP whose reals all have weight 0, or none at all.
+pub const NO_REAL: u32 = 0;
+
+/// `RealDef::tx_port` value meaning "bounce out of the receiving interface with XDP_TX".
+pub const TX_PORT_SAME_IFACE: u32 = 0;
+
+/// Address family tags used in keys (the values of `AF_INET` and `AF_INET6` on Linux).
+pub const FAMILY_V4: u8 = 2;
+/// See [`FAMILY_V4`].
+pub const FAMILY_V6: u8 = 10;
+
+/// IP protocol numbers dl7 balances.
+pub const PROTO_TCP: u8 = 6;
+/// See [`PROTO_TCP`].
+pub const PROTO_UDP: u8 = 17;
+
+/// Names of the maps in the eBPF object, used by user space to find (and pin) them. The
+/// kernel keeps 15 characters of a map name, so every name here is at most 15 long.
+pub mod map_names {
+    /// [`crate::VipKey`] -> [`crate::VipMeta`].
+    pub const VIPS: &str = "DL7_VIPS";
+    /// [`crate::VipAddrKey`] -> number of VIPs on that address (for fragments).
+    pub const VIP_ADDRS: &str = "DL7_VIP_ADDRS";
+    /// Array of Maglev tables: index `vip_id * 2 + flip` -> `[u32; RING_SIZE]` of real ids.
+    pub const RINGS: &str = "DL7_RINGS";
+    /// Array indexed by real id -> [`crate::RealDef`].
+    pub const REALS: &str = "DL7_REALS";
+    /// LRU hash [`crate::FlowKey`] -> [`crate::ConnValue`].
+    pub const CONN_TABLE: &str = "DL7_CONNS";
+    /// Devmap: `RealDef::tx_port` -> egress ifindex.
+    pub const TX_PORTS: &str = "DL7_TX_PORTS";
+    /// Per-CPU array indexed by `vip_id` -> [`crate::TrafficCounters`].
+    pub const VIP_STATS: &str = "DL7_VIP_STATS";
+    /// Per-CPU array indexed by real id -> [`crate::TrafficCounters`].
+    pub const REAL_STATS: &str = "DL7_REAL_STATS";
+    /// Per-CPU array indexed by [`crate::GlobalCounter`] -> `u64`.
+    pub const GLOBAL_STATS: &str = "DL7_GLOBALS";
+}
+
+/// Name of the XDP program in the eBPF object.
+pub const PROGRAM_NAME: &str = "dl7_xdp";

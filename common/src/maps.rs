@@ -1,0 +1,112 @@
+//! Keys and values of the program's maps. The map names are in [`crate::map_names`].
+
+/// Key of the VIP table: a service the front balances.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    /// Network-order address bytes as native words (IPv4 in word 0).
+    pub addr: [u32; 4],
+    /// Destination port, network byte order.
+    pub port: u16,
+    /// [`crate::PROTO_TCP`] or [`crate::PROTO_UDP`].
+    pub proto: u8,
+    /// [`crate::FAMILY_V4`] or [`crate::FAMILY_V6`].
+    pub family: u8,
+}
+
+/// Value of the VIP table.
+///
+/// The Maglev tables live in one array map, two per VIP (`vip_id * 2` and `vip_id * 2 + 1`).
+/// User space fills the table that is not in use and then replaces this value with one whose
+/// `ring` names the new table: a single map update, so the program reads either the old or the
+/// new table, never one half-written.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipMeta {
+    /// Index of the VIP in the per-VIP counters, 0..MAX_VIPS.
+    pub vip_id: u32,
+    /// Index of the active Maglev table in the rings array: `vip_id * 2 + (0 or 1)`.
+    pub ring: u32,
+}
+
+/// Key of the VIP-address set: every address that carries at least one VIP. The program
+/// uses it for packets it cannot match on ports (fragments): those aimed at a VIP address are
+/// dropped and counted, all others are passed to the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VipAddrKey {
+    /// Network-order address bytes as native words (IPv4 in word 0).
+    pub addr: [u32; 4],
+    /// [`crate::FAMILY_V4`] or [`crate::FAMILY_V6`].
+    pub family: u8,
+    /// Always zero.
+    pub _pad: [u8; 3],
+}
+
+/// A real server of one VIP, indexed by real id in the reals array. The reals array is also
+/// where l4-ctl keeps its view of the configuration, so that every l4-ctl process (and a
+/// restarted one) sees the same state as the program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RealDef {
+    /// The real's address (informational for the program; l4-ctl lists it).
+    pub addr: [u32; 4],
+    /// Destination MAC written into forwarded frames.
+    pub mac: [u8; 6],
+    /// Source MAC written into forwarded frames: the front's MAC on the egress interface.
+    pub src_mac: [u8; 6],
+    /// [`crate::TX_PORT_SAME_IFACE`] for XDP_TX, else the devmap slot to redirect to.
+    pub tx_port: u32,
+    /// Bumped whenever the slot is (re)assigned; a connection-table entry that carries another
+    /// generation belongs to a real that was deleted and is treated as a miss.
+    pub generation: u32,
+    /// [`RealDef::FLAG_ACTIVE`] when the slot holds a real.
+    pub flags: u32,
+    /// The VIP this real serves (a server in two VIPs has two slots, so that deleting it from
+    /// one VIP ends exactly that VIP's flows to it). Control-plane state; the program ignores it.
+    pub vip_id: u32,
+    /// Relative Maglev weight; 0 = drained (keeps its flows, gets no new ones).
+    /// Control-plane state; the program ignores it.
+    pub weight: u32,
+    /// [`crate::FAMILY_V4`] or [`crate::FAMILY_V6`].
+    pub family: u8,
+    /// Always zero.
+    pub _pad: [u8; 3],
+}
+
+impl RealDef {
+    /// The slot holds a real that may receive packets.
+    pub const FLAG_ACTIVE: u32 = 1;
+}
+
+/// Value of the connection table: which real a flow was given.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnValue {
+    /// Real id.
+    pub real: u32,
+    /// `RealDef::generation` at the time the flow was assigned.
+    pub generation: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], made only of integers and byte arrays, with no
+    // implicit padding, so every bit pattern is valid and they can be copied as bytes.
+    unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::VipMeta {}
+    unsafe impl aya::Pod for super::VipAddrKey {}
+    unsafe impl aya::Pod for super::RealDef {}
+    unsafe impl aya::Pod for super::ConnValue {}
+    unsafe impl aya::Pod for crate::FlowKey {}
+    unsafe impl aya::Pod for crate::TrafficCounters {}
+}
+
+/// Compile-time checks that the layouts have no implicit padding.
+const _: () = {
+    assert!(core::mem::size_of::<VipKey>() == 20);
+    assert!(core::mem::size_of::<VipMeta>() == 8);
+    assert!(core::mem::size_of::<VipAddrKey>() == 20);
+    assert!(core::mem::size_of::<RealDef>() == 52);
+    assert!(core::mem::size_of::<ConnValue>() == 8);
+};

@@ -1,0 +1,159 @@
+//! Builds Ethernet frames byte by byte, for running the program on chosen input with
+//! BPF_PROG_TEST_RUN (the golden-packet tests and `cargo xtask bench xdp`) in the style of
+//! Katran's tester. It can build what a normal stack never sends: truncated headers, IPv4
+//! options, fragments, VLAN tags. TCP and UDP checksums are left zero: the program never
+//! reads them.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::service::Mac;
+
+/// EtherTypes used by the builders.
+pub const ETH_P_IPV4: u16 = 0x0800;
+/// See [`ETH_P_IPV4`].
+pub const ETH_P_IPV6: u16 = 0x86dd;
+/// See [`ETH_P_IPV4`].
+pub const ETH_P_ARP: u16 = 0x0806;
+/// See [`ETH_P_IPV4`].
+pub const ETH_P_8021Q: u16 = 0x8100;
+
+/// TCP flag bits.
+pub const TCP_SYN: u8 = 0x02;
+/// See [`TCP_SYN`].
+pub const TCP_ACK: u8 = 0x10;
+/// See [`TCP_SYN`].
+pub const TCP_PSH: u8 = 0x08;
+
+/// The MAC the test frames are sent to (the front's).
+pub const FRONT_MAC: Mac = Mac([0x02, 0, 0, 0, 0, 0xfe]);
+/// The MAC the test frames come from (the client's router).
+pub const CLIENT_MAC: Mac = Mac([0x02, 0, 0, 0, 0, 0xc1]);
+
+/// An Ethernet II frame.
+pub fn ethernet(dst: Mac, src: Mac, ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + payload.len());
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An 802.1Q-tagged frame carrying `ethertype`.
+pub fn vlan_ethernet(dst: Mac, src: Mac, vid: u16, ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut tagged = Vec::with_capacity(4 + payload.len());
+    tagged.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
+    tagged.extend_from_slice(&ethertype.to_be_bytes());
+    tagged.extend_from_slice(payload);
+    ethernet(dst, src, ETH_P_8021Q, &tagged)
+}
+
+/// An IPv4 packet with `options` (padded to 4 bytes) and the raw flags/fragment-offset field.
+pub fn ipv4(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    options: &[u8],
+    frag: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let opt_len = options.len().div_ceil(4) * 4;
+    let hlen = 20 + opt_len;
+    let total = (hlen + payload.len()) as u16;
+    let mut p = Vec::with_capacity(hlen + payload.len());
+    p.push(0x40 | (hlen / 4) as u8);
+    p.push(0);
+    p.extend_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&0x1234u16.to_be_bytes());
+    p.extend_from_slice(&frag.to_be_bytes());
+    p.push(64);
+    p.push(proto);
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(options);
+    p.resize(hlen, 0);
+    let sum = checksum(&p[..hlen]);
+    p[10..12].copy_from_slice(&sum.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+/// An IPv6 packet with the given next header.
+pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, payload: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(40 + payload.len());
+    p.extend_from_slice(&[0x60, 0, 0, 0]);
+    p.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    p.push(next_header);
+    p.push(64);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(payload);
+    p
+}
+
+/// A TCP segment (20-byte header, no options).
+pub fn tcp(src_port: u16, dst_port: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut s = Vec::with_capacity(20 + payload.len());
+    s.extend_from_slice(&src_port.to_be_bytes());
+    s.extend_from_slice(&dst_port.to_be_bytes());
+    s.extend_from_slice(&1u32.to_be_bytes());
+    s.extend_from_slice(&(if flags & TCP_ACK != 0 { 1u32 } else { 0 }).to_be_bytes());
+    s.push(5 << 4);
+    s.push(flags);
+    s.extend_from_slice(&64240u16.to_be_bytes());
+    s.extend_from_slice(&[0, 0, 0, 0]);
+    s.extend_from_slice(payload);
+    s
+}
+
+/// A UDP datagram.
+pub fn udp(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut d = Vec::with_capacity(8 + payload.len());
+    d.extend_from_slice(&src_port.to_be_bytes());
+    d.extend_from_slice(&dst_port.to_be_bytes());
+    d.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    d.extend_from_slice(&[0, 0]);
+    d.extend_from_slice(payload);
+    d
+}
+
+/// A complete client -> front frame of a TCP segment from `src` to `dst` (same family).
+pub fn tcp_frame(src: SocketAddr, dst: SocketAddr, flags: u8, payload: &[u8]) -> Vec<u8> {
+    l4_frame(src, dst, 6, &tcp(src.port(), dst.port(), flags, payload))
+}
+
+/// A complete client -> front frame of a UDP datagram from `src` to `dst` (same family).
+pub fn udp_frame(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    l4_frame(src, dst, 17, &udp(src.port(), dst.port(), payload))
+}
+
+fn l4_frame(src: SocketAddr, dst: SocketAddr, proto: u8, segment: &[u8]) -> Vec<u8> {
+    match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => ethernet(
+            FRONT_MAC,
+            CLIENT_MAC,
+            ETH_P_IPV4,
+            &ipv4(s, d, proto, &[], 0, segment),
+        ),
+        (IpAddr::V6(s), IpAddr::V6(d)) => ethernet(
+            FRONT_MAC,
+            CLIENT_MAC,
+            ETH_P_IPV6,
+            &ipv6(s, d, proto, segment),
+        ),
+        _ => panic!("tcp_frame/udp_frame need addresses of one family: {src} -> {dst}"),
+    }
+}
+
+/// The Internet checksum (RFC 1071).
+pub fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}

@@ -1,0 +1,26 @@
+//! The rewrite: only the Ethernet addresses change (L2 direct server return), then the frame
+//! leaves through the receiving interface (XDP_TX) or the real's interface (devmap redirect).
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use common::{GlobalCounter, RealDef, TX_PORT_SAME_IFACE};
+
+use crate::{maps::TX_PORTS, parse::bytes_at};
+
+/// Writes the real's MAC as destination and the front's egress MAC as source, and sends.
+#[inline(always)]
+pub fn to_real(ctx: &XdpContext, real: &RealDef) -> (u32, GlobalCounter) {
+    let Some(macs) = bytes_at::<12>(ctx, 0) else {
+        return (xdp_action::XDP_DROP, GlobalCounter::DropTruncated);
+    };
+    // SAFETY: bounds-checked by bytes_at; the frame is ours to modify.
+    let macs = unsafe { &mut *macs };
+    macs[..6].copy_from_slice(&real.mac);
+    macs[6..].copy_from_slice(&real.src_mac);
+    if real.tx_port == TX_PORT_SAME_IFACE {
+        return (xdp_action::XDP_TX, GlobalCounter::Tx);
+    }
+    match TX_PORTS.redirect(real.tx_port, 0) {
+        Ok(action) => (action, GlobalCounter::Redirect),
+        Err(_) => (xdp_action::XDP_DROP, GlobalCounter::DropRedirectFailed),
+    }
+}
