@@ -1,0 +1,122 @@
+//! `carp`: the Cache Array Routing Protocol, draft-vinod-carp-v1-03 section 3, as Squid and
+//! Microsoft ISA/TMG implement it. Every member scores every URL; the highest score wins, so
+//! a member leaving only moves its own URLs and a member joining only takes URLs from others.
+//!
+//! All hash arithmetic is 32-bit and wrapping, exactly as in the draft:
+//! * URL hash (3.1): for each byte `c`: `h += rotl(h, 19) + c`.
+//! * Member hash (3.1): the same loop over the member name as configured (e.g. `h1:80`),
+//!   then `h += h * 0x62531965; h = rotl(h, 21)`.
+//! * Combination (3.2): `c = url ^ member; c += c * 0x62531965; c = rotl(c, 21)`.
+//! * Score (3.3): `c * X_k`, where the load factor multipliers `X_k` come from the load
+//!   factors `P_k` = weight share, sorted ascending, with the draft's iteration
+//!   `X_1 = (K P_1)^(1/K)`,
+//!   `X_k = ((K-k+1)(P_k - P_{k-1}) / (X_1 ... X_{k-1}) + X_{k-1}^(K-k+1))^(1/(K-k+1))`.
+//!   Equal weights give `X_k = 1`.
+//!
+//! Differences from the text, all chosen for determinism: URL bytes are unsigned (Squid adds
+//! a `char`, which is signed on x86, so non-ASCII URLs differ there); multipliers are `f64`
+//! like Squid's (the draft says 32-bit floats) computed with `detmath` instead of libm; equal
+//! scores go to the member whose name sorts first. Squid's multipliers were used as the
+//! cross-check (src/carp.cc, `carpInit`): same loop, same results. Independent of member
+//! order. Failover: members by descending score.
+
+use std::cmp::Ordering;
+
+use super::detmath;
+use super::{BuildError, Member, Scheme, first_by, name_ranks, total_weight, validate};
+
+const MULTIPLIER: u32 = 0x6253_1965;
+
+/// Section 3.1 URL hash.
+pub(crate) fn url_hash(url: &[u8]) -> u32 {
+    url.iter().fold(0u32, |h, &c| {
+        h.wrapping_add(h.rotate_left(19).wrapping_add(u32::from(c)))
+    })
+}
+
+/// Section 3.1 member hash.
+pub(crate) fn member_hash(name: &[u8]) -> u32 {
+    let h = url_hash(name);
+    h.wrapping_add(h.wrapping_mul(MULTIPLIER)).rotate_left(21)
+}
+
+/// Section 3.2 combination.
+pub(crate) fn combine(url: u32, member: u32) -> u32 {
+    let c = url ^ member;
+    c.wrapping_add(c.wrapping_mul(MULTIPLIER)).rotate_left(21)
+}
+
+/// Section 3.3 load factor multipliers for load factors `p` (shares summing to 1), in the
+/// order given.
+pub(crate) fn load_multipliers(p: &[f64]) -> Vec<f64> {
+    let k_total = p.len();
+    let mut order: Vec<usize> = (0..k_total).collect();
+    order.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    let mut x = vec![0.0; k_total];
+    let (mut p_last, mut x_last, mut x_product) = (0.0, 0.0, 1.0);
+    for (k, &i) in order.iter().enumerate() {
+        let kk1 = (k_total - k) as f64; // K - k + 1 with k counted from 1
+        let mut xk = kk1 * (p[i] - p_last) / x_product;
+        xk += detmath::pow(x_last, kk1);
+        xk = detmath::pow(xk, 1.0 / kk1);
+        x[i] = xk;
+        x_product *= xk;
+        x_last = xk;
+        p_last = p[i];
+    }
+    x
+}
+
+/// Cache Array Routing Protocol v1.
+#[derive(Debug)]
+pub struct Carp {
+    hashes: Vec<u32>,
+    multipliers: Vec<f64>,
+    rank: Vec<u32>,
+}
+
+impl Carp {
+    /// Hashes the member names and computes the load factor multipliers from the weights.
+    pub fn new(members: &[Member]) -> Result<Self, BuildError> {
+        validate(members)?;
+        let total = total_weight(members) as f64;
+        let shares: Vec<f64> = members
+            .iter()
+            .map(|m| f64::from(m.weight) / total)
+            .collect();
+        Ok(Self {
+            hashes: members
+                .iter()
+                .map(|m| member_hash(m.name.as_bytes()))
+                .collect(),
+            multipliers: load_multipliers(&shares),
+            rank: name_ranks(members),
+        })
+    }
+
+    fn score(&self, url: u32, m: usize) -> f64 {
+        f64::from(combine(url, self.hashes[m])) * self.multipliers[m]
+    }
+
+    /// `Less` when member `a` comes before member `b` for this URL: higher score first,
+    /// then name order.
+    fn order(&self, url: u32, a: usize, b: usize) -> Ordering {
+        self.score(url, b)
+            .total_cmp(&self.score(url, a))
+            .then(self.rank[a].cmp(&self.rank[b]))
+    }
+}
+
+impl Scheme for Carp {
+    fn pick(&self, key: &[u8]) -> usize {
+        let url = url_hash(key);
+        first_by(self.hashes.len(), |a, b| self.order(url, a, b))
+    }
+
+    fn candidates(&self, key: &[u8], out: &mut Vec<usize>) {
+        let url = url_hash(key);
+        out.clear();
+        out.extend(0..self.hashes.len());
+        out.sort_by(|&a, &b| self.order(url, a, b));
+    }
+}
