@@ -16,9 +16,14 @@
 //! Differences from the text, all chosen for determinism: URL bytes are unsigned (Squid adds
 //! a `char`, which is signed on x86, so non-ASCII URLs differ there); multipliers are `f64`
 //! like Squid's (the draft says 32-bit floats) computed with `detmath` instead of libm; equal
-//! scores go to the member whose name sorts first. Squid's multipliers were used as the
-//! cross-check (src/carp.cc, `carpInit`): same loop, same results. Independent of member
-//! order. Failover: members by descending score.
+//! scores go to the member whose name sorts first. The multiplier loop is the one in Squid's
+//! src/carp.cc (`carpInit`) and Traffic Server's CARP plugin. Independent of member order.
+//! Failover: members by descending score.
+//!
+//! Test vectors: the draft publishes none; Apache Traffic Server's CARP plugin pins seven
+//! URL -> member results in its unit tests (`CarpHashAlgorithmTest::testHash3`), which the
+//! tests below reproduce. The weighted part is checked by simulation: with independent
+//! uniform scores the multipliers give every member exactly its load factor.
 
 use std::cmp::Ordering;
 
@@ -118,5 +123,65 @@ impl Scheme for Carp {
         out.clear();
         out.extend(0..self.hashes.len());
         out.sort_by(|&a, &b| self.order(url, a, b));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Apache Traffic Server's CARP plugin (plugins/experimental/carp,
+    /// CarpHashAlgorithmTest::testHash3, "ensure hash results not changed"): members
+    /// `h1:80` .. `h10:80` at equal weight; the URLs `.../ack/1` .. `.../ack/7` go to
+    /// h6, h10, h2, h5, h1, h9, h6.
+    #[test]
+    fn traffic_server_vectors() {
+        let members: Vec<Member> = (1..=10)
+            .map(|i| Member::new(format!("h{i}:80"), 1))
+            .collect();
+        let carp = Carp::new(&members).unwrap();
+        let expected = ["h6", "h10", "h2", "h5", "h1", "h9", "h6"];
+        for (i, want) in expected.iter().enumerate() {
+            let url = format!("http://ncache1.gq1.yahoo.com/blah-blach/test/ack/{}", i + 1);
+            let got = &members[carp.pick(url.as_bytes())].name;
+            assert_eq!(got, &format!("{want}:80"), "{url}");
+        }
+    }
+
+    #[test]
+    fn equal_weights_give_unit_multipliers() {
+        assert!(
+            load_multipliers(&[0.25; 4])
+                .iter()
+                .all(|&x| (x - 1.0).abs() < 1e-15)
+        );
+    }
+
+    /// The draft's multipliers give each member its load factor when scores are independent
+    /// and uniform (checked here with a PRNG instead of the CARP hash, whose mixing is weak).
+    #[test]
+    fn multipliers_give_the_load_factors_for_independent_scores() {
+        let p = [0.05, 0.1, 0.15, 0.3, 0.4];
+        let x = load_multipliers(&p);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next_unit = || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            (super::super::mix64(state) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let rounds = 200_000;
+        let mut wins = [0u32; 5];
+        for _ in 0..rounds {
+            let scores: Vec<f64> = x.iter().map(|xk| xk * next_unit()).collect();
+            let best = first_by(5, |a, b| scores[b].total_cmp(&scores[a]));
+            wins[best] += 1;
+        }
+        for k in 0..5 {
+            let share = f64::from(wins[k]) / f64::from(rounds);
+            assert!(
+                (share - p[k]).abs() < 0.005,
+                "member {k}: {share} vs {}",
+                p[k]
+            );
+        }
     }
 }
