@@ -33,9 +33,6 @@ use crate::{
 /// Where `l4-ctl` pins the program's maps (and, once loaded, the program's link).
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/dl7";
 
-/// The XDP program, built by `cargo xtask build-ebpf` and embedded at compile time.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("DL7_L4_EBPF_OBJECT"));
-
 /// One Maglev table as stored in the rings map.
 type Ring = [u32; RING_SIZE as usize];
 
@@ -170,7 +167,7 @@ impl Balancer {
     /// Loads the embedded program with its maps pinned under `pin_dir`: maps already pinned
     /// there (by an earlier load) are reused with their contents, the others are created.
     pub fn load(pin_dir: &Path) -> Result<Self> {
-        Self::load_object(OBJECT, pin_dir)
+        Self::load_object(crate::objects::BALANCER, pin_dir)
     }
 
     /// [`Balancer::load`] for another build of the program (tests, benchmarks).
@@ -524,7 +521,7 @@ impl Balancer {
             .map_err(|_| BalancerError::Missing("Maglev table of the right size"))?;
         let mut map = Array::<_, Ring>::try_from(self.map_mut(map_names::RINGS)?)
             .map_err(map_err(map_names::RINGS))?;
-        map.set(index, &*ring, 0).map_err(map_err(map_names::RINGS))
+        map.set(index, ring, 0).map_err(map_err(map_names::RINGS))
     }
 
     /// The real a new flow from `src` to `vip` gets, by the same hash and table as the program

@@ -1,0 +1,60 @@
+//! `cargo xtask test`: every test of the project, on a fresh machine as root. It installs what
+//! the tests use, builds the eBPF objects, runs the workspace's tests (unit, golden-packet,
+//! namespace end-to-end, real nginx comparisons) and the quick variants of the benchmarks.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{Context, Result};
+
+use crate::{cmd::run, ebpf, setup};
+
+/// Debian packages the tests drive: nginx (hashing comparison), iproute2 and ethtool
+/// (namespaces, veths, offloads), curl (HTTP clients in namespaces).
+const TEST_PACKAGES: &[&str] = &["nginx", "iproute2", "ethtool", "curl"];
+
+/// Prefixes of what tests create; leftovers of a killed earlier run are removed first.
+const TEST_NETNS_PREFIX: &str = "dl7t-";
+const TEST_PIN_PREFIX: &str = "dl7-test-";
+
+pub fn run_all(root: &Path) -> Result<()> {
+    setup::ensure_debian_packages(TEST_PACKAGES)?;
+    ebpf::build(root)?;
+    remove_leftovers()?;
+    run(cargo(root).args(["test", "--workspace", "--no-fail-fast"])).context("tests failed")?;
+    run(cargo(root).args(["bench", "-p", "l4-ctl", "--bench", "xdp", "--", "--quick"]))
+        .context("the quick XDP benchmark failed")?;
+    Ok(())
+}
+
+/// The cargo that runs this xtask (stable), in the workspace root.
+pub fn cargo(root: &Path) -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root);
+    cmd
+}
+
+/// Removes test namespaces and pin directories that a killed test run left behind.
+fn remove_leftovers() -> Result<()> {
+    if let Ok(entries) = std::fs::read_dir("/run/netns") {
+        for name in entries.filter_map(|e| e.ok()?.file_name().into_string().ok()) {
+            if name.starts_with(TEST_NETNS_PREFIX) {
+                eprintln!("test: removing leftover namespace {name}");
+                run(Command::new("ip").args(["netns", "del", &name]))?;
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/bpf") {
+        for entry in entries.filter_map(|e| e.ok()) {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(TEST_PIN_PREFIX)
+            {
+                eprintln!("test: removing leftover pins {}", entry.path().display());
+                std::fs::remove_dir_all(entry.path())
+                    .with_context(|| format!("removing {}", entry.path().display()))?;
+            }
+        }
+    }
+    Ok(())
+}
