@@ -4,7 +4,7 @@
 //! own port. For 600 distinct URIs the backend nginx chose must be the member dl7 picks.
 //!
 //! Everything nginx writes (config, pid, error log, temp files) lives in a fresh temporary
-//! directory; a guard kills nginx and removes the directory even when the test fails.
+//! directory; guards kill nginx and remove the directory even when the test fails.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -44,29 +44,37 @@ fn nginx_binary() -> PathBuf {
     }
 }
 
-/// Kills nginx and removes its directory when dropped.
+/// Kills nginx when dropped.
 struct NginxGuard {
     child: Child,
-    dir: PathBuf,
 }
 
 impl Drop for NginxGuard {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = fs::remove_dir_all(&self.dir);
     }
 }
 
-/// A fresh, empty directory under the system temp dir.
-fn temp_dir() -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let dir = std::env::temp_dir().join(format!("dl7-nginx-{}-{nanos}", std::process::id()));
-    fs::create_dir_all(&dir).expect("create temp dir");
-    dir
+/// A fresh, empty directory under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let dir = std::env::temp_dir().join(format!("dl7-nginx-{}-{nanos}", std::process::id()));
+        fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 /// `n` currently free loopback ports (held together so they are distinct).
@@ -135,10 +143,7 @@ fn start_nginx(dir: &Path, front: u16, backends: &[u16]) -> NginxGuard {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start nginx ({e}); {NOT_INSTALLED}"));
-    let mut guard = NginxGuard {
-        child,
-        dir: dir.to_owned(),
-    };
+    let mut guard = NginxGuard { child };
     let deadline = Instant::now() + Duration::from_secs(10);
     let front_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, front));
     loop {
@@ -196,8 +201,9 @@ fn uri(i: usize) -> String {
 fn nginx_scheme_picks_the_server_real_nginx_picks() {
     let ports = free_ports(1 + WEIGHTS.len());
     let (front, backends) = (ports[0], &ports[1..]);
-    let dir = temp_dir();
-    let _nginx = start_nginx(&dir, front, backends);
+    // Declared first, dropped last: nginx is gone before its directory is removed.
+    let dir = TempDir::new();
+    let _nginx = start_nginx(&dir.0, front, backends);
 
     let members: Vec<Member> = backends
         .iter()
