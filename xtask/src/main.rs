@@ -2,6 +2,7 @@
 //! .cargo/config.toml). Commands that build or load eBPF first run `setup`, so a fresh
 //! machine needs nothing done by hand.
 
+mod bench_hashing;
 mod cmd;
 mod ebpf;
 mod setup;
@@ -46,6 +47,8 @@ enum Bench {
         #[arg(long)]
         quick: bool,
     },
+    /// Hash quality of every l7-sidecar scheme on a SURGE-like workload.
+    Hashing(bench_hashing::BenchHashingArgs),
 }
 
 fn workspace_root() -> PathBuf {
@@ -82,6 +85,7 @@ fn run(task: Task) -> Result<()> {
                 }
                 cmd::run(&mut cmd)
             }
+            Bench::Hashing(args) => bench_hashing::run(args),
         },
     }
 }
