@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use crate::{cmd::run, ebpf, setup};
 
 /// Debian packages the tests drive: nginx (hashing comparison), iproute2 and ethtool
-/// (namespaces, veths, offloads), curl (HTTP clients in namespaces).
-const TEST_PACKAGES: &[&str] = &["nginx", "iproute2", "ethtool", "curl"];
+/// (namespaces, veths, offloads), procps (sysctl inside namespaces), curl (HTTP clients).
+const TEST_PACKAGES: &[&str] = &["nginx", "iproute2", "ethtool", "procps", "curl"];
 
 /// Prefixes of what tests create; leftovers of a killed earlier run are removed first.
 const TEST_NETNS_PREFIX: &str = "dl7t-";
