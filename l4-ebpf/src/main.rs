@@ -7,6 +7,8 @@
 #![no_std]
 #![no_main]
 
+use l4_ebpf as _;
+
 mod forward;
 mod maps;
 mod parse;
@@ -114,14 +116,3 @@ fn live_real(id: u32, generation: u32) -> Option<RealDef> {
     let real = *REALS.get(id)?;
     (real.flags & RealDef::FLAG_ACTIVE != 0 && real.generation == generation).then_some(real)
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    // SAFETY: the program has no panicking paths the verifier would accept; this is never reached.
-    unsafe { core::hint::unreachable_unchecked() }
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -3,6 +3,8 @@
 #![no_std]
 #![no_main]
 
+use l4_ebpf as _;
+
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
 #[xdp]
@@ -18,14 +20,3 @@ pub fn dl7_mac_swap(ctx: XdpContext) -> u32 {
     macs[6..].copy_from_slice(&dst);
     xdp_action::XDP_TX
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    // SAFETY: the program cannot panic.
-    unsafe { core::hint::unreachable_unchecked() }
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
