@@ -12,12 +12,12 @@ use aya::{
 };
 use l4_ctl::{
     Balancer, Mac, RealSpec, Vip,
-    frames::{self, FRONT_MAC, TCP_ACK, TCP_PSH, TCP_SYN},
+    frames::{
+        self, FRONT_MAC, TCP_ACK, TCP_PSH, TCP_SYN,
+        action::{XDP_PASS, XDP_TX},
+    },
     objects,
 };
-
-const XDP_TX: u32 = 3;
-const XDP_PASS: u32 = 2;
 
 /// Targets from the issue: established <= 2.0x baseline, SYN <= 4.0x baseline.
 const ESTABLISHED_TARGET: f64 = 2.0;

@@ -8,6 +8,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::service::Mac;
 
+/// The program's return codes (the kernel's `enum xdp_action`), as a test run reports them.
+pub mod action {
+    pub const XDP_ABORTED: u32 = 0;
+    pub const XDP_DROP: u32 = 1;
+    pub const XDP_PASS: u32 = 2;
+    pub const XDP_TX: u32 = 3;
+    pub const XDP_REDIRECT: u32 = 4;
+}
+
 /// EtherTypes used by the builders.
 pub const ETH_P_IPV4: u16 = 0x0800;
 /// See [`ETH_P_IPV4`].

@@ -13,11 +13,9 @@ use aya::programs::{TestRun, TestRunOptions};
 use common::GlobalCounter;
 use l4_ctl::{Balancer, Mac, RealSpec, Vip, frames::FRONT_MAC};
 
-pub const XDP_ABORTED: u32 = 0;
-pub const XDP_DROP: u32 = 1;
-pub const XDP_PASS: u32 = 2;
-pub const XDP_TX: u32 = 3;
-pub const XDP_REDIRECT: u32 = 4;
+// Not every test binary that includes this module uses every action.
+#[allow(unused_imports)]
+pub use l4_ctl::frames::action::*;
 
 /// A loaded balancer whose pinned maps live in a directory of its own.
 pub struct TestBalancer {
