@@ -78,6 +78,12 @@ impl GlobalCounter {
         Self::ConnInsertFailed,
     ];
 
+    /// Whether this counter is a frame's final outcome (pass, drop, tx or redirect) rather
+    /// than an event on the way: the outcome counters sum to the frames the program saw.
+    pub const fn is_outcome(self) -> bool {
+        (self as u32) <= Self::Redirect as u32
+    }
+
     /// Stable snake_case name, used in `l4-ctl stats` and as a metric label.
     pub const fn name(self) -> &'static str {
         match self {

@@ -19,7 +19,7 @@ pub mod maps;
 
 pub use counters::{GlobalCounter, TrafficCounters};
 pub use flow::{FlowKey, flow_hash};
-pub use maps::{ConnValue, RealDef, VipAddrKey, VipKey, VipMeta};
+pub use maps::{ConnValue, HEALTH_PATH_MAX, HealthSpec, RealDef, VipAddrKey, VipKey, VipMeta};
 
 /// Size of every VIP's Maglev lookup table: a prime (Eisenbud et al. want M prime and
 /// M > 100 x the number of reals), so each real's permutation visits every slot.
@@ -76,6 +76,22 @@ pub mod map_names {
     pub const REAL_STATS: &str = "DL7_REAL_STATS";
     /// Per-CPU array indexed by [`crate::GlobalCounter`] -> `u64`.
     pub const GLOBAL_STATS: &str = "DL7_GLOBALS";
+    /// Array indexed by `vip_id` -> [`crate::HealthSpec`] (l4-ctl's only; the program never
+    /// reads it).
+    pub const HEALTH: &str = "DL7_HEALTH";
+    /// Every map, in the order above.
+    pub const ALL: [&str; 10] = [
+        VIPS,
+        VIP_ADDRS,
+        RINGS,
+        REALS,
+        CONN_TABLE,
+        TX_PORTS,
+        VIP_STATS,
+        REAL_STATS,
+        GLOBAL_STATS,
+        HEALTH,
+    ];
 }
 
 /// Name of the XDP program in the eBPF object.

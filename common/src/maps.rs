@@ -60,7 +60,8 @@ pub struct RealDef {
     /// Bumped whenever the slot is (re)assigned; a connection-table entry that carries another
     /// generation belongs to a real that was deleted and is treated as a miss.
     pub generation: u32,
-    /// [`RealDef::FLAG_ACTIVE`] when the slot holds a real.
+    /// [`RealDef::FLAG_ACTIVE`] when the slot holds a real, plus [`RealDef::FLAG_DOWN`] while
+    /// its health check fails. Control-plane state apart from `FLAG_ACTIVE`.
     pub flags: u32,
     /// The VIP this real serves (a server in two VIPs has two slots, so that deleting it from
     /// one VIP ends exactly that VIP's flows to it). Control-plane state; the program ignores it.
@@ -77,6 +78,63 @@ pub struct RealDef {
 impl RealDef {
     /// The slot holds a real that may receive packets.
     pub const FLAG_ACTIVE: u32 = 1;
+    /// The real failed its health check: like weight 0 it keeps its flows and is left out of
+    /// the Maglev table, but its configured weight is kept for when it recovers.
+    pub const FLAG_DOWN: u32 = 2;
+}
+
+/// How l4-ctl's daemon health-checks the reals of one VIP, indexed by `vip_id` in the health
+/// map. The program never reads it: it is kept in a pinned map so that every l4-ctl process
+/// (`dump`, the daemon, a restarted daemon) sees the configuration `apply` wrote.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HealthSpec {
+    /// [`HealthSpec::KIND_NONE`], [`HealthSpec::KIND_TCP`] or [`HealthSpec::KIND_HTTP`].
+    pub kind: u8,
+    /// Consecutive successes that bring a down real back.
+    pub rise: u8,
+    /// Consecutive failures that take a real down.
+    pub fall: u8,
+    /// Length of `path` in use.
+    pub path_len: u8,
+    /// Port to check, host byte order; 0 means the VIP's port.
+    pub port: u16,
+    /// Always zero.
+    pub _pad: u16,
+    /// Time between checks of one real.
+    pub interval_ms: u32,
+    /// Time a check may take before it counts as failed.
+    pub timeout_ms: u32,
+    /// HTTP checks: the path to GET (a 2xx or 3xx answer is healthy).
+    pub path: [u8; HEALTH_PATH_MAX],
+}
+
+/// Longest HTTP health-check path [`HealthSpec`] holds.
+pub const HEALTH_PATH_MAX: usize = 112;
+
+impl HealthSpec {
+    /// No health check: reals are always considered up.
+    pub const KIND_NONE: u8 = 0;
+    /// A TCP connect to the real's address.
+    pub const KIND_TCP: u8 = 1;
+    /// An HTTP/1.1 GET to the real's address.
+    pub const KIND_HTTP: u8 = 2;
+}
+
+impl Default for HealthSpec {
+    fn default() -> Self {
+        Self {
+            kind: Self::KIND_NONE,
+            rise: 0,
+            fall: 0,
+            path_len: 0,
+            port: 0,
+            _pad: 0,
+            interval_ms: 0,
+            timeout_ms: 0,
+            path: [0; HEALTH_PATH_MAX],
+        }
+    }
 }
 
 /// Value of the connection table: which real a flow was given.
@@ -98,6 +156,7 @@ mod pod {
     unsafe impl aya::Pod for super::VipAddrKey {}
     unsafe impl aya::Pod for super::RealDef {}
     unsafe impl aya::Pod for super::ConnValue {}
+    unsafe impl aya::Pod for super::HealthSpec {}
     unsafe impl aya::Pod for crate::FlowKey {}
     unsafe impl aya::Pod for crate::TrafficCounters {}
 }
@@ -109,4 +168,5 @@ const _: () = {
     assert!(core::mem::size_of::<VipAddrKey>() == 20);
     assert!(core::mem::size_of::<RealDef>() == 52);
     assert!(core::mem::size_of::<ConnValue>() == 8);
+    assert!(core::mem::size_of::<HealthSpec>() == 16 + HEALTH_PATH_MAX);
 };

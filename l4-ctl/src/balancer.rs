@@ -10,6 +10,7 @@
 //!   it are treated as misses instead of being sent to whatever reuses the slot.
 
 use std::{
+    collections::BTreeMap,
     fs, io,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
@@ -17,11 +18,11 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, DevMap, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
+    maps::{Array, DevMap, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use common::{
-    FlowKey, GlobalCounter, MAX_REALS, MAX_TX_PORTS, MAX_VIPS, RING_SIZE, RealDef,
+    FlowKey, GlobalCounter, HealthSpec, MAX_REALS, MAX_TX_PORTS, MAX_VIPS, RING_SIZE, RealDef,
     TX_PORT_SAME_IFACE, TrafficCounters, VipAddrKey, VipKey, VipMeta, flow_hash, map_names,
 };
 
@@ -57,7 +58,15 @@ impl AttachMode {
 /// Everything that can go wrong between l4-ctl and the kernel.
 #[derive(Debug, thiserror::Error)]
 pub enum BalancerError {
-    #[error("cannot create the pin directory {path}")]
+    #[error("dl7 is not loaded: {} does not exist (run `l4-ctl load --iface IFACE` first)", .path.display())]
+    NotLoaded { path: PathBuf },
+    #[error("opening the pinned map {}", .path.display())]
+    OpenPin {
+        path: PathBuf,
+        #[source]
+        source: Box<MapError>,
+    },
+    #[error("cannot create the pin directory {}", .path.display())]
     PinDir {
         path: PathBuf,
         #[source]
@@ -149,6 +158,17 @@ impl Real {
         decode_addr(self.def.addr, self.def.family).unwrap_or(IpAddr::from([0u8; 4]))
     }
 
+    /// The weight the Maglev table uses: the configured weight, or 0 while the real's health
+    /// check fails.
+    pub fn effective_weight(&self) -> u32 {
+        if self.is_down() { 0 } else { self.def.weight }
+    }
+
+    /// Whether the real failed its health check (it keeps its flows, gets no new ones).
+    pub fn is_down(&self) -> bool {
+        self.def.flags & RealDef::FLAG_DOWN != 0
+    }
+
     fn maglev_key(&self) -> Vec<u8> {
         match self.addr() {
             IpAddr::V4(a) => a.octets().to_vec(),
@@ -157,13 +177,42 @@ impl Real {
     }
 }
 
-/// The loaded program with its maps.
+/// The program's maps, and the program itself when this process loaded it.
 pub struct Balancer {
-    ebpf: Ebpf,
+    /// Every map of [`map_names::ALL`], by name.
+    maps: BTreeMap<&'static str, Map>,
+    /// The loaded object (its maps taken out into `maps`); `None` when the maps were opened
+    /// from their pins by [`Balancer::open`].
+    ebpf: Option<Ebpf>,
     nr_cpus: usize,
 }
 
 impl Balancer {
+    /// Opens the maps an earlier `l4-ctl load` pinned under `pin_dir`, without loading a
+    /// program: what every l4-ctl command but `load` works on.
+    pub fn open(pin_dir: &Path) -> Result<Self> {
+        let mut maps = BTreeMap::new();
+        for name in map_names::ALL {
+            let path = pin_dir.join(name);
+            if !path.exists() {
+                return Err(BalancerError::NotLoaded { path });
+            }
+            let map = MapData::from_pin(&path)
+                .and_then(Map::from_map_data)
+                .map_err(|source| BalancerError::OpenPin {
+                    path,
+                    source: Box::new(source),
+                })?;
+            maps.insert(name, map);
+        }
+        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| BalancerError::Cpus(e))?;
+        Ok(Balancer {
+            maps,
+            ebpf: None,
+            nr_cpus,
+        })
+    }
+
     /// Loads the embedded program with its maps pinned under `pin_dir`: maps already pinned
     /// there (by an earlier load) are reused with their contents, the others are created.
     pub fn load(pin_dir: &Path) -> Result<Self> {
@@ -188,21 +237,41 @@ impl Balancer {
         program
             .load()
             .map_err(|e| BalancerError::Program(Box::new(e)))?;
+        let mut maps = BTreeMap::new();
+        for name in map_names::ALL {
+            maps.insert(
+                name,
+                ebpf.take_map(name).ok_or(BalancerError::Missing(name))?,
+            );
+        }
         let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| BalancerError::Cpus(e))?;
-        Ok(Balancer { ebpf, nr_cpus })
+        Ok(Balancer {
+            maps,
+            ebpf: Some(ebpf),
+            nr_cpus,
+        })
     }
 
     /// The loaded program (to attach it elsewhere, or to test-run it).
     pub fn program(&self) -> Result<&Xdp> {
         self.ebpf
+            .as_ref()
+            .ok_or(BalancerError::Missing(
+                "loaded program (the maps were opened from pins)",
+            ))?
             .program(common::PROGRAM_NAME)
             .ok_or(BalancerError::Missing("XDP program"))?
             .try_into()
             .map_err(|e| BalancerError::Program(Box::new(e)))
     }
 
-    fn program_mut(&mut self) -> Result<&mut Xdp> {
+    /// The loaded program, to attach or pin it.
+    pub fn program_mut(&mut self) -> Result<&mut Xdp> {
         self.ebpf
+            .as_mut()
+            .ok_or(BalancerError::Missing(
+                "loaded program (the maps were opened from pins)",
+            ))?
             .program_mut(common::PROGRAM_NAME)
             .ok_or(BalancerError::Missing("XDP program"))?
             .try_into()
@@ -220,12 +289,12 @@ impl Balancer {
             })
     }
 
-    fn map(&self, name: &'static str) -> Result<&aya::maps::Map> {
-        self.ebpf.map(name).ok_or(BalancerError::Missing(name))
+    fn map(&self, name: &'static str) -> Result<&Map> {
+        self.maps.get(name).ok_or(BalancerError::Missing(name))
     }
 
-    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map> {
-        self.ebpf.map_mut(name).ok_or(BalancerError::Missing(name))
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map> {
+        self.maps.get_mut(name).ok_or(BalancerError::Missing(name))
     }
 
     fn vips_map(&self) -> Result<HashMap<&MapData, VipKey, VipMeta>> {
@@ -274,6 +343,7 @@ impl Balancer {
         };
         self.write_ring(meta.ring, &vec![common::NO_REAL; RING_SIZE as usize])?;
         self.reset_counters(map_names::VIP_STATS, vip_id)?;
+        self.write_health(vip_id, HealthSpec::default())?;
         self.add_vip_addr(vip.addr_key())?;
         let mut map = HashMap::<_, VipKey, VipMeta>::try_from(self.map_mut(map_names::VIPS)?)
             .map_err(map_err(map_names::VIPS))?;
@@ -293,6 +363,30 @@ impl Balancer {
             self.free_real(real)?;
         }
         Ok(())
+    }
+
+    /// The health check configured for `vip`.
+    pub fn health(&self, vip: &Vip) -> Result<HealthSpec> {
+        let vip_id = self.vip(vip)?.vip_id;
+        let name = map_names::HEALTH;
+        Array::<_, HealthSpec>::try_from(self.map(name)?)
+            .map_err(map_err(name))?
+            .get(&vip_id, 0)
+            .map_err(map_err(name))
+    }
+
+    /// Sets the health check of `vip` ([`HealthSpec::default`] for none).
+    pub fn set_health(&mut self, vip: &Vip, spec: HealthSpec) -> Result<()> {
+        let vip_id = self.vip(vip)?.vip_id;
+        self.write_health(vip_id, spec)
+    }
+
+    fn write_health(&mut self, vip_id: u32, spec: HealthSpec) -> Result<()> {
+        let name = map_names::HEALTH;
+        Array::<_, HealthSpec>::try_from(self.map_mut(name)?)
+            .map_err(map_err(name))?
+            .set(vip_id, spec, 0)
+            .map_err(map_err(name))
     }
 
     fn add_vip_addr(&mut self, key: VipAddrKey) -> Result<()> {
@@ -408,9 +502,40 @@ impl Balancer {
 
     /// Changes a real's weight (0 drains it: established flows stay, new flows avoid it).
     pub fn set_weight(&mut self, vip: &Vip, addr: IpAddr, weight: u32) -> Result<Real> {
+        self.update_real(vip, addr, |def| RealDef { weight, ..def })
+    }
+
+    /// Changes the MAC forwarded frames to a real are sent to (the real's NIC was replaced).
+    pub fn set_mac(&mut self, vip: &Vip, addr: IpAddr, mac: Mac) -> Result<Real> {
+        self.update_real(vip, addr, |def| RealDef { mac: mac.0, ..def })
+    }
+
+    /// Marks a real down (its health check failed: drained, its weight kept) or up again.
+    pub fn set_down(&mut self, vip: &Vip, addr: IpAddr, down: bool) -> Result<Real> {
+        self.update_real(vip, addr, |def| RealDef {
+            flags: if down {
+                def.flags | RealDef::FLAG_DOWN
+            } else {
+                def.flags & !RealDef::FLAG_DOWN
+            },
+            ..def
+        })
+    }
+
+    /// Rewrites a real's definition and publishes the VIP's new table; on failure the old
+    /// definition is restored.
+    fn update_real(
+        &mut self,
+        vip: &Vip,
+        addr: IpAddr,
+        change: impl FnOnce(RealDef) -> RealDef,
+    ) -> Result<Real> {
         let meta = self.vip(vip)?;
         let real = self.real(vip, addr)?;
-        let def = RealDef { weight, ..real.def };
+        let def = change(real.def);
+        if def == real.def {
+            return Ok(real);
+        }
         self.write_real(real.id, def)?;
         if let Err(e) = self.publish_table(vip, meta) {
             self.write_real(real.id, real.def)?;
@@ -480,15 +605,35 @@ impl Balancer {
         Self::build_table(vip, &reals)
     }
 
+    /// The Maglev table the program uses for `vip` right now, read from the map.
+    pub fn active_table(&self, vip: &Vip) -> Result<Vec<u32>> {
+        let meta = self.vip(vip)?;
+        let name = map_names::RINGS;
+        let ring = Array::<_, Ring>::try_from(self.map(name)?)
+            .map_err(map_err(name))?
+            .get(&meta.ring, 0)
+            .map_err(map_err(name))?;
+        Ok(ring.to_vec())
+    }
+
+    /// The table for `reals`: reals with weight 0 or down get no slot. When every real with
+    /// a weight is down, the down ones keep their slots (fail open, like Envoy's panic mode):
+    /// a VIP whose health checks all fail at once more likely has a broken check than no
+    /// working server, and dropping all its new flows would make that certain.
     fn build_table(vip: &Vip, reals: &[Real]) -> Result<Vec<u32>> {
         let keys: Vec<Vec<u8>> = reals.iter().map(Real::maglev_key).collect();
+        let fail_open = reals.iter().all(|r| r.effective_weight() == 0);
         let members: Vec<MaglevReal<'_>> = reals
             .iter()
             .zip(&keys)
             .map(|(r, key)| MaglevReal {
                 key,
                 id: r.id,
-                weight: r.def.weight,
+                weight: if fail_open {
+                    r.def.weight
+                } else {
+                    r.effective_weight()
+                },
             })
             .collect();
         maglev::build_table(&members, RING_SIZE)

@@ -2,17 +2,33 @@
 //! and embedded in this crate), writes VIPs, reals and Maglev tables into its maps, and reads
 //! its counters.
 //!
-//! - [`balancer`]: loading, attaching and every map operation;
+//! - [`balancer`]: loading the program or opening its pinned maps, and every map operation;
+//! - [`front`]: attaching the program so that it outlives l4-ctl, upgrades, detaching;
+//! - [`lock`]: one writer of the maps at a time;
 //! - [`maglev`]: the Maglev lookup tables (computed here, only read by the program);
+//! - [`config`]: the declarative TOML configuration (`apply`, `dump`);
+//! - [`neighbour`]: the interface and MACs a real is reached with;
+//! - [`health`]: health-check probes and the rise/fall state of a real;
+//! - [`stats`]: one reading of all counters (`stats`, `real list`, `/metrics`);
+//! - [`metrics`]: the Prometheus metrics and their names;
+//! - [`service`]: VIP, address and MAC parsing and their encodings in the maps;
 //! - [`objects`]: the embedded eBPF objects (the balancer and two small helper programs);
-//! - [`frames`]: hand-built frames for test runs of the program (tests, benchmarks);
-//! - [`service`]: VIP, address and MAC parsing and their encodings in the maps.
+//! - [`frames`]: hand-built frames for test runs of the program (tests, benchmarks).
+//!
+//! The `l4-ctl` binary (`src/main.rs`) is the command line over these.
 
 pub mod balancer;
+pub mod config;
 pub mod frames;
+pub mod front;
+pub mod health;
+pub mod lock;
 pub mod maglev;
+pub mod metrics;
+pub mod neighbour;
 pub mod objects;
 pub mod service;
+pub mod stats;
 
 pub use balancer::{AttachMode, Balancer, BalancerError, DEFAULT_PIN_DIR, Real, RealSpec};
 pub use service::{Mac, Proto, Vip};

@@ -8,8 +8,8 @@ use aya_ebpf::{
     maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray},
 };
 use common::{
-    CONN_TABLE_SIZE, ConnValue, FlowKey, GlobalCounter, MAX_REALS, MAX_TX_PORTS, MAX_VIPS,
-    RING_SIZE, RealDef, TrafficCounters, VipAddrKey, VipKey, VipMeta,
+    CONN_TABLE_SIZE, ConnValue, FlowKey, GlobalCounter, HealthSpec, MAX_REALS, MAX_TX_PORTS,
+    MAX_VIPS, RING_SIZE, RealDef, TrafficCounters, VipAddrKey, VipKey, VipMeta,
 };
 
 /// `BPF_F_NO_COMMON_LRU`: one LRU list per CPU, so inserts on different CPUs never contend.
@@ -45,6 +45,11 @@ pub static REAL_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(MAX_RE
 
 #[map(name = "DL7_GLOBALS")]
 pub static GLOBALS: PerCpuArray<u64> = PerCpuArray::pinned(GlobalCounter::COUNT, 0);
+
+/// Health-check settings per VIP. The program never reads this map; it lives in the object so
+/// that it is created and pinned with the others and survives upgrades like them.
+#[map(name = "DL7_HEALTH")]
+pub static HEALTH: Array<HealthSpec> = Array::pinned(MAX_VIPS, 0);
 
 /// Adds one to a global counter (this CPU's copy: no atomics needed).
 #[inline(always)]

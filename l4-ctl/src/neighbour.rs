@@ -1,0 +1,189 @@
+//! Where a real sits on the front's network: the interface the front reaches it through, the
+//! front's MAC there, and the real's MAC from the kernel's neighbour table (asking the kernel to
+//! resolve it when the table has no usable entry).
+//!
+//! dl7 forwards at layer 2 (direct server return): a real must be on a segment the front is
+//! attached to, so an address reached through a gateway is refused with a clear message.
+//! The kernel is asked through `ip -j` (iproute2), which answers for the network namespace
+//! l4-ctl runs in.
+
+use std::{
+    net::{IpAddr, SocketAddr, UdpSocket},
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde::Deserialize;
+
+use crate::Mac;
+
+/// How long to wait for an ARP or neighbour-discovery answer.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+const RESOLVE_POLL: Duration = Duration::from_millis(50);
+/// Where the probe datagram goes: the discard port. Any datagram makes the kernel resolve
+/// the neighbour; the datagram itself is of no interest to the real.
+const PROBE_PORT: u16 = 9;
+
+/// Why a real's place on the network could not be found.
+#[derive(Debug, thiserror::Error)]
+pub enum NeighbourError {
+    #[error("running `ip {args}` failed: {detail}")]
+    Ip { args: String, detail: String },
+    #[error("no route to {0}")]
+    NoRoute(IpAddr),
+    #[error("{0} is an address of this host, not a real server")]
+    Local(IpAddr),
+    #[error(
+        "{addr} is reached through the gateway {gateway}: dl7 forwards at layer 2, so a real must share a segment with the front"
+    )]
+    Gateway { addr: IpAddr, gateway: String },
+    #[error(
+        "cannot resolve the MAC of {addr} on {dev}: no ARP/neighbour answer within {}s; is the real up? (or give --mac)",
+        RESOLVE_TIMEOUT.as_secs()
+    )]
+    Unresolved { addr: IpAddr, dev: String },
+    #[error("interface {dev} has no usable MAC address ({found:?})")]
+    NoMac { dev: String, found: String },
+}
+
+/// The front's way to a real.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Path {
+    /// The interface the front reaches the real through.
+    pub dev: String,
+    /// The front's MAC on `dev` (the source of forwarded frames).
+    pub src_mac: Mac,
+    /// The real's MAC.
+    pub mac: Mac,
+}
+
+#[derive(Deserialize)]
+struct RouteEntry {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    dev: Option<String>,
+    gateway: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LinkEntry {
+    address: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct NeighEntry {
+    lladdr: Option<String>,
+    #[serde(default)]
+    state: Vec<String>,
+}
+
+/// Finds the way to `addr`; `mac` skips the neighbour lookup.
+pub fn resolve(addr: IpAddr, mac: Option<Mac>) -> Result<Path, NeighbourError> {
+    let dev = route_dev(addr)?;
+    let src_mac = dev_mac(&dev)?;
+    let mac = match mac {
+        Some(mac) => mac,
+        None => neighbour_mac(addr, &dev)?,
+    };
+    Ok(Path { dev, src_mac, mac })
+}
+
+/// Runs `ip -j ARGS` and parses its JSON array.
+fn ip_json<T: for<'de> Deserialize<'de>>(args: &[&str]) -> Result<Vec<T>, NeighbourError> {
+    let err = |detail: String| NeighbourError::Ip {
+        args: format!("-j {}", args.join(" ")),
+        detail,
+    };
+    let out = Command::new("ip")
+        .arg("-j")
+        .args(args)
+        .output()
+        .map_err(|e| err(e.to_string()))?;
+    if !out.status.success() {
+        return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_str(&text).map_err(|e| err(format!("unexpected output: {e}")))
+}
+
+fn route_dev(addr: IpAddr) -> Result<String, NeighbourError> {
+    let addr_s = addr.to_string();
+    let routes: Vec<RouteEntry> = match ip_json(&["route", "get", &addr_s]) {
+        Ok(routes) => routes,
+        // `ip route get` fails with "unreachable" / "Network is unreachable".
+        Err(NeighbourError::Ip { .. }) => return Err(NeighbourError::NoRoute(addr)),
+        Err(e) => return Err(e),
+    };
+    let route = routes
+        .into_iter()
+        .next()
+        .ok_or(NeighbourError::NoRoute(addr))?;
+    if route.kind.as_deref() == Some("local") {
+        return Err(NeighbourError::Local(addr));
+    }
+    if let Some(gateway) = route.gateway {
+        return Err(NeighbourError::Gateway { addr, gateway });
+    }
+    route.dev.ok_or(NeighbourError::NoRoute(addr))
+}
+
+fn dev_mac(dev: &str) -> Result<Mac, NeighbourError> {
+    let links: Vec<LinkEntry> = ip_json(&["link", "show", "dev", dev])?;
+    let found = links
+        .into_iter()
+        .next()
+        .and_then(|l| l.address)
+        .unwrap_or_default();
+    match found.parse::<Mac>() {
+        Ok(mac) if mac.0 != [0; 6] => Ok(mac),
+        _ => Err(NeighbourError::NoMac {
+            dev: dev.to_owned(),
+            found,
+        }),
+    }
+}
+
+/// A neighbour entry the kernel would use to send to the real right now.
+fn usable_entry(addr: IpAddr, dev: &str) -> Result<Option<Mac>, NeighbourError> {
+    let addr_s = addr.to_string();
+    let entries: Vec<NeighEntry> = ip_json(&["neigh", "show", "to", &addr_s, "dev", dev])?;
+    Ok(entries.into_iter().find_map(|e| {
+        let bad = e
+            .state
+            .iter()
+            .any(|s| s == "FAILED" || s == "INCOMPLETE" || s == "NONE");
+        if bad {
+            return None;
+        }
+        e.lladdr?.parse::<Mac>().ok()
+    }))
+}
+
+fn neighbour_mac(addr: IpAddr, dev: &str) -> Result<Mac, NeighbourError> {
+    if let Some(mac) = usable_entry(addr, dev)? {
+        return Ok(mac);
+    }
+    // Make the kernel resolve it: sending any datagram to the address starts ARP or ND.
+    let bind: SocketAddr = match addr {
+        IpAddr::V4(_) => "0.0.0.0:0".parse().expect("literal"),
+        IpAddr::V6(_) => "[::]:0".parse().expect("literal"),
+    };
+    if let Ok(socket) = UdpSocket::bind(bind) {
+        let _ = socket.send_to(b"", SocketAddr::new(addr, PROBE_PORT));
+    }
+    let deadline = Instant::now() + RESOLVE_TIMEOUT;
+    while Instant::now() < deadline {
+        thread::sleep(RESOLVE_POLL);
+        if let Some(mac) = usable_entry(addr, dev)? {
+            return Ok(mac);
+        }
+    }
+    Err(NeighbourError::Unresolved {
+        addr,
+        dev: dev.to_owned(),
+    })
+}
