@@ -3,6 +3,7 @@
 //! machine needs nothing done by hand.
 
 mod bench_hashing;
+mod bench_l7;
 mod cmd;
 mod ebpf;
 mod setup;
@@ -49,6 +50,8 @@ enum Bench {
     },
     /// Hash quality of every l7-sidecar scheme on a SURGE-like workload.
     Hashing(bench_hashing::BenchHashingArgs),
+    /// dl7's sidecar as the L7 hashing tier against nginx and HAProxy under the same load.
+    L7(bench_l7::BenchL7Args),
 }
 
 fn workspace_root() -> PathBuf {
@@ -86,6 +89,7 @@ fn run(task: Task) -> Result<()> {
                 cmd::run(&mut cmd)
             }
             Bench::Hashing(args) => bench_hashing::run(args),
+            Bench::L7(args) => bench_l7::run(&root, args),
         },
     }
 }

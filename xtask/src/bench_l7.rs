@@ -1,0 +1,460 @@
+//! `cargo xtask bench l7`: dl7's sidecar as the L7 hashing tier (`l7-sidecar serve --mode
+//! central`) against nginx (`hash $request_uri consistent` + upstream `keepalive`) and HAProxy
+//! (`balance uri`, `hash-type consistent`, `http-reuse always`), Debian's packages, in front
+//! of the same backends, under the same keep-alive load, in one run.
+//!
+//! - Backends: `--backends` nginx processes on loopback ports serving `--objects` static files
+//!   (70 % 1 KiB, 20 % 4 KiB, 10 % 16 KiB), each naming itself in a response header.
+//! - Tiers: each on its own loopback port, one worker/thread, keep-alive to the backends.
+//!   Before any load, each tier must answer a sample of objects with 200 and the right size,
+//!   the same object from the same backend twice, and use every backend.
+//! - Pinning (`taskset`): the tier under test on CPU 1; wrk and the backends on CPU 0.
+//! - Load: wrk, one thread, `--connections` keep-alive connections cycling over every URI; a
+//!   warm-up run, then the measured run; `--rounds` rounds interleave the tiers and each
+//!   figure is the median over rounds.
+//! - Figures: req/s, p50 and p99 latency (wrk's), CPU seconds of the tier's processes per
+//!   100,000 requests (utime + stime from /proc/PID/stat around the measured run), the busy
+//!   share of both CPUs (/proc/stat: when CPU 0 is saturated the load side, not the tier,
+//!   limits req/s), and the tier's RSS (VmRSS) at the end of its run.
+//!
+//! Targets (ratios in the same run, reported and never enforced): dl7 >= 1.0x nginx's req/s
+//! (goal 1.5x), dl7's p99 no worse than nginx's. A tier that answers errors fails the bench.
+//! Every process started is killed and the temp directory removed, also on errors and Ctrl-C.
+
+mod process;
+mod servers;
+mod wrk;
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::Serialize;
+
+use crate::{cmd, setup, test};
+use process::{CatchInterrupts, CpuTimes, TempDir};
+use servers::{Server, Tier, TierSetup};
+
+/// Debian packages the bench drives (util-linux brings `taskset`).
+pub const PACKAGES: &[&str] = &["nginx", "haproxy", "wrk", "util-linux"];
+
+/// The CPU of the tier under test, and the CPU of wrk and the backends.
+const TIER_CPU: usize = 1;
+const LOAD_CPU: usize = 0;
+
+/// The share of requests that may end in socket errors before a tier counts as broken.
+const MAX_SOCKET_ERRORS: f64 = 0.001;
+
+/// The share of CPU 1 that processes other than the tier may use before the table says that
+/// the tier's figures are disturbed.
+const DISTURBED: f64 = 0.1;
+
+/// The req/s ratio to nginx that dl7 must reach, and the goal.
+const TARGET_RATIO: f64 = 1.0;
+const GOAL_RATIO: f64 = 1.5;
+
+/// Options of `cargo xtask bench l7`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchL7Args {
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// A short run (smoke test: one 2 s round), not for figures.
+    #[arg(long)]
+    pub quick: bool,
+    /// Seconds of each measured run [default: 5, --quick 2].
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Seconds of the warm-up run before each measured run [default: 2, --quick 1].
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// Rounds over all tiers; each figure is the median [default: 3, --quick 1].
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Keep-alive connections of the load.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Backend servers (nginx processes).
+    #[arg(long, default_value_t = 4)]
+    pub backends: usize,
+    /// Distinct objects (URIs) the load cycles over.
+    #[arg(long, default_value_t = 1000)]
+    pub objects: usize,
+    /// Tiers to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["nginx", "haproxy", "dl7"])]
+    pub tiers: Vec<Tier>,
+    /// The sidecar's hashing scheme (`nginx` maps keys as the nginx tier does).
+    #[arg(long, default_value = "nginx")]
+    pub scheme: String,
+}
+
+/// One tier's figures: medians over the rounds.
+#[derive(Debug, Serialize)]
+struct Row {
+    tier: Tier,
+    req_per_s: f64,
+    /// req/s over nginx's (when nginx ran).
+    ratio_vs_nginx: Option<f64>,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu_s_per_100k_req: f64,
+    /// CPU time of the tier's processes over wall time (1.0 = its whole core).
+    tier_cpu_share: f64,
+    /// Busy share of CPU 0 (wrk and backends) and CPU 1 (the tier) from /proc/stat.
+    cpu0_busy: f64,
+    cpu1_busy: f64,
+    rss_mib: f64,
+    /// Requests measured over all rounds.
+    requests: u64,
+}
+
+/// dl7 against nginx, when both ran.
+#[derive(Debug, Serialize)]
+struct Targets {
+    req_ratio: f64,
+    req_ratio_target: f64,
+    req_ratio_goal: f64,
+    req_target_met: bool,
+    req_goal_met: bool,
+    p99_met: bool,
+}
+
+/// The whole report, as printed by `--json`.
+#[derive(Debug, Serialize)]
+struct Report {
+    backends: usize,
+    objects: usize,
+    connections: usize,
+    duration_s: u64,
+    warmup_s: u64,
+    rounds: usize,
+    tier_cpu: usize,
+    load_cpu: usize,
+    dl7_scheme: String,
+    rows: Vec<Row>,
+    targets: Option<Targets>,
+}
+
+/// One measured run of one tier.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    load: wrk::Load,
+    cpu_seconds: f64,
+    wall_seconds: f64,
+    cpu0_busy: f64,
+    cpu1_busy: f64,
+    rss_bytes: u64,
+}
+
+pub fn run(root: &Path, args: BenchL7Args) -> Result<()> {
+    let duration = args.duration.unwrap_or(if args.quick { 2 } else { 5 });
+    let warmup = args.warmup.unwrap_or(if args.quick { 1 } else { 2 });
+    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 });
+    ensure!(
+        duration >= 1 && rounds >= 1,
+        "--duration and --rounds must be at least 1"
+    );
+    ensure!(
+        args.backends >= 1 && args.objects >= 1,
+        "--backends and --objects must be at least 1"
+    );
+    ensure!(args.connections >= 1, "--connections must be at least 1");
+    let mut tiers = args.tiers.clone();
+    tiers.sort();
+    tiers.dedup();
+
+    setup::ensure_debian_packages(PACKAGES)?;
+    CpuTimes::read(TIER_CPU).context("the bench needs two CPUs (0 and 1)")?;
+    let sidecar = if tiers.contains(&Tier::Dl7) {
+        Some(build_sidecar(root)?)
+    } else {
+        None
+    };
+
+    // Dropped in reverse: tiers, backends, the temp directory, then the signal handlers.
+    let _signals = CatchInterrupts::install();
+    let temp = TempDir::create()?;
+    let dir = temp.path();
+    let www = servers::write_objects(dir, args.objects)?;
+    let script = wrk::write_script(dir, args.objects)?;
+    let names: Vec<String> = (1..=args.backends).map(|i| format!("b{i}")).collect();
+    let backends: Vec<Server> = names
+        .iter()
+        .zip(servers::free_ports(args.backends)?)
+        .map(|(name, port)| servers::start_backend(dir, name, &www, port, LOAD_CPU))
+        .collect::<Result<_>>()?;
+    let members: Vec<(String, SocketAddr)> = names
+        .into_iter()
+        .zip(backends.iter().map(|b| b.addr))
+        .collect();
+    let setup = TierSetup {
+        dir,
+        backends: &members,
+        cpu: TIER_CPU,
+        sidecar: sidecar.as_deref(),
+        scheme: &args.scheme,
+    };
+    let mut running: Vec<(Tier, Server)> = Vec::new();
+    for &tier in &tiers {
+        let server = servers::start_tier(tier, &setup)?;
+        servers::check_tier(tier.name(), server.addr, args.objects, args.backends)?;
+        running.push((tier, server));
+    }
+
+    let spec = wrk::LoadSpec {
+        script: &script,
+        connections: args.connections,
+        cpu: LOAD_CPU,
+    };
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); running.len()];
+    for round in 0..rounds {
+        for ((tier, server), samples) in running.iter_mut().zip(&mut samples) {
+            if !args.json {
+                eprintln!("bench l7: round {}/{rounds}: {}", round + 1, tier.name());
+            }
+            if warmup > 0 {
+                wrk::run(&spec, server.addr, warmup, dir)
+                    .with_context(|| format!("{} warm-up", tier.name()))?;
+            }
+            let sample = measure(server, &spec, duration, dir)
+                .with_context(|| format!("{}, round {}", tier.name(), round + 1))?;
+            samples.push(sample);
+        }
+    }
+
+    let report = report(&args, duration, warmup, rounds, &running, &samples);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", table(&report));
+    }
+    Ok(())
+}
+
+/// Builds the sidecar in release mode; returns its path once `serve --help` works.
+fn build_sidecar(root: &Path) -> Result<PathBuf> {
+    eprintln!("bench l7: building l7-sidecar (release)");
+    let out = cmd::output(test::cargo(root).args([
+        "build",
+        "--release",
+        "-p",
+        "l7-sidecar",
+        "--bin",
+        "l7-sidecar",
+        "--message-format=json-render-diagnostics",
+    ]))?;
+    let exe = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "l7-sidecar")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .context("cargo build reported no l7-sidecar executable")?;
+    cmd::output(Command::new(&exe).args(["serve", "--help"]))
+        .context("l7-sidecar has no `serve` subcommand yet: run with --tiers nginx,haproxy")?;
+    Ok(exe)
+}
+
+/// One measured run of `server`'s tier; an error if the tier died or answered errors.
+fn measure(server: &mut Server, spec: &wrk::LoadSpec, seconds: u64, dir: &Path) -> Result<Sample> {
+    let (cpu0, cpu1) = (CpuTimes::read(LOAD_CPU)?, CpuTimes::read(TIER_CPU)?);
+    let before = server.group.cpu_seconds();
+    let start = Instant::now();
+    let load = wrk::run(spec, server.addr, seconds, dir)?;
+    let wall_seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = server.group.cpu_seconds() - before;
+    let cpu0_busy = CpuTimes::read(LOAD_CPU)?.busy_since(&cpu0);
+    let cpu1_busy = CpuTimes::read(TIER_CPU)?.busy_since(&cpu1);
+    let rss_bytes = server.group.rss_bytes();
+    server.group.check_running()?;
+    ensure!(load.requests > 0, "no request completed");
+    ensure!(
+        load.bad_status == 0,
+        "{} of {} responses had status >= 400",
+        load.bad_status,
+        load.requests
+    );
+    if load.socket_errors as f64 > MAX_SOCKET_ERRORS * load.requests as f64 {
+        bail!(
+            "{} socket errors (connect, read, write, timeout) in {} requests",
+            load.socket_errors,
+            load.requests
+        );
+    }
+    Ok(Sample {
+        load,
+        cpu_seconds,
+        wall_seconds,
+        cpu0_busy,
+        cpu1_busy,
+        rss_bytes,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn report(
+    args: &BenchL7Args,
+    duration: u64,
+    warmup: u64,
+    rounds: usize,
+    running: &[(Tier, Server)],
+    samples: &[Vec<Sample>],
+) -> Report {
+    let mut rows: Vec<Row> = running
+        .iter()
+        .zip(samples)
+        .map(|((tier, _), s)| {
+            let m = |f: &dyn Fn(&Sample) -> f64| median(s.iter().map(f).collect());
+            Row {
+                tier: *tier,
+                req_per_s: m(&|s| s.load.req_per_s()),
+                ratio_vs_nginx: None,
+                p50_ms: m(&|s| s.load.p50_ms),
+                p99_ms: m(&|s| s.load.p99_ms),
+                cpu_s_per_100k_req: m(&|s| s.cpu_seconds / s.load.requests as f64 * 1e5),
+                tier_cpu_share: m(&|s| s.cpu_seconds / s.wall_seconds),
+                cpu0_busy: m(&|s| s.cpu0_busy),
+                cpu1_busy: m(&|s| s.cpu1_busy),
+                rss_mib: m(&|s| s.rss_bytes as f64 / (1 << 20) as f64),
+                requests: s.iter().map(|s| s.load.requests).sum(),
+            }
+        })
+        .collect();
+    let nginx = rows
+        .iter()
+        .find(|r| r.tier == Tier::Nginx)
+        .map(|r| (r.req_per_s, r.p99_ms));
+    if let Some((nginx_rps, _)) = nginx {
+        for r in &mut rows {
+            r.ratio_vs_nginx = Some(r.req_per_s / nginx_rps);
+        }
+    }
+    let targets = nginx.and_then(|(_, nginx_p99)| {
+        let dl7 = rows.iter().find(|r| r.tier == Tier::Dl7)?;
+        let ratio = dl7.ratio_vs_nginx?;
+        Some(Targets {
+            req_ratio: ratio,
+            req_ratio_target: TARGET_RATIO,
+            req_ratio_goal: GOAL_RATIO,
+            req_target_met: ratio >= TARGET_RATIO,
+            req_goal_met: ratio >= GOAL_RATIO,
+            p99_met: dl7.p99_ms <= nginx_p99,
+        })
+    });
+    Report {
+        backends: args.backends,
+        objects: args.objects,
+        connections: args.connections,
+        duration_s: duration,
+        warmup_s: warmup,
+        rounds,
+        tier_cpu: TIER_CPU,
+        load_cpu: LOAD_CPU,
+        dl7_scheme: args.scheme.clone(),
+        rows,
+        targets,
+    }
+}
+
+fn table(r: &Report) -> String {
+    let mut out = format!(
+        "L7 tier: {} nginx backends, {} objects (1-16 KiB), wrk -t1 -c{} keep-alive, \
+         {} x {} s rounds (median, {} s warm-up each), tier on CPU {}, wrk + backends on CPU {}\n",
+        r.backends,
+        r.objects,
+        r.connections,
+        r.rounds,
+        r.duration_s,
+        r.warmup_s,
+        r.tier_cpu,
+        r.load_cpu
+    );
+    out.push_str(
+        "tier          req/s  x nginx  p50 ms  p99 ms  CPU s/100k  tier CPU  cpu0 busy  cpu1 busy  RSS MiB\n",
+    );
+    for row in &r.rows {
+        let ratio = row
+            .ratio_vs_nginx
+            .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"));
+        let _ = writeln!(
+            out,
+            "{:<8} {:>10.0} {:>8} {:>7.2} {:>7.2} {:>11.2} {:>8.0}% {:>9.0}% {:>9.0}% {:>8.1}",
+            row.tier.name(),
+            row.req_per_s,
+            ratio,
+            row.p50_ms,
+            row.p99_ms,
+            row.cpu_s_per_100k_req,
+            row.tier_cpu_share * 100.0,
+            row.cpu0_busy * 100.0,
+            row.cpu1_busy * 100.0,
+            row.rss_mib
+        );
+    }
+    let disturbed: Vec<&str> = r
+        .rows
+        .iter()
+        .filter(|x| x.cpu1_busy - x.tier_cpu_share > DISTURBED)
+        .map(|x| x.tier.name())
+        .collect();
+    if !disturbed.is_empty() {
+        let _ = writeln!(
+            out,
+            "note: other processes used more than {:.0} % of CPU 1 during the runs of {}: \
+             those figures are disturbed (see the machine's load)",
+            DISTURBED * 100.0,
+            disturbed.join(", ")
+        );
+    }
+    if let Some(t) = &r.targets {
+        let met = |b: bool| if b { "met" } else { "MISSED" };
+        let nginx_p99 = r
+            .rows
+            .iter()
+            .find(|x| x.tier == Tier::Nginx)
+            .map(|x| x.p99_ms);
+        let dl7_p99 = r
+            .rows
+            .iter()
+            .find(|x| x.tier == Tier::Dl7)
+            .map(|x| x.p99_ms);
+        let _ = writeln!(
+            out,
+            "targets: dl7 req/s {:.2}x nginx (>= {:.1}x: {}; goal {:.1}x: {}); dl7 p99 {:.2} ms vs nginx {:.2} ms (<=: {})",
+            t.req_ratio,
+            t.req_ratio_target,
+            met(t.req_target_met),
+            t.req_ratio_goal,
+            met(t.req_goal_met),
+            dl7_p99.unwrap_or_default(),
+            nginx_p99.unwrap_or_default(),
+            met(t.p99_met)
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(vec![]), 0.0);
+    }
+}

@@ -1,0 +1,346 @@
+//! What the bench runs: the static objects, the nginx backends that serve them, and the three
+//! hashing tiers in front of them (nginx, HAProxy, dl7's sidecar), each from a generated
+//! config in the bench's temp directory; plus a functional check of a tier before it is loaded.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+
+use super::process::Group;
+
+/// Debian's binaries (the bench installs the packages).
+const NGINX: &str = "/usr/sbin/nginx";
+const HAPROXY: &str = "/usr/sbin/haproxy";
+
+/// How long a server may take to start listening.
+const START_LIMIT: Duration = Duration::from_secs(10);
+
+/// Idle keep-alive connections each tier keeps to the backends (nginx's `keepalive`).
+pub const UPSTREAM_KEEPALIVE: usize = 64;
+
+/// The response header through which a backend names itself (for the functional check).
+const BACKEND_HEADER: &str = "x-backend";
+
+/// The URI path of object `i`.
+pub fn object_path(i: usize) -> String {
+    format!("/o/{i:05}.bin")
+}
+
+/// The size of object `i`: 70 % 1 KiB, 20 % 4 KiB, 10 % 16 KiB.
+pub fn object_size(i: usize) -> usize {
+    match i % 10 {
+        0..=6 => 1024,
+        7 | 8 => 4096,
+        _ => 16384,
+    }
+}
+
+/// Writes `objects` files under `dir/www`; returns the document root.
+pub fn write_objects(dir: &Path, objects: usize) -> Result<PathBuf> {
+    let root = dir.join("www");
+    let parent = root.join(object_path(0).trim_start_matches('/'));
+    let parent = parent.parent().context("object path has a folder")?;
+    fs::create_dir_all(parent)?;
+    for i in 0..objects {
+        let body: Vec<u8> = (0..object_size(i))
+            .map(|b| b"0123456789abcdef"[b % 16])
+            .collect();
+        fs::write(root.join(object_path(i).trim_start_matches('/')), body)?;
+    }
+    Ok(root)
+}
+
+/// `n` currently free loopback ports (held together so they are distinct).
+pub fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("binding a free loopback port")?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
+}
+
+/// A loopback address.
+pub fn local(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// A running server: its process group and where it listens.
+pub struct Server {
+    pub group: Group,
+    pub addr: SocketAddr,
+}
+
+/// Starts `cmd` as `name` on `cpu` and waits until it listens on `addr`.
+fn start(name: &str, cpu: usize, cmd: &Command, addr: SocketAddr, dir: &Path) -> Result<Server> {
+    let mut group = Group::spawn(name, cpu, cmd, dir)?;
+    group.wait_listening(addr, START_LIMIT)?;
+    Ok(Server { group, addr })
+}
+
+/// The lines every nginx config of the bench starts with: one process, everything it writes
+/// kept in `dir`.
+fn nginx_preamble(dir: &Path, name: &str, master_process: bool) -> String {
+    let d = dir.display();
+    let master = if master_process { "on" } else { "off" };
+    format!(
+        "daemon off;
+master_process {master};
+worker_processes 1;
+pid {d}/{name}.pid;
+error_log {d}/{name}.error.log warn;
+events {{ worker_connections 4096; }}
+"
+    )
+}
+
+/// The http-level lines shared by backends and the nginx tier: no access log, temp files in
+/// `dir`, client keep-alive that never ends a connection during a run.
+fn nginx_http_common(dir: &Path, name: &str) -> String {
+    let t = dir.join(name);
+    let t = t.display();
+    format!(
+        "    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    client_body_temp_path {t}.client_body;
+    proxy_temp_path {t}.proxy;
+    fastcgi_temp_path {t}.fastcgi;
+    uwsgi_temp_path {t}.uwsgi;
+    scgi_temp_path {t}.scgi;
+"
+    )
+}
+
+fn nginx_command(dir: &Path, name: &str, config: &str) -> Result<Command> {
+    let conf = dir.join(format!("{name}.conf"));
+    fs::write(&conf, config).with_context(|| format!("writing {}", conf.display()))?;
+    let mut cmd = Command::new(NGINX);
+    cmd.arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-e")
+        .arg(dir.join(format!("{name}.error.log")));
+    Ok(cmd)
+}
+
+/// Starts backend `name` (one nginx process) serving `root` on `port`, pinned to `cpu`.
+pub fn start_backend(dir: &Path, name: &str, root: &Path, port: u16, cpu: usize) -> Result<Server> {
+    let addr = local(port);
+    let config = format!(
+        "{preamble}http {{
+{common}    sendfile on;
+    open_file_cache max=100000 inactive=600s;
+    default_type application/octet-stream;
+    server {{
+        listen {addr};
+        root {root};
+        location / {{ add_header {BACKEND_HEADER} {name}; }}
+    }}
+}}
+",
+        preamble = nginx_preamble(dir, name, false),
+        common = nginx_http_common(dir, name),
+        root = root.display(),
+    );
+    start(name, cpu, &nginx_command(dir, name, &config)?, addr, dir)
+}
+
+/// The tiers under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// nginx: `hash $request_uri consistent` + upstream `keepalive`.
+    Nginx,
+    /// HAProxy: `balance uri`, `hash-type consistent`, `http-reuse always`.
+    Haproxy,
+    /// dl7's `l7-sidecar serve --mode central`.
+    Dl7,
+}
+
+impl Tier {
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Nginx => "nginx",
+            Tier::Haproxy => "haproxy",
+            Tier::Dl7 => "dl7",
+        }
+    }
+}
+
+/// What every tier is given: the backends (name, address) and the CPU to run on.
+pub struct TierSetup<'a> {
+    pub dir: &'a Path,
+    pub backends: &'a [(String, SocketAddr)],
+    pub cpu: usize,
+    /// The sidecar binary and its scheme (dl7 only).
+    pub sidecar: Option<&'a Path>,
+    pub scheme: &'a str,
+}
+
+/// Starts `tier` on a free port and waits until it listens.
+pub fn start_tier(tier: Tier, setup: &TierSetup) -> Result<Server> {
+    let ports = free_ports(2)?;
+    let addr = local(ports[0]);
+    let name = tier.name();
+    let cmd = match tier {
+        Tier::Nginx => nginx_tier(setup, addr)?,
+        Tier::Haproxy => haproxy_tier(setup, addr)?,
+        Tier::Dl7 => {
+            let sidecar = setup.sidecar.context("the dl7 tier needs the sidecar")?;
+            let members: Vec<String> = setup
+                .backends
+                .iter()
+                .map(|(n, a)| format!("{n}={a}"))
+                .collect();
+            let mut cmd = Command::new(sidecar);
+            cmd.args(["serve", "--mode", "central", "--listen"])
+                .arg(addr.to_string())
+                .arg("--members")
+                .arg(members.join(","))
+                .args(["--scheme", setup.scheme, "--threads", "1", "--metrics"])
+                .arg(local(ports[1]).to_string());
+            cmd
+        }
+    };
+    start(name, setup.cpu, &cmd, addr, setup.dir)
+}
+
+fn nginx_tier(setup: &TierSetup, addr: SocketAddr) -> Result<Command> {
+    let servers: String = setup.backends.iter().fold(String::new(), |mut s, (_, a)| {
+        let _ = writeln!(s, "        server {a};");
+        s
+    });
+    let name = Tier::Nginx.name();
+    let config = format!(
+        "{preamble}http {{
+{common}    upstream pool {{
+        hash $request_uri consistent;
+{servers}        keepalive {UPSTREAM_KEEPALIVE};
+        keepalive_requests 10000000;
+        keepalive_timeout 300s;
+    }}
+    server {{
+        listen {addr};
+        location / {{
+            proxy_pass http://pool;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }}
+    }}
+}}
+",
+        preamble = nginx_preamble(setup.dir, name, true),
+        common = nginx_http_common(setup.dir, name),
+    );
+    nginx_command(setup.dir, name, &config)
+}
+
+fn haproxy_tier(setup: &TierSetup, addr: SocketAddr) -> Result<Command> {
+    let servers: String = setup.backends.iter().fold(String::new(), |mut s, (n, a)| {
+        let _ = writeln!(s, "    server {n} {a}");
+        s
+    });
+    let config = format!(
+        "global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-keep-alive 300s
+frontend tier
+    bind {addr}
+    default_backend pool
+backend pool
+    balance uri
+    hash-type consistent
+    http-reuse always
+{servers}"
+    );
+    let conf = setup.dir.join("haproxy.cfg");
+    fs::write(&conf, config).with_context(|| format!("writing {}", conf.display()))?;
+    let mut cmd = Command::new(HAPROXY);
+    cmd.arg("-db").arg("-f").arg(conf);
+    Ok(cmd)
+}
+
+/// One GET over a fresh connection: (status, the backend header, body length).
+fn get(addr: SocketAddr, path: &str) -> Result<(u16, Option<String>, usize)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    s.set_nodelay(true)?;
+    // One write: a request in several segments meets Nagle and delayed ACKs (40 ms each).
+    let request = format!("GET {path} HTTP/1.1\r\nHost: bench.dl7\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes())?;
+    let mut response = Vec::new();
+    s.read_to_end(&mut response)?;
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of the response head")?;
+    let head = String::from_utf8_lossy(&response[..end]);
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .with_context(|| format!("bad status line in {head:?}"))?;
+    let backend = lines.find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(BACKEND_HEADER)
+            .then(|| v.trim().to_owned())
+    });
+    Ok((status, backend, response.len() - end - 4))
+}
+
+/// Fetches `sample` objects twice through `addr`: every answer must be 200 with the object's
+/// size, the same object must come from the same backend both times, and every backend must
+/// own some of them (so the tier really hashes over all backends).
+pub fn check_tier(name: &str, addr: SocketAddr, objects: usize, backends: usize) -> Result<()> {
+    let sample = objects.min(200);
+    let mut owner: HashMap<usize, String> = HashMap::new();
+    for round in 0..2 {
+        for i in (0..sample).map(|k| k * objects / sample) {
+            let path = object_path(i);
+            let (status, backend, len) =
+                get(addr, &path).with_context(|| format!("{name}: GET {path}"))?;
+            ensure!(status == 200, "{name}: GET {path} answered {status}");
+            ensure!(
+                len == object_size(i),
+                "{name}: GET {path} returned {len} bytes, not {}",
+                object_size(i)
+            );
+            let backend =
+                backend.with_context(|| format!("{name}: GET {path} lost {BACKEND_HEADER}"))?;
+            if round == 0 {
+                owner.insert(i, backend);
+            } else if owner.get(&i) != Some(&backend) {
+                bail!(
+                    "{name}: {path} came from {backend}, then from {:?}",
+                    owner.get(&i)
+                );
+            }
+        }
+    }
+    let used: BTreeSet<&String> = owner.values().collect();
+    ensure!(
+        used.len() == backends,
+        "{name}: {sample} objects came from only {} of {backends} backends ({used:?})",
+        used.len()
+    );
+    Ok(())
+}
