@@ -108,7 +108,7 @@ fn default_weight() -> u32 {
 /// A config error: the field and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {}: {source}", .path.display())]
+    #[error("cannot read {}", .path.display())]
     Read {
         path: std::path::PathBuf,
         source: std::io::Error,
@@ -355,7 +355,7 @@ pub fn dump(balancer: &Balancer) -> Result<Config, BalancerError> {
 /// Why a plan could not be made or carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("VIP {vip}, real {addr}: {source}")]
+    #[error("VIP {vip}, real {addr}")]
     Resolve {
         vip: Vip,
         addr: IpAddr,

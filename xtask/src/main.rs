@@ -28,6 +28,16 @@ enum Task {
     Setup,
     /// Build the XDP programs (l4-ebpf) for bpfel-unknown-none.
     BuildEbpf,
+    /// On the front host: build the XDP program and l4-ctl (release), then `l4-ctl load`
+    /// (attach, or upgrade in place keeping every flow).
+    BuildAndLoad {
+        /// The front's interface that receives the VIPs' traffic.
+        #[arg(long)]
+        iface: String,
+        /// native (in the driver) or generic (any interface, slower).
+        #[arg(long, default_value = "native", value_parser = ["native", "generic"])]
+        mode: String,
+    },
     /// Run every test (installs what the tests need first).
     Test,
     /// Run a benchmark.
@@ -74,6 +84,17 @@ fn run(task: Task) -> Result<()> {
     match task {
         Task::Setup => setup::run_all(),
         Task::BuildEbpf => ebpf::build(&root),
+        Task::BuildAndLoad { iface, mode } => {
+            ebpf::build(&root)?;
+            cmd::run(test::cargo(&root).args(["build", "--release", "-p", "l4-ctl"]))?;
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("target"));
+            cmd::run(
+                std::process::Command::new(target.join("release/l4-ctl"))
+                    .args(["load", "--iface", &iface, "--mode", &mode]),
+            )
+        }
         Task::Test => test::run_all(&root),
         Task::Bench { bench } => match bench {
             Bench::Xdp { json, quick } => {

@@ -9,7 +9,7 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use aya::programs::{TestRun, TestRunOptions};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
 use common::GlobalCounter;
 use l4_ctl::{Balancer, Mac, RealSpec, Vip, frames::FRONT_MAC};
 
@@ -42,19 +42,7 @@ impl TestBalancer {
 
     /// Runs `frame` through the program once: the action and the frame as it left.
     pub fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; frame.len() + 256];
-        let result = self
-            .bal
-            .program()
-            .expect("program")
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(result.data_size_out as usize);
-        (result.return_value, out)
+        test_run(self.bal.program().expect("program"), frame)
     }
 
     pub fn counter(&self, c: GlobalCounter) -> u64 {
@@ -75,6 +63,21 @@ impl Drop for TestBalancer {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.pin_dir);
     }
+}
+
+/// Runs `frame` through `program` once with BPF_PROG_TEST_RUN: the action and the frame as
+/// it left.
+pub fn test_run(program: &Xdp, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(result.data_size_out as usize);
+    (result.return_value, out)
 }
 
 /// The MAC given to test real number `n`.
