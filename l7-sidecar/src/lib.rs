@@ -1,4 +1,26 @@
 //! dl7's layer-7 sidecar: it runs on every server, hashes each request's URL with a pluggable
-//! scheme to find the server that owns it, serves what it owns and forwards the rest to the owner.
+//! scheme to find the server that owns it, serves what it owns and forwards the rest to the
+//! owner.
+//!
+//! The request path, module by module: [`server`] accepts (connection caps, signals) and
+//! hands each connection to [`connection`], which reads heads with [`http::request`], asks
+//! [`router`] who answers, and either forwards with [`proxy`] over a [`pool`] (with
+//! [`outlier`] detection) or serves with [`local`] (the [`cache`] filled from the origin, or
+//! a local upstream). [`config`] is the one definition of every setting, [`metrics`] of every
+//! metric, [`admin`] serves them; [`scheme`] holds the hashing schemes.
 
+pub mod admin;
+pub mod cache;
+pub mod client;
+pub mod config;
+pub mod connection;
+pub mod http;
+pub mod local;
+pub mod members;
+pub mod metrics;
+pub mod outlier;
+pub mod pool;
+pub mod proxy;
+pub mod router;
 pub mod scheme;
+pub mod server;

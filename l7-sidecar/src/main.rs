@@ -1,7 +1,9 @@
-//! The `l7-sidecar` binary. Subcommands: `route` (which member owns a key, for operators and
-//! scripts). Every error is one line on stderr and a non-zero exit status.
+//! The `l7-sidecar` binary. Subcommands: `serve` (the sidecar itself) and `route` (which
+//! member owns a key, for operators and scripts). Every error is one line on stderr and a
+//! non-zero exit status.
 
 mod route;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -20,6 +22,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the sidecar (or, with --mode central, the conventional central L7 balancer).
+    Serve(Box<l7_sidecar::config::Settings>),
     /// Print the member that owns each key under a hashing scheme.
     Route(route::RouteArgs),
 }
@@ -45,6 +49,11 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Serve(settings) => {
+            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+                .init();
+            serve::run(*settings)
+        }
         Command::Route(args) => route::run(args),
     };
     match result {

@@ -11,8 +11,9 @@
 
 use std::io::{self, BufRead, BufWriter, Write};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
+use l7_sidecar::members;
 use l7_sidecar::scheme::{self, Member, Scheme};
 
 /// Arguments of `route`.
@@ -33,37 +34,6 @@ pub struct RouteArgs {
     explain: bool,
     /// Keys to route; read from stdin, one per line, when none are given.
     keys: Vec<String>,
-}
-
-/// Parses `--members` and `--weights` into a member list.
-fn parse_members(members: &str, weights: Option<&str>) -> anyhow::Result<Vec<Member>> {
-    let names: Vec<&str> = members.split(',').collect();
-    let weights: Vec<u32> = match weights {
-        None => vec![1; names.len()],
-        Some(list) => list
-            .split(',')
-            .map(|w| {
-                w.trim().parse::<u32>().with_context(|| {
-                    format!(
-                        "--weights: {w:?} is not a whole number from 0 to {}",
-                        u32::MAX
-                    )
-                })
-            })
-            .collect::<anyhow::Result<_>>()?,
-    };
-    if weights.len() != names.len() {
-        bail!(
-            "--weights has {} values but --members has {} members",
-            weights.len(),
-            names.len()
-        );
-    }
-    Ok(names
-        .into_iter()
-        .zip(weights)
-        .map(|(n, w)| Member::new(n, w))
-        .collect())
 }
 
 /// Writes the answer for one key.
@@ -92,7 +62,7 @@ fn route_one(
 /// Runs `route`.
 pub fn run(args: RouteArgs) -> anyhow::Result<()> {
     let info = scheme::lookup(&args.scheme)?;
-    let members = parse_members(&args.members, args.weights.as_deref())?;
+    let members = members::parse(&args.members, args.weights.as_deref())?;
     let s = info.build(&members)?;
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
@@ -137,16 +107,6 @@ fn route_stdin(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn weights_default_to_one_and_must_match() {
-        let m = parse_members("a,b", None).unwrap();
-        assert_eq!(m, vec![Member::new("a", 1), Member::new("b", 1)]);
-        assert_eq!(parse_members("a,b", Some("2, 3")).unwrap()[1].weight, 3);
-        assert!(parse_members("a,b", Some("1")).is_err());
-        assert!(parse_members("a,b", Some("1,x")).is_err());
-        assert!(parse_members("a,b", Some("1,-1")).is_err());
-    }
 
     #[test]
     fn explain_format() {

@@ -1,0 +1,81 @@
+//! The admin endpoint on `--metrics ADDR:PORT`: `GET /metrics` (Prometheus text format) and
+//! `GET /healthz` (`200 ok`, or `503 draining` once SIGTERM was received, so that health
+//! checkers take the server out before it stops). One request per connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::http::canned;
+use crate::http::request::{self, Limits, RequestHead};
+use crate::http::wire;
+use crate::server::Shared;
+
+/// Time allowed for a whole admin exchange.
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// Concurrent admin connections.
+const MAX_CONNECTIONS: usize = 16;
+
+/// Serves the admin endpoint until aborted.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let cap = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(permit) = cap.clone().try_acquire_owned() else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(TIMEOUT, answer(stream, &shared)).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn answer(mut stream: TcpStream, shared: &Shared) {
+    let mut buf = BytesMut::with_capacity(1024);
+    let mut head = RequestHead::default();
+    let limits = Limits::default();
+    let mut out = BytesMut::new();
+    loop {
+        match request::parse(&buf, &limits, &mut head) {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
+                canned::error(&mut out, e.status(), true);
+                let _ = wire::write_one(&mut stream, &out, TIMEOUT).await;
+                return;
+            }
+        }
+        match wire::read_up_to(&mut stream, &mut buf, 1024, TIMEOUT).await {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
+    }
+    let path = head.target(&buf);
+    let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+    match path {
+        b"/metrics" => {
+            shared.refresh_gauges();
+            let body = shared.metrics.render();
+            canned::head(&mut out, 200, "text/plain; version=0.0.4", body.len(), true);
+            out.extend_from_slice(&body);
+        }
+        b"/healthz" if shared.draining() => {
+            canned::head(&mut out, 503, "text/plain", 9, true);
+            out.extend_from_slice(b"draining\n");
+        }
+        b"/healthz" => {
+            canned::head(&mut out, 200, "text/plain", 3, true);
+            out.extend_from_slice(b"ok\n");
+        }
+        _ => canned::error(&mut out, 404, true),
+    }
+    let _ = wire::write_one(&mut stream, &out, TIMEOUT).await;
+}

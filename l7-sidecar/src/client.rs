@@ -1,0 +1,196 @@
+//! `ClientIo`: the client side of one connection (socket, read buffer, reused output
+//! buffers) and what the request being answered allows: its HTTP version, whether the
+//! connection stays open, how its body is framed and how much of it was read. Everything
+//! that writes to the client goes through here, so that keep-alive and framing decisions are
+//! made in one place.
+
+use std::io::IoSlice;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+
+use crate::config::Config;
+use crate::http::body::{BodyReader, Framing};
+use crate::http::canned;
+use crate::http::chunked;
+use crate::http::forward::Connection;
+use crate::http::request::{BodyKind, Method, RequestHead};
+use crate::http::response::ResponseHead;
+use crate::http::wire;
+
+/// Initial size of a client connection's read buffer.
+const READ_BUFFER: usize = 8 * 1024;
+
+/// How a request ended, for metrics and for the connection loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The status sent (or being sent when the exchange broke).
+    pub status: u16,
+    /// The connection must be closed now.
+    pub close: bool,
+}
+
+/// The client side of a connection.
+#[derive(Debug)]
+pub struct ClientIo {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Bytes read and not consumed: the current request's body, pipelined requests.
+    pub rbuf: BytesMut,
+    /// Scratch for heads written to the client.
+    pub out: BytesMut,
+    /// Scratch for upstream response heads.
+    pub resp: ResponseHead,
+    /// The client's address as text, for `X-Forwarded-For`.
+    pub addr: Box<[u8]>,
+    /// The current request's minor HTTP version.
+    pub minor: u8,
+    /// The current request's method.
+    pub method: Method,
+    /// The current request's body framing.
+    pub body: BodyKind,
+    /// The connection is closed after the current response.
+    pub close: bool,
+    expect_continue: bool,
+    continue_sent: bool,
+    /// Some of the current request's body has been consumed (it cannot be sent again).
+    pub body_started: bool,
+    body_done: bool,
+}
+
+impl ClientIo {
+    /// A new client connection from `addr`.
+    pub fn new(stream: TcpStream, addr: std::net::SocketAddr) -> Self {
+        Self {
+            stream,
+            rbuf: BytesMut::with_capacity(READ_BUFFER),
+            out: BytesMut::with_capacity(1024),
+            resp: ResponseHead::default(),
+            addr: addr.ip().to_string().into_bytes().into_boxed_slice(),
+            minor: 1,
+            method: Method::Get,
+            body: BodyKind::None,
+            close: false,
+            expect_continue: false,
+            continue_sent: false,
+            body_started: false,
+            body_done: true,
+        }
+    }
+
+    /// Takes on a new request.
+    pub fn start(&mut self, head: &RequestHead, draining: bool) {
+        self.minor = head.minor;
+        self.method = head.method;
+        self.body = head.body;
+        self.close = head.close || draining;
+        self.expect_continue = head.expect_continue && head.minor == 1;
+        self.continue_sent = false;
+        self.body_started = false;
+        self.body_done = head.body == BodyKind::None;
+    }
+
+    /// The request may be sent again to another destination: nothing of it was consumed and
+    /// the method is safe to repeat (RFC 9110 9.2.2).
+    pub fn retryable(&self) -> bool {
+        !self.body_started && matches!(self.method, Method::Get | Method::Head)
+    }
+
+    /// The framing the request body arrives in.
+    pub fn body_framing(&self) -> Framing {
+        match self.body {
+            BodyKind::None => Framing::Empty,
+            BodyKind::Length(n) => Framing::Length(n),
+            BodyKind::Chunked => Framing::Chunked,
+        }
+    }
+
+    /// A reader for the request body, after sending `100 Continue` when the client waits
+    /// for it. Marks the body as started.
+    pub async fn body_reader(&mut self, config: &Config) -> std::io::Result<BodyReader> {
+        if self.expect_continue && !self.continue_sent {
+            self.continue_sent = true;
+            wire::write_one(&mut self.stream, canned::CONTINUE, config.timeouts.client).await?;
+        }
+        self.body_started = true;
+        Ok(BodyReader::new(self.body_framing(), config.max_body))
+    }
+
+    /// Records that the whole request body was read.
+    pub fn body_finished(&mut self) {
+        self.body_done = true;
+    }
+
+    /// The `Connection` field for a response after which the connection closes or not.
+    pub fn connection(&self, close: bool) -> Connection {
+        match (close, self.minor) {
+            (true, _) => Connection::Close,
+            (false, 0) => Connection::KeepAlive,
+            (false, _) => Connection::Default,
+        }
+    }
+
+    /// Sends a complete error response. The connection closes after it when the client asked,
+    /// when the request body was not read to its end, or when `close` is set.
+    pub async fn error(&mut self, status: u16, close: bool, config: &Config) -> Outcome {
+        let close = close || self.close || !self.body_done;
+        self.out.clear();
+        canned::error(&mut self.out, status, close);
+        let sent = wire::write_one(&mut self.stream, &self.out, config.timeouts.client).await;
+        Outcome {
+            status,
+            close: close || sent.is_err(),
+        }
+    }
+
+    /// Writes `self.out` (a head) followed by body pieces, chunk-encoded when `chunked`, and
+    /// the last chunk when `last`; one `writev` when the socket takes it all.
+    pub async fn write_head_and(
+        &mut self,
+        pieces: [&[u8]; 2],
+        chunked: bool,
+        last: bool,
+        config: &Config,
+    ) -> std::io::Result<()> {
+        let mut scratch = [[0u8; 18]; 2];
+        let [s0, s1] = &mut scratch;
+        let lines = [
+            chunked::size_line(pieces[0].len().max(1), s0),
+            chunked::size_line(pieces[1].len().max(1), s1),
+        ];
+        let mut parts: [IoSlice<'_>; 8] = [IoSlice::new(&[]); 8];
+        parts[0] = IoSlice::new(&self.out);
+        let mut n = 1;
+        for (piece, line) in pieces.iter().zip(lines) {
+            if piece.is_empty() {
+                continue;
+            }
+            if chunked {
+                parts[n] = IoSlice::new(line);
+                parts[n + 1] = IoSlice::new(piece);
+                parts[n + 2] = IoSlice::new(b"\r\n");
+                n += 3;
+            } else {
+                parts[n] = IoSlice::new(piece);
+                n += 1;
+            }
+        }
+        if chunked && last {
+            parts[n] = IoSlice::new(chunked::LAST_CHUNK);
+            n += 1;
+        }
+        wire::write_all(&mut self.stream, &mut parts[..n], config.timeouts.client).await
+    }
+
+    /// Writes one body piece (no head).
+    pub async fn write_piece(
+        &mut self,
+        piece: &[u8],
+        chunked: bool,
+        config: &Config,
+    ) -> std::io::Result<()> {
+        self.out.clear();
+        self.write_head_and([piece, &[]], chunked, false, config)
+            .await
+    }
+}

@@ -1,0 +1,776 @@
+//! `serve`'s configuration: one list of settings that are both command-line flags and keys of
+//! a TOML file with the same names (`--peer-listen` is `peer-listen = "..."`), validated once
+//! into a [`Config`] whose errors name the field and the bad value. Flags override the file.
+//!
+//! ```
+//! use l7_sidecar::config::{Mode, Settings};
+//!
+//! let file: Settings = toml::from_str(r#"
+//!     listen = "127.0.0.1:8080"
+//!     members = "a=127.0.0.1:9001,b=127.0.0.1:9002"
+//!     mode = "central"
+//! "#).unwrap();
+//! let flags = Settings { scheme: Some("maglev".into()), ..Settings::default() };
+//! let config = flags.over(file).validate().unwrap();
+//! assert_eq!(config.mode, Mode::Central);
+//! assert_eq!(config.membership.scheme, "maglev");
+//!
+//! let bad = Settings { listen: Some("nowhere".into()), ..Settings::default() };
+//! assert!(bad.validate().unwrap_err().to_string().starts_with("--listen: \"nowhere\""));
+//! ```
+//!
+//! Host names in addresses are resolved when the configuration is validated (at start and on
+//! every reload), never per connection.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::http::request::{Limits as HeadLimits, MAX_HEADERS_CAP};
+use crate::members::{self, MembersError};
+use crate::scheme::{self, BuildError, Member};
+
+/// Why the configuration was refused. Every message names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value that does not parse or is out of range.
+    #[error("--{field}: {value:?} {problem}")]
+    Invalid {
+        /// The flag / key.
+        field: &'static str,
+        /// The value as given.
+        value: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A required field is missing.
+    #[error("--{field} is required {when}")]
+    Missing {
+        /// The flag / key.
+        field: &'static str,
+        /// In which case it is required.
+        when: &'static str,
+    },
+    /// A field that makes no sense with another setting.
+    #[error("--{field} cannot be used {why}")]
+    NotAllowed {
+        /// The flag / key.
+        field: &'static str,
+        /// The conflicting setting.
+        why: &'static str,
+    },
+    /// Bad `--members` / `--weights`.
+    #[error(transparent)]
+    Members(#[from] MembersError),
+    /// The scheme refused the member list.
+    #[error("--members: {0}")]
+    Scheme(BuildError),
+    /// The configuration file could not be read.
+    #[error("--config: cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML for these settings.
+    #[error("--config: {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error on one line.
+        message: String,
+    },
+}
+
+macro_rules! settings {
+    ($( $(#[$attr:meta])* $field:ident : $ty:ty, )*) => {
+        /// Every setting of `serve`, as given (flags, or keys of the TOML file); all optional
+        /// here, defaults and checks come with [`Settings::validate`].
+        #[derive(Debug, Clone, Default, clap::Args, serde::Deserialize)]
+        #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+        pub struct Settings {
+            $( $(#[$attr])* pub $field: Option<$ty>, )*
+        }
+
+        impl Settings {
+            /// These settings where given, else those of `under` (flags over the file).
+            pub fn over(self, under: Settings) -> Settings {
+                Settings { $( $field: self.$field.or(under.$field), )* }
+            }
+        }
+    };
+}
+
+settings! {
+    /// TOML file with any of these settings (keys are the flag names); flags override it.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    config: PathBuf,
+    /// Client side (VIP traffic), ADDR:PORT.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: String,
+    /// Peer side (requests forwarded by other sidecars), ADDR:PORT. Distributed mode only.
+    #[arg(long, value_name = "ADDR:PORT")]
+    peer_listen: String,
+    /// This server's member name. Distributed mode only.
+    #[arg(long = "self", value_name = "NAME")]
+    #[serde(rename = "self")]
+    self_name: String,
+    /// NAME=ADDR:PORT,.. (names are hashed; the address is the member's peer port, or in
+    /// central mode the backend). A bare ADDR:PORT is its own name.
+    #[arg(long, value_name = "NAME=ADDR:PORT,..")]
+    members: String,
+    /// Comma-separated weights, one per member (default: all 1).
+    #[arg(long, value_name = "W,..")]
+    weights: String,
+    /// Hashing scheme (see `route --help`; default ketama).
+    #[arg(long, value_name = "NAME")]
+    scheme: String,
+    /// distributed (serve what this server owns, forward the rest; default) or central (the
+    /// conventional single L7 balancer: forward everything).
+    #[arg(long, value_name = "MODE")]
+    mode: String,
+    /// What is hashed: url (the request target as sent; default) or host-path (Host plus path).
+    #[arg(long, value_name = "KEY")]
+    key: String,
+    /// Embedded-cache mode: fetch misses from this origin, http://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    origin: String,
+    /// Upstream mode: serve locally through this HTTP server (Squid, Varnish, nginx), HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    upstream: String,
+    /// Embedded cache size in bytes (default 256 MiB).
+    #[arg(long, value_name = "N")]
+    cache_bytes: u64,
+    /// Largest object the cache stores; larger ones stream through (default 8 MiB).
+    #[arg(long, value_name = "N")]
+    max_object_bytes: u64,
+    /// Freshness of cached responses without max-age (default 60s).
+    #[arg(long, value_name = "DURATION")]
+    cache_ttl: String,
+    /// Prometheus /metrics and /healthz, ADDR:PORT (default: none).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: String,
+    /// Tokio worker threads (default: number of CPUs).
+    #[arg(long, value_name = "N")]
+    threads: usize,
+    /// Concurrent client connections; more are answered 503 and closed (default 10000).
+    /// The peer listener has its own cap of the same size.
+    #[arg(long, value_name = "N")]
+    max_connections: usize,
+    /// Request head size limit, 431 above (default 16384).
+    #[arg(long, value_name = "N")]
+    max_head_bytes: usize,
+    /// Request header field count limit, 431 above (default 100).
+    #[arg(long, value_name = "N")]
+    max_headers: usize,
+    /// Request target length limit, 414 above (default 8192).
+    #[arg(long, value_name = "N")]
+    max_uri_bytes: usize,
+    /// Request body size limit, 413 above (default 104857600).
+    #[arg(long, value_name = "N")]
+    max_body_bytes: u64,
+    /// Time to receive a whole request head, 408 after (default 10s).
+    #[arg(long, value_name = "DURATION")]
+    header_timeout: String,
+    /// Idle keep-alive connections are closed after this (default 60s).
+    #[arg(long, value_name = "DURATION")]
+    idle_timeout: String,
+    /// Longest wait for a client to send body bytes or accept response bytes (default 30s).
+    #[arg(long, value_name = "DURATION")]
+    client_timeout: String,
+    /// Connecting to a peer, backend, origin or upstream (default 2s).
+    #[arg(long, value_name = "DURATION")]
+    connect_timeout: String,
+    /// Waiting for a response head or the next body bytes from upstream, 504 after (default 30s).
+    #[arg(long, value_name = "DURATION")]
+    response_timeout: String,
+    /// On SIGTERM, how long in-flight requests may take to finish (default 10s).
+    #[arg(long, value_name = "DURATION")]
+    drain_timeout: String,
+    /// Idle connections kept per peer / backend / upstream (default 64).
+    #[arg(long, value_name = "N")]
+    pool_max_idle: usize,
+    /// Idle pooled connections are closed after this (default 60s).
+    #[arg(long, value_name = "DURATION")]
+    pool_idle_timeout: String,
+    /// Consecutive failures that eject a peer (default 3).
+    #[arg(long, value_name = "N")]
+    eject_after: u32,
+    /// First ejection time; it doubles with each ejection in a row (default 1s).
+    #[arg(long, value_name = "DURATION")]
+    eject_time: String,
+    /// Longest ejection time (default 30s).
+    #[arg(long, value_name = "DURATION")]
+    eject_max: String,
+    /// Hops after which a request is never forwarded again (default 2).
+    #[arg(long, value_name = "N")]
+    hop_limit: u8,
+}
+
+/// Where requests are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Every server runs a sidecar; each serves what it owns and forwards the rest.
+    Distributed,
+    /// One balancer in front of the servers; it forwards everything to the owner.
+    Central,
+}
+
+/// What the scheme hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyMode {
+    /// The request target exactly as sent (like nginx's `$request_uri`).
+    Url,
+    /// `Host` plus the path and query (for a reverse proxy of several sites).
+    HostPath,
+}
+
+/// The members, their addresses, the scheme and who this server is: what SIGHUP reloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// Scheme name (from the registry).
+    pub scheme: String,
+    /// Members as hashed.
+    pub members: Vec<Member>,
+    /// Each member's address, same order.
+    pub addrs: Vec<SocketAddr>,
+    /// This server's position in `members` (distributed mode).
+    pub self_index: Option<usize>,
+}
+
+/// How requests this server owns are served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Local {
+    /// Central mode: never locally.
+    None,
+    /// From the embedded cache, filled from the origin.
+    Cache {
+        /// The origin's address.
+        origin: SocketAddr,
+        /// Cache size in bytes.
+        bytes: u64,
+        /// Largest object stored.
+        max_object: u64,
+        /// Freshness when the origin gives no max-age.
+        ttl: Duration,
+    },
+    /// Through a local upstream server.
+    Upstream(SocketAddr),
+}
+
+/// Timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Whole request head.
+    pub header: Duration,
+    /// Idle keep-alive client connection.
+    pub idle: Duration,
+    /// Each client body read and each write to the client.
+    pub client: Duration,
+    /// Upstream connect.
+    pub connect: Duration,
+    /// Upstream response head and each upstream body read.
+    pub response: Duration,
+    /// Draining on SIGTERM.
+    pub drain: Duration,
+}
+
+/// Connection pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Idle connections kept per destination.
+    pub max_idle: usize,
+    /// Idle connections older than this are closed.
+    pub idle_timeout: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+}
+
+/// Passive outlier detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierSettings {
+    /// Consecutive failures that eject.
+    pub failures: u32,
+    /// First ejection time.
+    pub base: Duration,
+    /// Longest ejection time.
+    pub max: Duration,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Client-side listener.
+    pub listen: SocketAddr,
+    /// Peer-side listener (distributed mode).
+    pub peer_listen: Option<SocketAddr>,
+    /// Admin listener for /metrics and /healthz.
+    pub metrics: Option<SocketAddr>,
+    /// Distributed or central.
+    pub mode: Mode,
+    /// What is hashed.
+    pub key: KeyMode,
+    /// Tokio worker threads.
+    pub threads: usize,
+    /// Members and scheme.
+    pub membership: Membership,
+    /// Local serving.
+    pub local: Local,
+    /// Request head limits.
+    pub head: HeadLimits,
+    /// Request body limit.
+    pub max_body: u64,
+    /// Connection cap per listener.
+    pub max_connections: usize,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Pools.
+    pub pool: PoolSettings,
+    /// Outlier detection.
+    pub outlier: OutlierSettings,
+    /// Hop limit.
+    pub hop_limit: u8,
+}
+
+impl Config {
+    /// The fields (other than the membership) in which `other` differs: they need a restart.
+    pub fn needs_restart(&self, other: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut check = |name, differs: bool| {
+            if differs {
+                changed.push(name);
+            }
+        };
+        check("listen", self.listen != other.listen);
+        check("peer-listen", self.peer_listen != other.peer_listen);
+        check("metrics", self.metrics != other.metrics);
+        check("mode", self.mode != other.mode);
+        check("key", self.key != other.key);
+        check("threads", self.threads != other.threads);
+        check("origin/upstream/cache", self.local != other.local);
+        check(
+            "limits",
+            self.head != other.head || self.max_body != other.max_body,
+        );
+        check(
+            "max-connections",
+            self.max_connections != other.max_connections,
+        );
+        check("timeouts", self.timeouts != other.timeouts);
+        check("pool", self.pool != other.pool);
+        check("eject", self.outlier != other.outlier);
+        check("hop-limit", self.hop_limit != other.hop_limit);
+        changed
+    }
+}
+
+impl Settings {
+    /// Reads settings from a TOML file.
+    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        })
+    }
+
+    /// These settings over the file named by `--config`, if any, validated.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let merged = match &self.config {
+            Some(path) => self.clone().over(Settings::from_file(path)?),
+            None => self.clone(),
+        };
+        merged.validate()
+    }
+
+    /// Checks everything and fills in defaults.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let mode = match self.mode.as_deref().unwrap_or("distributed") {
+            "distributed" => Mode::Distributed,
+            "central" => Mode::Central,
+            other => return Err(invalid("mode", other, "is not distributed or central")),
+        };
+        let key = match self.key.as_deref().unwrap_or("url") {
+            "url" => KeyMode::Url,
+            "host-path" => KeyMode::HostPath,
+            other => return Err(invalid("key", other, "is not url or host-path")),
+        };
+        let listen = address(
+            "listen",
+            self.listen.as_deref().ok_or(ConfigError::Missing {
+                field: "listen",
+                when: "(the client-side ADDR:PORT)",
+            })?,
+        )?;
+        let metrics = self
+            .metrics
+            .as_deref()
+            .map(|a| address("metrics", a))
+            .transpose()?;
+        let peer_listen = match (mode, self.peer_listen.as_deref()) {
+            (Mode::Distributed, Some(a)) => Some(address("peer-listen", a)?),
+            (Mode::Distributed, None) => {
+                return Err(ConfigError::Missing {
+                    field: "peer-listen",
+                    when: "in distributed mode (where peers send this server's requests)",
+                });
+            }
+            (Mode::Central, None) => None,
+            (Mode::Central, Some(_)) => {
+                return Err(ConfigError::NotAllowed {
+                    field: "peer-listen",
+                    why: "in central mode (the central balancer has no peers)",
+                });
+            }
+        };
+        let membership = self.membership(mode)?;
+        let local = self.local(mode)?;
+        let threads = match self.threads {
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(n) => in_range("threads", n, 1, 1024)?,
+        };
+        let head = HeadLimits {
+            head_bytes: in_range(
+                "max-head-bytes",
+                self.max_head_bytes.unwrap_or(16 * 1024),
+                256,
+                1 << 20,
+            )?,
+            headers: in_range(
+                "max-headers",
+                self.max_headers.unwrap_or(100),
+                1,
+                MAX_HEADERS_CAP,
+            )?,
+            uri_bytes: in_range(
+                "max-uri-bytes",
+                self.max_uri_bytes.unwrap_or(8 * 1024),
+                16,
+                1 << 20,
+            )?,
+        };
+        let timeouts = Timeouts {
+            header: self.duration("header-timeout", &self.header_timeout, 10)?,
+            idle: self.duration("idle-timeout", &self.idle_timeout, 60)?,
+            client: self.duration("client-timeout", &self.client_timeout, 30)?,
+            connect: self.duration("connect-timeout", &self.connect_timeout, 2)?,
+            response: self.duration("response-timeout", &self.response_timeout, 30)?,
+            drain: self.duration("drain-timeout", &self.drain_timeout, 10)?,
+        };
+        Ok(Config {
+            listen,
+            peer_listen,
+            metrics,
+            mode,
+            key,
+            threads,
+            membership,
+            local,
+            head,
+            max_body: self.max_body_bytes.unwrap_or(100 << 20),
+            max_connections: in_range(
+                "max-connections",
+                self.max_connections.unwrap_or(10_000),
+                1,
+                1 << 20,
+            )?,
+            timeouts,
+            pool: PoolSettings {
+                max_idle: in_range(
+                    "pool-max-idle",
+                    self.pool_max_idle.unwrap_or(64),
+                    0,
+                    1 << 16,
+                )?,
+                idle_timeout: self.duration("pool-idle-timeout", &self.pool_idle_timeout, 60)?,
+                connect_timeout: timeouts.connect,
+            },
+            outlier: OutlierSettings {
+                failures: in_range("eject-after", self.eject_after.unwrap_or(3), 1, 1000)?,
+                base: self.duration("eject-time", &self.eject_time, 1)?,
+                max: self.duration("eject-max", &self.eject_max, 30)?,
+            },
+            hop_limit: in_range("hop-limit", self.hop_limit.unwrap_or(2), 1, 100)?,
+        })
+    }
+
+    fn membership(&self, mode: Mode) -> Result<Membership, ConfigError> {
+        let list = self.members.as_deref().ok_or(ConfigError::Missing {
+            field: "members",
+            when: "(NAME=ADDR:PORT,..)",
+        })?;
+        let mut names = Vec::new();
+        let mut addrs = Vec::new();
+        for entry in list.split(',') {
+            let (name, addr) = members::split_entry(entry);
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
+                return Err(invalid(
+                    "members",
+                    entry,
+                    "needs a name of visible ASCII characters (NAME=ADDR:PORT)",
+                ));
+            }
+            names.push(name.to_owned());
+            addrs.push(address("members", addr)?);
+        }
+        let members = members::with_weights(names, self.weights.as_deref())?;
+        let scheme = self.scheme.clone().unwrap_or_else(|| "ketama".to_owned());
+        let info =
+            scheme::lookup(&scheme).map_err(|e| invalid("scheme", &scheme, &e.to_string()))?;
+        info.build(&members).map_err(ConfigError::Scheme)?;
+        let self_index = match (mode, self.self_name.as_deref()) {
+            (Mode::Distributed, None) => {
+                return Err(ConfigError::Missing {
+                    field: "self",
+                    when: "in distributed mode (this server's member name)",
+                });
+            }
+            (Mode::Distributed, Some(me)) => Some(
+                members
+                    .iter()
+                    .position(|m| m.name == me)
+                    .ok_or_else(|| invalid("self", me, "is not one of --members"))?,
+            ),
+            (Mode::Central, None) => None,
+            (Mode::Central, Some(_)) => {
+                return Err(ConfigError::NotAllowed {
+                    field: "self",
+                    why: "in central mode (the central balancer is not a member)",
+                });
+            }
+        };
+        Ok(Membership {
+            scheme,
+            members,
+            addrs,
+            self_index,
+        })
+    }
+
+    fn local(&self, mode: Mode) -> Result<Local, ConfigError> {
+        let origin = self.origin.as_deref();
+        let upstream = self.upstream.as_deref();
+        match (mode, origin, upstream) {
+            (Mode::Central, None, None) => Ok(Local::None),
+            (Mode::Central, Some(_), _) => Err(ConfigError::NotAllowed {
+                field: "origin",
+                why: "in central mode (it never serves locally)",
+            }),
+            (Mode::Central, None, Some(_)) => Err(ConfigError::NotAllowed {
+                field: "upstream",
+                why: "in central mode (it never serves locally)",
+            }),
+            (Mode::Distributed, Some(_), Some(_)) => Err(ConfigError::NotAllowed {
+                field: "upstream",
+                why: "together with --origin (choose the embedded cache or an upstream)",
+            }),
+            (Mode::Distributed, None, None) => Err(ConfigError::Missing {
+                field: "origin",
+                when: "or --upstream in distributed mode (how owned requests are served)",
+            }),
+            (Mode::Distributed, None, Some(u)) => Ok(Local::Upstream(address("upstream", u)?)),
+            (Mode::Distributed, Some(o), None) => {
+                let authority = o
+                    .strip_prefix("http://")
+                    .map(|rest| rest.strip_suffix('/').unwrap_or(rest))
+                    .filter(|a| !a.is_empty() && !a.contains('/'))
+                    .ok_or_else(|| invalid("origin", o, "is not http://HOST:PORT"))?;
+                let with_port = if authority
+                    .rsplit_once(':')
+                    .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+                {
+                    authority.to_owned()
+                } else {
+                    format!("{authority}:80")
+                };
+                let bytes = self.cache_bytes.unwrap_or(256 << 20);
+                let max_object = self.max_object_bytes.unwrap_or(8 << 20);
+                if max_object > bytes {
+                    return Err(invalid(
+                        "max-object-bytes",
+                        &max_object.to_string(),
+                        "is larger than --cache-bytes",
+                    ));
+                }
+                Ok(Local::Cache {
+                    origin: address("origin", &with_port)
+                        .map_err(|_| invalid("origin", o, "does not resolve to an address"))?,
+                    bytes,
+                    max_object,
+                    ttl: self.duration("cache-ttl", &self.cache_ttl, 60)?,
+                })
+            }
+        }
+    }
+
+    fn duration(
+        &self,
+        field: &'static str,
+        value: &Option<String>,
+        default_secs: u64,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(Duration::from_secs(default_secs)),
+            Some(v) => parse_duration(v).ok_or_else(|| {
+                invalid(
+                    field,
+                    v,
+                    "is not a duration like 500ms, 10s or 2m (at most 1h)",
+                )
+            }),
+        }
+    }
+}
+
+fn invalid(field: &'static str, value: &str, problem: &str) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        value: value.to_owned(),
+        problem: problem.to_owned(),
+    }
+}
+
+fn in_range<T: PartialOrd + Copy + std::fmt::Display>(
+    field: &'static str,
+    v: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    if v < min || v > max {
+        return Err(invalid(
+            field,
+            &v.to_string(),
+            &format!("is not between {min} and {max}"),
+        ));
+    }
+    Ok(v)
+}
+
+/// `ADDR:PORT`, or `HOST:PORT` resolved now (the first address).
+fn address(field: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let value = value.trim();
+    if let Ok(a) = value.parse() {
+        return Ok(a);
+    }
+    match value.to_socket_addrs() {
+        Ok(mut found) => found
+            .next()
+            .ok_or_else(|| invalid(field, value, "resolves to no address")),
+        Err(e) => Err(invalid(field, value, &format!("is not ADDR:PORT ({e})"))),
+    }
+}
+
+/// `500ms`, `10s`, `2m`, or a bare number of seconds; positive, at most an hour.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        _ => return None,
+    };
+    (d > Duration::ZERO && d <= Duration::from_secs(3600)).then_some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &str) -> Settings {
+        toml::from_str(pairs).unwrap()
+    }
+
+    const CENTRAL: &str =
+        "listen = \"127.0.0.1:1\"\nmode = \"central\"\nmembers = \"127.0.0.1:2,b=127.0.0.1:3\"\n";
+
+    #[test]
+    fn central_needs_neither_self_nor_peer_listen() {
+        let c = settings(CENTRAL).validate().unwrap();
+        assert_eq!(c.membership.members[0].name, "127.0.0.1:2");
+        assert_eq!(c.membership.addrs[1], "127.0.0.1:3".parse().unwrap());
+        assert_eq!(c.local, Local::None);
+        assert_eq!(c.membership.self_index, None);
+    }
+
+    #[test]
+    fn distributed_needs_self_peer_listen_and_a_local_server() {
+        let base = "listen = \"127.0.0.1:1\"\nmembers = \"a=127.0.0.1:2,b=127.0.0.1:3\"\n";
+        let err = |extra: &str| {
+            settings(&format!("{base}{extra}"))
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("").contains("--peer-listen is required"));
+        assert!(err("peer-listen = \"127.0.0.1:4\"\n").contains("--self is required"));
+        assert!(err("peer-listen = \"127.0.0.1:4\"\nself = \"c\"\n").contains("--self: \"c\""));
+        assert!(
+            err("peer-listen = \"127.0.0.1:4\"\nself = \"a\"\n").contains("--origin is required")
+        );
+        assert!(
+            err("peer-listen = \"127.0.0.1:4\"\nself = \"a\"\norigin = \"https://x\"\n")
+                .contains("--origin: \"https://x\"")
+        );
+        let ok = settings(&format!(
+            "{base}peer-listen = \"127.0.0.1:4\"\nself = \"b\"\norigin = \"http://127.0.0.1:9/\"\n"
+        ))
+        .validate()
+        .unwrap();
+        assert_eq!(ok.membership.self_index, Some(1));
+        assert!(matches!(ok.local, Local::Cache { origin, .. } if origin.port() == 9));
+    }
+
+    #[test]
+    fn errors_name_the_field_and_value() {
+        let err = |extra: &str| {
+            settings(&format!("{CENTRAL}{extra}"))
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err("scheme = \"nope\"\n").split(':').next(),
+            Some("--scheme")
+        );
+        assert!(err("weights = \"1\"\n").contains("--weights"));
+        assert!(err("threads = 0\n").starts_with("--threads: \"0\""));
+        assert!(err("header-timeout = \"5 days\"\n").starts_with("--header-timeout: \"5 days\""));
+        assert!(err("self = \"a\"\n").contains("--self cannot be used in central mode"));
+        assert!(err("origin = \"http://a:1\"\n").contains("--origin cannot"));
+        assert!(toml::from_str::<Settings>("listn = \"x\"").is_err());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = settings(CENTRAL);
+        let flags = Settings {
+            listen: Some("127.0.0.1:7".into()),
+            ..Settings::default()
+        };
+        assert_eq!(flags.over(file).validate().unwrap().listen.port(), 7);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        for bad in ["", "0s", "1h", "-1s", "1.5s", "61m"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! One client connection, top to bottom: read a request head (within the idle and header
+//! timeouts and the size limits), route it, answer it, and go on with the next one while the
+//! connection may stay open.
+//!
+//! Requests are answered one at a time in arrival order; pipelined requests simply wait in
+//! the read buffer until the previous response has been written, which is what keeps
+//! pipelined responses in order. After an error that closes the connection the sidecar stops
+//! writing (FIN) but keeps reading and discarding for a moment ("lingering close", as nginx
+//! does), so that the error response is not destroyed by a reset caused by unread input.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use prometheus::IntGauge;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+
+use crate::client::{ClientIo, Outcome};
+use crate::config::{Config, Mode};
+use crate::http::request::{self, BodyKind, HeadError, RequestHead};
+use crate::http::wire;
+use crate::local::{self, Request};
+use crate::metrics::Route;
+use crate::proxy::{self, Failure};
+use crate::router::{self, CENTRAL_ATTEMPTS, Failover, PEER_ATTEMPTS, Routing, Target};
+use crate::server::Shared;
+
+/// How long, and how many bytes, a closing connection is read and discarded.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
+/// Free space made in the read buffer before reading a head.
+const HEAD_READ: usize = 4096;
+
+/// Which listener accepted a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Client side (VIP traffic).
+    Client,
+    /// Peer side: every request on it came from another sidecar.
+    Peer,
+}
+
+impl Listener {
+    /// The name in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Listener::Client => "client",
+            Listener::Peer => "peer",
+        }
+    }
+}
+
+/// Decrements the open-connections gauge when the connection ends.
+struct Open(IntGauge);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Per-connection scratch space, reused by every request on the connection.
+#[derive(Default)]
+struct Scratch {
+    head: RequestHead,
+    buf: Vec<u8>,
+    key: Vec<u8>,
+    upstream_head: BytesMut,
+    order: Vec<usize>,
+}
+
+/// Serves one accepted connection until it closes. `permit` holds its place under the
+/// listener's connection cap; `open` is the listener's gauge, already incremented.
+pub async fn serve(
+    stream: TcpStream,
+    addr: std::net::SocketAddr,
+    shared: Arc<Shared>,
+    listener: Listener,
+    mut shutdown: watch::Receiver<bool>,
+    permit: OwnedSemaphorePermit,
+    open: IntGauge,
+) {
+    let _open = Open(open);
+    let _permit = permit;
+    let config = &shared.config;
+    let mut io = ClientIo::new(stream, addr);
+    let mut s = Scratch::default();
+    let mut first = true;
+    loop {
+        match read_head(&mut io, &mut s.head, config, first, &mut shutdown).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                shared.metrics.client_error(e.reason());
+                let outcome = io.error(e.status(), true, config).await;
+                shared
+                    .metrics
+                    .request(Route::Rejected, outcome.status, Duration::ZERO);
+                linger(&mut io).await;
+                return;
+            }
+        }
+        first = false;
+        s.buf.clear();
+        s.buf.extend_from_slice(&io.rbuf[..s.head.len]);
+        io.rbuf.advance(s.head.len);
+        let started = Instant::now();
+        io.start(&s.head, shared.draining());
+        let (route, outcome) = answer(&mut io, &mut s, &shared, listener).await;
+        shared
+            .metrics
+            .request(route, outcome.status, started.elapsed());
+        if outcome.close {
+            if outcome.status >= 400 {
+                linger(&mut io).await;
+            }
+            return;
+        }
+        if shared.draining() {
+            return;
+        }
+    }
+}
+
+/// Reads the next request head into `head` (its bytes stay at the start of `io.rbuf`).
+/// `Ok(false)`: the connection ends quietly (closed by the client, idle timeout, nothing
+/// sent on a new connection, or draining while idle).
+async fn read_head(
+    io: &mut ClientIo,
+    head: &mut RequestHead,
+    config: &Config,
+    first: bool,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<bool, HeadError> {
+    // A new connection has the header timeout from the start; a kept-alive one may idle.
+    let mut deadline = first.then(|| tokio::time::Instant::now() + config.timeouts.header);
+    loop {
+        if !io.rbuf.is_empty() {
+            if request::parse(&io.rbuf, &config.head, head)? {
+                return Ok(true);
+            }
+            deadline.get_or_insert_with(|| tokio::time::Instant::now() + config.timeouts.header);
+        }
+        let read = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(tokio::time::Instant::now());
+                wire::read_up_to(&mut io.stream, &mut io.rbuf, HEAD_READ, left).await
+            }
+            None => {
+                if *shutdown.borrow() {
+                    return Ok(false);
+                }
+                tokio::select! {
+                    read = wire::read_up_to(&mut io.stream, &mut io.rbuf, HEAD_READ, config.timeouts.idle) => read,
+                    _ = shutdown.changed() => return Ok(false),
+                }
+            }
+        };
+        match read {
+            Ok(0) => return Ok(false),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut && !io.rbuf.is_empty() => {
+                return Err(HeadError::Timeout);
+            }
+            Err(_) => return Ok(false),
+        }
+    }
+}
+
+/// Routes and answers the request in `s.head`.
+async fn answer(
+    io: &mut ClientIo,
+    s: &mut Scratch,
+    shared: &Shared,
+    listener: Listener,
+) -> (Route, Outcome) {
+    let config = &shared.config;
+    if let BodyKind::Length(n) = s.head.body
+        && n > config.max_body
+    {
+        shared.metrics.client_error("body_too_large");
+        return (Route::Rejected, io.error(413, true, config).await);
+    }
+    let hops = s.head.hop.unwrap_or(0);
+    let key = router::key(config.key, &s.head, &s.buf, &mut s.key);
+    let req = Request {
+        head: &s.head,
+        buf: &s.buf,
+        key,
+        hops,
+    };
+    let routing = shared.routing.load_full();
+    let owner = routing.scheme().pick(key);
+    let (attempts, local_last, route) = match config.mode {
+        Mode::Central if hops >= config.hop_limit => {
+            shared.metrics.client_error("hop_limit");
+            return (Route::Rejected, io.error(508, false, config).await);
+        }
+        Mode::Central => (CENTRAL_ATTEMPTS, false, Route::Central),
+        Mode::Distributed => {
+            let from_peer = listener == Listener::Peer || hops > 0;
+            if from_peer || routing.is_self(owner) {
+                let outcome = serve_local(req, io, &mut s.upstream_head, shared).await;
+                return (Route::Local, outcome);
+            }
+            (PEER_ATTEMPTS, true, Route::Peer)
+        }
+    };
+    let walk = Failover::new(&routing, key, owner, &mut s.order, attempts, local_last);
+    forward(walk, &routing, req, io, &mut s.upstream_head, shared, route).await
+}
+
+/// Forwards along the failover walk; the request ends up served locally when the walk says
+/// so.
+async fn forward(
+    mut walk: Failover<'_>,
+    routing: &Routing,
+    req: Request<'_>,
+    io: &mut ClientIo,
+    upstream_head: &mut BytesMut,
+    shared: &Shared,
+    route: Route,
+) -> (Route, Outcome) {
+    let config = &shared.config;
+    local::upstream_head(upstream_head, req, io, false);
+    let mut status = 502;
+    loop {
+        match walk.next() {
+            Target::Member(i) => {
+                routing.scheme().begin(i);
+                let result = proxy::exchange(
+                    &routing.pools()[i],
+                    upstream_head,
+                    io,
+                    config,
+                    &shared.metrics,
+                )
+                .await;
+                routing.scheme().end(i);
+                match result {
+                    Ok(outcome) | Err(Failure::Done(outcome)) => return (route, outcome),
+                    Err(Failure::Retry(s)) => status = s,
+                }
+            }
+            Target::Local => {
+                return (
+                    Route::Local,
+                    serve_local(req, io, upstream_head, shared).await,
+                );
+            }
+            Target::Exhausted => return (route, io.error(status, false, config).await),
+        }
+    }
+}
+
+async fn serve_local(
+    req: Request<'_>,
+    io: &mut ClientIo,
+    scratch: &mut BytesMut,
+    shared: &Shared,
+) -> Outcome {
+    match &shared.local {
+        Some(local) => {
+            local
+                .serve(req, io, scratch, &shared.config, &shared.metrics)
+                .await
+        }
+        None => io.error(502, false, &shared.config).await,
+    }
+}
+
+/// Lingering close: FIN, then read and discard for a moment.
+async fn linger(io: &mut ClientIo) {
+    let _ = io.stream.shutdown().await;
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        io.rbuf.clear();
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match wire::read_up_to(&mut io.stream, &mut io.rbuf, HEAD_READ, left).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => drained += n,
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The heads a proxy sends on, built in one pass into a reused buffer.
+//!
+//! Upstream (to a peer, backend, origin or local upstream): the request line with the target
+//! as received and `HTTP/1.1`; every end-to-end field; `Via` with `1.1 <name>` appended,
+//! `X-Forwarded-For` with the client address appended, dl7's hop field with the new hop
+//! count; the body's framing written anew. Hop-by-hop fields (RFC 9110 7.6.1), `Expect`
+//! (the sidecar answers it) and the old framing fields are not sent; cache fills also drop
+//! `If-*` and `Range`, since what they fetch must be the whole object.
+//!
+//! Downstream (to the client): `HTTP/1.1`, status and reason as received; end-to-end fields;
+//! `Via` appended; framing and `Connection` as the client connection needs them.
+
+use bytes::{BufMut, BytesMut};
+
+use super::Field;
+use super::fields::{self, Kind};
+use super::request::{BodyKind, RequestHead};
+use super::response::ResponseHead;
+
+/// What the sidecar adds to a request it forwards.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp<'a> {
+    /// This proxy in `Via`, e.g. `1.1 dl7`.
+    pub via: &'a [u8],
+    /// The client's address for `X-Forwarded-For`.
+    pub client: &'a [u8],
+    /// Hop count to send in dl7's hop field.
+    pub hops: u8,
+}
+
+/// How the body of a response to the client is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Length {
+    /// A response without a body: `Content-Length` passes through as received (after
+    /// `HEAD` it describes the body a `GET` would get).
+    AsReceived,
+    /// `Content-Length: n`.
+    Exactly(u64),
+    /// `Transfer-Encoding: chunked` (HTTP/1.1 clients, length unknown in advance).
+    Chunked,
+    /// Delimited by closing the connection (HTTP/1.0 clients, length unknown in advance).
+    Close,
+}
+
+/// The `Connection` field of a response to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connection {
+    /// Nothing (HTTP/1.1 keeps the connection by default).
+    Default,
+    /// `Connection: close`.
+    Close,
+    /// `Connection: keep-alive` (an HTTP/1.0 client asked for it).
+    KeepAlive,
+}
+
+/// Appends the request head to send upstream. `fill`: this is a cache fill (drop `If-*`,
+/// `Range`).
+pub fn request(out: &mut BytesMut, head: &RequestHead, buf: &[u8], stamp: &Stamp<'_>, fill: bool) {
+    out.put_slice(head.method_bytes(buf));
+    out.put_u8(b' ');
+    out.put_slice(head.target(buf));
+    out.put_slice(b" HTTP/1.1\r\n");
+    for f in head.fields() {
+        let skip = match f.kind {
+            Kind::ContentLength | Kind::Expect | Kind::Hop | Kind::Via | Kind::ForwardedFor => true,
+            Kind::Conditional => fill,
+            kind => kind.is_hop_by_hop(),
+        };
+        if !skip {
+            field(out, f, buf);
+        }
+    }
+    appended(out, b"Via: ", head.fields(), Kind::Via, buf, stamp.via);
+    appended(
+        out,
+        b"X-Forwarded-For: ",
+        head.fields(),
+        Kind::ForwardedFor,
+        buf,
+        stamp.client,
+    );
+    let mut n = itoa::Buffer::new();
+    out.put_slice(fields::HOP.as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(n.format(stamp.hops).as_bytes());
+    out.put_slice(b"\r\n");
+    match head.body {
+        BodyKind::None => {}
+        BodyKind::Length(len) => {
+            out.put_slice(b"Content-Length: ");
+            out.put_slice(n.format(len).as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        BodyKind::Chunked => out.put_slice(b"Transfer-Encoding: chunked\r\n"),
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// Appends the response head for the client, without `Connection` and the final empty line
+/// (see [`finish`]): cached heads are stored in this form.
+pub fn response(out: &mut BytesMut, head: &ResponseHead, buf: &[u8], via: &[u8], length: Length) {
+    let mut n = itoa::Buffer::new();
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(n.format(head.status).as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(head.reason(buf));
+    out.put_slice(b"\r\n");
+    for f in head.fields() {
+        let skip = match f.kind {
+            Kind::ContentLength => length != Length::AsReceived,
+            Kind::Via => true,
+            kind => kind.is_hop_by_hop(),
+        };
+        if !skip {
+            field(out, f, buf);
+        }
+    }
+    appended(out, b"Via: ", head.fields(), Kind::Via, buf, via);
+    match length {
+        Length::AsReceived | Length::Close => {}
+        Length::Exactly(len) => {
+            out.put_slice(b"Content-Length: ");
+            out.put_slice(n.format(len).as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        Length::Chunked => out.put_slice(b"Transfer-Encoding: chunked\r\n"),
+    }
+}
+
+/// Appends `Connection` as needed and the empty line that ends a head.
+pub fn finish(out: &mut BytesMut, connection: Connection) {
+    out.put_slice(match connection {
+        Connection::Default => &b"\r\n"[..],
+        Connection::Close => b"Connection: close\r\n\r\n",
+        Connection::KeepAlive => b"Connection: keep-alive\r\n\r\n",
+    });
+}
+
+fn field(out: &mut BytesMut, f: &Field, buf: &[u8]) {
+    out.put_slice(f.name.of(buf));
+    out.put_slice(b": ");
+    out.put_slice(f.value.of(buf));
+    out.put_slice(b"\r\n");
+}
+
+/// Writes `name` with the values of every field of `kind` and then `ours`, comma separated.
+fn appended(out: &mut BytesMut, name: &[u8], all: &[Field], kind: Kind, buf: &[u8], ours: &[u8]) {
+    out.put_slice(name);
+    for f in all.iter().filter(|f| f.kind == kind) {
+        let value = f.value.of(buf);
+        if !value.is_empty() {
+            out.put_slice(value);
+            out.put_slice(b", ");
+        }
+    }
+    out.put_slice(ours);
+    out.put_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::request::{self, Limits};
+    use crate::http::response as resp;
+
+    const STAMP: Stamp<'static> = Stamp {
+        via: b"1.1 dl7",
+        client: b"192.0.2.7",
+        hops: 1,
+    };
+
+    #[test]
+    fn request_drops_hop_by_hop_and_appends() {
+        let buf = b"POST /x HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\nKeep-Alive: 5\r\nTE: trailers\r\nUpgrade: h2c\r\nExpect: 100-continue\r\nVia: 1.0 a\r\nX-Forwarded-For: 10.0.0.1\r\nIf-None-Match: \"e\"\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut head = RequestHead::default();
+        assert!(request::parse(buf, &Limits::default(), &mut head).unwrap());
+        let mut out = BytesMut::new();
+        request(&mut out, &head, buf, &STAMP, false);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "POST /x HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"e\"\r\nVia: 1.0 a, 1.1 dl7\r\n\
+             X-Forwarded-For: 10.0.0.1, 192.0.2.7\r\nX-Dl7-Hop: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        out.clear();
+        request(&mut out, &head, buf, &STAMP, true);
+        assert!(!out.windows(7).any(|w| w == b"If-None"));
+    }
+
+    #[test]
+    fn response_reframes() {
+        let buf = b"HTTP/1.0 200 Fine\r\nContent-Length: 3\r\nConnection: close, X-A\r\nX-A: 1\r\nETag: \"1\"\r\n\r\n";
+        let mut head = resp::ResponseHead::default();
+        assert!(resp::parse(buf, 1024, &mut head).unwrap());
+        let mut out = BytesMut::new();
+        response(&mut out, &head, buf, b"1.1 dl7", Length::Chunked);
+        finish(&mut out, Connection::Default);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "HTTP/1.1 200 Fine\r\nETag: \"1\"\r\nVia: 1.1 dl7\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+    }
+}

@@ -1,0 +1,280 @@
+//! Serving a request on this server: from the embedded cache (filled from the origin, with
+//! coalescing) or through the local upstream server. Both talk HTTP/1.1 over a keep-alive
+//! pool; a failure here is final (there is nowhere else to go): 502, or 504 on a timeout.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+
+use crate::cache::{self, Cache, Entry, Fill, FillGuard, Lookup};
+use crate::client::{ClientIo, Outcome};
+use crate::config::{self, Config};
+use crate::http::body::{BodyReader, Framing};
+use crate::http::forward::{self, Length, Stamp};
+use crate::http::request::{BodyKind, Method, RequestHead};
+use crate::metrics::Metrics;
+use crate::pool::Pool;
+use crate::proxy::{self, Failure, VIA};
+
+/// How this server serves what it owns.
+#[derive(Debug)]
+pub enum LocalServer {
+    /// Through a local upstream (Squid, Varnish, nginx).
+    Upstream(Arc<Pool>),
+    /// From the embedded cache, filled from the origin.
+    Cache {
+        /// The cache.
+        cache: Cache,
+        /// The origin's pool.
+        origin: Arc<Pool>,
+    },
+}
+
+/// One request to serve locally: its head (parsed from `buf`), key and hop count.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The parsed head.
+    pub head: &'a RequestHead,
+    /// The buffer the head was parsed from.
+    pub buf: &'a [u8],
+    /// The routing key (also the cache key).
+    pub key: &'a [u8],
+    /// Hops the request made before reaching this server.
+    pub hops: u8,
+}
+
+impl LocalServer {
+    /// Local serving as configured; `None` in central mode.
+    pub fn new(local: &config::Local, config: &Config, metrics: &Metrics) -> Option<Self> {
+        let pool = |name: &str, addr| Pool::configured(config, metrics, name, addr);
+        match *local {
+            config::Local::None => None,
+            config::Local::Upstream(addr) => Some(LocalServer::Upstream(pool("upstream", addr))),
+            config::Local::Cache {
+                origin,
+                bytes,
+                max_object,
+                ttl,
+            } => Some(LocalServer::Cache {
+                cache: Cache::new(bytes, max_object, ttl),
+                origin: pool("origin", origin),
+            }),
+        }
+    }
+
+    /// The pool of the origin or upstream.
+    pub fn pool(&self) -> &Arc<Pool> {
+        match self {
+            LocalServer::Upstream(pool) | LocalServer::Cache { origin: pool, .. } => pool,
+        }
+    }
+
+    /// The cache, in embedded-cache mode.
+    pub fn cache(&self) -> Option<&Cache> {
+        match self {
+            LocalServer::Cache { cache, .. } => Some(cache),
+            LocalServer::Upstream(_) => None,
+        }
+    }
+
+    /// Serves `req`; `scratch` receives the head sent upstream.
+    pub async fn serve(
+        &self,
+        req: Request<'_>,
+        io: &mut ClientIo,
+        scratch: &mut BytesMut,
+        config: &Config,
+        metrics: &Metrics,
+    ) -> Outcome {
+        let (cache, pool) = match self {
+            LocalServer::Upstream(pool) => {
+                return pass(pool, req, io, scratch, config, metrics).await;
+            }
+            LocalServer::Cache { cache, origin } => (cache, origin),
+        };
+        let cacheable = io.body == BodyKind::None
+            && !req.head.authorization
+            && !cache::bypass(req.head.fields(), req.buf);
+        if !cacheable || io.method != Method::Get {
+            if cacheable
+                && io.method == Method::Head
+                && let Some(entry) = cache.get(req.key)
+            {
+                metrics.cache_hits.inc();
+                return serve_entry(&entry, io, config).await;
+            }
+            metrics.origin_fetches.inc();
+            return pass(pool, req, io, scratch, config, metrics).await;
+        }
+        // Bounded: a vanished leader is the only reason to look again.
+        for _ in 0..4 {
+            match cache.lookup(req.key) {
+                Lookup::Hit(entry) => {
+                    metrics.cache_hits.inc();
+                    return serve_entry(&entry, io, config).await;
+                }
+                Lookup::Fill(guard) => {
+                    metrics.cache_misses.inc();
+                    metrics.origin_fetches.inc();
+                    return fill(guard, cache, pool, req, io, scratch, config, metrics).await;
+                }
+                Lookup::Wait(mut rx) => {
+                    let waited = tokio::time::timeout(
+                        config.timeouts.response,
+                        rx.wait_for(|f| !matches!(f, Fill::Pending)),
+                    )
+                    .await
+                    .map(|r| r.map(|fill| fill.clone()));
+                    let fill = match waited {
+                        Err(_) => return io.error(504, false, config).await,
+                        Ok(Err(_)) => continue,
+                        Ok(Ok(fill)) => fill,
+                    };
+                    match fill {
+                        Fill::Stored(entry) => {
+                            metrics.cache_hits.inc();
+                            return serve_entry(&entry, io, config).await;
+                        }
+                        Fill::Failed(status) => return io.error(status, false, config).await,
+                        Fill::Uncacheable | Fill::Pending => break,
+                    }
+                }
+            }
+        }
+        metrics.origin_fetches.inc();
+        pass(pool, req, io, scratch, config, metrics).await
+    }
+}
+
+/// Forwards the request as it is and relays the response (no caching).
+async fn pass(
+    pool: &Pool,
+    req: Request<'_>,
+    io: &mut ClientIo,
+    scratch: &mut BytesMut,
+    config: &Config,
+    metrics: &Metrics,
+) -> Outcome {
+    upstream_head(scratch, req, io, false);
+    match proxy::exchange(pool, scratch, io, config, metrics).await {
+        Ok(outcome) | Err(Failure::Done(outcome)) => outcome,
+        Err(Failure::Retry(status)) => io.error(status, false, config).await,
+    }
+}
+
+/// Writes the head to send upstream into `out` (`fill`: for a cache fill).
+pub fn upstream_head(out: &mut BytesMut, req: Request<'_>, io: &ClientIo, fill: bool) {
+    out.clear();
+    let stamp = Stamp {
+        via: VIA,
+        client: &io.addr,
+        hops: req.hops.saturating_add(1),
+    };
+    forward::request(out, req.head, req.buf, &stamp, fill);
+}
+
+/// Leads a fill: fetches the whole object from the origin, stores it when it may be stored
+/// and fits, and serves it; streams it through otherwise.
+#[allow(clippy::too_many_arguments)]
+async fn fill(
+    guard: FillGuard<'_>,
+    cache: &Cache,
+    origin: &Pool,
+    req: Request<'_>,
+    io: &mut ClientIo,
+    scratch: &mut BytesMut,
+    config: &Config,
+    metrics: &Metrics,
+) -> Outcome {
+    upstream_head(scratch, req, io, true);
+    let mut conn = match proxy::request(origin, scratch, io, config, metrics).await {
+        Ok(conn) => conn,
+        Err(Failure::Retry(status)) => {
+            guard.finish(Fill::Failed(status));
+            return io.error(status, false, config).await;
+        }
+        Err(Failure::Done(outcome)) => {
+            guard.finish(Fill::Failed(outcome.status));
+            return outcome;
+        }
+    };
+    let framing = io.resp.framing(false);
+    let ttl = cache.freshness(io.resp.status, io.resp.fields(), &conn.buf);
+    let fits = match framing {
+        Framing::Length(n) => n <= cache.max_object(),
+        Framing::Chunked => true,
+        Framing::Empty | Framing::UntilClose => false,
+    };
+    let Some(ttl) = ttl.filter(|_| fits) else {
+        guard.finish(Fill::Uncacheable);
+        return proxy::relay(origin, conn, io, config, metrics).await;
+    };
+    // The head to store, and the client's head in case the object turns out too large.
+    let mut stored = BytesMut::with_capacity(io.resp.len + 64);
+    forward::response(&mut stored, &io.resp, &conn.buf, VIA, Length::Close);
+    let plan = proxy::plan(io, &conn.buf);
+    conn.buf.advance(io.resp.len);
+
+    let mut body = BodyReader::new(framing, u64::MAX);
+    let mut data = BytesMut::new();
+    loop {
+        let n = match body
+            .next(&mut conn.stream, &mut conn.buf, config.timeouts.response)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                log::debug!("origin body: {e}");
+                guard.finish(Fill::Failed(502));
+                return io.error(502, false, config).await;
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        if (data.len() + n) as u64 > cache.max_object() {
+            guard.finish(Fill::Uncacheable);
+            return proxy::stream(origin, conn, io, plan, &data, config, metrics).await;
+        }
+        data.extend_from_slice(&conn.buf[..n]);
+        conn.buf.advance(n);
+    }
+    proxy::finished(origin, conn, plan.reusable());
+    let mut n = itoa::Buffer::new();
+    stored.extend_from_slice(b"Content-Length: ");
+    stored.extend_from_slice(n.format(data.len()).as_bytes());
+    stored.extend_from_slice(b"\r\n");
+    let now = Instant::now();
+    let entry = Arc::new(Entry {
+        head: stored.freeze(),
+        body: data.freeze(),
+        stored: now,
+        expires: now + ttl,
+    });
+    guard.finish(Fill::Stored(entry.clone()));
+    serve_entry(&entry, io, config).await
+}
+
+/// Answers from a stored entry: its head, `Age`, `Connection`, and the body (unless HEAD).
+async fn serve_entry(entry: &Entry, io: &mut ClientIo, config: &Config) -> Outcome {
+    io.out.clear();
+    io.out.extend_from_slice(&entry.head);
+    let mut n = itoa::Buffer::new();
+    io.out.extend_from_slice(b"Age: ");
+    io.out
+        .extend_from_slice(n.format(entry.stored.elapsed().as_secs()).as_bytes());
+    io.out.extend_from_slice(b"\r\n");
+    let connection = io.connection(io.close);
+    forward::finish(&mut io.out, connection);
+    let body: &[u8] = if io.method == Method::Head {
+        &[]
+    } else {
+        &entry.body
+    };
+    let sent = io.write_head_and([body, &[]], false, true, config).await;
+    Outcome {
+        status: 200,
+        close: io.close || sent.is_err(),
+    }
+}

@@ -1,0 +1,308 @@
+//! Every metric the sidecar exports, in one place (names prefixed `dl7_l7_`, Prometheus
+//! conventions). Hot-path updates are plain atomic operations on handles resolved once:
+//! per-route histograms at start, per-pool handles when a pool is created, and one lazily
+//! created counter per (route, status) pair, so no request looks up a label set.
+//!
+//! | metric | labels | what |
+//! |---|---|---|
+//! | `dl7_l7_requests_total` | route, status | requests answered; route is `local`, `peer`, `central` or `rejected` (refused before routing) |
+//! | `dl7_l7_request_duration_seconds` | route | head received to response sent |
+//! | `dl7_l7_cache_hits_total`, `dl7_l7_cache_misses_total` | | embedded cache lookups (a request that waited for another one's fill counts as a hit) |
+//! | `dl7_l7_cache_bytes`, `dl7_l7_cache_objects` | | embedded cache contents |
+//! | `dl7_l7_origin_fetches_total` | | requests sent to the origin (fills and pass-through) |
+//! | `dl7_l7_peer_forwards_total`, `dl7_l7_peer_errors_total`, `dl7_l7_peer_ejections_total` | peer | forwarding to a member (peer or central backend) |
+//! | `dl7_l7_pool_connections` | pool, state (`open`, `idle`) | pooled upstream connections |
+//! | `dl7_l7_pool_connects_total` | pool | new upstream connections |
+//! | `dl7_l7_client_errors_total` | reason | bad requests and client-side failures |
+//! | `dl7_l7_connections` | listener | open client connections |
+//! | `dl7_l7_connections_refused_total` | listener | connections refused at the cap |
+//! | `dl7_l7_reloads_total` | result | SIGHUP reloads |
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// How a request was answered, for the `route` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Served by this server (cache, origin or local upstream).
+    Local,
+    /// Forwarded to the owning peer.
+    Peer,
+    /// Forwarded by the central balancer.
+    Central,
+    /// Refused before routing (bad request, limits).
+    Rejected,
+}
+
+impl Route {
+    const ALL: [Route; 4] = [Route::Local, Route::Peer, Route::Central, Route::Rejected];
+
+    fn label(self) -> &'static str {
+        match self {
+            Route::Local => "local",
+            Route::Peer => "peer",
+            Route::Central => "central",
+            Route::Rejected => "rejected",
+        }
+    }
+}
+
+/// The status codes a request counter exists for (100 to 599).
+const STATUSES: usize = 500;
+
+/// The sidecar's metrics and their registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests_vec: IntCounterVec,
+    requests: Box<[OnceLock<IntCounter>]>,
+    durations: Vec<Histogram>,
+    /// Cache hits.
+    pub cache_hits: IntCounter,
+    /// Cache misses.
+    pub cache_misses: IntCounter,
+    /// Bytes in the cache.
+    pub cache_bytes: IntGauge,
+    /// Objects in the cache.
+    pub cache_objects: IntGauge,
+    /// Requests sent to the origin.
+    pub origin_fetches: IntCounter,
+    peer_forwards: IntCounterVec,
+    peer_errors: IntCounterVec,
+    peer_ejections: IntCounterVec,
+    pool_connections: IntGaugeVec,
+    pool_connects: IntCounterVec,
+    client_errors: IntCounterVec,
+    connections: IntGaugeVec,
+    refused: IntCounterVec,
+    reloads: IntCounterVec,
+}
+
+/// The handles of one pool (a member, the origin or the local upstream).
+#[derive(Debug, Clone)]
+pub struct PoolMetrics {
+    /// New connections.
+    pub connects: IntCounter,
+    /// Open connections.
+    pub open: IntGauge,
+    /// Idle connections (set when metrics are gathered).
+    pub idle: IntGauge,
+    /// Requests forwarded.
+    pub forwards: IntCounter,
+    /// Failed attempts.
+    pub errors: IntCounter,
+    /// Ejections by outlier detection.
+    pub ejections: IntCounter,
+}
+
+/// The handles of one listener.
+#[derive(Debug, Clone)]
+pub struct ListenerMetrics {
+    /// Open connections.
+    pub open: IntGauge,
+    /// Connections refused at the cap.
+    pub refused: IntCounter,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let counters =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let gauges =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+                let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(g.clone()))?;
+                Ok(g)
+            };
+        let durations_vec = HistogramVec::new(
+            HistogramOpts::new(
+                "dl7_l7_request_duration_seconds",
+                "Time from a complete request head to the end of the response.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["route"],
+        )?;
+        registry.register(Box::new(durations_vec.clone()))?;
+        let durations = Route::ALL
+            .iter()
+            .map(|r| durations_vec.get_metric_with_label_values(&[r.label()]))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            requests_vec: counters(
+                "dl7_l7_requests_total",
+                "Requests answered, by route (local, peer, central, rejected) and status.",
+                &["route", "status"],
+            )?,
+            requests: (0..Route::ALL.len() * STATUSES)
+                .map(|_| OnceLock::new())
+                .collect(),
+            durations,
+            cache_hits: counter("dl7_l7_cache_hits_total", "Embedded cache hits.")?,
+            cache_misses: counter("dl7_l7_cache_misses_total", "Embedded cache misses.")?,
+            cache_bytes: gauge("dl7_l7_cache_bytes", "Bytes held by the embedded cache.")?,
+            cache_objects: gauge(
+                "dl7_l7_cache_objects",
+                "Objects held by the embedded cache.",
+            )?,
+            origin_fetches: counter(
+                "dl7_l7_origin_fetches_total",
+                "Requests sent to the origin.",
+            )?,
+            peer_forwards: counters(
+                "dl7_l7_peer_forwards_total",
+                "Requests forwarded to a member.",
+                &["peer"],
+            )?,
+            peer_errors: counters(
+                "dl7_l7_peer_errors_total",
+                "Failed attempts to get a response from a member.",
+                &["peer"],
+            )?,
+            peer_ejections: counters(
+                "dl7_l7_peer_ejections_total",
+                "Times a member was ejected by outlier detection.",
+                &["peer"],
+            )?,
+            pool_connections: gauges(
+                "dl7_l7_pool_connections",
+                "Pooled upstream connections by state (open, idle).",
+                &["pool", "state"],
+            )?,
+            pool_connects: counters(
+                "dl7_l7_pool_connects_total",
+                "New upstream connections.",
+                &["pool"],
+            )?,
+            client_errors: counters(
+                "dl7_l7_client_errors_total",
+                "Bad requests and client-side failures, by reason.",
+                &["reason"],
+            )?,
+            connections: gauges(
+                "dl7_l7_connections",
+                "Open client connections.",
+                &["listener"],
+            )?,
+            refused: counters(
+                "dl7_l7_connections_refused_total",
+                "Connections refused because the listener was at its cap.",
+                &["listener"],
+            )?,
+            reloads: counters(
+                "dl7_l7_reloads_total",
+                "SIGHUP reloads by result.",
+                &["result"],
+            )?,
+            registry,
+        })
+    }
+
+    /// Counts one answered request.
+    pub fn request(&self, route: Route, status: u16, elapsed: Duration) {
+        let status = status.clamp(100, 599);
+        let slot = route as usize * STATUSES + usize::from(status - 100);
+        self.requests[slot]
+            .get_or_init(|| {
+                let mut n = itoa::Buffer::new();
+                self.requests_vec
+                    .with_label_values(&[route.label(), n.format(status)])
+            })
+            .inc();
+        self.durations[route as usize].observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a client error.
+    pub fn client_error(&self, reason: &str) {
+        self.client_errors.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a reload.
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    /// The handles of the pool called `name`.
+    pub fn pool(&self, name: &str) -> PoolMetrics {
+        PoolMetrics {
+            connects: self.pool_connects.with_label_values(&[name]),
+            open: self.pool_connections.with_label_values(&[name, "open"]),
+            idle: self.pool_connections.with_label_values(&[name, "idle"]),
+            forwards: self.peer_forwards.with_label_values(&[name]),
+            errors: self.peer_errors.with_label_values(&[name]),
+            ejections: self.peer_ejections.with_label_values(&[name]),
+        }
+    }
+
+    /// Stops exporting the gauges of a pool that no longer exists.
+    pub fn forget_pool(&self, name: &str) {
+        for state in ["open", "idle"] {
+            let _ = self.pool_connections.remove_label_values(&[name, state]);
+        }
+    }
+
+    /// The handles of the listener called `name`.
+    pub fn listener(&self, name: &str) -> ListenerMetrics {
+        ListenerMetrics {
+            open: self.connections.with_label_values(&[name]),
+            refused: self.refused.with_label_values(&[name]),
+        }
+    }
+
+    /// Everything in the Prometheus text format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics; a failure leaves a
+        // partial page, which the scraper reports.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_appear_in_the_text() {
+        let m = Metrics::new().unwrap();
+        m.request(Route::Peer, 200, Duration::from_millis(3));
+        m.request(Route::Peer, 200, Duration::from_millis(3));
+        m.request(Route::Rejected, 431, Duration::ZERO);
+        m.pool("b").connects.inc();
+        m.client_error("bare_lf");
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains("dl7_l7_requests_total{route=\"peer\",status=\"200\"} 2"));
+        assert!(text.contains("dl7_l7_requests_total{route=\"rejected\",status=\"431\"} 1"));
+        assert!(text.contains("dl7_l7_pool_connects_total{pool=\"b\"} 1"));
+        assert!(text.contains("dl7_l7_client_errors_total{reason=\"bare_lf\"} 1"));
+        assert!(
+            text.contains("dl7_l7_request_duration_seconds_bucket{route=\"peer\",le=\"0.005\"} 2")
+        );
+    }
+}
