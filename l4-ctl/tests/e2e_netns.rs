@@ -10,23 +10,16 @@
 //!   srv2   ──┘
 //! ```
 //!
-//! Every namespace, veth, thread and pin the test creates is removed by [`Testbed`]'s `Drop`,
+//! Every namespace, veth, thread and pin the test creates is removed when [`Testbed`] drops,
 //! also when an assertion fails half-way through the setup.
 
 mod support;
 
 use std::{
-    fs::File,
     io::{self, Read, Write},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
-    os::fd::{AsRawFd, FromRawFd},
-    process::Command,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU32, Ordering},
-        mpsc,
-    },
-    thread::{self, JoinHandle},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
+    os::fd::FromRawFd,
+    thread,
     time::{Duration, Instant},
 };
 
@@ -35,8 +28,11 @@ use aya::{
     programs::{Xdp, XdpMode},
 };
 use common::GlobalCounter as C;
-use l4_ctl::{AttachMode, Mac, RealSpec, Vip, objects};
-use support::TestBalancer;
+use l4_ctl::{AttachMode, RealSpec, Vip, objects};
+use support::{
+    TestBalancer,
+    netns::{HttpServer, IFACE, IO_TIMEOUT, Netns, in_netns, require_tools, run, sysctl},
+};
 
 /// The test subnet. It exists only inside the test's namespaces (each run has its own), so
 /// parallel runs cannot collide.
@@ -48,236 +44,18 @@ const SERVERS: [(&str, Ipv4Addr); 2] = [
     ("srv2", Ipv4Addr::new(10, 213, 0, 12)),
 ];
 const PORT: u16 = 80;
-/// The interface every host namespace has towards the bridge.
-const IFACE: &str = "eth0";
 /// Client connections, from source ports `FIRST_PORT..FIRST_PORT + CONNECTIONS`.
 const CONNECTIONS: u16 = 20;
 const FIRST_PORT: u16 = 42_000;
-/// Bound on each connect and each read.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// A server thread gives up after this long even if nobody stops it.
-const SERVER_LIFETIME: Duration = Duration::from_secs(120);
 
-/// Runs `command` (words separated by spaces; no word contains one) and returns its stdout;
-/// panics with the command and its stderr on failure.
-fn run(command: &str) -> String {
-    let mut words = command.split_whitespace();
-    let program = words.next().expect("a command");
-    let out = Command::new(program)
-        .args(words)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `{program}` ({e}): this test needs it installed"));
-    assert!(
-        out.status.success(),
-        "`{command}` failed: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Fails the test (never skips it) when a tool it needs is missing.
-fn require_tools() {
-    for (tool, version_flag, package) in [
-        ("ip", "-V", "iproute2"),
-        ("sysctl", "--version", "procps"),
-        ("ethtool", "--version", "ethtool"),
-    ] {
-        let found = Command::new(tool)
-            .arg(version_flag)
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(
-            found,
-            "this test needs `{tool}` (Debian package {package}); `cargo xtask test` installs it"
-        );
-    }
-}
-
-/// Moves the calling thread into network namespace `ns` (only this thread: sockets it opens
-/// and interface names it resolves are then those of `ns`).
-fn enter_netns(ns: &str) {
-    let path = format!("/run/netns/{ns}");
-    let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-    // SAFETY: a valid namespace fd; setns changes only this thread's network namespace.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns({path}): {}", io::Error::last_os_error());
-}
-
-/// Runs `f` on a thread inside namespace `ns` and returns its result (re-raising its panic).
-fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    thread::scope(|s| {
-        s.spawn(|| {
-            enter_netns(ns);
-            f()
-        })
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
-}
-
-/// The namespaces, programs and server threads of one run; dropping it removes them all.
+/// The namespaces, programs and servers of one run. Fields drop in declaration order: the
+/// servers stop, the programs are detached (closing their links) before their interfaces go
+/// away, and the namespaces go last.
 struct Testbed {
-    prefix: String,
-    /// Namespaces created so far, in creation order.
-    namespaces: Vec<String>,
-    stop: Arc<AtomicBool>,
-    servers: Vec<JoinHandle<io::Result<u32>>>,
+    servers: Vec<(&'static str, HttpServer)>,
     front: Option<TestBalancer>,
     peer_pass: Option<Ebpf>,
-}
-
-impl Testbed {
-    fn new() -> Self {
-        static RUN: AtomicU32 = AtomicU32::new(0);
-        Testbed {
-            prefix: format!(
-                "dl7t-{}-{}",
-                std::process::id(),
-                RUN.fetch_add(1, Ordering::Relaxed)
-            ),
-            namespaces: Vec::new(),
-            stop: Arc::new(AtomicBool::new(false)),
-            servers: Vec::new(),
-            front: None,
-            peer_pass: None,
-        }
-    }
-
-    /// The full name of this run's namespace for `role`.
-    fn ns(&self, role: &str) -> String {
-        format!("{}-{role}", self.prefix)
-    }
-
-    fn add_ns(&mut self, role: &str) -> String {
-        let ns = self.ns(role);
-        run(&format!("ip netns add {ns}"));
-        self.namespaces.push(ns.clone());
-        run(&format!("ip -n {ns} link set lo up"));
-        // No IPv6: the front's counters then see nothing but the test's traffic and ARP.
-        sysctl(
-            &ns,
-            &[
-                "net.ipv6.conf.all.disable_ipv6=1",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ],
-        );
-        ns
-    }
-
-    /// A host namespace `role` with `IFACE` (address `ip`/24) plugged into the bridge as
-    /// port `v<role>`. Returns the namespace and the MAC of its `IFACE`.
-    fn add_host(&mut self, role: &str, ip: Ipv4Addr) -> (String, Mac) {
-        let br = self.ns("br");
-        let ns = self.add_ns(role);
-        let port = format!("v{role}");
-        run(&format!(
-            "ip -n {br} link add {port} type veth peer name {IFACE} netns {ns}"
-        ));
-        run(&format!("ip -n {br} link set {port} master br0 up"));
-        run(&format!("ip -n {ns} link set {IFACE} up"));
-        run(&format!("ip -n {ns} addr add {ip}/24 dev {IFACE}"));
-        let mac = run(&format!(
-            "ip netns exec {ns} cat /sys/class/net/{IFACE}/address"
-        ));
-        let mac = mac.trim().parse().expect("a MAC in sysfs");
-        (ns, mac)
-    }
-
-    /// Starts an HTTP responder on VIP:PORT in `ns` that answers every request with `name`;
-    /// returns once it listens.
-    fn start_server(&mut self, ns: &str, name: &'static str) {
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let stop = Arc::clone(&self.stop);
-        let ns_name = ns.to_owned();
-        self.servers.push(thread::spawn(move || {
-            enter_netns(&ns_name);
-            let listener = TcpListener::bind((VIP_IP, PORT));
-            let listener = match listener {
-                Ok(l) => {
-                    let _ = ready_tx.send(Ok(()));
-                    l
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                    return Err(e);
-                }
-            };
-            serve(&listener, name, &stop)
-        }));
-        match ready_rx.recv_timeout(IO_TIMEOUT) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("server {name} cannot listen on {VIP_IP}:{PORT}: {e}"),
-            Err(e) => panic!("server {name} did not start: {e}"),
-        }
-    }
-}
-
-impl Drop for Testbed {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for server in self.servers.drain(..) {
-            let _ = server.join();
-        }
-        // Detach the programs (closing their links) before their interfaces go away.
-        self.front.take();
-        self.peer_pass.take();
-        for ns in self.namespaces.drain(..).rev() {
-            let result = Command::new("ip").args(["netns", "del", &ns]).output();
-            if !result.is_ok_and(|o| o.status.success()) {
-                eprintln!("could not delete network namespace {ns}");
-            }
-        }
-    }
-}
-
-fn sysctl(ns: &str, settings: &[&str]) {
-    run(&format!(
-        "ip netns exec {ns} sysctl -qw {}",
-        settings.join(" ")
-    ));
-}
-
-/// Accepts connections until `stop` (or `SERVER_LIFETIME`), answering each with `name`.
-/// Returns the number of requests answered.
-fn serve(listener: &TcpListener, name: &str, stop: &AtomicBool) -> io::Result<u32> {
-    listener.set_nonblocking(true)?;
-    let deadline = Instant::now() + SERVER_LIFETIME;
-    let mut served = 0;
-    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                if answer(stream, name).is_ok() {
-                    served += 1;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(served)
-}
-
-fn answer(mut stream: TcpStream, name: &str) -> io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut request = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        request.extend_from_slice(&buf[..n]);
-    }
-    write!(
-        stream,
-        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
-        name.len()
-    )?;
-    stream.flush()
+    net: Netns,
 }
 
 /// A TCP connection from the fixed source address `src` (so that the test knows the flow's
@@ -364,23 +142,30 @@ fn request(src: SocketAddrV4) -> io::Result<String> {
 
 #[test]
 fn tcp_to_the_vip_is_answered_by_the_servers_directly() {
-    require_tools();
-    let mut bed = Testbed::new();
-    let br = bed.add_ns("br");
-    run(&format!("ip -n {br} link add br0 type bridge"));
-    run(&format!("ip -n {br} link set br0 up"));
+    require_tools(&[
+        ("ip", "-V", "iproute2"),
+        ("sysctl", "--version", "procps"),
+        ("ethtool", "--version", "ethtool"),
+    ]);
+    let mut bed = Testbed {
+        servers: Vec::new(),
+        front: None,
+        peer_pass: None,
+        net: Netns::new(),
+    };
+    let br = bed.net.add_bridge();
 
-    let (front, front_mac) = bed.add_host("front", FRONT_IP);
+    let (front, front_mac) = bed.net.add_host("front", FRONT_IP);
     // The front answers ARP for the VIP: clients send VIP traffic to the front's MAC.
     run(&format!("ip -n {front} addr add {VIP_IP}/32 dev {IFACE}"));
 
-    let (client, _) = bed.add_host("client", CLIENT_IP);
+    let (client, _) = bed.net.add_host("client", CLIENT_IP);
     // The front's XDP_TX does not finish checksums left to offload (see TOOLCHAIN.md).
     run(&format!("ip netns exec {client} ethtool -K {IFACE} tx off"));
 
     let mut reals = Vec::new();
     for (name, ip) in SERVERS {
-        let (ns, mac) = bed.add_host(name, ip);
+        let (ns, mac) = bed.net.add_host(name, ip);
         // Hold the VIP on lo without answering ARP for it (only the front may).
         sysctl(
             &ns,
@@ -394,7 +179,8 @@ fn tcp_to_the_vip_is_answered_by_the_servers_directly() {
             ],
         );
         run(&format!("ip -n {ns} addr add {VIP_IP}/32 dev lo"));
-        bed.start_server(&ns, name);
+        let server = HttpServer::start(&ns, SocketAddrV4::new(VIP_IP, PORT), name);
+        bed.servers.push((name, server));
         reals.push((name, ip, mac));
     }
 
@@ -535,11 +321,9 @@ fn tcp_to_the_vip_is_answered_by_the_servers_directly() {
     }
 
     // Each server answered exactly the connections the front sent it.
-    bed.stop.store(true, Ordering::Relaxed);
-    for (server, (name, _)) in bed.servers.drain(..).zip(SERVERS) {
+    for (name, server) in bed.servers.drain(..) {
         let served = server
-            .join()
-            .expect("server thread")
+            .stop()
             .unwrap_or_else(|e| panic!("server {name}: {e}"));
         let expected_count = expected.iter().filter(|(_, n)| *n == name).count();
         assert_eq!(

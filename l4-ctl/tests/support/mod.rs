@@ -1,6 +1,7 @@
 //! Shared by l4-ctl's integration tests: a balancer loaded with its own pin directory (so
-//! tests never touch a running front's /sys/fs/bpf/dl7) that is removed again on drop, and a
-//! helper that runs one frame through the program with BPF_PROG_TEST_RUN.
+//! tests never touch a running front's /sys/fs/bpf/dl7) that is removed again on drop, a
+//! helper that runs one frame through the program with BPF_PROG_TEST_RUN, and network-namespace
+//! testbeds ([`netns`]).
 #![allow(dead_code)]
 
 use std::{
@@ -17,6 +18,8 @@ use l4_ctl::{Balancer, Mac, RealSpec, Vip, frames::FRONT_MAC};
 #[allow(unused_imports)]
 pub use l4_ctl::frames::action::*;
 
+pub mod netns;
+
 /// A loaded balancer whose pinned maps live in a directory of its own.
 pub struct TestBalancer {
     pub bal: Balancer,
@@ -26,10 +29,7 @@ pub struct TestBalancer {
 impl TestBalancer {
     pub fn new() -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
-        assert!(
-            unsafe { libc::geteuid() } == 0,
-            "these tests load an XDP program: run them as root (cargo xtask test does)"
-        );
+        require_root("these tests load an XDP program");
         let pin_dir = PathBuf::from(format!(
             "/sys/fs/bpf/dl7-test-{}-{}",
             std::process::id(),
@@ -63,6 +63,13 @@ impl Drop for TestBalancer {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.pin_dir);
     }
+}
+
+/// Fails the test unless it runs as root; `why` says what needs it.
+pub fn require_root(why: &str) {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert!(euid == 0, "{why}: run them as root (cargo xtask test does)");
 }
 
 /// Runs `frame` through `program` once with BPF_PROG_TEST_RUN: the action and the frame as

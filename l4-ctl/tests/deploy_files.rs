@@ -1,0 +1,337 @@
+//! The front's files in deploy/ agree with l4-ctl: the example configuration validates, the
+//! systemd unit's command lines are ones the CLI accepts, and the Prometheus alert rules use
+//! metrics the daemon exports. With `promtool` (Debian package prometheus) and
+//! `systemd-analyze` installed, the files also pass their own tools' checks, and the alert
+//! rules' unit tests run; without them those checks are skipped with a note.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use common::GlobalCounter;
+use l4_ctl::{
+    Mac,
+    config::Config,
+    metrics::{self, HealthMetrics},
+    stats::{RealState, RealStats, Snapshot, VipStats},
+};
+
+fn deploy(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(file)
+}
+
+fn read(file: &str) -> String {
+    let path = deploy(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// Whether `tool` runs; prints a note when it does not.
+fn have(tool: &str, package: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        println!("note: `{tool}` not installed (Debian package {package}): its checks skipped");
+    }
+    found
+}
+
+/// Runs a command that must succeed; returns its stdout and stderr.
+fn ok(cmd: &mut Command) -> (String, String) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{stdout}{stderr}");
+    (stdout, stderr)
+}
+
+#[test]
+fn the_example_config_validates() {
+    let desired = Config::read(&deploy("dl7.toml"))
+        .and_then(|c| c.validate())
+        .unwrap_or_else(|e| panic!("deploy/dl7.toml: {e}"));
+    assert_eq!(desired.vips.len(), 1);
+    let vip = &desired.vips[0];
+    assert_eq!(vip.health.kind, common::HealthSpec::KIND_HTTP);
+    assert_eq!(vip.reals.len(), 3);
+}
+
+/// The unit's `KEY=value` settings in [Service], in order (a key may repeat).
+fn unit_settings(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+#[test]
+fn the_unit_runs_command_lines_the_cli_accepts() {
+    let text = read("dl7-front.service");
+    let settings = unit_settings(&text);
+    let get = |key: &str| -> Vec<&str> {
+        settings
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    // Defaults for the variables the command lines use.
+    let env: BTreeMap<&str, &str> = get("Environment")
+        .into_iter()
+        .flat_map(str::split_whitespace)
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    assert_eq!(get("EnvironmentFile"), ["-/etc/default/dl7-front"]);
+    assert_eq!(get("ExecReload"), ["/bin/kill -HUP $MAINPID"]);
+    assert_eq!(get("Restart"), ["on-failure"]);
+    // Stopping must leave the program and the maps (flows survive a restart).
+    for key in ["ExecStop", "ExecStopPost"] {
+        assert!(
+            get(key).is_empty(),
+            "{key} in the unit: the program must stay"
+        );
+    }
+    let commands: Vec<(&str, &str)> = ["ExecStartPre", "ExecStart"]
+        .into_iter()
+        .flat_map(|key| get(key).into_iter().map(move |v| (key, v)))
+        .collect();
+    assert_eq!(commands.len(), 2, "{commands:?}");
+    assert!(
+        commands[0]
+            .1
+            .contains(" load --iface ${DL7_IFACE} --mode ${DL7_MODE}")
+    );
+    assert!(
+        commands[1]
+            .1
+            .contains(" daemon --config /etc/dl7/dl7.toml --metrics ${DL7_METRICS}")
+    );
+    for (key, line) in commands {
+        let mut words = line.split_whitespace();
+        assert_eq!(words.next(), Some("/usr/local/bin/l4-ctl"), "{key}");
+        let args: Vec<String> = words
+            .map(
+                |w| match w.strip_prefix("${").and_then(|w| w.strip_suffix('}')) {
+                    Some(var) => env
+                        .get(var)
+                        .unwrap_or_else(|| panic!("{key}: ${{{var}}} has no default"))
+                        .to_string(),
+                    None => w.to_owned(),
+                },
+            )
+            .collect();
+        // clap parses (and checks the values of) every argument before it acts on --help,
+        // so this succeeds exactly when the command line would be accepted.
+        ok(Command::new(env!("CARGO_BIN_EXE_l4-ctl"))
+            .args(&args)
+            .arg("--help"));
+    }
+
+    if have("systemd-analyze", "systemd") {
+        // A copy that names the binary just built, which `verify` requires to exist.
+        let dir = std::env::temp_dir().join(format!("dl7-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let unit = dir.join("dl7-front.service");
+        std::fs::write(
+            &unit,
+            text.replace("/usr/local/bin/l4-ctl", env!("CARGO_BIN_EXE_l4-ctl")),
+        )
+        .expect("write the unit");
+        let result = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&unit)
+            .output();
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = result.expect("run systemd-analyze");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Other units of the host may draw warnings; none may be about this one.
+        let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("dl7-front")).collect();
+        assert!(out.status.success() && ours.is_empty(), "{stderr}");
+    }
+}
+
+/// Every `dl7_l4_*` name in `text`.
+fn metric_names(text: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("dl7_l4_") {
+        let tail = &rest[at..];
+        let len = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    names
+}
+
+#[test]
+fn the_alert_rules_use_metrics_the_daemon_exports() {
+    let vip = "192.0.2.10:80/tcp".parse().unwrap();
+    let snapshot = Snapshot {
+        vips: vec![VipStats {
+            vip,
+            packets: 0,
+            bytes: 0,
+            reals: vec![RealStats {
+                address: "10.0.1.11".parse().unwrap(),
+                mac: Mac([2, 0, 0, 1, 0, 0x11]),
+                weight: 1,
+                state: RealState::Active,
+                table_share: 1.0,
+                packets: 0,
+                bytes: 0,
+            }],
+        }],
+        global: GlobalCounter::ALL.iter().map(|c| (c.name(), 0)).collect(),
+    };
+    let health = HealthMetrics::default();
+    health.check("192.0.2.10:80/tcp", "10.0.1.11", true);
+    health.transition("192.0.2.10:80/tcp", "10.0.1.11", true);
+    let exported = metrics::render(&snapshot, Some(&health));
+    let families: Vec<&str> = exported
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let rules = read("prometheus/dl7-front-alerts.yml");
+    let used = metric_names(&rules);
+    for want in [
+        "dl7_l4_real_up",
+        "dl7_l4_vip_active_reals",
+        "dl7_l4_frames_total",
+    ] {
+        assert!(used.contains(&want), "no alert on {want}");
+    }
+    for name in used {
+        assert!(
+            families.contains(&name),
+            "the rules use {name}, which is not exported"
+        );
+    }
+    // The outcome label values the drop-rate rule selects with `drop_.*`.
+    assert!(
+        GlobalCounter::ALL
+            .iter()
+            .any(|c| c.name().starts_with("drop_") && c.is_outcome())
+    );
+    // The job the rules select is the one the scrape config defines.
+    assert!(rules.contains("up{job=\"dl7-front\"}"));
+    assert!(read("prometheus/dl7-front-scrape.yml").contains("job_name: dl7-front"));
+}
+
+/// Input series for `promtool test rules`, one sample a minute from 0m, all from one front.
+const RULE_SERIES: &str = r#"
+rule_files:
+  - ALERTS_FILE
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'dl7_l4_real_up{job="dl7-front",instance="f1:9400",vip="192.0.2.10:80/tcp",real="10.0.1.11"}'
+        values: '1 1 0x20'
+      - series: 'dl7_l4_real_up{job="dl7-front",instance="f1:9400",vip="192.0.2.10:80/tcp",real="10.0.1.12"}'
+        values: '1x22'
+      - series: 'dl7_l4_vip_active_reals{job="dl7-front",instance="f1:9400",vip="192.0.2.10:80/tcp"}'
+        values: '2 2 1 1 1 1 0x16'
+      # 0.5% of the frames dropped for 10 minutes, then about 5%.
+      - series: 'dl7_l4_frames_total{job="dl7-front",instance="f1:9400",outcome="tx"}'
+        values: '0+1000x22'
+      - series: 'dl7_l4_frames_total{job="dl7-front",instance="f1:9400",outcome="drop_malformed"}'
+        values: '0+5x10 100+50x11'
+      - series: 'up{job="dl7-front",instance="f1:9400"}'
+        values: '1x11 0x11'
+    promql_expr_test:
+"#;
+
+/// What each alert must do on `RULE_SERIES`: not fire yet at the first times (its condition
+/// has not lasted its `for`), fire at the last, with these labels.
+const RULE_CASES: &[(&str, &[&str], &str, &str)] = &[
+    (
+        "Dl7RealDown",
+        &["2m"],
+        "3m",
+        r#"severity="warning",job="dl7-front",instance="f1:9400",vip="192.0.2.10:80/tcp",real="10.0.1.11""#,
+    ),
+    (
+        "Dl7VipNoActiveReal",
+        &["6m"],
+        "7m",
+        r#"severity="critical",job="dl7-front",instance="f1:9400",vip="192.0.2.10:80/tcp""#,
+    ),
+    // Over 1% from 11m on.
+    (
+        "Dl7FrontDropRate",
+        &["10m", "15m"],
+        "18m",
+        r#"severity="warning",job="dl7-front",instance="f1:9400""#,
+    ),
+    (
+        "Dl7FrontDaemonDown",
+        &["11m", "12m"],
+        "13m",
+        r#"severity="critical",job="dl7-front",instance="f1:9400""#,
+    ),
+];
+
+/// The `promtool test rules` file for `alerts`.
+fn rule_tests(alerts: &str) -> String {
+    let mut text = RULE_SERIES.replace("ALERTS_FILE", alerts);
+    for (alert, quiet, fires, labels) in RULE_CASES {
+        let firing = format!(r#"ALERTS{{alertname="{alert}",alertstate="firing"}}"#);
+        for at in *quiet {
+            text += &format!(
+                "      - expr: '{firing}'\n        eval_time: {at}\n        exp_samples: []\n"
+            );
+        }
+        text += &format!(
+            "      - expr: '{firing}'\n        eval_time: {fires}\n        exp_samples:\n          \
+             - labels: 'ALERTS{{alertname=\"{alert}\",alertstate=\"firing\",{labels}}}'\n            \
+             value: 1\n"
+        );
+    }
+    text
+}
+
+#[test]
+fn the_prometheus_files_pass_promtool() {
+    if !have("promtool", "prometheus") {
+        return;
+    }
+    let alerts = deploy("prometheus/dl7-front-alerts.yml");
+    ok(Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(&alerts));
+    // Also loads the rule files it names.
+    ok(Command::new("promtool")
+        .args(["check", "config"])
+        .arg(deploy("prometheus/dl7-front-scrape.yml")));
+    let dir = std::env::temp_dir().join(format!("dl7-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let tests = dir.join("dl7-front-alerts.test.yml");
+    let alerts = alerts.canonicalize().expect("the alerts file");
+    std::fs::write(&tests, rule_tests(alerts.to_str().expect("utf-8 path")))
+        .expect("write the rule tests");
+    let result = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&tests)
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = result.expect("run promtool");
+    assert!(
+        out.status.success(),
+        "promtool test rules:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
