@@ -536,8 +536,17 @@ impl Balancer {
         if def == real.def {
             return Ok(real);
         }
+        // The new table is built and written to the spare ring before the real's definition
+        // changes, so readers of both (real list, /metrics) see them disagree only for the
+        // two map updates in between, not for the time the table takes to build.
+        let mut reals = self.reals_of(meta.vip_id)?;
+        for r in reals.iter_mut().filter(|r| r.id == real.id) {
+            r.def = def;
+        }
+        let table = Self::build_table(vip, &reals)?;
+        let spare = self.write_spare_ring(meta, &table)?;
         self.write_real(real.id, def)?;
-        if let Err(e) = self.publish_table(vip, meta) {
+        if let Err(e) = self.switch_ring(vip, meta, spare) {
             self.write_real(real.id, real.def)?;
             return Err(e);
         }
@@ -643,15 +652,26 @@ impl Balancer {
     /// Writes the VIP's table into its spare ring, then points the VIP at it.
     fn publish_table(&mut self, vip: &Vip, meta: VipMeta) -> Result<()> {
         let table = Self::build_table(vip, &self.reals_of(meta.vip_id)?)?;
+        let spare = self.write_spare_ring(meta, &table)?;
+        self.switch_ring(vip, meta, spare)
+    }
+
+    /// Writes `table` into the VIP's ring that the program does not use; returns its index.
+    fn write_spare_ring(&mut self, meta: VipMeta, table: &[u32]) -> Result<u32> {
         let spare = meta.vip_id * 2 + (1 - meta.ring % 2);
-        self.write_ring(spare, &table)?;
+        self.write_ring(spare, table)?;
+        Ok(spare)
+    }
+
+    /// Points the VIP at ring `ring`: one map update.
+    fn switch_ring(&mut self, vip: &Vip, meta: VipMeta, ring: u32) -> Result<()> {
         let mut map = HashMap::<_, VipKey, VipMeta>::try_from(self.map_mut(map_names::VIPS)?)
             .map_err(map_err(map_names::VIPS))?;
         map.insert(
             vip.key(),
             VipMeta {
                 vip_id: meta.vip_id,
-                ring: spare,
+                ring,
             },
             0,
         )
