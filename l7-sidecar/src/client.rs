@@ -5,6 +5,8 @@
 //! made in one place.
 
 use std::io::IoSlice;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
@@ -49,8 +51,8 @@ pub struct ClientIo {
     pub method: Method,
     /// The current request's body framing.
     pub body: BodyKind,
-    /// The connection is closed after the current response.
-    pub close: bool,
+    close: bool,
+    draining: Arc<AtomicBool>,
     expect_continue: bool,
     continue_sent: bool,
     /// Some of the current request's body has been consumed (it cannot be sent again).
@@ -59,8 +61,9 @@ pub struct ClientIo {
 }
 
 impl ClientIo {
-    /// A new client connection from `addr`.
-    pub fn new(stream: TcpStream, addr: std::net::SocketAddr) -> Self {
+    /// A new client connection from `addr`; `draining` is set when the server drains (the
+    /// connection then closes after the current response).
+    pub fn new(stream: TcpStream, addr: std::net::SocketAddr, draining: Arc<AtomicBool>) -> Self {
         Self {
             stream,
             rbuf: BytesMut::with_capacity(READ_BUFFER),
@@ -71,6 +74,7 @@ impl ClientIo {
             method: Method::Get,
             body: BodyKind::None,
             close: false,
+            draining,
             expect_continue: false,
             continue_sent: false,
             body_started: false,
@@ -79,15 +83,21 @@ impl ClientIo {
     }
 
     /// Takes on a new request.
-    pub fn start(&mut self, head: &RequestHead, draining: bool) {
+    pub fn start(&mut self, head: &RequestHead) {
         self.minor = head.minor;
         self.method = head.method;
         self.body = head.body;
-        self.close = head.close || draining;
+        self.close = head.close;
         self.expect_continue = head.expect_continue && head.minor == 1;
         self.continue_sent = false;
         self.body_started = false;
         self.body_done = head.body == BodyKind::None;
+    }
+
+    /// The connection closes after the current response: the client asked, or the server
+    /// is draining.
+    pub fn closing(&self) -> bool {
+        self.close || self.draining.load(Ordering::Relaxed)
     }
 
     /// The request may be sent again to another destination: nothing of it was consumed and
@@ -133,7 +143,7 @@ impl ClientIo {
     /// Sends a complete error response. The connection closes after it when the client asked,
     /// when the request body was not read to its end, or when `close` is set.
     pub async fn error(&mut self, status: u16, close: bool, config: &Config) -> Outcome {
-        let close = close || self.close || !self.body_done;
+        let close = close || self.closing() || !self.body_done;
         self.out.clear();
         canned::error(&mut self.out, status, close);
         let sent = wire::write_one(&mut self.stream, &self.out, config.timeouts.client).await;

@@ -85,7 +85,7 @@ pub async fn serve(
     let _open = Open(open);
     let _permit = permit;
     let config = &shared.config;
-    let mut io = ClientIo::new(stream, addr);
+    let mut io = ClientIo::new(stream, addr, shared.draining_flag());
     let mut s = Scratch::default();
     let mut first = true;
     loop {
@@ -107,7 +107,7 @@ pub async fn serve(
         s.buf.extend_from_slice(&io.rbuf[..s.head.len]);
         io.rbuf.advance(s.head.len);
         let started = Instant::now();
-        io.start(&s.head, shared.draining());
+        io.start(&s.head);
         let (route, outcome) = answer(&mut io, &mut s, &shared, listener).await;
         shared
             .metrics

@@ -265,7 +265,8 @@ async fn serve_entry(entry: &Entry, io: &mut ClientIo, config: &Config) -> Outco
     io.out
         .extend_from_slice(n.format(entry.stored.elapsed().as_secs()).as_bytes());
     io.out.extend_from_slice(b"\r\n");
-    let connection = io.connection(io.close);
+    let close = io.closing();
+    let connection = io.connection(close);
     forward::finish(&mut io.out, connection);
     let body: &[u8] = if io.method == Method::Head {
         &[]
@@ -275,6 +276,6 @@ async fn serve_entry(entry: &Entry, io: &mut ClientIo, config: &Config) -> Outco
     let sent = io.write_head_and([body, &[]], false, true, config).await;
     Outcome {
         status: 200,
-        close: io.close || sent.is_err(),
+        close: close || sent.is_err(),
     }
 }

@@ -277,7 +277,7 @@ pub fn plan(io: &mut ClientIo, buf: &[u8]) -> Plan {
         Framing::Chunked | Framing::UntilClose if io.minor == 1 => Length::Chunked,
         Framing::Chunked | Framing::UntilClose => Length::Close,
     };
-    let close = io.close || length == Length::Close;
+    let close = io.closing() || length == Length::Close;
     io.out.clear();
     forward::response(&mut io.out, &io.resp, buf, VIA, length);
     let connection = io.connection(close);

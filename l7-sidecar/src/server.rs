@@ -74,13 +74,18 @@ pub struct Shared {
     pub local: Option<LocalServer>,
     /// Metrics.
     pub metrics: Metrics,
-    draining: AtomicBool,
+    draining: Arc<AtomicBool>,
 }
 
 impl Shared {
     /// True once SIGTERM was received.
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// The flag behind [`draining`](Self::draining), for connections to watch.
+    pub fn draining_flag(&self) -> Arc<AtomicBool> {
+        self.draining.clone()
     }
 
     /// Every pool: the members', then the origin's or upstream's.
@@ -186,7 +191,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), ServeError> {
         routing: ArcSwap::from_pointee(routing),
         local,
         metrics,
-        draining: AtomicBool::new(false),
+        draining: Arc::new(AtomicBool::new(false)),
     });
     let (stop, stopped) = watch::channel(false);
     let mut caps = Vec::new();

@@ -6,14 +6,17 @@
 //! Everything nginx writes (config, pid, error log, temp files) lives in a fresh temporary
 //! directory; guards kill nginx and remove the directory even when the test fails.
 
+mod support;
+
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use l7_sidecar::scheme::{self, Member};
+use support::{TempDir, free_ports};
 
 const WEIGHTS: [u32; 5] = [1, 3, 2, 1, 4];
 const URIS: usize = 600;
@@ -54,38 +57,6 @@ impl Drop for NginxGuard {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A fresh, empty directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let dir = std::env::temp_dir().join(format!("dl7-nginx-{}-{nanos}", std::process::id()));
-        fs::create_dir_all(&dir).expect("create temp dir");
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `n` currently free loopback ports (held together so they are distinct).
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect()
 }
 
 fn config(dir: &Path, front: u16, backends: &[u16]) -> String {
@@ -202,7 +173,7 @@ fn nginx_scheme_picks_the_server_real_nginx_picks() {
     let ports = free_ports(1 + WEIGHTS.len());
     let (front, backends) = (ports[0], &ports[1..]);
     // Declared first, dropped last: nginx is gone before its directory is removed.
-    let dir = TempDir::new();
+    let dir = TempDir::new("nginx");
     let _nginx = start_nginx(&dir.0, front, backends);
 
     let members: Vec<Member> = backends
