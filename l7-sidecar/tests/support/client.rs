@@ -45,6 +45,11 @@ impl Client {
         })
     }
 
+    /// The address this client connects from.
+    pub fn local_ip(&self) -> std::net::IpAddr {
+        self.stream.local_addr().expect("local address").ip()
+    }
+
     pub fn set_read_timeout(&mut self, t: Duration) {
         self.stream.set_read_timeout(Some(t)).expect("set timeout");
     }
