@@ -234,6 +234,18 @@ pub fn run(root: &Path, args: BenchL7Args) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask bench l7 --quick` (for `cargo xtask test`), with the flags' defaults.
+pub fn run_quick(root: &Path) -> Result<()> {
+    run(root, quick_args()?)
+}
+
+fn quick_args() -> Result<BenchL7Args> {
+    use clap::{Args, FromArgMatches};
+    let matches = BenchL7Args::augment_args(clap::Command::new("l7"))
+        .try_get_matches_from(["l7", "--quick"])?;
+    Ok(BenchL7Args::from_arg_matches(&matches)?)
+}
+
 /// Builds the sidecar in release mode; returns its path once `serve --help` works.
 fn build_sidecar(root: &Path) -> Result<PathBuf> {
     eprintln!("bench l7: building l7-sidecar (release)");
@@ -449,7 +461,15 @@ fn table(r: &Report) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::{Tier, median, quick_args};
+
+    #[test]
+    fn quick_args_keep_the_defaults() {
+        let a = quick_args().unwrap();
+        assert!(a.quick && !a.json);
+        assert_eq!(a.tiers, [Tier::Nginx, Tier::Haproxy, Tier::Dl7]);
+        assert_eq!((a.connections, a.backends, a.objects), (64, 4, 1000));
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {

@@ -6,11 +6,14 @@ use std::{path::Path, process::Command};
 
 use anyhow::{Context, Result};
 
-use crate::{cmd::run, ebpf, setup};
+use crate::{bench_l7, cmd::run, ebpf, setup};
 
 /// Debian packages the tests drive: nginx (hashing comparison), iproute2 and ethtool
-/// (namespaces, veths, offloads), procps (sysctl inside namespaces), curl (HTTP clients).
-const TEST_PACKAGES: &[&str] = &["nginx", "iproute2", "ethtool", "procps", "curl"];
+/// (namespaces, veths, offloads), procps (sysctl inside namespaces), curl (HTTP clients),
+/// haproxy and wrk (the quick L7 benchmark).
+const TEST_PACKAGES: &[&str] = &[
+    "nginx", "iproute2", "ethtool", "procps", "curl", "haproxy", "wrk",
+];
 
 /// Prefixes of what tests create; leftovers of a killed earlier run are removed first.
 const TEST_NETNS_PREFIX: &str = "dl7t-";
@@ -23,6 +26,7 @@ pub fn run_all(root: &Path) -> Result<()> {
     run(cargo(root).args(["test", "--workspace", "--no-fail-fast"])).context("tests failed")?;
     run(cargo(root).args(["bench", "-p", "l4-ctl", "--bench", "xdp", "--", "--quick"]))
         .context("the quick XDP benchmark failed")?;
+    bench_l7::run_quick(root).context("the quick L7 benchmark failed")?;
     Ok(())
 }
 
