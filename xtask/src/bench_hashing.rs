@@ -1,8 +1,8 @@
 //! `cargo xtask bench hashing`: the hash-quality report for every scheme in the registry.
 //!
-//! A deterministic, offline, SURGE-like workload (Barford & Crovella, SIGMETRICS 1998):
-//! object popularity is Zipf (alpha 0.8 by default), object sizes are a lognormal body
-//! (mu 9.357, sigma 1.318, 93 % of objects) with a Pareto tail (k 133,000, alpha 1.1, 7 %).
+//! A deterministic, offline, SURGE-like workload (`crate::workload`, the one `cargo xtask load`
+//! sends): object popularity is Zipf (alpha 0.8 by default), object sizes are a lognormal body
+//! with a Pareto tail.
 //! Each of N in {2, 4, 8, 16} servers is an LRU cache with a byte budget; the total budget is
 //! `--cache-fraction` (default 10 %) of the catalogue's unique bytes, split evenly. Requests
 //! are routed with `Scheme::pick`, and `--in-flight` requests (default 64) are kept open via
@@ -31,10 +31,9 @@ use anyhow::{Context, ensure};
 use l7_sidecar::scheme::{self, Member, Scheme};
 use lru::LruCache;
 use plotters::prelude::*;
-use rand::{Rng, SeedableRng};
-use rand_distr::{Distribution, LogNormal, Pareto, Zipf};
-use rand_pcg::Pcg64;
 use serde::Serialize;
+
+use crate::workload::Surge;
 
 /// Options of `cargo xtask bench hashing`.
 #[derive(Debug, Clone, clap::Args)]
@@ -73,13 +72,6 @@ pub struct BenchHashingArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
-
-/// Barford & Crovella's SURGE file-size model.
-const LOGNORMAL_MU: f64 = 9.357;
-const LOGNORMAL_SIGMA: f64 = 1.318;
-const PARETO_K: f64 = 133_000.0;
-const PARETO_ALPHA: f64 = 1.1;
-const BODY_FRACTION: f64 = 0.93;
 
 /// Set in the release child so it does not re-run itself again.
 const CHILD_ENV: &str = "DL7_BENCH_HASHING_RELEASE";
@@ -120,27 +112,11 @@ struct Catalogue {
 }
 
 impl Catalogue {
-    fn generate(objects: usize, rng: &mut Pcg64) -> anyhow::Result<Self> {
-        let body = LogNormal::new(LOGNORMAL_MU, LOGNORMAL_SIGMA).context("lognormal")?;
-        let tail = Pareto::new(PARETO_K, PARETO_ALPHA).context("pareto")?;
-        let sizes = (0..objects)
-            .map(|_| {
-                let s = if rng.random_bool(BODY_FRACTION) {
-                    body.sample(rng)
-                } else {
-                    tail.sample(rng)
-                };
-                s.max(1.0) as u64
-            })
-            .collect();
-        let keys = (0..objects)
+    fn new(sizes: Vec<u64>) -> Self {
+        let keys = (0..sizes.len())
             .map(|i| format!("http://origin.example/content/{i:08x}.bin"))
             .collect();
-        Ok(Self { keys, sizes })
-    }
-
-    fn unique_bytes(&self) -> u64 {
-        self.sizes.iter().sum()
+        Self { keys, sizes }
     }
 }
 
@@ -343,13 +319,12 @@ pub fn run(args: BenchHashingArgs) -> anyhow::Result<()> {
             .collect::<Result<_, _>>()?
     };
 
-    let mut rng = Pcg64::seed_from_u64(args.seed);
-    let cat = Catalogue::generate(objects, &mut rng)?;
-    let zipf = Zipf::new(objects as f64, args.alpha).context("zipf")?;
+    let mut workload = Surge::new(objects, args.alpha, args.seed)?;
     let stream: Vec<u32> = (0..requests)
-        .map(|_| (zipf.sample(&mut rng) as u32).saturating_sub(1))
+        .map(|_| workload.next_object() as u32)
         .collect();
-    let unique = cat.unique_bytes();
+    let unique = workload.unique_bytes();
+    let cat = Catalogue::new(workload.sizes);
 
     let mut rows = Vec::new();
     for &n in &args.servers {
@@ -600,19 +575,5 @@ mod tests {
         assert!(c.used <= 100);
         assert!(!c.access(3, 500), "too large to cache at all");
         assert!(c.used <= 100);
-    }
-
-    #[test]
-    fn workload_is_deterministic() {
-        let a = Catalogue::generate(1000, &mut Pcg64::seed_from_u64(7)).unwrap();
-        let b = Catalogue::generate(1000, &mut Pcg64::seed_from_u64(7)).unwrap();
-        assert_eq!(a.sizes, b.sizes);
-        let median = {
-            let mut s = a.sizes.clone();
-            s.sort_unstable();
-            s[500]
-        };
-        // The lognormal body's median is e^9.357 ~ 11.6 kB.
-        assert!((5_000..25_000).contains(&median), "{median}");
     }
 }

@@ -6,8 +6,12 @@ mod bench_hashing;
 mod bench_l7;
 mod cmd;
 mod ebpf;
+mod http1;
+mod load;
+mod origin;
 mod setup;
 mod test;
+mod workload;
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +49,12 @@ enum Task {
         #[command(subcommand)]
         bench: Bench,
     },
+    /// Send HTTP load to a target (synthetic SURGE-like workload or a replayed log) and report
+    /// req/s, latency percentiles, errors and bytes.
+    Load(load::LoadArgs),
+    /// Serve deterministic bodies of any requested size (`?size=N`) and count requests per URL
+    /// (the testbed's origin).
+    Origin(origin::OriginArgs),
 }
 
 #[derive(Subcommand)]
@@ -112,5 +122,7 @@ fn run(task: Task) -> Result<()> {
             Bench::Hashing(args) => bench_hashing::run(args),
             Bench::L7(args) => bench_l7::run(&root, args),
         },
+        Task::Load(args) => load::run_cli(args),
+        Task::Origin(args) => origin::run(args),
     }
 }
