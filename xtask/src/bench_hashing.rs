@@ -31,6 +31,8 @@ use anyhow::{Context, ensure};
 use l7_sidecar::scheme::{self, Member, Scheme};
 use lru::LruCache;
 use plotters::prelude::*;
+
+use crate::plot;
 use serde::Serialize;
 
 use crate::workload::Surge;
@@ -463,22 +465,12 @@ fn table(report: &Report) -> String {
 /// Extracts one plotted number from a row.
 type Metric = fn(&Row) -> f64;
 
-/// Where the plotting font comes from (Debian's fonts-dejavu-core).
-const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
-
 /// Draws one PNG per metric (x: servers, one line per scheme). Returns the files written;
 /// none when the font is missing (the CSV has the same numbers).
 fn plots(report: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let Ok(font) = fs::read(FONT) else {
-        eprintln!("note: {FONT} not found (apt-get install fonts-dejavu-core): PNG plots skipped");
+    if !plot::register_sans_serif()? {
         return Ok(Vec::new());
-    };
-    plotters::style::register_font(
-        "sans-serif",
-        FontStyle::Normal,
-        Box::leak(font.into_boxed_slice()),
-    )
-    .map_err(|_| anyhow::anyhow!("{FONT} is not a usable font"))?;
+    }
     let metrics: [(&str, &str, Metric); 4] = [
         ("hit_ratio.png", "hit ratio (%)", |r| r.hit_ratio * 100.0),
         ("request_imbalance.png", "requests, max / mean", |r| {
@@ -505,20 +497,20 @@ fn line_chart(report: &Report, path: &Path, label: &str, value: Metric) -> anyho
     let max_n = report.rows.iter().map(|r| r.servers).max().unwrap_or(1) as f64;
     let max_y = report.rows.iter().map(value).fold(0.0, f64::max) * 1.1 + 1e-9;
     let root = BitMapBackend::new(path, (1000, 620)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_err)?;
+    root.fill(&WHITE).map_err(plot::plot_err)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(label, ("sans-serif", 24))
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..max_n + 1.0, 0f64..max_y)
-        .map_err(plot_err)?;
+        .map_err(plot::plot_err)?;
     chart
         .configure_mesh()
         .x_desc("servers (N)")
         .y_desc(label)
         .draw()
-        .map_err(plot_err)?;
+        .map_err(plot::plot_err)?;
     let mut schemes: Vec<&str> = report.rows.iter().map(|r| r.scheme.as_str()).collect();
     schemes.dedup();
     schemes.sort_unstable();
@@ -533,7 +525,7 @@ fn line_chart(report: &Report, path: &Path, label: &str, value: Metric) -> anyho
             .collect();
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(plot_err)?
+            .map_err(plot::plot_err)?
             .label(*name)
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
@@ -544,7 +536,7 @@ fn line_chart(report: &Report, path: &Path, label: &str, value: Metric) -> anyho
                     .into_iter()
                     .map(|p| Circle::new(p, 3, color.filled())),
             )
-            .map_err(plot_err)?;
+            .map_err(plot::plot_err)?;
     }
     chart
         .configure_series_labels()
@@ -552,13 +544,9 @@ fn line_chart(report: &Report, path: &Path, label: &str, value: Metric) -> anyho
         .border_style(BLACK)
         .position(SeriesLabelPosition::UpperLeft)
         .draw()
-        .map_err(plot_err)?;
-    root.present().map_err(plot_err)?;
+        .map_err(plot::plot_err)?;
+    root.present().map_err(plot::plot_err)?;
     Ok(())
-}
-
-fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::anyhow!("plotting: {e}")
 }
 
 #[cfg(test)]

@@ -4,13 +4,17 @@
 
 mod bench_hashing;
 mod bench_l7;
+mod build;
 mod cmd;
+mod demo;
 mod ebpf;
 mod http1;
 mod load;
 mod origin;
+mod plot;
 mod setup;
 mod test;
+mod testbed;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +45,13 @@ enum Task {
         /// native (in the driver) or generic (any interface, slower).
         #[arg(long, default_value = "native", value_parser = ["native", "generic"])]
         mode: String,
+    },
+    /// dl7 at work on a namespace testbed: workload through the VIP, a report and a chart.
+    Demo(demo::DemoArgs),
+    /// The whole cluster in network namespaces: up, down, status.
+    Testbed {
+        #[command(subcommand)]
+        command: testbed::TestbedCommand,
     },
     /// Run every test (installs what the tests need first).
     Test,
@@ -94,17 +105,18 @@ fn run(task: Task) -> Result<()> {
     match task {
         Task::Setup => setup::run_all(),
         Task::BuildEbpf => ebpf::build(&root),
-        Task::BuildAndLoad { iface, mode } => {
-            ebpf::build(&root)?;
-            cmd::run(test::cargo(&root).args(["build", "--release", "-p", "l4-ctl"]))?;
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| root.join("target"));
-            cmd::run(
-                std::process::Command::new(target.join("release/l4-ctl"))
-                    .args(["load", "--iface", &iface, "--mode", &mode]),
-            )
-        }
+        Task::BuildAndLoad { iface, mode } => build::build_and_load(
+            &root,
+            &build::FrontPlace {
+                iface: &iface,
+                mode: &mode,
+                netns: None,
+                pin_dir: None,
+            },
+        )
+        .map(drop),
+        Task::Demo(args) => demo::run(&root, args),
+        Task::Testbed { command } => testbed::run(&root, command),
         Task::Test => test::run_all(&root),
         Task::Bench { bench } => match bench {
             Bench::Xdp { json, quick } => {

@@ -1,0 +1,392 @@
+//! `cargo xtask demo`: dl7 working, in one command. It brings the namespace testbed up (4
+//! servers, carp, the XDP front in native mode), runs the SURGE-like workload through the VIP
+//! from four client addresses, and prints a report a person can read: throughput and latency,
+//! the hit ratio, each server's share of requests and objects, the bytes stored against the
+//! unique bytes (1.00 when every object is stored once), the front's counters per real. It
+//! draws the per-server load as a PNG and takes the testbed down again (`--keep` leaves it up
+//! with its Prometheus endpoints, for a look around).
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context, Result, ensure};
+use clap::Args;
+use plotters::prelude::*;
+
+use crate::{
+    build, cmd, plot,
+    testbed::{self, Mode, NameArg, Status, UpArgs},
+};
+
+/// The demo's testbed name (so it never collides with one an operator brought up).
+const DEMO_NAME: &str = "dl7demo";
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Leave the testbed up at the end (`cargo xtask testbed down --name dl7demo` removes it).
+    #[arg(long)]
+    keep: bool,
+    /// Servers in the testbed.
+    #[arg(long, default_value_t = 4)]
+    servers: u16,
+    /// The sidecars' hashing scheme.
+    #[arg(long, default_value = "carp")]
+    scheme: String,
+    /// How the front attaches its XDP program.
+    #[arg(long, value_enum, default_value = "native")]
+    mode: Mode,
+    /// Requests in the workload.
+    #[arg(long, default_value_t = 20_000)]
+    requests: u64,
+    /// Objects in the workload's catalogue.
+    #[arg(long, default_value_t = 5_000)]
+    objects: u64,
+}
+
+/// One server's numbers, from its sidecar's /metrics and the front.
+#[derive(Default, Debug)]
+struct ServerNumbers {
+    name: String,
+    /// Requests it served as the owner (`route="local"`).
+    served: f64,
+    /// Requests it received from clients and forwarded to the owner (`route="peer"`).
+    forwarded: f64,
+    hits: f64,
+    misses: f64,
+    objects: f64,
+    stored_bytes: f64,
+    /// Packets the front sent it.
+    front_packets: u64,
+}
+
+pub fn run(root: &Path, args: DemoArgs) -> Result<()> {
+    let up = UpArgs {
+        name: NameArg {
+            name: DEMO_NAME.to_owned(),
+        },
+        servers: args.servers,
+        scheme: args.scheme.clone(),
+        mode: args.mode,
+        cpu_quota: None,
+        cache_bytes: 1 << 30,
+    };
+    let status = testbed::up(root, &up)?;
+    let result = demo(root, &args, &status);
+    if args.keep {
+        println!(
+            "\nthe testbed stays up (--keep): `cargo xtask testbed status --name {DEMO_NAME}`; \
+             remove it with `cargo xtask testbed down --name {DEMO_NAME}`"
+        );
+    } else {
+        testbed::down(DEMO_NAME)?;
+    }
+    result
+}
+
+fn demo(root: &Path, args: &DemoArgs, status: &Status) -> Result<()> {
+    println!("\nPrometheus endpoints while the demo runs:");
+    println!(
+        "  front  http://{}/metrics   (namespace {})",
+        status.front.metrics, status.front.ns
+    );
+    for s in &status.servers {
+        println!(
+            "  {:<6} http://{}/metrics   (namespace {})",
+            s.name, s.metrics, s.ns
+        );
+    }
+    println!(
+        "\nworkload: {} requests over {} objects (Zipf 0.8, SURGE-like sizes) from {} client \
+         addresses to {}",
+        args.requests,
+        args.objects,
+        status.client_addrs.len(),
+        status.vip
+    );
+    let xtask = std::env::current_exe().context("finding xtask's own executable")?;
+    let mut load = Command::new("nsenter");
+    load.arg(format!("--net=/run/netns/{}", status.client_ns))
+        .arg(&xtask)
+        .args(["load", "--target", &format!("http://{}", status.vip)])
+        .args(["--objects", &args.objects.to_string()])
+        .args(["--requests", &args.requests.to_string()])
+        .args(["--concurrency", "32", "--duration", "120", "--json"])
+        // Every object fits the sidecar's default largest cached object (8 MiB), so the
+        // report can compare stored bytes with unique bytes.
+        .args(["--max-size", &(8u64 << 20).to_string()])
+        .args(["--source-addrs", &status.client_addrs.join(",")])
+        .stderr(Stdio::inherit());
+    let report: serde_json::Value = serde_json::from_str(&cmd::output(&mut load)?)
+        .context("reading the load generator's JSON report")?;
+
+    let mut servers = Vec::new();
+    for s in &status.servers {
+        let metrics_addr: SocketAddr = s.metrics.parse()?;
+        let (code, body) = testbed::http_get(&s.ns, metrics_addr, "/metrics")?;
+        ensure!(code == 200, "{}'s /metrics answered {code}", s.name);
+        let m = parse_metrics(&String::from_utf8_lossy(&body));
+        let get = |name: &str, label: Option<(&str, &str)>| -> f64 {
+            m.iter()
+                .filter(|(n, labels, _)| {
+                    n == name && label.is_none_or(|(k, v)| labels.get(k).is_some_and(|x| x == v))
+                })
+                .map(|(_, _, v)| v)
+                .sum()
+        };
+        servers.push(ServerNumbers {
+            name: s.name.clone(),
+            served: get("dl7_l7_requests_total", Some(("route", "local"))),
+            forwarded: get("dl7_l7_requests_total", Some(("route", "peer"))),
+            hits: get("dl7_l7_cache_hits_total", None),
+            misses: get("dl7_l7_cache_misses_total", None),
+            objects: get("dl7_l7_cache_objects", None),
+            stored_bytes: get("dl7_l7_cache_bytes", None),
+            front_packets: 0,
+        });
+    }
+    let stats = cmd::output(
+        build::l4_ctl_command(
+            &status.front.l4_ctl,
+            Some(&status.front.ns),
+            Some(&status.front.pin_dir),
+        )
+        .args(["stats", "--json"]),
+    )?;
+    let stats: serde_json::Value = serde_json::from_str(&stats)?;
+    let reals = stats["vips"][0]["reals"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (server, numbers) in status.servers.iter().zip(servers.iter_mut()) {
+        numbers.front_packets = reals
+            .iter()
+            .find(|r| r["address"].as_str() == Some(server.addr.as_str()))
+            .and_then(|r| r["packets"].as_u64())
+            .unwrap_or(0);
+    }
+    let origin_addr: SocketAddr = status.origin.addr.parse()?;
+    let (code, body) = testbed::http_get(&status.origin.ns, origin_addr, "/_origin/counts")?;
+    ensure!(code == 200, "the origin's counts answered {code}");
+    let counts: BTreeMap<String, u64> = serde_json::from_slice(&body)?;
+    let unique_bytes: u64 = counts.keys().map(|url| size_of(url)).sum();
+    let fetches: u64 = counts.values().sum();
+
+    print_report(
+        &report,
+        &servers,
+        &stats,
+        unique_bytes,
+        counts.len(),
+        fetches,
+    );
+    let chart = root.join("target/demo/per-server-load.png");
+    if draw_chart(&servers, &chart)? {
+        println!("\nchart of the per-server load: {}", chart.display());
+    }
+    ensure!(
+        report["error_total"].as_u64() == Some(0),
+        "{} requests failed",
+        report["error_total"]
+    );
+    Ok(())
+}
+
+/// The object size a URL asks the origin for (`size=N`, 4096 when absent).
+fn size_of(url: &str) -> u64 {
+    url.split_once('?')
+        .map(|(_, q)| q)
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("size="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4096)
+}
+
+/// Samples of a Prometheus text exposition: (name, labels, value).
+fn parse_metrics(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let Ok(scrape) = prometheus_parse::Scrape::parse(lines) else {
+        return Vec::new();
+    };
+    scrape
+        .samples
+        .into_iter()
+        .map(|s| {
+            let value = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            };
+            let labels = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            (s.metric, labels, value)
+        })
+        .collect()
+}
+
+fn print_report(
+    load: &serde_json::Value,
+    servers: &[ServerNumbers],
+    stats: &serde_json::Value,
+    unique_bytes: u64,
+    unique_urls: usize,
+    fetches: u64,
+) {
+    let lat = &load["latency_us"];
+    let ms = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0) / 1000.0;
+    println!("\n=== dl7 demo report ===");
+    println!(
+        "throughput: {:.0} req/s, {:.1} Mbit/s ({} requests in {:.2} s, {} failed)",
+        load["req_per_s"].as_f64().unwrap_or(0.0),
+        load["mbit_per_s"].as_f64().unwrap_or(0.0),
+        load["requests"],
+        load["seconds"].as_f64().unwrap_or(0.0),
+        load["error_total"]
+    );
+    println!(
+        "latency: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(&lat["p50"]),
+        ms(&lat["p90"]),
+        ms(&lat["p99"]),
+        ms(&lat["max"])
+    );
+    let (hits, misses): (f64, f64) = servers
+        .iter()
+        .fold((0.0, 0.0), |(h, m), s| (h + s.hits, m + s.misses));
+    println!(
+        "hit ratio: {:.1} % ({hits:.0} hits, {misses:.0} misses over all servers)",
+        100.0 * hits / (hits + misses).max(1.0)
+    );
+    let served: f64 = servers.iter().map(|s| s.served).sum();
+    let objects: f64 = servers.iter().map(|s| s.objects).sum();
+    let stored: f64 = servers.iter().map(|s| s.stored_bytes).sum();
+    let packets: u64 = servers.iter().map(|s| s.front_packets).sum();
+    println!(
+        "\n{:<6} {:>13} {:>10} {:>10} {:>9} {:>9} {:>11}",
+        "server", "front packets", "forwarded", "served", "share", "objects", "stored MB"
+    );
+    for s in servers {
+        println!(
+            "{:<6} {:>6} ({:>4.1}%) {:>10.0} {:>10.0} {:>8.1}% {:>9.0} {:>11.1}",
+            s.name,
+            s.front_packets,
+            100.0 * s.front_packets as f64 / (packets as f64).max(1.0),
+            s.forwarded,
+            s.served,
+            100.0 * s.served / served.max(1.0),
+            s.objects,
+            s.stored_bytes / 1e6
+        );
+    }
+    println!(
+        "\nstored over all servers: {:.1} MB in {objects:.0} objects; unique: {:.1} MB in \
+         {unique_urls} objects (stored / unique = {:.2}; 1.00 = every object stored once)",
+        stored / 1e6,
+        unique_bytes as f64 / 1e6,
+        stored / (unique_bytes as f64).max(1.0)
+    );
+    println!("origin: {fetches} fetches for {unique_urls} distinct URLs");
+    let global = &stats["global"];
+    println!(
+        "front: tx {} frames, new flows {}, flow-table hits {}, drops {}; not for a VIP {} \
+         (the daemon's health-check replies: replies to clients never pass the front)",
+        global["tx"],
+        global["new_flows"],
+        global["conn_hits"],
+        [
+            "drop_truncated",
+            "drop_malformed",
+            "drop_fragment",
+            "drop_no_real",
+            "drop_redirect_failed"
+        ]
+        .iter()
+        .map(|k| global[*k].as_u64().unwrap_or(0))
+        .sum::<u64>(),
+        global["pass_not_vip"],
+    );
+}
+
+/// Per-server bars: requests served as owner and requests received from the front.
+fn draw_chart(servers: &[ServerNumbers], path: &PathBuf) -> Result<bool> {
+    if !plot::register_sans_serif()? {
+        return Ok(false);
+    }
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let max = servers
+        .iter()
+        .map(|s| s.served.max(s.served + s.forwarded))
+        .fold(1.0, f64::max)
+        * 1.15;
+    let root = BitMapBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot::plot_err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("dl7 demo: load per server", ("sans-serif", 24))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(-0.5f64..servers.len() as f64 - 0.5, 0f64..max)
+        .map_err(plot::plot_err)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(servers.len())
+        .x_label_formatter(&|x| {
+            let i = x.round();
+            servers
+                .get(i as usize)
+                .filter(|_| (x - i).abs() < 0.01 && i >= 0.0)
+                .map(|s| s.name.clone())
+                .unwrap_or_default()
+        })
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .y_desc("requests")
+        .draw()
+        .map_err(plot::plot_err)?;
+    let served_color = RGBColor(31, 119, 180);
+    let received_color = RGBColor(255, 127, 14);
+    chart
+        .draw_series(servers.iter().enumerate().map(|(i, s)| {
+            let x = i as f64;
+            Rectangle::new(
+                [(x - 0.4, 0.0), (x - 0.02, s.served)],
+                served_color.filled(),
+            )
+        }))
+        .map_err(plot::plot_err)?
+        .label("served as owner (from its cache or the origin)")
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], served_color.filled()));
+    chart
+        .draw_series(servers.iter().enumerate().map(|(i, s)| {
+            let x = i as f64;
+            Rectangle::new(
+                [(x + 0.02, 0.0), (x + 0.4, s.forwarded)],
+                received_color.filled(),
+            )
+        }))
+        .map_err(plot::plot_err)?
+        .label("received from clients, forwarded to the owner")
+        .legend(move |(x, y)| {
+            Rectangle::new([(x, y - 5), (x + 15, y + 5)], received_color.filled())
+        });
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(plot::plot_err)?;
+    root.present().map_err(plot::plot_err)?;
+    Ok(true)
+}
