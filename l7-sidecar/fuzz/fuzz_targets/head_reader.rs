@@ -1,0 +1,43 @@
+//! Fuzzes the request-head reader (`l7_sidecar::http::request::parse`) and, after a complete
+//! head, the chunked decoder on what follows: no input may panic, a complete head's ranges
+//! stay inside the input, and the decoder never claims more bytes than it was given.
+//!
+//! ```text
+//! cd l7-sidecar && cargo +nightly fuzz run head_reader
+//! ```
+#![no_main]
+
+use l7_sidecar::http::chunked::{Decoder, Step};
+use l7_sidecar::http::request::{self, Limits, RequestHead};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    // Small limits so that the limit paths are reached too.
+    let limits = Limits {
+        head_bytes: 1024,
+        headers: 16,
+        uri_bytes: 256,
+    };
+    let mut head = RequestHead::default();
+    let Ok(true) = request::parse(data, &limits, &mut head) else {
+        return;
+    };
+    assert!(head.len <= data.len());
+    let _ = (head.target(data), head.host(data), head.method_bytes(data));
+    for f in head.fields() {
+        let _ = (f.name.of(data), f.value.of(data));
+    }
+    let mut rest = &data[head.len..];
+    let mut decoder = Decoder::default();
+    while let Ok(step) = decoder.step(rest) {
+        let used = match step {
+            Step::Data { skip, len } => skip + len,
+            Step::NeedMore { skip } | Step::Done { skip } => skip,
+        };
+        assert!(used <= rest.len());
+        rest = &rest[used..];
+        if !matches!(step, Step::Data { .. }) {
+            break;
+        }
+    }
+});

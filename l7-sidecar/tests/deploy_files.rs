@@ -1,0 +1,130 @@
+//! The sidecar's files in deploy/ agree with `l7-sidecar`: the example configuration is valid
+//! and every key it mentions (commented-out ones too) is a setting; the systemd unit's
+//! command line starts a sidecar that drains and exits cleanly on the unit's stop signal;
+//! with `systemd-analyze` installed, the unit also passes `systemd-analyze verify`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use l7_sidecar::config::Settings;
+use support::process::Sidecar;
+use support::{TempDir, free_addr, ip};
+
+fn deploy(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(file)
+}
+
+fn read(file: &str) -> String {
+    let path = deploy(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+#[test]
+fn the_example_config_is_valid_and_mentions_only_settings() {
+    let settings =
+        Settings::from_file(&deploy("sidecar.example.toml")).expect("the example parses");
+    let config = settings.validate().expect("the example validates");
+    assert_eq!(config.membership.members.len(), 3);
+
+    let help = Command::new(env!("CARGO_BIN_EXE_l7-sidecar"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("serve --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for line in read("sidecar.example.toml").lines() {
+        let line = line.trim_start_matches('#').trim();
+        let Some((key, _)) = line.split_once(" = ") else {
+            continue;
+        };
+        if key.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
+            assert!(
+                help.contains(&format!("--{key} ")),
+                "{key} is not a setting"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_unit_starts_a_sidecar_that_drains_on_stop() {
+    let unit = read("dl7-sidecar.service");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    let mut words = exec.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/local/bin/l7-sidecar"));
+    let example = deploy("sidecar.example.toml").display().to_string();
+    let mut args: Vec<String> = words
+        .map(|w| {
+            if w == "/etc/dl7/sidecar.toml" {
+                example.clone()
+            } else {
+                w.to_owned()
+            }
+        })
+        .collect();
+    assert_eq!(
+        unit.lines().find_map(|l| l.strip_prefix("KillSignal=")),
+        Some("SIGTERM")
+    );
+
+    // The example's addresses are not this host's: flags put the sidecar on loopback.
+    let dir = TempDir::new("unit");
+    let (listen, peer, metrics) = (
+        free_addr(ip(130, 11)),
+        free_addr(ip(130, 11)),
+        free_addr(ip(130, 11)),
+    );
+    for (flag, value) in [
+        ("--listen", listen.to_string()),
+        ("--peer-listen", peer.to_string()),
+        ("--metrics", metrics.to_string()),
+        ("--origin", "http://127.0.0.1:9".to_owned()),
+    ] {
+        args.push(flag.to_owned());
+        args.push(value);
+    }
+    let mut s = Sidecar::start(&args, listen, Some(peer), metrics, dir.path("s.log"));
+    assert_eq!(support::client::get(metrics, "/healthz").body, b"ok\n");
+    s.signal("TERM");
+    let status = s
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits on SIGTERM");
+    assert!(status.success(), "{status}: {}", s.log_text());
+
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let copy = dir.path("dl7-sidecar.service");
+        std::fs::write(
+            &copy,
+            unit.replace(
+                "/usr/local/bin/l7-sidecar",
+                env!("CARGO_BIN_EXE_l7-sidecar"),
+            ),
+        )
+        .expect("write the unit");
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&copy)
+            .output()
+            .expect("run systemd-analyze");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Other units of the host may draw warnings; none may be about this one.
+        let ours: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("dl7-sidecar"))
+            .collect();
+        assert!(out.status.success() && ours.is_empty(), "{stderr}");
+    } else {
+        eprintln!("note: systemd-analyze is not installed; the unit was not verified");
+    }
+}
