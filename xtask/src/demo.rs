@@ -19,7 +19,7 @@ use clap::Args;
 use plotters::prelude::*;
 
 use crate::{
-    build, cmd, plot,
+    cmd, plot,
     testbed::{self, Mode, NameArg, Status, UpArgs},
 };
 
@@ -126,37 +126,19 @@ fn demo(root: &Path, args: &DemoArgs, status: &Status) -> Result<()> {
 
     let mut servers = Vec::new();
     for s in &status.servers {
-        let metrics_addr: SocketAddr = s.metrics.parse()?;
-        let (code, body) = testbed::http_get(&s.ns, metrics_addr, "/metrics")?;
-        ensure!(code == 200, "{}'s /metrics answered {code}", s.name);
-        let m = parse_metrics(&String::from_utf8_lossy(&body));
-        let get = |name: &str, label: Option<(&str, &str)>| -> f64 {
-            m.iter()
-                .filter(|(n, labels, _)| {
-                    n == name && label.is_none_or(|(k, v)| labels.get(k).is_some_and(|x| x == v))
-                })
-                .map(|(_, _, v)| v)
-                .sum()
-        };
+        let m = testbed::scrape(&s.ns, s.metrics.parse()?)?;
         servers.push(ServerNumbers {
             name: s.name.clone(),
-            served: get("dl7_l7_requests_total", Some(("route", "local"))),
-            forwarded: get("dl7_l7_requests_total", Some(("route", "peer"))),
-            hits: get("dl7_l7_cache_hits_total", None),
-            misses: get("dl7_l7_cache_misses_total", None),
-            objects: get("dl7_l7_cache_objects", None),
-            stored_bytes: get("dl7_l7_cache_bytes", None),
+            served: testbed::sum(&m, "dl7_l7_requests_total", Some(("route", "local"))),
+            forwarded: testbed::sum(&m, "dl7_l7_requests_total", Some(("route", "peer"))),
+            hits: testbed::sum(&m, "dl7_l7_cache_hits_total", None),
+            misses: testbed::sum(&m, "dl7_l7_cache_misses_total", None),
+            objects: testbed::sum(&m, "dl7_l7_cache_objects", None),
+            stored_bytes: testbed::sum(&m, "dl7_l7_cache_bytes", None),
             front_packets: 0,
         });
     }
-    let stats = cmd::output(
-        build::l4_ctl_command(
-            &status.front.l4_ctl,
-            Some(&status.front.ns),
-            Some(&status.front.pin_dir),
-        )
-        .args(["stats", "--json"]),
-    )?;
+    let stats = status.l4_ctl(&["stats", "--json"])?;
     let stats: serde_json::Value = serde_json::from_str(&stats)?;
     let reals = stats["vips"][0]["reals"]
         .as_array()
@@ -173,7 +155,10 @@ fn demo(root: &Path, args: &DemoArgs, status: &Status) -> Result<()> {
     let (code, body) = testbed::http_get(&status.origin.ns, origin_addr, "/_origin/counts")?;
     ensure!(code == 200, "the origin's counts answered {code}");
     let counts: BTreeMap<String, u64> = serde_json::from_slice(&body)?;
-    let unique_bytes: u64 = counts.keys().map(|url| size_of(url)).sum();
+    let unique_bytes: u64 = counts
+        .keys()
+        .map(|url| crate::origin::requested_size(url).unwrap_or(4096))
+        .sum();
     let fetches: u64 = counts.values().sum();
 
     print_report(
@@ -194,43 +179,6 @@ fn demo(root: &Path, args: &DemoArgs, status: &Status) -> Result<()> {
         report["error_total"]
     );
     Ok(())
-}
-
-/// The object size a URL asks the origin for (`size=N`, 4096 when absent).
-fn size_of(url: &str) -> u64 {
-    url.split_once('?')
-        .map(|(_, q)| q)
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|kv| kv.strip_prefix("size="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4096)
-}
-
-/// Samples of a Prometheus text exposition: (name, labels, value).
-fn parse_metrics(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
-    let lines = text.lines().map(|l| Ok(l.to_owned()));
-    let Ok(scrape) = prometheus_parse::Scrape::parse(lines) else {
-        return Vec::new();
-    };
-    scrape
-        .samples
-        .into_iter()
-        .map(|s| {
-            let value = match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => 0.0,
-            };
-            let labels = s
-                .labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            (s.metric, labels, value)
-        })
-        .collect()
 }
 
 fn print_report(

@@ -7,6 +7,7 @@ mod bench_l7;
 mod build;
 mod cmd;
 mod demo;
+mod e2e;
 mod ebpf;
 mod http1;
 mod load;
@@ -48,6 +49,8 @@ enum Task {
     },
     /// dl7 at work on a namespace testbed: workload through the VIP, a report and a chart.
     Demo(demo::DemoArgs),
+    /// End-to-end scenarios on the namespace testbed (part of `test`).
+    E2e,
     /// The whole cluster in network namespaces: up, down, status.
     Testbed {
         #[command(subcommand)]
@@ -116,6 +119,7 @@ fn run(task: Task) -> Result<()> {
         )
         .map(drop),
         Task::Demo(args) => demo::run(&root, args),
+        Task::E2e => e2e::run(&root),
         Task::Testbed { command } => testbed::run(&root, command),
         Task::Test => test::run_all(&root),
         Task::Bench { bench } => match bench {

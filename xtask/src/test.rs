@@ -1,6 +1,7 @@
 //! `cargo xtask test`: every test of the project, on a fresh machine as root. It installs what
 //! the tests use, builds the eBPF objects, runs the workspace's tests (unit, golden-packet,
-//! namespace end-to-end, real nginx comparisons) and the quick variants of the benchmarks.
+//! namespace end-to-end, real nginx comparisons), the end-to-end scenarios on the testbed
+//! (`cargo xtask e2e`) and the quick variants of the benchmarks.
 
 use std::{path::Path, process::Command};
 
@@ -24,6 +25,7 @@ pub fn run_all(root: &Path) -> Result<()> {
     ebpf::build(root)?;
     remove_leftovers()?;
     run(cargo(root).args(["test", "--workspace", "--no-fail-fast"])).context("tests failed")?;
+    crate::e2e::run(root).context("the end-to-end scenarios failed")?;
     run(cargo(root).args(["bench", "-p", "l4-ctl", "--bench", "xdp", "--", "--quick"]))
         .context("the quick XDP benchmark failed")?;
     bench_l7::run_quick(root).context("the quick L7 benchmark failed")?;

@@ -144,6 +144,8 @@ pub struct Status {
     pub cpu_quota: Option<f64>,
     /// Where the processes' logs and generated configs are.
     pub run_dir: PathBuf,
+    /// The sidecar executable the servers run.
+    pub sidecar: PathBuf,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -169,6 +171,7 @@ pub struct ServerStatus {
 pub struct OriginStatus {
     pub ns: String,
     pub addr: String,
+    pub pid: u32,
 }
 
 fn host(h: u8) -> Ipv4Addr {
@@ -317,7 +320,11 @@ fn add_host(name: &str, role: &str, addrs: &[Ipv4Addr]) -> Result<String> {
 /// Starts `command` in namespace `ns` as a daemon (own session, output to `log`); returns
 /// its pid. It outlives xtask: `down` stops it.
 fn spawn_in(ns: &str, program: &Path, args: &[String], log: &Path) -> Result<u32> {
-    let out = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let out = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
     let err = out.try_clone()?;
     let mut command = Command::new("nsenter");
     command
@@ -415,7 +422,6 @@ fn bring_up(root: &Path, args: &UpArgs) -> Result<Status> {
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     eprintln!("testbed: building the sidecar and the origin");
     let sidecar = build::release_binary(root, "l7-sidecar", "l7-sidecar")?;
-    let xtask = std::env::current_exe().context("finding xtask's own executable")?;
 
     eprintln!("testbed: creating namespaces");
     let br = ns_name(name, "br");
@@ -478,13 +484,7 @@ fn bring_up(root: &Path, args: &UpArgs) -> Result<Status> {
 
     eprintln!("testbed: starting the origin");
     let origin_addr = SocketAddr::from((host(ORIGIN_HOST), ORIGIN_PORT));
-    spawn_in(
-        &origin_ns,
-        &xtask,
-        &["origin".into(), "--listen".into(), origin_addr.to_string()],
-        &dir.join("origin.log"),
-    )?;
-    wait_listening(&origin_ns, origin_addr, "the origin")?;
+    let origin_pid = start_origin(&origin_ns, origin_addr, &dir)?;
 
     eprintln!("testbed: starting {n} sidecars ({})", args.scheme);
     let members: Vec<String> = servers
@@ -512,16 +512,7 @@ fn bring_up(root: &Path, args: &UpArgs) -> Result<Status> {
         )?;
         let config_path = dir.join(format!("{role}.toml"));
         fs::write(&config_path, config)?;
-        let pid = spawn_in(
-            ns,
-            &sidecar,
-            &[
-                "serve".into(),
-                "--config".into(),
-                config_path.to_string_lossy().into_owned(),
-            ],
-            &dir.join(format!("{role}.log")),
-        )?;
+        let pid = start_sidecar(ns, &sidecar, &dir, role)?;
         if let Some(groups) = &cgroups {
             groups.add(role, pid)?;
         }
@@ -594,11 +585,13 @@ fn bring_up(root: &Path, args: &UpArgs) -> Result<Status> {
         origin: OriginStatus {
             ns: origin_ns,
             addr: origin_addr.to_string(),
+            pid: origin_pid,
         },
         scheme: args.scheme.clone(),
         mode: args.mode,
         cpu_quota: args.cpu_quota,
         run_dir: dir.clone(),
+        sidecar,
     };
     fs::write(
         dir.join("state.json"),
@@ -612,6 +605,159 @@ fn bring_up(root: &Path, args: &UpArgs) -> Result<Status> {
     )?;
     ensure!(code == 200, "a request through the VIP got {code}");
     Ok(status)
+}
+
+fn start_origin(ns: &str, addr: SocketAddr, dir: &Path) -> Result<u32> {
+    let xtask = std::env::current_exe().context("finding xtask's own executable")?;
+    let pid = spawn_in(
+        ns,
+        &xtask,
+        &["origin".into(), "--listen".into(), addr.to_string()],
+        &dir.join("origin.log"),
+    )?;
+    wait_listening(ns, addr, "the origin")?;
+    Ok(pid)
+}
+
+fn start_sidecar(ns: &str, sidecar: &Path, dir: &Path, role: &str) -> Result<u32> {
+    let config = dir.join(format!("{role}.toml"));
+    spawn_in(
+        ns,
+        sidecar,
+        &[
+            "serve".into(),
+            "--config".into(),
+            config.to_string_lossy().into_owned(),
+        ],
+        &dir.join(format!("{role}.log")),
+    )
+}
+
+impl Status {
+    /// Saves the status (after a process was restarted).
+    fn save(&self) -> Result<()> {
+        fs::write(
+            self.run_dir.join("state.json"),
+            serde_json::to_string_pretty(self)?,
+        )
+        .context("saving the testbed state")
+    }
+
+    /// Runs `l4-ctl ARGS` on the front; its stdout.
+    pub fn l4_ctl(&self, args: &[&str]) -> Result<String> {
+        cmd::output(
+            build::l4_ctl_command(
+                &self.front.l4_ctl,
+                Some(&self.front.ns),
+                Some(&self.front.pin_dir),
+            )
+            .args(args),
+        )
+    }
+
+    /// The VIP as l4-ctl writes it.
+    pub fn vip_service(&self) -> String {
+        format!("{}/tcp", self.vip)
+    }
+
+    /// Sends `signal` to server `i`'s sidecar.
+    pub fn signal_sidecar(&self, i: usize, signal: libc::c_int) {
+        // SAFETY: kill(2) on the pid `up` recorded for this sidecar.
+        unsafe { libc::kill(self.servers[i].pid as i32, signal) };
+    }
+
+    /// Starts server `i`'s sidecar again (after it was stopped), with its config file, and
+    /// waits until it listens.
+    pub fn restart_sidecar(&mut self, i: usize) -> Result<()> {
+        let s = &self.servers[i];
+        let pid = start_sidecar(&s.ns, &self.sidecar, &self.run_dir, &s.name)?;
+        let addr: SocketAddr = SocketAddr::new(s.addr.parse()?, VIP_PORT);
+        wait_listening(&s.ns, addr, &s.name)?;
+        self.servers[i].pid = pid;
+        self.save()
+    }
+
+    /// Stops the origin (SIGKILL: an origin that vanishes).
+    pub fn kill_origin(&self) {
+        // SAFETY: kill(2) on the pid `up` recorded for the origin.
+        unsafe { libc::kill(self.origin.pid as i32, libc::SIGKILL) };
+    }
+
+    /// Starts the origin again.
+    pub fn restart_origin(&mut self) -> Result<()> {
+        self.origin.pid = start_origin(&self.origin.ns, self.origin.addr.parse()?, &self.run_dir)?;
+        self.save()
+    }
+
+    /// Rewrites the sidecars' `members` to the servers named in `keep` and reloads them
+    /// (SIGHUP); the other servers' sidecars are left alone.
+    pub fn set_members(&self, keep: &[&str]) -> Result<()> {
+        let members: Vec<String> = self
+            .servers
+            .iter()
+            .filter(|s| keep.contains(&s.name.as_str()))
+            .map(|s| format!("{}={}", s.name, s.peer))
+            .collect();
+        for (i, s) in self.servers.iter().enumerate() {
+            if !keep.contains(&s.name.as_str()) {
+                continue;
+            }
+            let path = self.run_dir.join(format!("{}.toml", s.name));
+            let config = fill_config(&path, &[("members", members.join(",").into())])?;
+            fs::write(&path, config)?;
+            self.signal_sidecar(i, libc::SIGHUP);
+        }
+        Ok(())
+    }
+}
+
+/// Reads a Prometheus endpoint inside namespace `ns`: (name, labels, value) per sample.
+pub fn scrape(ns: &str, addr: SocketAddr) -> Result<Vec<Sample>> {
+    let (code, body) = http_get(ns, addr, "/metrics")?;
+    ensure!(code == 200, "http://{addr}/metrics answered {code}");
+    let text = String::from_utf8_lossy(&body);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .with_context(|| format!("parsing http://{addr}/metrics"))?;
+    Ok(scrape
+        .samples
+        .into_iter()
+        .map(|s| {
+            let value = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            };
+            let labels = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Sample {
+                name: s.metric,
+                labels,
+                value,
+            }
+        })
+        .collect())
+}
+
+/// One sample of a scrape.
+pub struct Sample {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// The sum of `name`'s samples (with `label` = value, when given).
+pub fn sum(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> f64 {
+    samples
+        .iter()
+        .filter(|s| {
+            s.name == name && label.is_none_or(|(k, v)| s.labels.get(k).is_some_and(|x| x == v))
+        })
+        .map(|s| s.value)
+        .sum()
 }
 
 /// deploy/dl7.toml's first VIP (its health check) with the testbed's VIP and reals.

@@ -1,0 +1,504 @@
+//! `cargo xtask e2e`: dl7 checked on the real path (client -> XDP front -> any server's
+//! sidecar -> the owner -> reply straight to the client) on the namespace testbed. Part of
+//! `cargo xtask test`.
+//!
+//! One testbed (4 servers, carp, native XDP) runs the scenarios in order:
+//! 1. requests from four client addresses succeed, and the front sees only VIP-bound frames
+//!    (every one forwarded; replies never come back through it);
+//! 2. exclusive placement: every object was fetched from the origin once and is stored on
+//!    exactly one server (stored bytes = unique bytes);
+//! 3. `l4-ctl real drain`: an established keep-alive connection to the drained server keeps
+//!    working, new connections avoid it;
+//! 4. origin down: misses get 502 quickly, hits still 200, nothing hangs; origin back: misses
+//!    succeed again;
+//! 5. a sidecar killed under load: requests keep succeeding except those on the killed
+//!    server's connections (counted), the front's health check drains it, restarted it comes
+//!    back;
+//! 6. a server removed from both tiers (l4-ctl real del + sidecar membership reload) during a
+//!    workload: failures counted and reported, about 1/N of the objects change owner.
+//!
+//! Then a second testbed with maglev repeats scenario 2. Every testbed is taken down at the
+//! end, also when a scenario fails.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Write},
+    net::{SocketAddr, SocketAddrV4, TcpStream},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use l7_sidecar::scheme::{self, Member};
+
+use crate::{
+    load::{self, LoadConfig, LoadReport, Workload},
+    origin,
+    testbed::{self, Mode, NameArg, Status, UpArgs},
+};
+
+const NAME: &str = "dl7e2e";
+const SERVERS: u16 = 4;
+/// The workload's catalogue: small objects, so that runs are short.
+const OBJECTS: usize = 400;
+const MAX_SIZE: u64 = 32 << 10;
+
+/// Runs every scenario; the testbed is removed whatever happens.
+pub fn run(root: &std::path::Path) -> Result<()> {
+    let result = scenarios(root);
+    testbed::down(NAME)?;
+    result
+}
+
+fn up(root: &std::path::Path, scheme: &str) -> Result<Status> {
+    testbed::up(
+        root,
+        &UpArgs {
+            name: NameArg {
+                name: NAME.to_owned(),
+            },
+            servers: SERVERS,
+            scheme: scheme.to_owned(),
+            mode: Mode::Native,
+            cpu_quota: None,
+            cache_bytes: 64 << 20,
+        },
+    )
+}
+
+fn scenarios(root: &std::path::Path) -> Result<()> {
+    let mut tb = up(root, "carp")?;
+    step(
+        "1. requests through the VIP; replies bypass the front",
+        || through_the_vip(&tb),
+    )?;
+    step("2. exclusive placement (carp)", || exclusive_placement(&tb))?;
+    step("3. drain keeps established connections", || drain(&tb))?;
+    step("4. origin down and back", || origin_down(&mut tb))?;
+    step("5. a sidecar killed under load", || sidecar_killed(&mut tb))?;
+    step("6. a server removed from both tiers", || {
+        server_removed(&tb)
+    })?;
+    testbed::down(NAME)?;
+    let tb = up(root, "maglev")?;
+    step("2b. exclusive placement (maglev)", || {
+        warm(&tb, 1500)?;
+        exclusive_placement(&tb)
+    })?;
+    Ok(())
+}
+
+fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    eprintln!("e2e: {name}");
+    let start = Instant::now();
+    f().with_context(|| format!("e2e scenario {name}"))?;
+    eprintln!("e2e: {name}: ok ({:.1} s)", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn vip(tb: &Status) -> Result<SocketAddr> {
+    tb.vip.parse().context("the testbed's VIP")
+}
+
+/// A closed-loop run of the synthetic workload from the client namespace.
+fn load_config(tb: &Status, requests: u64, concurrency: usize) -> Result<LoadConfig> {
+    let mut config = LoadConfig::new(vip(tb)?);
+    config.workload = Workload::Synthetic {
+        objects: OBJECTS,
+        alpha: 0.8,
+        seed: 7,
+        max_size: MAX_SIZE,
+    };
+    config.requests = requests;
+    config.concurrency = concurrency;
+    config.duration = Duration::from_secs(60);
+    config.timeout = Duration::from_secs(5);
+    config.source_addrs = tb
+        .client_addrs
+        .iter()
+        .map(|a| a.parse())
+        .collect::<Result<_, _>>()?;
+    Ok(config)
+}
+
+fn run_load(tb: &Status, config: &LoadConfig) -> Result<LoadReport> {
+    testbed::in_netns(&tb.client_ns, || load::run(config))?
+}
+
+fn warm(tb: &Status, requests: u64) -> Result<LoadReport> {
+    // 32 connections: every server gets some (Maglev spreads them like random choices).
+    let report = run_load(tb, &load_config(tb, requests, 32)?)?;
+    ensure!(
+        report.error_total == 0,
+        "{} of {} requests failed: {:?}",
+        report.error_total,
+        report.requests,
+        report.errors
+    );
+    Ok(report)
+}
+
+/// The front's counters as `l4-ctl stats --json` prints them.
+fn front_stats(tb: &Status) -> Result<serde_json::Value> {
+    Ok(serde_json::from_str(&tb.l4_ctl(&["stats", "--json"])?)?)
+}
+
+fn global(stats: &serde_json::Value, name: &str) -> u64 {
+    stats["global"][name].as_u64().unwrap_or(0)
+}
+
+fn through_the_vip(tb: &Status) -> Result<()> {
+    let before = front_stats(tb)?;
+    let report = warm(tb, 3000)?;
+    let after = front_stats(tb)?;
+    let delta = |name| global(&after, name) - global(&before, name);
+    let vip_packets = |s: &serde_json::Value| s["vips"][0]["packets"].as_u64().unwrap_or(0);
+    let (tx, to_vip) = (delta("tx"), vip_packets(&after) - vip_packets(&before));
+    ensure!(
+        tx > 0 && tx == to_vip,
+        "VIP frames {to_vip}, forwarded {tx}"
+    );
+    // Replies go from the servers to the clients directly: the front only sees the
+    // daemon's own health-check traffic besides the VIP's frames.
+    let other = delta("pass_not_vip");
+    ensure!(
+        other * 20 < tx,
+        "{other} non-VIP frames reached the front during a workload of {tx} VIP frames"
+    );
+    let reals = after["vips"][0]["reals"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let busy = reals
+        .iter()
+        .filter(|r| r["packets"].as_u64() > Some(0))
+        .count();
+    ensure!(
+        busy == usize::from(SERVERS),
+        "only {busy} of {SERVERS} servers got connections"
+    );
+    eprintln!(
+        "e2e:   {} requests ok, {:.0} req/s; front: {tx} VIP frames forwarded, {other} others",
+        report.ok, report.req_per_s
+    );
+    Ok(())
+}
+
+fn exclusive_placement(tb: &Status) -> Result<()> {
+    let origin_addr: SocketAddr = tb.origin.addr.parse()?;
+    let counts = testbed::in_netns(&tb.origin.ns, || origin::Remote(origin_addr).counts())??;
+    let counts: BTreeMap<String, u64> = counts
+        .into_iter()
+        .filter(|(url, _)| url.starts_with("/obj/"))
+        .collect();
+    ensure!(!counts.is_empty(), "the origin served nothing");
+    let refetched: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    ensure!(
+        refetched.is_empty(),
+        "fetched more than once from the origin: {:?}",
+        refetched.iter().take(5).collect::<Vec<_>>()
+    );
+    let unique_bytes: u64 = counts
+        .keys()
+        .map(|u| origin::requested_size(u).unwrap_or(0))
+        .sum();
+    let (mut objects, mut stored) = (0.0, 0.0);
+    for s in &tb.servers {
+        let m = testbed::scrape(&s.ns, s.metrics.parse()?)?;
+        objects += testbed::sum(&m, "dl7_l7_cache_objects", None);
+        stored += testbed::sum(&m, "dl7_l7_cache_bytes", None);
+    }
+    ensure!(
+        objects as usize == counts.len(),
+        "{objects} objects stored over all servers for {} distinct objects",
+        counts.len()
+    );
+    // Stored bytes include each response's head: allow that much above the bodies.
+    let ratio = stored / unique_bytes as f64;
+    ensure!(
+        (0.99..1.25).contains(&ratio),
+        "stored {stored} bytes for {unique_bytes} unique bytes (ratio {ratio:.3})"
+    );
+    eprintln!(
+        "e2e:   {} objects, each fetched once and stored once; stored / unique = {ratio:.3}",
+        counts.len()
+    );
+    Ok(())
+}
+
+/// A keep-alive HTTP/1.1 client connection from a chosen source address and port.
+struct KeepAlive {
+    reader: BufReader<TcpStream>,
+}
+
+impl KeepAlive {
+    fn connect(tb: &Status, src: SocketAddrV4) -> Result<Self> {
+        let dst = vip(tb)?;
+        let stream = testbed::in_netns(&tb.client_ns, || -> Result<TcpStream> {
+            let socket = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            socket.set_reuse_address(true)?;
+            socket.bind(&SocketAddr::V4(src).into())?;
+            socket.connect_timeout(&dst.into(), Duration::from_secs(2))?;
+            let stream: TcpStream = socket.into();
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            Ok(stream)
+        })??;
+        Ok(KeepAlive {
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// One GET; the status. The connection stays open.
+    fn get(&mut self, path: &str) -> Result<u16> {
+        write!(
+            self.reader.get_mut(),
+            "GET {path} HTTP/1.1\r\nHost: dl7\r\n\r\n"
+        )?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .with_context(|| format!("bad status line {line:?}"))?;
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line)?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse()?;
+            }
+        }
+        let mut body = vec![0u8; length];
+        std::io::Read::read_exact(&mut self.reader, &mut body)?;
+        Ok(status)
+    }
+}
+
+/// The real `l4-ctl lookup` names for a new flow from `src`.
+fn real_for(tb: &Status, src: SocketAddrV4) -> Result<String> {
+    Ok(tb
+        .l4_ctl(&["lookup", &tb.vip_service(), "--src", &src.to_string()])?
+        .trim()
+        .to_owned())
+}
+
+fn real_packets(tb: &Status, addr: &str) -> Result<u64> {
+    let stats = front_stats(tb)?;
+    stats["vips"][0]["reals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["address"].as_str() == Some(addr))
+        .and_then(|r| r["packets"].as_u64())
+        .with_context(|| format!("no real {addr} in the front's stats"))
+}
+
+fn client_addr(tb: &Status, i: usize) -> Result<std::net::Ipv4Addr> {
+    Ok(tb.client_addrs[i % tb.client_addrs.len()].parse()?)
+}
+
+fn drain(tb: &Status) -> Result<()> {
+    let src = SocketAddrV4::new(client_addr(tb, 0)?, 41000);
+    let drained = real_for(tb, src)?;
+    let mut established = KeepAlive::connect(tb, src)?;
+    ensure!(established.get("/obj/1?size=100")? == 200);
+    let service = tb.vip_service();
+    tb.l4_ctl(&["real", "drain", &service, &drained])?;
+    let result = (|| -> Result<()> {
+        // New connections avoid the drained server: its counter does not move while 60
+        // new connections make a request each.
+        let before = real_packets(tb, &drained)?;
+        for port in 42000..42060u16 {
+            let src = SocketAddrV4::new(client_addr(tb, usize::from(port))?, port);
+            ensure!(real_for(tb, src)? != drained, "{src} would go to {drained}");
+            let mut c = KeepAlive::connect(tb, src)?;
+            ensure!(c.get(&format!("/obj/{}?size=200", port % 50))? == 200);
+        }
+        let moved = real_packets(tb, &drained)? - before;
+        ensure!(
+            moved == 0,
+            "{moved} frames of new connections reached {drained}"
+        );
+        // The established connection still works.
+        for i in 0..5 {
+            ensure!(established.get(&format!("/obj/{i}?size=300"))? == 200);
+        }
+        ensure!(
+            real_packets(tb, &drained)? > before,
+            "the established flow moved"
+        );
+        Ok(())
+    })();
+    tb.l4_ctl(&["real", "weight", &service, &drained, "1"])?;
+    result
+}
+
+/// Sends GETs until `deadline`; the statuses (0 for a connection that failed).
+fn get_statuses(tb: &Status, paths: &[String], deadline: Duration) -> Result<Vec<u16>> {
+    let vip = vip(tb)?;
+    let started = Instant::now();
+    let statuses = paths
+        .iter()
+        .map(|p| testbed::http_get(&tb.client_ns, vip, p).map_or(0, |(code, _)| code))
+        .collect();
+    ensure!(
+        started.elapsed() < deadline,
+        "{} requests took {:?}",
+        paths.len(),
+        started.elapsed()
+    );
+    Ok(statuses)
+}
+
+fn origin_down(tb: &mut Status) -> Result<()> {
+    // Cached objects (scenario 1 fetched them) and objects nobody asked for yet.
+    let hits: Vec<String> = (0..10).map(|i| format!("/obj/{i}?size=1000")).collect();
+    ensure!(
+        get_statuses(tb, &hits, Duration::from_secs(10))?
+            .iter()
+            .all(|&s| s == 200)
+    );
+    tb.kill_origin();
+    let misses: Vec<String> = (0..10).map(|i| format!("/e2e/miss/{i}?size=100")).collect();
+    let statuses = get_statuses(tb, &misses, Duration::from_secs(20))?;
+    ensure!(
+        statuses.iter().all(|&s| s == 502 || s == 504),
+        "misses with the origin down got {statuses:?}"
+    );
+    let statuses = get_statuses(tb, &hits, Duration::from_secs(10))?;
+    ensure!(
+        statuses.iter().all(|&s| s == 200),
+        "hits with the origin down got {statuses:?}"
+    );
+    tb.restart_origin()?;
+    let statuses = get_statuses(tb, &misses, Duration::from_secs(10))?;
+    ensure!(
+        statuses.iter().all(|&s| s == 200),
+        "misses after the origin came back got {statuses:?}"
+    );
+    Ok(())
+}
+
+/// Polls `real list --json` until `addr` is in `state` (bounded).
+fn wait_state(tb: &Status, addr: &str, state: &str, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let list: serde_json::Value =
+            serde_json::from_str(&tb.l4_ctl(&["real", "list", &tb.vip_service(), "--json"])?)?;
+        let now = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["address"].as_str() == Some(addr))
+            .and_then(|r| r["state"].as_str().map(str::to_owned));
+        if now.as_deref() == Some(state) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("real {addr} is {now:?}, not {state}, after {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Runs a workload for `seconds` in the background while `during` acts (one second in);
+/// the workload's report.
+fn under_load(
+    tb: &Status,
+    seconds: u64,
+    during: impl FnOnce() -> Result<()>,
+) -> Result<LoadReport> {
+    let mut config = load_config(tb, u64::MAX, 16)?;
+    config.duration = Duration::from_secs(seconds);
+    thread::scope(|scope| {
+        let load = scope.spawn(|| run_load(tb, &config));
+        thread::sleep(Duration::from_secs(1));
+        let acted = during();
+        let report = load
+            .join()
+            .map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
+        acted?;
+        Ok(report)
+    })
+}
+
+fn sidecar_killed(tb: &mut Status) -> Result<()> {
+    let victim = 1;
+    let addr = tb.servers[victim].addr.clone();
+    let fall_limit = Duration::from_secs(20);
+    let report = under_load(tb, 10, || {
+        tb.signal_sidecar(victim, libc::SIGKILL);
+        wait_state(tb, &addr, "down", fall_limit)
+    })?;
+    eprintln!(
+        "e2e:   killed {} under load: {} of {} requests failed ({:?}); the front drained it",
+        tb.servers[victim].name, report.error_total, report.requests, report.errors
+    );
+    ensure!(
+        report.ok * 2 > report.requests,
+        "most requests failed: {report:?}"
+    );
+    // With the server drained, everything succeeds (its objects fail over to the others).
+    warm(tb, 800)?;
+    tb.restart_sidecar(victim)?;
+    wait_state(tb, &addr, "active", fall_limit)?;
+    let before = real_packets(tb, &addr)?;
+    warm(tb, 1500)?;
+    ensure!(
+        real_packets(tb, &addr)? > before,
+        "the restarted server got no connections"
+    );
+    Ok(())
+}
+
+fn server_removed(tb: &Status) -> Result<()> {
+    let gone = tb.servers.len() - 1;
+    let keep: Vec<&str> = tb.servers[..gone].iter().map(|s| s.name.as_str()).collect();
+    let report = under_load(tb, 4, || {
+        tb.l4_ctl(&["real", "del", &tb.vip_service(), &tb.servers[gone].addr])?;
+        tb.set_members(&keep)?;
+        // In-flight requests on the removed server's connections finish within the drain.
+        tb.signal_sidecar(gone, libc::SIGTERM);
+        Ok(())
+    })?;
+    eprintln!(
+        "e2e:   removed {} during a workload: {} of {} requests failed ({:?})",
+        tb.servers[gone].name, report.error_total, report.requests, report.errors
+    );
+    ensure!(
+        report.error_total * 20 <= report.requests,
+        "more than 5 % of the requests failed: {report:?}"
+    );
+    // About 1/N of the objects change owner (those of the removed server).
+    let all: Vec<Member> = tb.servers.iter().map(|s| Member::new(&s.name, 1)).collect();
+    let before = scheme::build(&tb.scheme, &all)?;
+    let after = scheme::build(&tb.scheme, &all[..gone])?;
+    let moved = (0..OBJECTS)
+        .filter(|i| {
+            let key = format!("/obj/{i}");
+            all[before.pick(key.as_bytes())].name != all[after.pick(key.as_bytes())].name
+        })
+        .count();
+    let share = moved as f64 / OBJECTS as f64;
+    ensure!(
+        (0.5 / f64::from(SERVERS)..1.5 / f64::from(SERVERS)).contains(&share),
+        "{:.1} % of the objects changed owner",
+        share * 100.0
+    );
+    eprintln!(
+        "e2e:   {:.1} % of the objects changed owner (1/N = {:.1} %)",
+        share * 100.0,
+        100.0 / f64::from(SERVERS)
+    );
+    Ok(())
+}
