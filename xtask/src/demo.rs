@@ -65,6 +65,8 @@ struct ServerNumbers {
 }
 
 pub fn run(root: &Path, args: DemoArgs) -> Result<()> {
+    // The chart's font; everything else the testbed installs itself.
+    crate::setup::ensure_debian_packages(&["fonts-dejavu-core"])?;
     let up = UpArgs {
         name: NameArg {
             name: DEMO_NAME.to_owned(),
