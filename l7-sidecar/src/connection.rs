@@ -202,7 +202,15 @@ async fn answer(
         Mode::Distributed => {
             let from_peer = listener == Listener::Peer || hops > 0;
             if from_peer || routing.is_self(owner) {
+                // Load-aware schemes count this server's own requests too.
+                let own = routing.is_self(owner);
+                if own {
+                    routing.scheme().begin(owner);
+                }
                 let outcome = serve_local(req, io, &mut s.upstream_head, shared).await;
+                if own {
+                    routing.scheme().end(owner);
+                }
                 return (Route::Local, outcome);
             }
             (PEER_ATTEMPTS, true, Route::Peer)
