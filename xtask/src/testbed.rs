@@ -186,10 +186,6 @@ fn pin_dir(name: &str) -> PathBuf {
     PathBuf::from(format!("/sys/fs/bpf/{name}"))
 }
 
-fn cgroup_dir(name: &str) -> PathBuf {
-    PathBuf::from(format!("/sys/fs/cgroup/{name}"))
-}
-
 pub fn run(root: &Path, command: TestbedCommand) -> Result<()> {
     match command {
         TestbedCommand::Up(args) => {
@@ -794,18 +790,46 @@ fn front_config(root: &Path, vip: &str, servers: &[(String, String, Ipv4Addr)]) 
     Ok(toml::to_string(&out)?)
 }
 
-/// The testbed's cgroups: one per sidecar, each limited to the same CPU quota.
+/// The testbed's cgroups: one per sidecar, each limited to the same CPU quota, in the
+/// cgroup v2 hierarchy when it offers the cpu controller, else in cgroup v1's cpu hierarchy
+/// (as on this project's machines, where /sys/fs/cgroup holds the v1 hierarchies).
 struct CpuCgroups {
     root: PathBuf,
+    v2: bool,
     quota: f64,
 }
 
+const CGROUP_V2: &str = "/sys/fs/cgroup";
+const CGROUP_V1_CPU: &str = "/sys/fs/cgroup/cpu";
+
+/// Where the testbed's cgroups live in each hierarchy (for `down`).
+fn cgroup_dirs(name: &str) -> [PathBuf; 2] {
+    [
+        Path::new(CGROUP_V2).join(name),
+        Path::new(CGROUP_V1_CPU).join(name),
+    ]
+}
+
 fn cpu_cgroups(name: &str, quota: f64) -> Result<CpuCgroups> {
-    let root = cgroup_dir(name);
-    enable_cpu_controller(Path::new("/sys/fs/cgroup"))?;
+    let v2_root = Path::new(CGROUP_V2);
+    let v2 = fs::read_to_string(v2_root.join("cgroup.controllers"))
+        .is_ok_and(|c| c.split_whitespace().any(|c| c == "cpu"));
+    let root = if v2 {
+        enable_cpu_controller(v2_root)?;
+        v2_root.join(name)
+    } else if Path::new(CGROUP_V1_CPU).join("cpu.cfs_quota_us").exists() {
+        Path::new(CGROUP_V1_CPU).join(name)
+    } else {
+        bail!(
+            "--cpu-quota needs the cgroup cpu controller: neither {CGROUP_V2} (v2) nor \
+             {CGROUP_V1_CPU} (v1) offers it"
+        );
+    };
     fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    enable_cpu_controller(&root)?;
-    Ok(CpuCgroups { root, quota })
+    if v2 {
+        enable_cpu_controller(&root)?;
+    }
+    Ok(CpuCgroups { root, v2, quota })
 }
 
 fn enable_cpu_controller(dir: &Path) -> Result<()> {
@@ -821,18 +845,22 @@ fn enable_cpu_controller(dir: &Path) -> Result<()> {
 impl CpuCgroups {
     /// Limits `pid` (and its threads) to the quota, in a cgroup named after `role`.
     fn add(&self, role: &str, pid: u32) -> Result<()> {
-        const PERIOD_US: f64 = 100_000.0;
+        const PERIOD_US: u64 = 100_000;
+        let quota_us = (self.quota * PERIOD_US as f64).round() as u64;
         let dir = self.root.join(role);
         fs::create_dir_all(&dir)?;
-        fs::write(
-            dir.join("cpu.max"),
-            format!(
-                "{} {}",
-                (self.quota * PERIOD_US).round() as u64,
-                PERIOD_US as u64
-            ),
-        )
-        .with_context(|| format!("setting {}/cpu.max", dir.display()))?;
+        let limits = if self.v2 {
+            vec![("cpu.max", format!("{quota_us} {PERIOD_US}"))]
+        } else {
+            vec![
+                ("cpu.cfs_period_us", PERIOD_US.to_string()),
+                ("cpu.cfs_quota_us", quota_us.to_string()),
+            ]
+        };
+        for (file, value) in limits {
+            fs::write(dir.join(file), value)
+                .with_context(|| format!("setting {}/{file}", dir.display()))?;
+        }
         fs::write(dir.join("cgroup.procs"), pid.to_string())
             .with_context(|| format!("moving {pid} into {}", dir.display()))
     }
@@ -895,14 +923,15 @@ fn down_quietly(name: &str) {
     for ns in &namespaces {
         let _ = Command::new("ip").args(["netns", "del", ns]).output();
     }
-    let cg = cgroup_dir(name);
-    if let Ok(entries) = fs::read_dir(&cg) {
-        for e in entries.flatten() {
-            if e.path().is_dir() {
-                let _ = fs::remove_dir(e.path());
+    for cg in cgroup_dirs(name) {
+        if let Ok(entries) = fs::read_dir(&cg) {
+            for e in entries.flatten() {
+                if e.path().is_dir() {
+                    let _ = fs::remove_dir(e.path());
+                }
             }
+            let _ = fs::remove_dir(&cg);
         }
-        let _ = fs::remove_dir(&cg);
     }
     let _ = fs::remove_dir_all(run_dir(name));
 }
