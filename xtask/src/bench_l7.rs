@@ -48,9 +48,9 @@ const LOAD_CPU: usize = 0;
 /// The share of requests that may end in socket errors before a tier counts as broken.
 const MAX_SOCKET_ERRORS: f64 = 0.001;
 
-/// The share of CPU 1 that processes other than the tier may use before the table says that
-/// the tier's figures are disturbed.
-const DISTURBED: f64 = 0.1;
+/// The share of a CPU that processes other than the bench's may use in a round before the
+/// table says that the round is disturbed.
+const DISTURBED: f64 = 0.05;
 
 /// The req/s ratio to nginx that dl7 must reach, and the goal.
 const TARGET_RATIO: f64 = 1.0;
@@ -103,12 +103,19 @@ struct Row {
     cpu_s_per_100k_req: f64,
     /// CPU time of the tier's processes over wall time (1.0 = its whole core).
     tier_cpu_share: f64,
+    /// The same for wrk and the backends together (CPU 0).
+    load_cpu_share: f64,
     /// Busy share of CPU 0 (wrk and backends) and CPU 1 (the tier) from /proc/stat.
     cpu0_busy: f64,
     cpu1_busy: f64,
+    /// Rounds in which other processes used more than `DISTURBED` of either CPU.
+    disturbed_rounds: usize,
     rss_mib: f64,
     /// Requests measured over all rounds.
     requests: u64,
+    /// req/s and p99 of each round, to judge the spread behind the medians.
+    req_per_s_rounds: Vec<f64>,
+    p99_ms_rounds: Vec<f64>,
 }
 
 /// dl7 against nginx, when both ran.
@@ -143,6 +150,8 @@ struct Report {
 struct Sample {
     load: wrk::Load,
     cpu_seconds: f64,
+    /// wrk's and the backends' CPU time.
+    load_cpu_seconds: f64,
     wall_seconds: f64,
     cpu0_busy: f64,
     cpu1_busy: f64,
@@ -219,7 +228,7 @@ pub fn run(root: &Path, args: BenchL7Args) -> Result<()> {
                 wrk::run(&spec, server.addr, warmup, dir)
                     .with_context(|| format!("{} warm-up", tier.name()))?;
             }
-            let sample = measure(server, &spec, duration, dir)
+            let sample = measure(server, &backends, &spec, duration, dir)
                 .with_context(|| format!("{}, round {}", tier.name(), round + 1))?;
             samples.push(sample);
         }
@@ -270,13 +279,21 @@ fn build_sidecar(root: &Path) -> Result<PathBuf> {
 }
 
 /// One measured run of `server`'s tier; an error if the tier died or answered errors.
-fn measure(server: &mut Server, spec: &wrk::LoadSpec, seconds: u64, dir: &Path) -> Result<Sample> {
+fn measure(
+    server: &mut Server,
+    backends: &[Server],
+    spec: &wrk::LoadSpec,
+    seconds: u64,
+    dir: &Path,
+) -> Result<Sample> {
+    let backends_cpu = || backends.iter().map(|b| b.group.cpu_seconds()).sum::<f64>();
     let (cpu0, cpu1) = (CpuTimes::read(LOAD_CPU)?, CpuTimes::read(TIER_CPU)?);
-    let before = server.group.cpu_seconds();
+    let (tier_before, backends_before) = (server.group.cpu_seconds(), backends_cpu());
     let start = Instant::now();
     let load = wrk::run(spec, server.addr, seconds, dir)?;
     let wall_seconds = start.elapsed().as_secs_f64();
-    let cpu_seconds = server.group.cpu_seconds() - before;
+    let cpu_seconds = server.group.cpu_seconds() - tier_before;
+    let load_cpu_seconds = backends_cpu() - backends_before + load.wrk_cpu_seconds;
     let cpu0_busy = CpuTimes::read(LOAD_CPU)?.busy_since(&cpu0);
     let cpu1_busy = CpuTimes::read(TIER_CPU)?.busy_since(&cpu1);
     let rss_bytes = server.group.rss_bytes();
@@ -298,11 +315,22 @@ fn measure(server: &mut Server, spec: &wrk::LoadSpec, seconds: u64, dir: &Path) 
     Ok(Sample {
         load,
         cpu_seconds,
+        load_cpu_seconds,
         wall_seconds,
         cpu0_busy,
         cpu1_busy,
         rss_bytes,
     })
+}
+
+impl Sample {
+    /// The largest share of either CPU used by processes other than the tier (CPU 1) or wrk
+    /// and the backends (CPU 0).
+    fn foreign_share(&self) -> f64 {
+        let tier = self.cpu1_busy - self.cpu_seconds / self.wall_seconds;
+        let load = self.cpu0_busy - self.load_cpu_seconds / self.wall_seconds;
+        tier.max(load)
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -338,10 +366,14 @@ fn report(
                 p99_ms: m(&|s| s.load.p99_ms),
                 cpu_s_per_100k_req: m(&|s| s.cpu_seconds / s.load.requests as f64 * 1e5),
                 tier_cpu_share: m(&|s| s.cpu_seconds / s.wall_seconds),
+                load_cpu_share: m(&|s| s.load_cpu_seconds / s.wall_seconds),
                 cpu0_busy: m(&|s| s.cpu0_busy),
                 cpu1_busy: m(&|s| s.cpu1_busy),
+                disturbed_rounds: s.iter().filter(|s| s.foreign_share() > DISTURBED).count(),
                 rss_mib: m(&|s| s.rss_bytes as f64 / (1 << 20) as f64),
                 requests: s.iter().map(|s| s.load.requests).sum(),
+                req_per_s_rounds: s.iter().map(|s| s.load.req_per_s()).collect(),
+                p99_ms_rounds: s.iter().map(|s| s.load.p99_ms).collect(),
             }
         })
         .collect();
@@ -395,7 +427,7 @@ fn table(r: &Report) -> String {
         r.load_cpu
     );
     out.push_str(
-        "tier          req/s  x nginx  p50 ms  p99 ms  CPU s/100k  tier CPU  cpu0 busy  cpu1 busy  RSS MiB\n",
+        "tier          req/s  x nginx  p50 ms  p99 ms  CPU s/100k  tier CPU  load CPU  RSS MiB\n",
     );
     for row in &r.rows {
         let ratio = row
@@ -403,7 +435,7 @@ fn table(r: &Report) -> String {
             .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"));
         let _ = writeln!(
             out,
-            "{:<8} {:>10.0} {:>8} {:>7.2} {:>7.2} {:>11.2} {:>8.0}% {:>9.0}% {:>9.0}% {:>8.1}",
+            "{:<8} {:>10.0} {:>8} {:>7.2} {:>7.2} {:>11.2} {:>8.0}% {:>8.0}% {:>8.1}",
             row.tier.name(),
             row.req_per_s,
             ratio,
@@ -411,21 +443,20 @@ fn table(r: &Report) -> String {
             row.p99_ms,
             row.cpu_s_per_100k_req,
             row.tier_cpu_share * 100.0,
-            row.cpu0_busy * 100.0,
-            row.cpu1_busy * 100.0,
+            row.load_cpu_share * 100.0,
             row.rss_mib
         );
     }
-    let disturbed: Vec<&str> = r
+    let disturbed: Vec<String> = r
         .rows
         .iter()
-        .filter(|x| x.cpu1_busy - x.tier_cpu_share > DISTURBED)
-        .map(|x| x.tier.name())
+        .filter(|x| x.disturbed_rounds > 0)
+        .map(|x| format!("{} ({} of {})", x.tier.name(), x.disturbed_rounds, r.rounds))
         .collect();
     if !disturbed.is_empty() {
         let _ = writeln!(
             out,
-            "note: other processes used more than {:.0} % of CPU 1 during the runs of {}: \
+            "note: other processes used more than {:.0} % of a CPU in rounds of {}: \
              those figures are disturbed (see the machine's load)",
             DISTURBED * 100.0,
             disturbed.join(", ")

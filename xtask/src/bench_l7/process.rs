@@ -294,6 +294,19 @@ impl Group {
     }
 }
 
+/// User + system CPU seconds of all children reaped so far (getrusage RUSAGE_CHILDREN): the
+/// difference around a child's run is that child's CPU time.
+pub fn reaped_children_cpu_seconds() -> f64 {
+    // SAFETY: an all-zero rusage is a valid value, and getrusage only writes into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 /// The fields of /proc/PID/stat after the command name: [0] state, [1] ppid, [2] pgrp, ...,
 /// [11] utime, [12] stime.
 fn stat_fields(pid: i32) -> Option<Vec<String>> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::process::Group;
+use super::process::{Group, reaped_children_cpu_seconds};
 use super::servers::object_path;
 
 const WRK: &str = "/usr/bin/wrk";
@@ -63,6 +63,8 @@ pub struct Load {
     pub bad_status: u64,
     /// Connect, read, write errors and timeouts.
     pub socket_errors: u64,
+    /// wrk's own CPU time.
+    pub wrk_cpu_seconds: f64,
 }
 
 impl Load {
@@ -88,6 +90,7 @@ impl Load {
             p99_ms: field("p99_us")? as f64 / 1e3,
             bad_status: field("status")?,
             socket_errors: field("connect")? + field("read")? + field("write")? + field("timeout")?,
+            wrk_cpu_seconds: 0.0,
         })
     }
 }
@@ -108,14 +111,19 @@ pub fn run(spec: &LoadSpec, target: SocketAddr, seconds: u64, dir: &Path) -> Res
         .args(["--timeout", "5s", "-s"])
         .arg(spec.script)
         .arg(format!("http://{target}/"));
+    let cpu_before = reaped_children_cpu_seconds();
     let mut wrk = Group::spawn("wrk", spec.cpu, &cmd, dir)?;
     let status = wrk.wait_exit(Duration::from_secs(seconds) + GRACE)?;
+    let wrk_cpu_seconds = reaped_children_cpu_seconds() - cpu_before;
     let out = wrk.output("stdout");
     if !status.success() {
         let err = wrk.output("stderr");
         bail!("{cmd:?} failed ({status}): {} {}", err.trim(), out.trim());
     }
-    Load::parse(&out)
+    Ok(Load {
+        wrk_cpu_seconds,
+        ..Load::parse(&out)?
+    })
 }
 
 #[cfg(test)]
