@@ -22,8 +22,9 @@ const HAPROXY: &str = "/usr/sbin/haproxy";
 /// How long a server may take to start listening.
 const START_LIMIT: Duration = Duration::from_secs(10);
 
-/// Idle keep-alive connections each tier keeps to the backends (nginx's `keepalive`).
-pub const UPSTREAM_KEEPALIVE: usize = 64;
+/// Idle keep-alive connections kept per backend: nginx's `keepalive`, dl7's `--pool-max-idle`
+/// (HAProxy's `http-reuse` has no such cap by default).
+const UPSTREAM_KEEPALIVE: usize = 64;
 
 /// The response header through which a backend names itself (for the functional check).
 const BACKEND_HEADER: &str = "x-backend";
@@ -209,7 +210,9 @@ pub fn start_tier(tier: Tier, setup: &TierSetup) -> Result<Server> {
                 .arg("--members")
                 .arg(members.join(","))
                 .args(["--scheme", setup.scheme, "--threads", "1", "--metrics"])
-                .arg(local(ports[1]).to_string());
+                .arg(local(ports[1]).to_string())
+                .arg("--pool-max-idle")
+                .arg(UPSTREAM_KEEPALIVE.to_string());
             cmd
         }
     };
