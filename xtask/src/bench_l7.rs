@@ -34,7 +34,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 
-use crate::{cmd, setup, test};
+use crate::{cmd, setup};
 use process::{CatchInterrupts, CpuTimes, TempDir};
 use servers::{Server, Tier, TierSetup};
 
@@ -258,21 +258,7 @@ fn quick_args() -> Result<BenchL7Args> {
 /// Builds the sidecar in release mode; returns its path once `serve --help` works.
 fn build_sidecar(root: &Path) -> Result<PathBuf> {
     eprintln!("bench l7: building l7-sidecar (release)");
-    let out = cmd::output(test::cargo(root).args([
-        "build",
-        "--release",
-        "-p",
-        "l7-sidecar",
-        "--bin",
-        "l7-sidecar",
-        "--message-format=json-render-diagnostics",
-    ]))?;
-    let exe = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "l7-sidecar")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .context("cargo build reported no l7-sidecar executable")?;
+    let exe = crate::build::release_binary(root, "l7-sidecar", "l7-sidecar")?;
     cmd::output(Command::new(&exe).args(["serve", "--help"]))
         .context("l7-sidecar has no `serve` subcommand yet: run with --tiers nginx,haproxy")?;
     Ok(exe)

@@ -245,6 +245,7 @@ impl KeepAlive {
             socket.connect_timeout(&dst.into(), Duration::from_secs(2))?;
             let stream: TcpStream = socket.into();
             stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            stream.set_nodelay(true)?;
             Ok(stream)
         })??;
         Ok(KeepAlive {
@@ -254,10 +255,10 @@ impl KeepAlive {
 
     /// One GET; the status. The connection stays open.
     fn get(&mut self, path: &str) -> Result<u16> {
-        write!(
-            self.reader.get_mut(),
-            "GET {path} HTTP/1.1\r\nHost: dl7\r\n\r\n"
-        )?;
+        // One write: a request in several small segments waits on delayed ACKs.
+        self.reader
+            .get_mut()
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: dl7\r\n\r\n").as_bytes())?;
         let mut line = String::new();
         self.reader.read_line(&mut line)?;
         let status = line

@@ -370,7 +370,9 @@ pub fn http_get(ns: &str, addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>)
     in_netns(ns, || -> Result<(u16, Vec<u8>)> {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+        s.set_nodelay(true)?;
+        // One write: a request in several small segments waits on delayed ACKs.
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf)?;
         let head_end = buf
