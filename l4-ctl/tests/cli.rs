@@ -17,101 +17,56 @@ use std::{
 use aya::programs::Xdp;
 use aya_obj::programs::XdpAttachType;
 use l4_ctl::{Balancer, Vip, frames};
-use support::{XDP_PASS, XDP_TX, test_run};
+use support::{
+    XDP_PASS, XDP_TX,
+    netns::{Netns, run, sysctl},
+    test_run,
+};
 
 /// A front namespace with the program loaded by `l4-ctl load`, removed on drop.
 struct Front {
     ns: String,
-    peer_ns: String,
     pin_dir: PathBuf,
     /// The second octet of this front's 10.x.0.0/24.
     net: u32,
-}
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run a setup command");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    /// Deletes the namespaces when the front is dropped (after `Drop::drop` unloaded it).
+    _netns: Netns,
 }
 
 impl Front {
     fn new() -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
-        assert!(
-            unsafe { libc::geteuid() } == 0,
-            "these tests load XDP programs and create namespaces: run them as root"
-        );
+        let mut netns = Netns::new();
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id();
-        let front = Front {
-            ns: format!("dl7t-{pid}-{n}-clif"),
-            peer_ns: format!("dl7t-{pid}-{n}-clis"),
-            pin_dir: PathBuf::from(format!("/sys/fs/bpf/dl7-test-{pid}-cli{n}")),
-            net: 220 + n,
-        };
-        sh(&["ip", "netns", "add", &front.ns]);
-        sh(&["ip", "netns", "add", &front.peer_ns]);
-        sh(&[
-            "ip",
-            "link",
-            "add",
-            "fe0",
-            "netns",
-            &front.ns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &front.peer_ns,
-        ]);
-        let net = front.net;
-        sh(&[
-            "ip",
-            "-n",
-            &front.ns,
-            "addr",
-            "add",
-            &format!("10.{net}.0.1/24"),
-            "dev",
-            "fe0",
-        ]);
-        for ns in [&front.ns, &front.peer_ns] {
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        }
-        sh(&[
-            "ip",
-            "-n",
-            &front.ns,
-            "addr",
-            "add",
-            "fd00::1/64",
-            "dev",
-            "fe0",
-            "nodad",
-        ]);
-        sh(&["ip", "-n", &front.ns, "link", "set", "fe0", "up"]);
+        let net = 220 + n;
+        let ns = netns.add_ns("clif");
+        let peer = netns.add_ns("clis");
+        // The front reaches an IPv6 real too (the family checks need a route).
+        sysctl(
+            &ns,
+            &[
+                "net.ipv6.conf.all.disable_ipv6=0",
+                "net.ipv6.conf.default.disable_ipv6=0",
+            ],
+        );
+        run(&format!(
+            "ip link add fe0 netns {ns} type veth peer name eth0 netns {peer}"
+        ));
+        run(&format!("ip -n {ns} addr add 10.{net}.0.1/24 dev fe0"));
+        run(&format!("ip -n {ns} addr add fd00::1/64 dev fe0 nodad"));
+        run(&format!("ip -n {ns} link set fe0 up"));
         for host in 2..=4 {
-            sh(&[
-                "ip",
-                "-n",
-                &front.peer_ns,
-                "addr",
-                "add",
-                &format!("10.{net}.0.{host}/24"),
-                "dev",
-                "eth0",
-            ]);
+            run(&format!(
+                "ip -n {peer} addr add 10.{net}.0.{host}/24 dev eth0"
+            ));
         }
-        sh(&["ip", "-n", &front.peer_ns, "link", "set", "eth0", "up"]);
-        front
+        run(&format!("ip -n {peer} link set eth0 up"));
+        Front {
+            pin_dir: PathBuf::from(format!("/sys/fs/bpf/dl7-test-{}-cli", netns.prefix())),
+            ns,
+            net,
+            _netns: netns,
+        }
     }
 
     fn real(&self, host: u32) -> String {
@@ -178,9 +133,6 @@ impl Drop for Front {
         if self.pin_dir.exists() {
             let _ = self.ctl(&["unload"]);
             let _ = std::fs::remove_dir_all(&self.pin_dir);
-        }
-        for ns in [&self.ns, &self.peer_ns] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
 }
