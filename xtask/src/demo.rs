@@ -7,7 +7,6 @@
 //! with its Prometheus endpoints, for a look around).
 
 use std::{
-    collections::BTreeMap,
     fs,
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -154,9 +153,9 @@ fn demo(root: &Path, args: &DemoArgs, status: &Status) -> Result<()> {
             .unwrap_or(0);
     }
     let origin_addr: SocketAddr = status.origin.addr.parse()?;
-    let (code, body) = testbed::http_get(&status.origin.ns, origin_addr, "/_origin/counts")?;
-    ensure!(code == 200, "the origin's counts answered {code}");
-    let counts: BTreeMap<String, u64> = serde_json::from_slice(&body)?;
+    let counts = testbed::in_netns(&status.origin.ns, || {
+        crate::origin::Remote(origin_addr).counts()
+    })??;
     let unique_bytes: u64 = counts
         .keys()
         .map(|url| crate::origin::requested_size(url).unwrap_or(4096))

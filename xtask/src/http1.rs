@@ -1,7 +1,8 @@
 //! HTTP/1.1 on the wire, shared by the synthetic origin (`crate::origin`) and the load
 //! generator (`crate::load`): a buffered reader that reads message heads (parsed by the caller
 //! with httparse) and reads past bodies framed by Content-Length, chunked coding or the end of
-//! the connection, counting every byte read.
+//! the connection, counting every byte read; and [`get_once`], a blocking one-shot GET for
+//! checks (the testbed, the L7 bench's functional check).
 
 use std::io;
 
@@ -263,6 +264,53 @@ impl<S: AsyncRead + Unpin> Reader<S> {
             }
         }
     }
+}
+
+/// A response read by [`get_once`].
+pub struct OneShot {
+    pub status: u16,
+    /// The head's field lines, as sent.
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl OneShot {
+    /// The value of field `name` (case-insensitive), if present.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// One GET over a fresh connection (`Connection: close`), read to the end. The request goes
+/// in one write with TCP_NODELAY: in several small segments it would wait on delayed ACKs.
+pub fn get_once(addr: std::net::SocketAddr, path: &str, host: &str) -> anyhow::Result<OneShot> {
+    use anyhow::Context;
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    s.set_nodelay(true)?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes())?;
+    let mut response = Vec::new();
+    s.read_to_end(&mut response)?;
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of the response head")?;
+    let head = String::from_utf8_lossy(&response[..end]).into_owned();
+    let status = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .with_context(|| format!("bad status line in {head:?}"))?;
+    let body = response.split_off(end + 4);
+    Ok(OneShot { status, head, body })
 }
 
 #[cfg(test)]

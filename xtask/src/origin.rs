@@ -104,7 +104,7 @@ impl State {
 /// A running origin; stops when dropped.
 #[allow(
     dead_code,
-    reason = "library API for the testbed, the demo and end-to-end tests"
+    reason = "the in-process handle's and control client's full API; the load tests use every part"
 )]
 pub struct Origin {
     addr: SocketAddr,
@@ -115,7 +115,7 @@ pub struct Origin {
 
 #[allow(
     dead_code,
-    reason = "library API for the testbed, the demo and end-to-end tests"
+    reason = "the in-process handle's and control client's full API; the load tests use every part"
 )]
 impl Origin {
     /// Binds `addr` (port 0 picks a free port) and serves with default options.
@@ -439,10 +439,7 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// The whole body served for `target` (origin-form) at `size` bytes, to check responses.
-#[allow(
-    dead_code,
-    reason = "library API for the testbed, the demo and end-to-end tests"
-)]
+#[cfg(test)]
 pub fn body(target: &str, size: u64) -> Vec<u8> {
     let period = pattern(fnv1a(target.as_bytes()), (size as usize).min(PERIOD));
     period.iter().copied().cycle().take(size as usize).collect()
@@ -453,7 +450,7 @@ pub struct Remote(pub SocketAddr);
 
 #[allow(
     dead_code,
-    reason = "library API for the testbed, the demo and end-to-end tests"
+    reason = "the in-process handle's and control client's full API; the load tests use every part"
 )]
 impl Remote {
     /// Requests per URL (`GET /_origin/counts`).

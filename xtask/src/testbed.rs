@@ -20,7 +20,6 @@
 
 use std::{
     fs,
-    io::{Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpStream},
     os::{fd::AsRawFd, unix::process::CommandExt},
     path::{Path, PathBuf},
@@ -365,27 +364,10 @@ pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
     })
 }
 
-/// One HTTP/1.0 GET inside namespace `ns`: status and body.
+/// One GET inside namespace `ns`: status and body.
 pub fn http_get(ns: &str, addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>)> {
-    in_netns(ns, || -> Result<(u16, Vec<u8>)> {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.set_nodelay(true)?;
-        // One write: a request in several small segments waits on delayed ACKs.
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf)?;
-        let head_end = buf
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .context("no end of the response head")?;
-        let status = std::str::from_utf8(&buf[..head_end])?
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .context("no status code")?;
-        Ok((status, buf[head_end + 4..].to_vec()))
-    })?
+    let r = in_netns(ns, || crate::http1::get_once(addr, path, &addr.to_string()))??;
+    Ok((r.status, r.body))
 }
 
 /// Waits until `addr` accepts TCP connections from inside `ns`.

@@ -5,8 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -282,32 +281,9 @@ backend pool
 
 /// One GET over a fresh connection: (status, the backend header, body length).
 fn get(addr: SocketAddr, path: &str) -> Result<(u16, Option<String>, usize)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    s.set_nodelay(true)?;
-    // One write: a request in several segments meets Nagle and delayed ACKs (40 ms each).
-    let request = format!("GET {path} HTTP/1.1\r\nHost: bench.dl7\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes())?;
-    let mut response = Vec::new();
-    s.read_to_end(&mut response)?;
-    let end = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no end of the response head")?;
-    let head = String::from_utf8_lossy(&response[..end]);
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .with_context(|| format!("bad status line in {head:?}"))?;
-    let backend = lines.find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case(BACKEND_HEADER)
-            .then(|| v.trim().to_owned())
-    });
-    Ok((status, backend, response.len() - end - 4))
+    let r = crate::http1::get_once(addr, path, "bench.dl7")?;
+    let backend = r.field(BACKEND_HEADER).map(str::to_owned);
+    Ok((r.status, backend, r.body.len()))
 }
 
 /// Fetches `sample` objects twice through `addr`: every answer must be 200 with the object's
