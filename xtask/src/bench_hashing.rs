@@ -30,7 +30,6 @@ use std::time::Instant;
 use anyhow::{Context, ensure};
 use l7_sidecar::scheme::{self, Member, Scheme};
 use lru::LruCache;
-use plotters::prelude::*;
 
 use crate::plot;
 use serde::Serialize;
@@ -494,59 +493,22 @@ fn plots(report: &Report, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn line_chart(report: &Report, path: &Path, label: &str, value: Metric) -> anyhow::Result<()> {
-    let max_n = report.rows.iter().map(|r| r.servers).max().unwrap_or(1) as f64;
-    let max_y = report.rows.iter().map(value).fold(0.0, f64::max) * 1.1 + 1e-9;
-    let root = BitMapBackend::new(path, (1000, 620)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot::plot_err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(label, ("sans-serif", 24))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..max_n + 1.0, 0f64..max_y)
-        .map_err(plot::plot_err)?;
-    chart
-        .configure_mesh()
-        .x_desc("servers (N)")
-        .y_desc(label)
-        .draw()
-        .map_err(plot::plot_err)?;
     let mut schemes: Vec<&str> = report.rows.iter().map(|r| r.scheme.as_str()).collect();
-    schemes.dedup();
     schemes.sort_unstable();
     schemes.dedup();
-    for (i, name) in schemes.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        let points: Vec<(f64, f64)> = report
-            .rows
-            .iter()
-            .filter(|r| r.scheme == *name)
-            .map(|r| (r.servers as f64, value(r)))
-            .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(plot::plot_err)?
-            .label(*name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 3, color.filled())),
-            )
-            .map_err(plot::plot_err)?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(plot::plot_err)?;
-    root.present().map_err(plot::plot_err)?;
-    Ok(())
+    let series: Vec<plot::Series> = schemes
+        .iter()
+        .map(|name| {
+            let points = report
+                .rows
+                .iter()
+                .filter(|r| r.scheme == *name)
+                .map(|r| (r.servers as f64, value(r)))
+                .collect();
+            ((*name).to_owned(), points)
+        })
+        .collect();
+    plot::servers_chart(path, label, label, &series)
 }
 
 #[cfg(test)]

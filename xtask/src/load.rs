@@ -15,7 +15,8 @@
 //! seconds whatever the answers, sent by the first of `--concurrency` connections that is free
 //! (latency counts from when it was due, so queueing behind slow answers is measured, not
 //! hidden). The run ends after `--requests` requests or `--duration` seconds, whichever comes
-//! first. `--source-addrs A,B` binds connection `k` to address `k mod n`, so that a layer-4
+//! first; `--warmup S` sends requests for S seconds before that without counting the answers
+//! (failures are counted), and the measured run continues the same stream. `--source-addrs A,B` binds connection `k` to address `k mod n`, so that a layer-4
 //! balancer sees several clients. A request that finds its kept-alive connection closed is
 //! retried once on a new connection; after any error or `Connection: close` the next request
 //! opens a new connection.
@@ -91,6 +92,10 @@ pub struct LoadArgs {
     /// Seconds after which the run ends even if requests are left.
     #[arg(long, default_value_t = 60.0)]
     pub duration: f64,
+    /// Seconds of warm-up first: requests are sent (from the start of the workload's stream)
+    /// but not counted, and `--duration` starts after them.
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup: f64,
     /// Keep-alive connections [default: 16, or 64 with --rate].
     #[arg(long)]
     pub concurrency: Option<usize>,
@@ -145,6 +150,9 @@ pub struct LoadConfig {
     pub requests: u64,
     /// ... or after this long, whichever comes first.
     pub duration: Duration,
+    /// Requests finished within this long from the start are sent but not counted; the
+    /// measured run (`duration`) starts after it.
+    pub warmup: Duration,
     /// Connections.
     pub concurrency: usize,
     /// Open loop at this many requests per second; closed loop when `None`.
@@ -172,6 +180,7 @@ impl LoadConfig {
             },
             requests: 10_000,
             duration: Duration::from_secs(60),
+            warmup: Duration::ZERO,
             concurrency: 16,
             rate: None,
             source_addrs: Vec::new(),
@@ -275,6 +284,11 @@ pub fn run_cli(args: LoadArgs) -> Result<()> {
         "--duration must be a positive number of seconds"
     );
     config.duration = Duration::from_secs_f64(args.duration);
+    ensure!(
+        args.warmup >= 0.0 && args.warmup.is_finite(),
+        "--warmup must be zero or a positive number of seconds"
+    );
+    config.warmup = Duration::from_secs_f64(args.warmup);
     config.rate = args.rate;
     config.concurrency = args
         .concurrency
@@ -369,7 +383,8 @@ pub async fn run_async(config: &LoadConfig) -> Result<LoadReport> {
         config: config.clone(),
         issued: Mutex::new((0, source)),
         start,
-        deadline: start + config.duration,
+        measure_from: start + config.warmup,
+        deadline: start + config.warmup + config.duration,
         done: AtomicU64::new(0),
         failed: AtomicU64::new(0),
     });
@@ -381,12 +396,33 @@ pub async fn run_async(config: &LoadConfig) -> Result<LoadReport> {
     for w in workers {
         total.merge(&w.await.context("load: a worker panicked")?);
     }
-    let seconds = start.elapsed().as_secs_f64().max(1e-9);
+    let seconds = plan.measure_from.elapsed().as_secs_f64().max(1e-9);
     if let Some((bar, ticker)) = bar {
         ticker.abort();
         bar.finish_and_clear();
     }
     Ok(total.report(config, seconds))
+}
+
+/// The request target of synthetic object `o` of `size` bytes (the origin serves that size).
+fn object_target(o: usize, size: u64) -> String {
+    format!("/obj/{o}?size={size}")
+}
+
+/// Every object of the synthetic workload (`objects`, `seed`, `max_size` as in
+/// [`Workload::Synthetic`]) once, least popular first, to replay before a measurement: the
+/// caches are filled without compulsory misses left for the measured run, and a cache too
+/// small for the catalogue keeps the most popular objects, which went in last.
+pub fn catalogue(objects: usize, seed: u64, max_size: u64) -> Result<Arc<[replay::Entry]>> {
+    // Popularity does not change the sizes; any exponent gives the same catalogue.
+    let surge = Surge::new(objects, 1.0, seed)?;
+    Ok((0..objects)
+        .rev()
+        .map(|o| replay::Entry {
+            head: false,
+            target: object_target(o, surge.sizes[o].min(max_size)),
+        })
+        .collect())
 }
 
 /// The shared state of a run.
@@ -395,6 +431,8 @@ struct Plan {
     /// Requests issued so far and where the next comes from.
     issued: Mutex<(u64, Source)>,
     start: Instant,
+    /// The end of the warm-up: what finishes earlier is not counted.
+    measure_from: Instant,
     deadline: Instant,
     /// Requests finished and failed so far (for the progress bar).
     done: AtomicU64,
@@ -426,7 +464,7 @@ impl Plan {
             (i, pick)
         };
         Some(match (pick, &self.config.workload) {
-            (Some((o, size)), _) => (i, false, format!("/obj/{o}?size={size}")),
+            (Some((o, size)), _) => (i, false, object_target(o, size)),
             (None, Workload::Replay(entries)) => {
                 let e = &entries[(i % entries.len() as u64) as usize];
                 (i, e.head, e.target.clone())
@@ -473,7 +511,13 @@ async fn worker(k: usize, plan: Arc<Plan>) -> Tally {
                 Err(None)
             }
         };
-        let failed = tally.record(result, due.elapsed());
+        // Warm-up answers are not counted, but failures always are.
+        let warm = Instant::now() < plan.measure_from;
+        let failed = if warm && result.as_ref().is_ok_and(|a| a.status < 400) {
+            false
+        } else {
+            tally.record(result, due.elapsed())
+        };
         plan.done.fetch_add(1, Ordering::Relaxed);
         if failed {
             plan.failed.fetch_add(1, Ordering::Relaxed);

@@ -93,6 +93,42 @@ fn duration_ends_a_run_early() {
 }
 
 #[test]
+fn warmup_answers_are_sent_but_not_counted() {
+    // 50 ms per answer over 2 connections: about 12 answers in the 300 ms warm-up and 12 in
+    // the 300 ms measured run.
+    let o = slow_origin(50);
+    let mut c = config(o.local_addr(), 1_000_000);
+    c.concurrency = 2;
+    c.warmup = Duration::from_millis(300);
+    c.duration = Duration::from_millis(300);
+    let r = run(&c).unwrap();
+    assert_eq!(r.error_total, 0);
+    assert!((2..=20).contains(&r.ok), "{r:?}");
+    assert!(o.total() >= r.ok + 6, "origin {} vs counted {}", o.total(), r.ok);
+    assert!((0.25..1.0).contains(&r.seconds), "{}", r.seconds);
+}
+
+#[test]
+fn the_catalogue_is_every_object_of_the_stream_once() {
+    let o = origin();
+    let mut c = config(o.local_addr(), 400);
+    run(&c).unwrap();
+    let streamed = o.counts();
+    o.reset();
+    let all = catalogue(50, 7, 64 << 10).unwrap();
+    assert_eq!(all.len(), 50);
+    assert!(all[49].target.starts_with("/obj/0?"), "most popular last");
+    c.workload = Workload::Replay(all);
+    c.requests = 50;
+    let r = run(&c).unwrap();
+    assert_eq!((r.ok, r.error_total), (50, 0));
+    let filled = o.counts();
+    assert_eq!(filled.len(), 50);
+    // The stream asked for the catalogue's objects, with the same sizes.
+    assert!(streamed.keys().all(|t| filled.contains_key(t)), "{streamed:?}");
+}
+
+#[test]
 fn replay_sends_the_log_in_order_and_cycles() {
     let o = origin();
     let log = replay::parse(
