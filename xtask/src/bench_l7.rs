@@ -21,7 +21,7 @@
 //! (goal 1.5x), dl7's p99 no worse than nginx's. A tier that answers errors fails the bench.
 //! Every process started is killed and the temp directory removed, also on errors and Ctrl-C.
 
-mod process;
+pub mod process;
 mod servers;
 mod wrk;
 
@@ -171,6 +171,7 @@ pub fn run(root: &Path, args: BenchL7Args) -> Result<()> {
         "--backends and --objects must be at least 1"
     );
     ensure!(args.connections >= 1, "--connections must be at least 1");
+    let _lock = cmd::bench_lock("bench l7")?;
     let mut tiers = args.tiers.clone();
     tiers.sort();
     tiers.dedup();

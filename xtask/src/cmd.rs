@@ -29,3 +29,28 @@ pub fn output(cmd: &mut Command) -> Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Where benchmarks take their lock.
+const BENCH_LOCK: &str = "/run/dl7-bench.lock";
+
+/// Holds an exclusive lock for a benchmark's whole run (released when the file is dropped), so
+/// that two benchmarks never share the CPUs and spoil each other's figures; a second one
+/// waits, saying so.
+pub fn bench_lock(what: &str) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(BENCH_LOCK)
+        .with_context(|| format!("opening {BENCH_LOCK}"))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        eprintln!("{what}: another benchmark holds {BENCH_LOCK}; waiting for it to finish");
+        // SAFETY: as above, blocking this time.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!("locking {BENCH_LOCK}: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(file)
+}

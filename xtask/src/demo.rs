@@ -75,6 +75,8 @@ pub fn run(root: &Path, args: DemoArgs) -> Result<()> {
         mode: args.mode,
         cpu_quota: None,
         cache_bytes: 1 << 30,
+        central: false,
+        sidecar_threads: None,
     };
     let status = testbed::up(root, &up)?;
     let result = demo(root, &args, &status);

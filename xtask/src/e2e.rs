@@ -62,6 +62,8 @@ fn up(root: &std::path::Path, scheme: &str) -> Result<Status> {
             mode: Mode::Native,
             cpu_quota: None,
             cache_bytes: 64 << 20,
+            central: false,
+            sidecar_threads: None,
         },
     )
 }

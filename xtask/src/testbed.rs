@@ -3,6 +3,7 @@
 //! ```text
 //!   client (10.214.0.10-13) ─┐
 //!   front  (10.214.0.2, VIP 10.214.0.100 answers ARP, XDP) ─┤
+//!   central (10.214.0.3:80, with --central) ─┤
 //!   origin (10.214.0.5:8000) ─┤── bridge (namespace <name>-br)
 //!   srv1..N (10.214.0.21.., VIP on lo) ─┘
 //! ```
@@ -12,7 +13,11 @@
 //! add` / `real add` (MACs from the neighbour table), each server with
 //! `deploy/real-server-setup.sh`, the sidecars with `deploy/sidecar.example.toml` and the
 //! front daemon with `deploy/dl7.toml`, each with the testbed's addresses filled in. With
-//! `--cpu-quota F` every sidecar runs in a cgroup limited to F CPUs.
+//! `--cpu-quota F` every sidecar runs in a cgroup limited to F CPUs. With `--central` the
+//! testbed also has the paper's conventional design beside dl7's: one `l7-sidecar serve
+//! --mode central` (at 10.214.0.3:80, namespace <name>-central, under the same quota) as the
+//! single L7 balancer in front of the same servers, whose sidecars serve what it sends them
+//! (it arrives marked as forwarded, so they never pass it on).
 //!
 //! What `up` created is recorded in /run/dl7-testbed/<name>/state.json; `down` removes every
 //! namespace, process, pin directory and cgroup of the testbed, also when the state file is
@@ -40,6 +45,7 @@ use crate::{
 /// The testbed's subnet, 10.214.0.0/24.
 const NET: [u8; 3] = [10, 214, 0];
 const FRONT_HOST: u8 = 2;
+const CENTRAL_HOST: u8 = 3;
 const ORIGIN_HOST: u8 = 5;
 const CLIENT_HOSTS: [u8; 4] = [10, 11, 12, 13];
 const FIRST_SERVER_HOST: u8 = 21;
@@ -55,6 +61,11 @@ const MAX_SERVERS: usize = 32;
 pub const DEFAULT_NAME: &str = "dl7tb";
 const PACKAGES: &[&str] = &["iproute2", "ethtool", "procps", "util-linux"];
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// The central balancer's role: its namespace, config, log and cgroup name.
+pub const CENTRAL_ROLE: &str = "central";
+/// Keys of the sidecar's example config that central mode refuses (it has no self, no peer
+/// side and never serves locally).
+const CENTRAL_UNUSED_KEYS: &[&str] = &["self", "peer-listen", "origin", "upstream"];
 
 #[derive(Subcommand)]
 pub enum TestbedCommand {
@@ -126,6 +137,12 @@ pub struct UpArgs {
     /// Embedded cache size of each sidecar, bytes.
     #[arg(long, default_value_t = 256 << 20)]
     pub cache_bytes: u64,
+    /// Also start a central L7 balancer (the conventional design) in front of the servers.
+    #[arg(long)]
+    pub central: bool,
+    /// Tokio worker threads of each sidecar [default: the sidecar's, one per CPU].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub sidecar_threads: Option<u16>,
 }
 
 /// What `status --json` prints, and what `up` records.
@@ -138,6 +155,9 @@ pub struct Status {
     pub front: FrontStatus,
     pub servers: Vec<ServerStatus>,
     pub origin: OriginStatus,
+    /// The conventional design's central L7 balancer (`up --central`).
+    #[serde(default)]
+    pub central: Option<CentralStatus>,
     pub scheme: String,
     pub mode: Mode,
     pub cpu_quota: Option<f64>,
@@ -162,6 +182,15 @@ pub struct ServerStatus {
     pub ns: String,
     pub addr: String,
     pub peer: String,
+    pub metrics: String,
+    pub pid: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CentralStatus {
+    pub ns: String,
+    /// Where clients send requests (the conventional design has no VIP of its own).
+    pub addr: String,
     pub metrics: String,
     pub pid: u32,
 }
@@ -215,6 +244,12 @@ fn print_status(status: &Status, json: bool) -> Result<()> {
         status.client_addrs.join(", ")
     );
     println!("  origin {} in {}", status.origin.addr, status.origin.ns);
+    if let Some(c) = &status.central {
+        println!(
+            "  central L7 balancer {} (namespace {}, metrics http://{}/metrics)",
+            c.addr, c.ns, c.metrics
+        );
+    }
     for s in &status.servers {
         println!(
             "  {} {} (namespace {}, peer {}, metrics http://{}/metrics)",
@@ -386,10 +421,18 @@ fn wait_listening(ns: &str, addr: SocketAddr, what: &str) -> Result<()> {
 
 /// A deploy/ TOML file with the given keys replaced (the rest kept as operators see it).
 fn fill_config(template: &Path, values: &[(&str, toml::Value)]) -> Result<String> {
+    edit_config(template, values, &[])
+}
+
+/// `fill_config`, also leaving out the keys in `remove`.
+fn edit_config(template: &Path, values: &[(&str, toml::Value)], remove: &[&str]) -> Result<String> {
     let text =
         fs::read_to_string(template).with_context(|| format!("reading {}", template.display()))?;
     let mut doc: toml::Table =
         toml::from_str(&text).with_context(|| format!("parsing {}", template.display()))?;
+    for key in remove {
+        doc.remove(*key);
+    }
     for (key, value) in values {
         doc.insert((*key).to_owned(), value.clone());
     }
@@ -474,22 +517,26 @@ fn bring_up(root: &Path, args: &UpArgs) -> Result<Status> {
     let template = root.join("deploy/sidecar.example.toml");
     let cgroups = args.cpu_quota.map(|q| cpu_cgroups(name, q)).transpose()?;
     let mut server_status = Vec::with_capacity(n);
+    let threads: Vec<(&str, toml::Value)> = args
+        .sidecar_threads
+        .map(|t| ("threads", i64::from(t).into()))
+        .into_iter()
+        .collect();
     for (role, ns, addr) in &servers {
         let metrics = SocketAddr::from((*addr, SIDECAR_METRICS_PORT));
         let peer = SocketAddr::from((*addr, PEER_PORT));
-        let config = fill_config(
-            &template,
-            &[
-                ("listen", format!("0.0.0.0:{VIP_PORT}").into()),
-                ("peer-listen", peer.to_string().into()),
-                ("self", role.clone().into()),
-                ("members", members.join(",").into()),
-                ("scheme", args.scheme.clone().into()),
-                ("origin", format!("http://{origin_addr}").into()),
-                ("metrics", metrics.to_string().into()),
-                ("cache-bytes", toml::Value::Integer(args.cache_bytes as i64)),
-            ],
-        )?;
+        let mut values = vec![
+            ("listen", format!("0.0.0.0:{VIP_PORT}").into()),
+            ("peer-listen", peer.to_string().into()),
+            ("self", role.clone().into()),
+            ("members", members.join(",").into()),
+            ("scheme", args.scheme.clone().into()),
+            ("origin", format!("http://{origin_addr}").into()),
+            ("metrics", metrics.to_string().into()),
+            ("cache-bytes", toml::Value::Integer(args.cache_bytes as i64)),
+        ];
+        values.extend(threads.iter().cloned());
+        let config = fill_config(&template, &values)?;
         let config_path = dir.join(format!("{role}.toml"));
         fs::write(&config_path, config)?;
         let pid = start_sidecar(ns, &sidecar, &dir, role)?;
@@ -508,6 +555,41 @@ fn bring_up(root: &Path, args: &UpArgs) -> Result<Status> {
     for (s, (_, ns, addr)) in server_status.iter().zip(&servers) {
         wait_listening(ns, SocketAddr::from((*addr, VIP_PORT)), &s.name)?;
     }
+    let central = if args.central {
+        eprintln!(
+            "testbed: starting the central L7 balancer ({})",
+            args.scheme
+        );
+        let addr = host(CENTRAL_HOST);
+        let ns = add_host(name, CENTRAL_ROLE, &[addr])?;
+        let listen = SocketAddr::from((addr, VIP_PORT));
+        let metrics = SocketAddr::from((addr, SIDECAR_METRICS_PORT));
+        // The servers' sidecars as its backends, by their peer addresses: what arrives
+        // there is served, never passed on.
+        let mut values = vec![
+            ("mode", "central".into()),
+            ("listen", listen.to_string().into()),
+            ("members", members.join(",").into()),
+            ("scheme", args.scheme.clone().into()),
+            ("metrics", metrics.to_string().into()),
+        ];
+        values.extend(threads.iter().cloned());
+        let config = edit_config(&template, &values, CENTRAL_UNUSED_KEYS)?;
+        fs::write(dir.join(format!("{CENTRAL_ROLE}.toml")), config)?;
+        let pid = start_sidecar(&ns, &sidecar, &dir, CENTRAL_ROLE)?;
+        if let Some(groups) = &cgroups {
+            groups.add(CENTRAL_ROLE, pid)?;
+        }
+        wait_listening(&ns, listen, "the central L7 balancer")?;
+        Some(CentralStatus {
+            ns,
+            addr: listen.to_string(),
+            metrics: metrics.to_string(),
+            pid,
+        })
+    } else {
+        None
+    };
 
     eprintln!("testbed: loading the front ({} mode)", args.mode.as_str());
     let pins = pin_dir(name);
@@ -567,6 +649,7 @@ fn bring_up(root: &Path, args: &UpArgs) -> Result<Status> {
             addr: origin_addr.to_string(),
             pid: origin_pid,
         },
+        central,
         scheme: args.scheme.clone(),
         mode: args.mode,
         cpu_quota: args.cpu_quota,
@@ -646,15 +729,87 @@ impl Status {
         unsafe { libc::kill(self.servers[i].pid as i32, signal) };
     }
 
-    /// Starts server `i`'s sidecar again (after it was stopped), with its config file, and
-    /// waits until it listens.
+    /// Starts server `i`'s sidecar again (after it was stopped), with its config file, back
+    /// in its cgroup, and waits until it listens.
     pub fn restart_sidecar(&mut self, i: usize) -> Result<()> {
         let s = &self.servers[i];
         let pid = start_sidecar(&s.ns, &self.sidecar, &self.run_dir, &s.name)?;
+        self.rejoin_cgroup(&s.name, pid)?;
         let addr: SocketAddr = SocketAddr::new(s.addr.parse()?, VIP_PORT);
         wait_listening(&s.ns, addr, &s.name)?;
         self.servers[i].pid = pid;
         self.save()
+    }
+
+    /// Switches every sidecar (and the central balancer) to `scheme` by restarting them,
+    /// which also empties their caches: each benchmark run starts cold. The front keeps its
+    /// flows and health state (a restart is far shorter than its health checks' fall time).
+    pub fn restart_all(&mut self, scheme: &str) -> Result<()> {
+        let mut roles: Vec<(String, String, u32, SocketAddr)> = Vec::new();
+        for s in &self.servers {
+            roles.push((
+                s.name.clone(),
+                s.ns.clone(),
+                s.pid,
+                SocketAddr::new(s.addr.parse()?, VIP_PORT),
+            ));
+        }
+        if let Some(c) = &self.central {
+            roles.push((
+                CENTRAL_ROLE.to_owned(),
+                c.ns.clone(),
+                c.pid,
+                c.addr.parse()?,
+            ));
+        }
+        for (role, _, pid, _) in &roles {
+            let path = self.run_dir.join(format!("{role}.toml"));
+            fs::write(&path, fill_config(&path, &[("scheme", scheme.into())])?)?;
+            stop(*pid);
+        }
+        for (i, (role, ns, _, listen)) in roles.iter().enumerate() {
+            let pid = start_sidecar(ns, &self.sidecar, &self.run_dir, role)?;
+            self.rejoin_cgroup(role, pid)?;
+            wait_listening(ns, *listen, role)?;
+            match self.servers.get_mut(i) {
+                Some(s) => s.pid = pid,
+                None => {
+                    if let Some(c) = self.central.as_mut() {
+                        c.pid = pid;
+                    }
+                }
+            }
+        }
+        self.scheme = scheme.to_owned();
+        self.save()
+    }
+
+    /// CPU periods and throttled periods so far of a role's cgroup (`srv1`, `central`), from
+    /// its cpu.stat; `None` without CPU quotas.
+    pub fn cpu_periods(&self, role: &str) -> Option<(u64, u64)> {
+        self.cpu_quota?;
+        let stat = cgroup_dirs(&self.name)
+            .into_iter()
+            .find_map(|d| fs::read_to_string(d.join(role).join("cpu.stat")).ok())?;
+        let field = |name: &str| {
+            stat.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+        };
+        Some((field("nr_periods ")?, field("nr_throttled ")?))
+    }
+
+    /// Puts a restarted process back in its role's cgroup when the testbed has CPU quotas.
+    fn rejoin_cgroup(&self, role: &str, pid: u32) -> Result<()> {
+        if self.cpu_quota.is_none() {
+            return Ok(());
+        }
+        let procs = cgroup_dirs(&self.name)
+            .into_iter()
+            .map(|d| d.join(role).join("cgroup.procs"))
+            .find(|p| p.exists())
+            .with_context(|| format!("the cgroup of {role} is gone"))?;
+        fs::write(&procs, pid.to_string())
+            .with_context(|| format!("moving {pid} into {}", procs.display()))
     }
 
     /// Stops the origin (SIGKILL: an origin that vanishes).
@@ -688,6 +843,34 @@ impl Status {
             self.signal_sidecar(i, libc::SIGHUP);
         }
         Ok(())
+    }
+}
+
+/// Kills `pid` (SIGKILL) and waits until it is gone: reaped when it is xtask's own child,
+/// else until /proc no longer lists it as running.
+fn stop(pid: u32) {
+    let pid = pid as i32;
+    // SAFETY: kill(2) and waitpid(2) on a pid the testbed recorded; waitpid fails with
+    // ECHILD, harmlessly, when an earlier xtask started it.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat)
+                if !stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z') =>
+            {
+                thread::sleep(Duration::from_millis(20))
+            }
+            _ => return,
+        }
     }
 }
 
