@@ -1,0 +1,613 @@
+//! `cargo xtask bench l4 [--json] [--quick]`: the L4 front's cost. dl7's XDP front against
+//! kernel NAT with nftables (`dnat to jhash ...` and `dnat to numgen ...`; IPVS is not in this
+//! kernel) and HAProxy `mode tcp`, one after another on the same namespace testbed (4
+//! servers with their sidecars, the origin, the clients) under the same workload: req/s, p50
+//! and p99 latency, and the CPU time the front node spends per request, softirq included.
+//!
+//! # Method
+//! All namespaces share one kernel and two CPUs, and the kernel has no per-namespace account
+//! of softirq time. So the front gets CPU 1 to itself and everything else runs on CPU 0
+//! (`placement` has the details):
+//! - every thread of every testbed process, the load generator and xtask: CPU 0;
+//! - the front's receive path: threaded NAPI on the front's `eth0`, its kthread on CPU 1 (a
+//!   veth has NAPI while an XDP program is attached or GRO is on: the NAT and HAProxy fronts
+//!   turn GRO on); HAProxy itself on CPU 1;
+//! - the switch's port to the front (`vfront`, which carries the testbed's `xdp_pass`):
+//!   threaded NAPI on CPU 0, so everything the front sends is handed to CPU 0 at once; for
+//!   the non-XDP fronts its TSO is turned off (an XDP program on the front turns it off
+//!   anyway): only then does the kernel deliver to the front through its NAPI rather than
+//!   through `netif_rx` on the sender's CPU, and the front gets wire-sized segments;
+//! - both NAPI kthreads run at SCHED_FIFO, as the softirq processing they replace would
+//!   preempt tasks: at normal priority the switch port's 256-frame ring overflows behind the
+//!   busy CPU 0 under the NAT and proxy fronts' reply bursts (200 ms retransmission stalls).
+//!   The price: the XDP front then works in smaller batches (about 10 us per request against
+//!   7 at normal priority in this testbed);
+//! - RPS on the other hosts' `eth0` (which have no NAPI) sends their receive work to CPU 0.
+//!
+//! The front's CPU time in a run is CPU 1's busy time (wall time minus idle, iowait and steal
+//! from /proc/stat; `cpu_time` says why not the tick-sampled busy fields) minus CPU 1's busy
+//! rate with no load just before (1 s, 3 s in a full run), divided by the requests answered.
+//! Two cross-checks ride along: the exact runtime of the front's own threads (NAPI kthread,
+//! HAProxy), which leaves out only the softirqs and interrupts CPU 1 takes while idle, and a
+//! sanity run with the load sent straight to one server (no front), during which CPU 1 should
+//! stay at its background. The machine is shared: when threads outside the bench that may use
+//! CPU 1, or the hypervisor (steal), take more than 5 % of a CPU, or CPU 1's busy time falls
+//! short of its threads' runtime (a stalled VM), the figures are not clean. The bench then
+//! waits for quiet before a run (30 s at most) and measures a disturbed run again (3 runs at
+//! most); a row that stays disturbed is marked so.
+//!
+//! Runs: one priming run through the XDP front fills the sidecars' caches (the workload has a
+//! fixed seed, so every run asks for the same objects in the same order, and the priming run
+//! is longer than any other); then for each front a check that the VIP answers through it, a
+//! warm-up run, the idle background, and the measured run (closed loop, the same connections
+//! and duration for every front). The servers' sidecars on CPU 0 limit req/s; the figure
+//! that matters is CPU per request. XDP forwards only the clients' packets (the servers
+//! answer the clients directly), NAT and HAProxy carry both directions: the packets per
+//! request column shows it. At these rates CPU 1 mostly waits, and each batch of packets
+//! costs a kthread wake-up: per-request figures include that, and grow as req/s falls.
+//!
+//! Targets (from the same run, reported and never enforced): the XDP front's CPU per request
+//! at most 0.2x nftables DNAT (jhash) and at most 0.05x HAProxy. A front that answers errors
+//! (more than 0.1 % of its requests failed) fails the bench. Results go to
+//! target/bench-l4/results.{json,txt}. The testbed (and with it HAProxy, the nftables table,
+//! the routes and every device setting) is removed at the end, also on errors and Ctrl-C.
+//!
+//! `--quick` (the smoke test of `cargo xtask test`): 2 s runs, at most 5 s of waiting for
+//! quiet and no second run, and the load from this xtask itself rather than a release build,
+//! so its figures are not for reading (a debug generator halves req/s and so raises the
+//! per-request costs).
+
+mod client;
+mod cpu_time;
+mod fronts;
+mod placement;
+mod report;
+
+use std::fs;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::Serialize;
+
+use crate::bench_l7::process::{self, CatchInterrupts};
+use crate::testbed::{self, Status};
+use crate::{build, cmd, setup};
+use client::{Client, LoadFigures, Workload};
+use cpu_time::{Interval, Reading};
+use fronts::{Front, KernelNat, Service};
+use placement::{FRONT_CPU, NapiThreads, OwnCpu, REST_CPU};
+use report::{Measurement, Report, Row, Sanity};
+
+/// Debian packages the bench drives (util-linux brings `taskset` and `nsenter`).
+const PACKAGES: &[&str] = &["nftables", "haproxy", "util-linux", "ethtool", "iproute2"];
+
+/// The bench's testbeds (never one an operator brought up).
+const NAME: &str = "dl7l4";
+const QUICK_NAME: &str = "dl7l4q";
+
+/// CPUs the bench reads: the load CPU and the front CPU.
+const CPUS: usize = 2;
+
+/// Each sidecar's cache: far more than the workload's objects, so that after the priming run
+/// every run is served from the caches.
+const CACHE_BYTES: u64 = 1 << 30;
+
+/// The workload's Zipf exponent and seed (the `load` defaults).
+const ALPHA: f64 = 0.8;
+const SEED: u64 = 1998;
+/// Per-request timeout of the load.
+const TIMEOUT_MS: u64 = 5_000;
+
+/// The share of requests that may fail before a front counts as broken.
+const MAX_FAILED_SHARE: f64 = 0.001;
+
+/// Options of `cargo xtask bench l4`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchL4Args {
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// A short run (smoke test, 2 s per front), not for figures.
+    #[arg(long)]
+    pub quick: bool,
+    /// Seconds of each measured run [default: 10, --quick 2].
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Seconds of the warm-up run before each measured run [default: 2, --quick 1].
+    #[arg(long)]
+    pub warmup: Option<f64>,
+    /// Keep-alive connections of the load.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Objects in the workload's catalogue.
+    #[arg(long, default_value_t = 5_000)]
+    pub objects: usize,
+    /// Largest object, bytes.
+    #[arg(long, default_value_t = 256 << 10)]
+    pub max_size: u64,
+    /// Real servers in the testbed.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub servers: u16,
+}
+
+/// Run lengths, from the flags.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Lengths {
+    duration_s: f64,
+    warmup_s: f64,
+    /// The priming run that fills the caches: longer than any later run, so that no later run
+    /// asks for an object the caches have not seen.
+    prime_s: f64,
+    /// How long CPU 1 is watched with no load before each measured run: /proc/stat counts
+    /// idle time in 10 ms units, so 3 s put the background rate within 0.3 %.
+    background_s: f64,
+    /// How long the bench waits for a quiet CPU 1 before a measured run, at most.
+    quiet_wait_s: f64,
+    /// Measured runs per front, at most: a disturbed run is measured again.
+    attempts: usize,
+}
+
+impl Lengths {
+    fn of(args: &BenchL4Args) -> Result<Self> {
+        let duration_s = args.duration.unwrap_or(if args.quick { 2.0 } else { 10.0 });
+        let warmup_s = args.warmup.unwrap_or(if args.quick { 1.0 } else { 2.0 });
+        ensure!(
+            duration_s.is_finite() && (0.5..=600.0).contains(&duration_s),
+            "--duration {duration_s} is not between 0.5 and 600 seconds"
+        );
+        ensure!(
+            warmup_s.is_finite() && (0.0..=600.0).contains(&warmup_s),
+            "--warmup {warmup_s} is not between 0 and 600 seconds"
+        );
+        Ok(Self {
+            duration_s,
+            warmup_s,
+            prime_s: duration_s + warmup_s,
+            background_s: if args.quick { 1.0 } else { 3.0 },
+            // A smoke test does not wait for figures that nobody reads.
+            quiet_wait_s: if args.quick { 5.0 } else { 30.0 },
+            attempts: if args.quick { 1 } else { 3 },
+        })
+    }
+}
+
+pub fn run(root: &Path, args: BenchL4Args) -> Result<()> {
+    let lengths = Lengths::of(&args)?;
+    ensure!(
+        args.concurrency >= 1 && args.objects >= 1 && args.max_size >= 1,
+        "--concurrency, --objects and --max-size must be at least 1"
+    );
+    let _lock = cmd::bench_lock("bench l4")?;
+    setup::ensure_debian_packages(PACKAGES)?;
+    Reading::take(CPUS, FRONT_CPU).context("the bench needs two CPUs (0 and 1)")?;
+    let name = if args.quick { QUICK_NAME } else { NAME };
+    let load_exe = load_generator(root, args.quick)?;
+
+    // Dropped in reverse: the testbed (inside `bench`), xtask's CPU, the signal handlers,
+    // then stdout comes back.
+    let json_stdout = if args.json {
+        Some(StdoutToStderr::redirect()?)
+    } else {
+        None
+    };
+    let signals = CatchInterrupts::install();
+    let own_cpu = OwnCpu::pin(REST_CPU)?;
+    let report = bench(root, name, &args, lengths, load_exe);
+    drop(own_cpu);
+    drop(signals);
+    drop(json_stdout);
+    let report = report?;
+
+    let text = report::table(&report);
+    let dir = root.join("target/bench-l4");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    fs::write(dir.join("results.txt"), &text)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{text}");
+        println!("(saved in {})", dir.display());
+    }
+    Ok(())
+}
+
+/// `cargo xtask bench l4 --quick` (for `cargo xtask test`), with the flags' defaults.
+pub fn run_quick(root: &Path) -> Result<()> {
+    run(root, quick_args()?)
+}
+
+fn quick_args() -> Result<BenchL4Args> {
+    use clap::{Args, FromArgMatches};
+    let matches = BenchL4Args::augment_args(clap::Command::new("l4"))
+        .try_get_matches_from(["l4", "--quick"])?;
+    Ok(BenchL4Args::from_arg_matches(&matches)?)
+}
+
+/// The load generator: xtask's `load` built in release mode (a debug build takes CPU 0 from
+/// the servers); the smoke test runs this xtask's own, whatever its profile, so that `cargo
+/// xtask test` does not build xtask twice.
+fn load_generator(root: &Path, quick: bool) -> Result<PathBuf> {
+    if quick {
+        return std::env::current_exe().context("finding xtask's own executable");
+    }
+    eprintln!("bench l4: building the load generator (xtask, release)");
+    build::release_binary(root, "xtask", "xtask")
+}
+
+/// The testbed, taken down when dropped.
+struct Testbed {
+    status: Status,
+}
+
+impl Testbed {
+    fn up(root: &Path, name: &str, servers: u16) -> Result<Self> {
+        use clap::{Args, FromArgMatches};
+        // Parsed like `testbed up`'s flags, so every option the bench does not set keeps its
+        // default.
+        let servers = servers.to_string();
+        let cache = CACHE_BYTES.to_string();
+        let argv = [
+            "up",
+            "--name",
+            name,
+            "--servers",
+            &servers,
+            "--cache-bytes",
+            &cache,
+            "--mode",
+            "native",
+        ];
+        let matches = testbed::UpArgs::augment_args(clap::Command::new("up"))
+            .try_get_matches_from(argv)
+            .context("the bench's testbed flags")?;
+        let up = testbed::UpArgs::from_arg_matches(&matches)?;
+        eprintln!("bench l4: bringing testbed {name} up");
+        Ok(Self {
+            status: testbed::up(root, &up)?,
+        })
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        if let Err(e) = testbed::down(&self.status.name) {
+            eprintln!("bench l4: taking testbed {} down: {e:#}", self.status.name);
+        }
+    }
+}
+
+/// Brings the testbed up, measures every front, takes the testbed down.
+fn bench(
+    root: &Path,
+    name: &str,
+    args: &BenchL4Args,
+    lengths: Lengths,
+    load_exe: PathBuf,
+) -> Result<Report> {
+    // Taken before anything is made threaded: NAPI kthreads that exist now are not ours.
+    let napi = NapiThreads::before_changes();
+    let testbed = Testbed::up(root, name, args.servers)?;
+    process::check_interrupted()?;
+    let status = &testbed.status;
+    let client = Client {
+        exe: load_exe,
+        ns: status.client_ns.clone(),
+        source_addrs: status.client_addrs.clone(),
+        cpu: REST_CPU,
+        workload: Workload {
+            objects: args.objects,
+            alpha: ALPHA,
+            seed: SEED,
+            max_size: args.max_size,
+            concurrency: args.concurrency,
+            timeout_ms: TIMEOUT_MS,
+        },
+    };
+    let bench = Bench {
+        status,
+        service: Service::of(status)?,
+        client,
+        lengths,
+        napi,
+        switch_ns: format!("{}-br", status.name),
+    };
+    let (sanity, rows) = bench.all_fronts()?;
+    let targets = report::targets(&rows);
+    Ok(Report {
+        servers: args.servers,
+        workload: bench.client.workload.clone(),
+        client_addrs: status.client_addrs.len(),
+        lengths,
+        front_cpu: FRONT_CPU,
+        load_cpu: REST_CPU,
+        sanity,
+        rows,
+        targets,
+    })
+}
+
+/// What every step of the bench works with.
+struct Bench<'a> {
+    status: &'a Status,
+    service: Service,
+    client: Client,
+    lengths: Lengths,
+    napi: NapiThreads,
+    /// The bridge's namespace (the testbed names it `<name>-br`).
+    switch_ns: String,
+}
+
+impl Bench<'_> {
+    /// The CPU placement, the priming run, the sanity run, then each front in turn.
+    fn all_fronts(&self) -> Result<(Sanity, Vec<Row>)> {
+        let xdp_threads = self.place()?;
+        fronts::check_through_vip(self.status, &self.service, Front::Xdp)?;
+        eprintln!(
+            "bench l4: priming the caches through the VIP ({} s)",
+            self.lengths.prime_s
+        );
+        let vip = SocketAddr::V4(self.service.vip);
+        self.load(vip, self.lengths.prime_s, "priming")?;
+        let sanity = self.sanity()?;
+
+        let mut rows = vec![self.front(Front::Xdp, &xdp_threads)?];
+        let napi_threads = self.leave_xdp()?;
+        let nat = KernelNat::set_up(self.status, &self.service)?;
+        for front in [Front::NftJhash, Front::NftNumgen] {
+            nat.load(front)?;
+            rows.push(self.front(front, &napi_threads)?);
+        }
+        nat.remove()?;
+        let haproxy = fronts::start_haproxy(self.status, &self.service, FRONT_CPU)?;
+        let mut front_pids = napi_threads;
+        front_pids.extend(haproxy.pids());
+        rows.push(self.front(Front::HaproxyTcp, &front_pids)?);
+        drop(haproxy);
+
+        let xdp = rows
+            .iter()
+            .find(|r| r.front == Front::Xdp)
+            .and_then(|r| r.front_cpu_us_per_req);
+        for row in &mut rows {
+            row.x_xdp = match (row.front_cpu_us_per_req, xdp) {
+                (Some(us), Some(x)) if x > 0.0 => Some(us / x),
+                _ => None,
+            };
+        }
+        Ok((sanity, rows))
+    }
+
+    /// Puts the testbed's processes and the other hosts' receive work on CPU 0, the switch
+    /// port's NAPI kthread too, and the front's on CPU 1; returns the front's kthreads.
+    fn place(&self) -> Result<Vec<i32>> {
+        let status = self.status;
+        let pinned = placement::pin_testbed(&status.name, REST_CPU)?;
+        eprintln!("bench l4: {pinned} testbed threads pinned to CPU {REST_CPU}");
+        let hosts = [&status.client_ns, &status.origin.ns]
+            .into_iter()
+            .chain(status.servers.iter().map(|s| &s.ns));
+        for ns in hosts {
+            placement::steer_receive(ns, REST_CPU)?;
+        }
+        self.napi
+            .thread_and_pin(&self.switch_ns, "vfront", REST_CPU)?;
+        self.napi
+            .thread_and_pin(&status.front.ns, "eth0", FRONT_CPU)
+    }
+
+    /// The load straight to the first server: CPU 1 should stay at its background.
+    fn sanity(&self) -> Result<Sanity> {
+        let (name, addr) = self
+            .service
+            .reals
+            .first()
+            .context("the testbed has no servers")?;
+        let direct = SocketAddr::from((*addr, self.service.vip.port()));
+        eprintln!("bench l4: sanity run straight to {name} {direct}");
+        let m = self.measure("direct", direct, &[])?;
+        Ok(Sanity {
+            target: format!("{name} {direct}"),
+            req_per_s: m.load.req_per_s,
+            cpu1_busy: m.run.busy_share(FRONT_CPU),
+            cpu1_background: m.background.busy_share(FRONT_CPU),
+            cpu1_us_per_req: cpu_time::per_request_us(m.front_cpu_s(), m.load.ok),
+            measurement: m,
+        })
+    }
+
+    /// Removes the XDP front and readies the front's NAPI for the kernel's own path: GRO
+    /// keeps it once XDP is gone, and without TSO on the switch port the kernel delivers to
+    /// the front through it. Returns the front's (new) NAPI kthreads.
+    fn leave_xdp(&self) -> Result<Vec<i32>> {
+        let status = self.status;
+        placement::set_offload(&status.front.ns, "eth0", "gro", true)?;
+        status
+            .l4_ctl(&["unload"])
+            .context("unloading the XDP front")?;
+        placement::set_offload(&self.switch_ns, "vfront", "tso", false)?;
+        self.napi
+            .thread_and_pin(&self.switch_ns, "vfront", REST_CPU)?;
+        self.napi
+            .thread_and_pin(&status.front.ns, "eth0", FRONT_CPU)
+    }
+
+    /// Checks `front` through the VIP, then measures it; `front_pids` are its kthreads and
+    /// processes.
+    fn front(&self, front: Front, front_pids: &[i32]) -> Result<Row> {
+        process::check_interrupted()?;
+        fronts::check_through_vip(self.status, &self.service, front)?;
+        eprintln!("bench l4: {}", front.name());
+        let m = self
+            .measure(front.name(), SocketAddr::V4(self.service.vip), front_pids)
+            .with_context(|| front.name().to_owned())?;
+        Ok(Row::new(front, m))
+    }
+
+    /// A warm-up run, the idle background, then the measured run against `target`.
+    /// A measured run that other threads did not disturb, if one of `lengths.attempts` is.
+    fn measure(&self, what: &str, target: SocketAddr, front_pids: &[i32]) -> Result<Measurement> {
+        if self.lengths.warmup_s > 0.0 {
+            self.load(target, self.lengths.warmup_s, &format!("{what} warm-up"))?;
+        }
+        let mut attempt = 1;
+        loop {
+            let background = self.quiet_background(what, front_pids)?;
+            let before = Reading::take(CPUS, FRONT_CPU)?;
+            let rx_before = fronts::front_rx_packets(self.status)?;
+            let load = self.load(target, self.lengths.duration_s, what)?;
+            let after = Reading::take(CPUS, FRONT_CPU)?;
+            let rx_after = fronts::front_rx_packets(self.status)?;
+            let m = Measurement {
+                load,
+                run: Interval::between(&before, &after, front_pids),
+                background,
+                rx_packets: rx_after.saturating_sub(rx_before),
+                attempt,
+            };
+            let Some(why) = m.run.disturbance(FRONT_CPU) else {
+                return Ok(m);
+            };
+            if attempt >= self.lengths.attempts {
+                return Ok(m);
+            }
+            eprintln!("bench l4: {what}: {why} during the run; measuring again");
+            attempt += 1;
+        }
+    }
+
+    /// CPU 1 with no load for `lengths.background_s`, looked at again (for at most
+    /// `lengths.quiet_wait_s`) while something outside the bench takes CPU time, so that the
+    /// measured run starts on a quiet machine when it can.
+    fn quiet_background(&self, what: &str, front_pids: &[i32]) -> Result<Interval> {
+        let deadline = Instant::now() + Duration::from_secs_f64(self.lengths.quiet_wait_s);
+        let mut said = false;
+        loop {
+            let start = Reading::take(CPUS, FRONT_CPU)?;
+            process::sleep(Duration::from_secs_f64(self.lengths.background_s))?;
+            let end = Reading::take(CPUS, FRONT_CPU)?;
+            let background = Interval::between(&start, &end, front_pids);
+            let Some(why) = background.disturbance(FRONT_CPU) else {
+                return Ok(background);
+            };
+            if Instant::now() >= deadline {
+                return Ok(background);
+            }
+            if !said {
+                eprintln!(
+                    "bench l4: {what}: {why} with no load; waiting up to {} s for quiet",
+                    self.lengths.quiet_wait_s
+                );
+                said = true;
+            }
+        }
+    }
+
+    /// One run of the workload; an error if too many requests failed.
+    fn load(&self, target: SocketAddr, seconds: f64, what: &str) -> Result<LoadFigures> {
+        process::check_interrupted()?;
+        let load = self.client.run(target, seconds);
+        // A Ctrl-C stops the generator too: say so rather than report its failure.
+        process::check_interrupted()?;
+        let load = load?;
+        check_failures(&load).with_context(|| format!("{what} against {target}"))?;
+        Ok(load)
+    }
+}
+
+/// An error when no request succeeded or more than `MAX_FAILED_SHARE` failed.
+fn check_failures(load: &LoadFigures) -> Result<()> {
+    if load.ok == 0 {
+        bail!("no request succeeded ({} sent)", load.requests);
+    }
+    if load.error_total as f64 > MAX_FAILED_SHARE * load.requests as f64 {
+        bail!(
+            "{} of {} requests failed (more than {} %)",
+            load.error_total,
+            load.requests,
+            MAX_FAILED_SHARE * 100.0
+        );
+    }
+    Ok(())
+}
+
+/// While alive, whatever xtask and its children write to stdout goes to stderr (the testbed
+/// and `l4-ctl` report on stdout), so that `--json` leaves stdout to the one JSON object.
+struct StdoutToStderr {
+    saved: OwnedFd,
+}
+
+impl StdoutToStderr {
+    fn redirect() -> Result<Self> {
+        std::io::stdout().flush()?;
+        // SAFETY: dup of our own stdout; the new descriptor is owned below.
+        let saved = unsafe { libc::dup(libc::STDOUT_FILENO) };
+        ensure!(
+            saved >= 0,
+            "dup(stdout): {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: `saved` is a fresh descriptor nothing else owns.
+        let saved = unsafe { OwnedFd::from_raw_fd(saved) };
+        // SAFETY: dup2 between descriptors of this process.
+        if unsafe { libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) } < 0 {
+            bail!("dup2(stderr, stdout): {}", std::io::Error::last_os_error());
+        }
+        Ok(Self { saved })
+    }
+}
+
+impl Drop for StdoutToStderr {
+    fn drop(&mut self) {
+        let _ = std::io::stdout().flush();
+        // SAFETY: puts the saved stdout back on descriptor 1.
+        unsafe { libc::dup2(self.saved.as_raw_fd(), libc::STDOUT_FILENO) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client::LoadFigures;
+    use super::{Lengths, check_failures, quick_args};
+
+    #[test]
+    fn failures_above_a_tenth_of_a_percent_fail_the_front() {
+        assert!(check_failures(&LoadFigures::example(10_000, 0)).is_ok());
+        assert!(check_failures(&LoadFigures::example(10_000, 10)).is_ok());
+        assert!(check_failures(&LoadFigures::example(10_000, 11)).is_err());
+        assert!(check_failures(&LoadFigures::example(0, 0)).is_err());
+    }
+
+    #[test]
+    fn quick_args_keep_the_defaults() {
+        let a = quick_args().unwrap();
+        assert!(a.quick && !a.json);
+        assert_eq!(
+            (a.concurrency, a.objects, a.max_size, a.servers),
+            (32, 5000, 256 << 10, 4)
+        );
+        let l = Lengths::of(&a).unwrap();
+        assert_eq!(
+            (
+                l.duration_s,
+                l.warmup_s,
+                l.prime_s,
+                l.background_s,
+                l.attempts
+            ),
+            (2.0, 1.0, 3.0, 1.0, 1)
+        );
+        let mut bad = a.clone();
+        bad.duration = Some(0.0);
+        assert!(Lengths::of(&bad).is_err());
+        bad.duration = Some(f64::NAN);
+        assert!(Lengths::of(&bad).is_err());
+    }
+}

@@ -1,0 +1,104 @@
+//! The load: `xtask load` (the SURGE-like closed-loop generator of `crate::load`) started in
+//! the client namespace, pinned to the load CPU with `taskset`, from every client address;
+//! its JSON report read back.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::cmd;
+
+/// What every run of the bench sends: the same workload, seed and connections for every
+/// front.
+#[derive(Debug, Clone, Serialize)]
+pub struct Workload {
+    pub objects: usize,
+    pub alpha: f64,
+    pub seed: u64,
+    pub max_size: u64,
+    pub concurrency: usize,
+    pub timeout_ms: u64,
+}
+
+/// Where and how the generator runs.
+pub struct Client {
+    /// The xtask executable that provides `load`.
+    pub exe: PathBuf,
+    pub ns: String,
+    pub source_addrs: Vec<String>,
+    pub cpu: usize,
+    pub workload: Workload,
+}
+
+/// The figures of a run the bench uses: the fields of `load::LoadReport` it reads from the
+/// generator's JSON.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct LoadFigures {
+    pub requests: u64,
+    pub ok: u64,
+    pub error_total: u64,
+    pub seconds: f64,
+    pub req_per_s: f64,
+    pub mbit_per_s: f64,
+    pub latency_us: Percentiles,
+}
+
+/// The latency percentiles the bench reports (`load::Latency` has more), microseconds.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p99: u64,
+}
+
+#[cfg(test)]
+impl LoadFigures {
+    /// A 6 s run with `ok` answers and `failed` failures, p50 2.5 ms, p99 6 ms (for tests).
+    pub fn example(ok: u64, failed: u64) -> Self {
+        Self {
+            requests: ok + failed,
+            ok,
+            error_total: failed,
+            seconds: 6.0,
+            req_per_s: ok as f64 / 6.0,
+            mbit_per_s: 100.0,
+            latency_us: Percentiles {
+                p50: 2_500,
+                p99: 6_000,
+            },
+        }
+    }
+}
+
+/// So many requests that only the duration ends a run.
+const UNBOUNDED_REQUESTS: u64 = 1 << 40;
+
+impl Client {
+    /// Runs the workload against `target` for `seconds` (closed loop) and returns its report.
+    /// The run is bounded by the generator itself: `seconds` plus one request timeout.
+    pub fn run(&self, target: SocketAddr, seconds: f64) -> Result<LoadFigures> {
+        let w = &self.workload;
+        let mut command = Command::new("taskset");
+        command
+            .args(["-c", &self.cpu.to_string(), "nsenter"])
+            .arg(format!("--net=/run/netns/{}", self.ns))
+            .arg(&self.exe)
+            .args(["load", "--target", &format!("http://{target}")])
+            .args(["--objects", &w.objects.to_string()])
+            .args(["--alpha", &w.alpha.to_string()])
+            .args(["--seed", &w.seed.to_string()])
+            .args(["--max-size", &w.max_size.to_string()])
+            .args(["--concurrency", &w.concurrency.to_string()])
+            .args(["--timeout-ms", &w.timeout_ms.to_string()])
+            .args(["--requests", &UNBOUNDED_REQUESTS.to_string()])
+            .args(["--duration", &seconds.to_string()])
+            .args(["--source-addrs", &self.source_addrs.join(",")])
+            .args(["--json", "--quiet"]);
+        let out = cmd::output(&mut command)
+            .with_context(|| format!("the load generator against {target}"))?;
+        serde_json::from_str(&out)
+            .with_context(|| format!("reading the load generator's report: {}", out.trim()))
+    }
+}
