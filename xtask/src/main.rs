@@ -3,7 +3,9 @@
 //! machine needs nothing done by hand.
 
 mod bench_hashing;
+mod bench_l4;
 mod bench_l7;
+mod bench_paper;
 mod build;
 mod cmd;
 mod demo;
@@ -86,6 +88,12 @@ enum Bench {
     Hashing(bench_hashing::BenchHashingArgs),
     /// dl7's sidecar as the L7 hashing tier against nginx and HAProxy under the same load.
     L7(bench_l7::BenchL7Args),
+    /// The paper's experiment: the distributed design (XDP front + N sidecars) against the
+    /// conventional one (one central L7 balancer) for N servers and every scheme.
+    Paper(bench_paper::BenchPaperArgs),
+    /// The L4 front: dl7's XDP against nftables DNAT and HAProxy `mode tcp`, front CPU per
+    /// request.
+    L4(bench_l4::BenchL4Args),
 }
 
 fn workspace_root() -> PathBuf {
@@ -137,6 +145,8 @@ fn run(task: Task) -> Result<()> {
             }
             Bench::Hashing(args) => bench_hashing::run(args),
             Bench::L7(args) => bench_l7::run(&root, args),
+            Bench::Paper(args) => bench_paper::run(&root, args),
+            Bench::L4(args) => bench_l4::run(&root, args),
         },
         Task::Load(args) => load::run_cli(args),
         Task::Origin(args) => origin::run(args),

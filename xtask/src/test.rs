@@ -7,7 +7,7 @@ use std::{path::Path, process::Command};
 
 use anyhow::{Context, Result};
 
-use crate::{bench_l7, cmd::run, ebpf, setup};
+use crate::{bench_l4, bench_l7, bench_paper, cmd::run, ebpf, setup};
 
 /// Debian packages the tests drive: nginx (hashing comparison), iproute2 and ethtool
 /// (namespaces, veths, offloads), procps (sysctl inside namespaces), curl (HTTP clients),
@@ -29,6 +29,8 @@ pub fn run_all(root: &Path) -> Result<()> {
     run(cargo(root).args(["bench", "-p", "l4-ctl", "--bench", "xdp", "--", "--quick"]))
         .context("the quick XDP benchmark failed")?;
     bench_l7::run_quick(root).context("the quick L7 benchmark failed")?;
+    bench_paper::run_quick(root).context("the quick paper benchmark failed")?;
+    bench_l4::run_quick(root).context("the quick L4 benchmark failed")?;
     Ok(())
 }
 

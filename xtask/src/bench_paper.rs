@@ -1,0 +1,829 @@
+//! `cargo xtask bench paper`: the experiment of "A Distributed Layer 7 Server Load Balancing"
+//! (Kwon, Kwak, Chung) on dl7's own stack, in the paper's shape.
+//!
+//! - Conventional design: one `l7-sidecar serve --mode central` (the testbed's `--central`) as
+//!   the single L7 balancer in front of N servers; clients send to it.
+//! - Distributed design: the XDP front spreads the clients' connections over the N servers'
+//!   sidecars, which serve what they own and forward the rest to its owner.
+//!
+//! Both run on one testbed per N (N in `--servers`), with the same servers: every sidecar and
+//! the central balancer run in a cgroup with the same CPU quota (`--quota`, 0.05 CPU: the
+//! tier, not the machine, is what saturates, and 16 servers fit on 2 cores next to the load)
+//! and one tokio thread. An N is skipped when its servers' quotas and one CPU for the load
+//! generator do not fit the machine's CPUs (16 servers at 0.1 CPU on 2 cores, say). The
+//! share of the machine's CPU time that was busy is reported per run: near 100 % means the
+//! load side, not the tier under test, set the pace.
+//!
+//! For every scheme every sidecar (and the central balancer) is restarted with the scheme, so
+//! each run starts with empty caches. Every object of the catalogue is requested once, least
+//! popular first (`load::catalogue`), so that no compulsory miss is left and runs of different
+//! lengths see the same hit ratio for the same cache state; then the SURGE-like workload
+//! (`crate::workload`, fixed seed, Zipf popularity, heavy-tailed sizes capped at
+//! `--max-size`) runs closed loop from the testbed's four client addresses with
+//! `--concurrency` keep-alive connections: `--warmup` seconds not counted, then `--duration`
+//! measured seconds that continue the same request stream. Each server's cache
+//! (`--cache-bytes`) holds a fraction of the catalogue, as in a cache cluster: schemes with
+//! content affinity add the servers' caches up, round robin does not.
+//!
+//! Figures per design, scheme and N: req/s and Mbit/s (the load generator's), p99 latency,
+//! failed requests, the hit ratio of the measured run (the servers' cache counters), the bytes
+//! and objects the caches hold at the end, the origin's fetches, and the share of CPU periods
+//! in which the servers and the central balancer used up their quota (throttled: near 100 %
+//! means that tier limited the throughput). Then the improvement of distributed over
+//! conventional in %, and the targets' ratios (reported, never enforced): distributed with 8
+//! servers >= 6x its 1-server req/s for carp or maglev, conventional with 8 servers <= 2x its
+//! 1-server req/s, distributed >= 3x conventional at 8 servers. A run with failed requests
+//! fails the bench.
+//!
+//! Results go to `target/bench-results/paper/` (or `--out`): results.json, table.txt and
+//! req_per_s_conventional.png / req_per_s_distributed.png (req/s against the number of
+//! servers, one line per scheme, like the paper's figures). `--quick` (1 and 2 servers, carp,
+//! short runs) is the smoke test of `cargo xtask test`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use serde::Serialize;
+
+use crate::{
+    bench_l7::process::{CatchInterrupts, CpuTimes, check_interrupted},
+    cmd,
+    load::{self, LoadConfig, LoadReport, Workload},
+    origin, plot,
+    testbed::{self, CENTRAL_ROLE, Mode, NameArg, Status, UpArgs},
+};
+
+/// The testbeds' names (one at a time).
+const NAME: &str = "dl7paper";
+const QUICK_NAME: &str = "dl7pq";
+
+/// CPUs left to the load generator, the origin and the kernel's networking when deciding
+/// which N fit the machine.
+const LOAD_CPUS: f64 = 1.0;
+
+/// The share of requests that may fail before a run counts as broken.
+const MAX_FAILED: f64 = 0.001;
+
+/// Where the targets are read: the N they compare with N = 1, and the schemes they name.
+const TARGET_N: usize = 8;
+const TARGET_SCHEMES: [&str; 2] = ["carp", "maglev"];
+const DISTRIBUTED_SCALING: f64 = 6.0;
+const CONVENTIONAL_SCALING: f64 = 2.0;
+const DISTRIBUTED_OVER_CONVENTIONAL: f64 = 3.0;
+
+const DEFAULT_OBJECTS: usize = 4000;
+
+/// Options of `cargo xtask bench paper`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchPaperArgs {
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// A short run (smoke test: 1 and 2 servers, carp, 2 s runs, 1,000 objects), not for
+    /// figures.
+    #[arg(long)]
+    pub quick: bool,
+    /// Numbers of servers [default: 1,2,4,8,16; --quick 1,2].
+    #[arg(long, value_delimiter = ',')]
+    pub servers: Vec<u16>,
+    /// Schemes [default: rr,md5,mit-ch,carp,mod-ch,ht-rr,maglev,bounded; --quick carp].
+    #[arg(long, value_delimiter = ',')]
+    pub schemes: Vec<String>,
+    /// CPUs of each server's sidecar and of the central balancer (a cgroup quota).
+    #[arg(long, default_value_t = 0.05)]
+    pub quota: f64,
+    /// Seconds of warm-up (after the catalogue is requested once) before each measured run
+    /// [default: 1].
+    #[arg(long)]
+    pub warmup: Option<f64>,
+    /// Seconds of each measured run [default: 5, --quick 2].
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Keep-alive client connections (closed loop) [default: 256, --quick 32].
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Objects in the workload's catalogue [--quick: 1000].
+    #[arg(long, default_value_t = DEFAULT_OBJECTS)]
+    pub objects: usize,
+    /// Seed of the workload.
+    #[arg(long, default_value_t = 1998)]
+    pub seed: u64,
+    /// Largest object, bytes (larger draws are capped).
+    #[arg(long, default_value_t = 256 << 10)]
+    pub max_size: u64,
+    /// Cache of each server, bytes.
+    #[arg(long, default_value_t = 32 << 20)]
+    pub cache_bytes: u64,
+    /// Where results go [default: target/bench-results/paper, --quick .../paper-quick].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// The two designs of the paper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Design {
+    Conventional,
+    Distributed,
+}
+
+impl Design {
+    fn name(self) -> &'static str {
+        match self {
+            Design::Conventional => "conventional",
+            Design::Distributed => "distributed",
+        }
+    }
+}
+
+/// One measured run.
+#[derive(Clone, Debug, Serialize)]
+struct Run {
+    design: Design,
+    scheme: String,
+    servers: usize,
+    req_per_s: f64,
+    mbit_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    requests: u64,
+    failed: u64,
+    /// Cache hits over hits and misses of the measured run, over all servers.
+    hit_ratio: f64,
+    /// What the servers' caches hold at the end.
+    stored_bytes: f64,
+    stored_objects: f64,
+    /// The origin's requests over the whole run (warm-up included), and how many distinct
+    /// URLs they were for.
+    origin_fetches: u64,
+    origin_urls: usize,
+    /// Shares of the measured run's CPU periods in which the servers (mean) and the central
+    /// balancer used up their quota.
+    servers_throttled: f64,
+    central_throttled: Option<f64>,
+    /// Busy share of all the machine's CPUs during the measured run.
+    machine_busy: f64,
+}
+
+/// The whole result (`--json`, results.json).
+#[derive(Debug, Serialize)]
+struct Report {
+    quota_cpus: f64,
+    warmup_s: f64,
+    duration_s: f64,
+    concurrency: usize,
+    objects: usize,
+    seed: u64,
+    max_size: u64,
+    cache_bytes: u64,
+    skipped: Vec<String>,
+    runs: Vec<Run>,
+    targets: Vec<Target>,
+}
+
+#[derive(Debug, Serialize)]
+struct Target {
+    what: String,
+    ratio: Option<f64>,
+    met: Option<bool>,
+}
+
+/// What the bench measures with, once the defaults are filled in.
+struct Plan {
+    servers: Vec<usize>,
+    skipped: Vec<String>,
+    schemes: Vec<String>,
+    warmup: f64,
+    duration: f64,
+    concurrency: usize,
+    objects: usize,
+    out: PathBuf,
+    name: &'static str,
+}
+
+pub fn run(root: &Path, args: BenchPaperArgs) -> Result<()> {
+    let plan = plan(&args, online_cpus())?;
+    let _lock = cmd::bench_lock("bench paper")?;
+    let _interrupts = CatchInterrupts::install();
+    fs::create_dir_all(&plan.out).with_context(|| format!("creating {}", plan.out.display()))?;
+    let mut runs = Vec::new();
+    for &n in &plan.servers {
+        let up = UpArgs {
+            name: NameArg {
+                name: plan.name.to_owned(),
+            },
+            servers: n as u16,
+            scheme: plan.schemes[0].clone(),
+            mode: Mode::Native,
+            cpu_quota: Some(args.quota),
+            cache_bytes: args.cache_bytes,
+            central: true,
+            sidecar_threads: Some(1),
+        };
+        let mut status = testbed::up(root, &up)?;
+        let result = measure_n(&mut status, &args, &plan, &mut runs);
+        testbed::down(plan.name)?;
+        result?;
+    }
+    let report = Report {
+        quota_cpus: args.quota,
+        warmup_s: plan.warmup,
+        duration_s: plan.duration,
+        concurrency: plan.concurrency,
+        objects: plan.objects,
+        seed: args.seed,
+        max_size: args.max_size,
+        cache_bytes: args.cache_bytes,
+        skipped: plan.skipped.clone(),
+        targets: targets(&runs),
+        runs,
+    };
+    let table = table(&report);
+    fs::write(
+        plan.out.join("results.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    fs::write(plan.out.join("table.txt"), &table)?;
+    let charts = charts(&report, &plan.out)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{table}");
+        for c in charts {
+            println!("chart: {}", c.display());
+        }
+        println!("results: {}", plan.out.join("results.json").display());
+    }
+    let broken: Vec<String> = report
+        .runs
+        .iter()
+        .filter(|r| r.failed as f64 > MAX_FAILED * r.requests.max(1) as f64 || r.req_per_s <= 0.0)
+        .map(|r| format!("{} {} N={}", r.design.name(), r.scheme, r.servers))
+        .collect();
+    ensure!(
+        broken.is_empty(),
+        "runs with failed requests or none answered: {}",
+        broken.join(", ")
+    );
+    Ok(())
+}
+
+/// The quick smoke run of `cargo xtask test`.
+pub fn run_quick(root: &Path) -> Result<()> {
+    use clap::{Args, FromArgMatches};
+    let matches = BenchPaperArgs::augment_args(clap::Command::new("paper"))
+        .try_get_matches_from(["paper", "--quick"])?;
+    run(root, BenchPaperArgs::from_arg_matches(&matches)?)
+}
+
+fn online_cpus() -> f64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
+}
+
+/// Fills in the defaults and checks the options; `cpus` decides which N fit.
+fn plan(args: &BenchPaperArgs, cpus: f64) -> Result<Plan> {
+    ensure!(
+        (0.01..=4.0).contains(&args.quota),
+        "--quota {} is not between 0.01 and 4 CPUs",
+        args.quota
+    );
+    let mut servers: Vec<usize> = if args.servers.is_empty() {
+        if args.quick {
+            vec![1, 2]
+        } else {
+            vec![1, 2, 4, 8, 16]
+        }
+    } else {
+        args.servers.iter().map(|&n| usize::from(n)).collect()
+    };
+    servers.sort_unstable();
+    servers.dedup();
+    ensure!(
+        servers.iter().all(|&n| (1..=32).contains(&n)),
+        "--servers takes numbers from 1 to 32"
+    );
+    let mut skipped = Vec::new();
+    servers.retain(|&n| {
+        let need = n as f64 * args.quota + LOAD_CPUS;
+        let fits = need <= cpus + 1e-9;
+        if !fits {
+            skipped.push(format!(
+                "N={n}: {n} x {:.2} CPU + {LOAD_CPUS} CPU for the load = {need:.2} > {cpus} CPUs",
+                args.quota
+            ));
+        }
+        fits
+    });
+    ensure!(
+        !servers.is_empty(),
+        "no number of servers fits: {}",
+        skipped.join("; ")
+    );
+    let schemes = if args.schemes.is_empty() {
+        if args.quick {
+            vec!["carp".to_owned()]
+        } else {
+            [
+                "rr", "md5", "mit-ch", "carp", "mod-ch", "ht-rr", "maglev", "bounded",
+            ]
+            .map(String::from)
+            .to_vec()
+        }
+    } else {
+        args.schemes.clone()
+    };
+    for s in &schemes {
+        l7_sidecar::scheme::lookup(s).map_err(|e| anyhow::anyhow!("--schemes: {e}"))?;
+    }
+    let warmup = args.warmup.unwrap_or(1.0);
+    let duration = args.duration.unwrap_or(if args.quick { 2.0 } else { 5.0 });
+    ensure!(
+        (0.0..=600.0).contains(&warmup) && (0.5..=600.0).contains(&duration),
+        "--warmup must be 0 to 600 s and --duration 0.5 to 600 s"
+    );
+    let concurrency = args
+        .concurrency
+        .unwrap_or(if args.quick { 32 } else { 256 });
+    ensure!(
+        (1..=4096).contains(&concurrency),
+        "--concurrency must be 1 to 4096"
+    );
+    ensure!(args.objects >= 1, "--objects must be at least 1");
+    ensure!(args.max_size >= 1, "--max-size must be at least 1");
+    let out = args.out.clone().unwrap_or_else(|| {
+        crate::workspace_root().join(if args.quick {
+            "target/bench-results/paper-quick"
+        } else {
+            "target/bench-results/paper"
+        })
+    });
+    Ok(Plan {
+        servers,
+        skipped,
+        schemes,
+        warmup,
+        duration,
+        concurrency,
+        objects: if args.quick && args.objects == DEFAULT_OBJECTS {
+            1000
+        } else {
+            args.objects
+        },
+        out,
+        name: if args.quick { QUICK_NAME } else { NAME },
+    })
+}
+
+/// Every scheme on one testbed: conventional then distributed, each from cold caches.
+fn measure_n(
+    status: &mut Status,
+    args: &BenchPaperArgs,
+    plan: &Plan,
+    runs: &mut Vec<Run>,
+) -> Result<()> {
+    for scheme in &plan.schemes {
+        for design in [Design::Conventional, Design::Distributed] {
+            check_interrupted()?;
+            status.restart_all(scheme)?;
+            let run = measure(status, args, plan, design).with_context(|| {
+                format!(
+                    "{} {scheme} with {} servers",
+                    design.name(),
+                    status.servers.len()
+                )
+            })?;
+            eprintln!(
+                "bench paper: N={} {:<7} {:<12} {:>7.0} req/s {:>7.1} Mbit/s, hit ratio {:.1} %, \
+                 servers throttled {:.0} %, central throttled {}, machine busy {:.0} %",
+                run.servers,
+                run.scheme,
+                run.design.name(),
+                run.req_per_s,
+                run.mbit_per_s,
+                run.hit_ratio * 100.0,
+                run.servers_throttled * 100.0,
+                run.central_throttled
+                    .map_or("-".to_owned(), |c| format!("{:.0} %", c * 100.0)),
+                run.machine_busy * 100.0,
+            );
+            runs.push(run);
+        }
+    }
+    Ok(())
+}
+
+/// The servers' cache counters at one moment: hits, misses.
+fn cache_counters(status: &Status) -> Result<(f64, f64)> {
+    let mut hits = 0.0;
+    let mut misses = 0.0;
+    for s in &status.servers {
+        let m = testbed::scrape(&s.ns, s.metrics.parse()?)?;
+        hits += testbed::sum(&m, "dl7_l7_cache_hits_total", None);
+        misses += testbed::sum(&m, "dl7_l7_cache_misses_total", None);
+    }
+    Ok((hits, misses))
+}
+
+/// CPU periods and throttled periods of each role, in order: the servers, then the central.
+fn periods(status: &Status) -> Vec<Option<(u64, u64)>> {
+    status
+        .servers
+        .iter()
+        .map(|s| status.cpu_periods(&s.name))
+        .chain([status.cpu_periods(CENTRAL_ROLE)])
+        .collect()
+}
+
+/// Throttled periods over periods between two readings.
+fn throttled(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((p0, t0), (p1, t1)) = (before?, after?);
+    let periods = p1.checked_sub(p0)?;
+    (periods > 0).then(|| t1.saturating_sub(t0) as f64 / periods as f64)
+}
+
+fn measure(status: &Status, args: &BenchPaperArgs, plan: &Plan, design: Design) -> Result<Run> {
+    let origin_addr: SocketAddr = status.origin.addr.parse()?;
+    testbed::in_netns(&status.origin.ns, || origin::Remote(origin_addr).reset())??;
+    let target: SocketAddr = match design {
+        Design::Conventional => status
+            .central
+            .as_ref()
+            .context("the testbed has no central balancer")?
+            .addr
+            .parse()?,
+        Design::Distributed => status.vip.parse()?,
+    };
+    let objects = plan.objects;
+    let mut config = LoadConfig::new(target);
+    config.source_addrs = status
+        .client_addrs
+        .iter()
+        .map(|a| a.parse())
+        .collect::<Result<_, _>>()?;
+    config.timeout = Duration::from_secs(10);
+    config.concurrency = plan.concurrency;
+    // Every object once, then the stream.
+    config.workload = Workload::Replay(load::catalogue(objects, args.seed, args.max_size)?);
+    config.requests = objects as u64;
+    config.duration = Duration::from_secs(300);
+    let fill = testbed::in_netns(&status.client_ns, || load::run(&config))??;
+    ensure!(
+        fill.ok == objects as u64,
+        "requesting the catalogue once: {} of {objects} answered, {} failed",
+        fill.ok,
+        fill.error_total
+    );
+    check_interrupted()?;
+    config.workload = Workload::Synthetic {
+        objects,
+        alpha: 0.8,
+        seed: args.seed,
+        max_size: args.max_size,
+    };
+    config.requests = u64::MAX;
+    config.warmup = Duration::from_secs_f64(plan.warmup);
+    config.duration = Duration::from_secs_f64(plan.duration);
+
+    // The load runs on its own thread in the clients' namespace; this thread reads the
+    // counters where the measured run starts.
+    let (report, start) = std::thread::scope(|scope| -> Result<(LoadReport, _)> {
+        let client_ns = status.client_ns.clone();
+        let config = &config;
+        let load = scope.spawn(move || testbed::in_netns(&client_ns, || load::run(config)));
+        crate::bench_l7::process::sleep(config.warmup)?;
+        let start = (cache_counters(status)?, periods(status), machine_cpu()?);
+        let report = load
+            .join()
+            .map_err(|_| anyhow::anyhow!("the load generator panicked"))???;
+        Ok((report, start))
+    })?;
+    let ((hits0, misses0), periods0, cpu0) = start;
+    let periods1 = periods(status);
+    let cpu1 = machine_cpu()?;
+    let machine_busy = cpu1
+        .iter()
+        .zip(&cpu0)
+        .map(|(after, before)| after.busy_since(before))
+        .sum::<f64>()
+        / cpu0.len().max(1) as f64;
+    let (hits1, misses1) = cache_counters(status)?;
+    let mut stored_bytes = 0.0;
+    let mut stored_objects = 0.0;
+    for s in &status.servers {
+        let m = testbed::scrape(&s.ns, s.metrics.parse()?)?;
+        stored_bytes += testbed::sum(&m, "dl7_l7_cache_bytes", None);
+        stored_objects += testbed::sum(&m, "dl7_l7_cache_objects", None);
+    }
+    let counts = testbed::in_netns(&status.origin.ns, || origin::Remote(origin_addr).counts())??;
+    let n = status.servers.len();
+    let server_throttled: Vec<f64> = (0..n)
+        .filter_map(|i| throttled(periods0[i], periods1[i]))
+        .collect();
+    let lookups = (hits1 - hits0) + (misses1 - misses0);
+    Ok(Run {
+        design,
+        scheme: status.scheme.clone(),
+        servers: n,
+        req_per_s: report.req_per_s,
+        mbit_per_s: report.mbit_per_s,
+        p50_ms: report.latency_us.p50 as f64 / 1000.0,
+        p99_ms: report.latency_us.p99 as f64 / 1000.0,
+        requests: report.requests,
+        failed: report.error_total,
+        hit_ratio: if lookups > 0.0 {
+            (hits1 - hits0) / lookups
+        } else {
+            0.0
+        },
+        stored_bytes,
+        stored_objects,
+        origin_fetches: counts.values().sum(),
+        origin_urls: counts.len(),
+        servers_throttled: if server_throttled.is_empty() {
+            0.0
+        } else {
+            server_throttled.iter().sum::<f64>() / server_throttled.len() as f64
+        },
+        central_throttled: match design {
+            Design::Conventional => throttled(periods0[n], periods1[n]),
+            Design::Distributed => None,
+        },
+        machine_busy,
+    })
+}
+
+/// Every CPU's busy and total time now.
+fn machine_cpu() -> Result<Vec<CpuTimes>> {
+    (0..online_cpus() as usize).map(CpuTimes::read).collect()
+}
+
+fn find<'a>(runs: &'a [Run], design: Design, scheme: &str, n: usize) -> Option<&'a Run> {
+    runs.iter()
+        .find(|r| r.design == design && r.scheme == scheme && r.servers == n)
+}
+
+/// The issue's targets, as ratios of this run's figures.
+fn targets(runs: &[Run]) -> Vec<Target> {
+    use Design::{Conventional, Distributed};
+    let rate = |d, s: &str, n| find(runs, d, s, n).map(|r| r.req_per_s);
+    let mut out = Vec::new();
+    for s in TARGET_SCHEMES {
+        // What, (numerator, denominator) as (design, N), the bound, and whether it is a floor.
+        let checks = [
+            (
+                format!("distributed {s}: N={TARGET_N} / N=1 req/s >= {DISTRIBUTED_SCALING}x"),
+                ((Distributed, TARGET_N), (Distributed, 1)),
+                DISTRIBUTED_SCALING,
+                true,
+            ),
+            (
+                format!("conventional {s}: N={TARGET_N} / N=1 req/s <= {CONVENTIONAL_SCALING}x"),
+                ((Conventional, TARGET_N), (Conventional, 1)),
+                CONVENTIONAL_SCALING,
+                false,
+            ),
+            (
+                format!(
+                    "{s} at N={TARGET_N}: distributed / conventional req/s >= \
+                     {DISTRIBUTED_OVER_CONVENTIONAL}x"
+                ),
+                ((Distributed, TARGET_N), (Conventional, TARGET_N)),
+                DISTRIBUTED_OVER_CONVENTIONAL,
+                true,
+            ),
+        ];
+        for (what, ((d1, n1), (d2, n2)), bound, floor) in checks {
+            let ratio = match (rate(d1, s, n1), rate(d2, s, n2)) {
+                (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                _ => None,
+            };
+            out.push(Target {
+                what,
+                ratio,
+                met: ratio.map(|r| if floor { r >= bound } else { r <= bound }),
+            });
+        }
+    }
+    out
+}
+
+/// The paper's tables: one row per scheme, one column per N.
+fn table(report: &Report) -> String {
+    let runs = &report.runs;
+    let mut ns: Vec<usize> = runs.iter().map(|r| r.servers).collect();
+    ns.sort_unstable();
+    ns.dedup();
+    let mut schemes: Vec<&str> = Vec::new();
+    for r in runs {
+        if !schemes.contains(&r.scheme.as_str()) {
+            schemes.push(&r.scheme);
+        }
+    }
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "workload: SURGE-like, {} objects (sizes capped at {} KiB), seed {}, closed loop, {} \
+         connections; the catalogue once, {:.0} s warm-up, {:.0} s measured per run; {:.2} CPU per server and \
+         for the central balancer; cache {} MiB per server",
+        report.objects,
+        report.max_size >> 10,
+        report.seed,
+        report.concurrency,
+        report.warmup_s,
+        report.duration_s,
+        report.quota_cpus,
+        report.cache_bytes >> 20,
+    );
+    for s in &report.skipped {
+        let _ = writeln!(t, "skipped {s}");
+    }
+    type Cell = fn(&Run) -> String;
+    let sections: [(&str, Cell); 5] = [
+        ("req/s", |r| format!("{:.0}", r.req_per_s)),
+        ("Mbit/s", |r| format!("{:.1}", r.mbit_per_s)),
+        ("hit ratio %", |r| format!("{:.1}", r.hit_ratio * 100.0)),
+        ("stored MB", |r| format!("{:.1}", r.stored_bytes / 1e6)),
+        ("p99 ms", |r| format!("{:.1}", r.p99_ms)),
+    ];
+    let header = |t: &mut String, title: &str| {
+        let _ = write!(t, "\n{title:<28}");
+        for n in &ns {
+            let _ = write!(t, "{:>10}", format!("N={n}"));
+        }
+        let _ = writeln!(t);
+    };
+    // One row: a label, then one cell per N ("-" where nothing was measured).
+    let row = |t: &mut String, label: &str, cell: &dyn Fn(usize) -> Option<String>| {
+        let _ = write!(t, "  {label:<26}");
+        for &n in &ns {
+            let _ = write!(t, "{:>10}", cell(n).unwrap_or_else(|| "-".to_owned()));
+        }
+        let _ = writeln!(t);
+    };
+    const DESIGNS: [Design; 2] = [Design::Conventional, Design::Distributed];
+    for (title, cell) in sections {
+        for design in DESIGNS {
+            header(&mut t, &format!("{title}, {}", design.name()));
+            for s in &schemes {
+                row(&mut t, s, &|n| find(runs, design, s, n).map(cell));
+            }
+        }
+    }
+    header(&mut t, "distributed over conv., %");
+    for s in &schemes {
+        row(&mut t, s, &|n| {
+            let d = find(runs, Design::Distributed, s, n)?;
+            let c = find(runs, Design::Conventional, s, n)?;
+            (c.req_per_s > 0.0)
+                .then(|| format!("{:+.0}", (d.req_per_s / c.req_per_s - 1.0) * 100.0))
+        });
+    }
+    // Per scheme and design: who was throttled, how busy the machine was.
+    let per_design: [(&str, Cell); 2] = [
+        ("throttled % (servers/central)", |r| {
+            match r.central_throttled {
+                Some(c) => format!("{:.0}/{:.0}", r.servers_throttled * 100.0, c * 100.0),
+                None => format!("{:.0}", r.servers_throttled * 100.0),
+            }
+        }),
+        ("machine CPU busy %", |r| {
+            format!("{:.0}", r.machine_busy * 100.0)
+        }),
+    ];
+    for (title, cell) in per_design {
+        header(&mut t, title);
+        for s in &schemes {
+            for design in DESIGNS {
+                let label = format!("{s} {}", design.name());
+                row(&mut t, &label, &|n| find(runs, design, s, n).map(cell));
+            }
+        }
+    }
+    let _ = writeln!(t, "\ntargets (ratios of this run):");
+    for target in &report.targets {
+        let verdict = match (target.ratio, target.met) {
+            (Some(r), Some(true)) => format!("{r:.2}x  met"),
+            (Some(r), _) => format!("{r:.2}x  MISSED"),
+            (None, _) => "not measured".to_owned(),
+        };
+        let _ = writeln!(t, "  {:<62} {verdict}", target.what);
+    }
+    t
+}
+
+/// req/s against N, one line per scheme, one chart per design.
+fn charts(report: &Report, out: &Path) -> Result<Vec<PathBuf>> {
+    if !plot::register_sans_serif()? {
+        return Ok(Vec::new());
+    }
+    let mut written = Vec::new();
+    for design in [Design::Conventional, Design::Distributed] {
+        let mut by_scheme: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+        for r in report.runs.iter().filter(|r| r.design == design) {
+            by_scheme
+                .entry(&r.scheme)
+                .or_default()
+                .push((r.servers as f64, r.req_per_s));
+        }
+        let series: Vec<plot::Series> = by_scheme
+            .into_iter()
+            .map(|(s, mut p)| {
+                p.sort_by(|a, b| a.0.total_cmp(&b.0));
+                (s.to_owned(), p)
+            })
+            .collect();
+        let path = out.join(format!("req_per_s_{}.png", design.name()));
+        plot::servers_chart(
+            &path,
+            &format!("{} design: throughput against servers", design.name()),
+            "req/s",
+            &series,
+        )
+        .with_context(|| format!("drawing {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> BenchPaperArgs {
+        use clap::{Args, FromArgMatches};
+        let argv = std::iter::once("paper").chain(extra.iter().copied());
+        let m = BenchPaperArgs::augment_args(clap::Command::new("paper"))
+            .try_get_matches_from(argv)
+            .unwrap();
+        BenchPaperArgs::from_arg_matches(&m).unwrap()
+    }
+
+    #[test]
+    fn servers_that_do_not_fit_the_cpus_are_skipped() {
+        let p = plan(&args(&[]), 2.0).unwrap();
+        assert_eq!(p.servers, [1, 2, 4, 8, 16]);
+        assert_eq!(p.schemes.len(), 8);
+        let p = plan(&args(&["--quota", "0.1"]), 2.0).unwrap();
+        assert_eq!(p.servers, [1, 2, 4, 8]);
+        assert_eq!(p.skipped.len(), 1);
+        assert!(p.skipped[0].starts_with("N=16"), "{:?}", p.skipped);
+        assert!(plan(&args(&["--servers", "16", "--quota", "0.5"]), 2.0).is_err());
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        assert!(plan(&args(&["--schemes", "carp,nope"]), 2.0).is_err());
+        assert!(plan(&args(&["--quota", "0"]), 2.0).is_err());
+        assert!(plan(&args(&["--servers", "0"]), 2.0).is_err());
+        assert!(plan(&args(&["--duration", "0"]), 2.0).is_err());
+        let q = plan(&args(&["--quick"]), 2.0).unwrap();
+        assert_eq!((q.servers.as_slice(), q.schemes.len()), (&[1, 2][..], 1));
+    }
+
+    fn run(design: Design, scheme: &str, servers: usize, req_per_s: f64) -> Run {
+        Run {
+            design,
+            scheme: scheme.to_owned(),
+            servers,
+            req_per_s,
+            mbit_per_s: 0.0,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            requests: 100,
+            failed: 0,
+            hit_ratio: 0.5,
+            stored_bytes: 0.0,
+            stored_objects: 0.0,
+            origin_fetches: 0,
+            origin_urls: 0,
+            servers_throttled: 1.0,
+            central_throttled: None,
+            machine_busy: 0.5,
+        }
+    }
+
+    #[test]
+    fn targets_are_ratios_of_the_runs() {
+        let runs = [
+            run(Design::Distributed, "carp", 1, 100.0),
+            run(Design::Distributed, "carp", 8, 650.0),
+            run(Design::Conventional, "carp", 1, 90.0),
+            run(Design::Conventional, "carp", 8, 200.0),
+        ];
+        let t = targets(&runs);
+        assert_eq!(t[0].ratio, Some(6.5));
+        assert_eq!(t[0].met, Some(true));
+        assert_eq!(t[1].met, Some(false), "200 / 90 > 2");
+        assert_eq!(t[2].ratio, Some(3.25));
+        // maglev was not run.
+        assert!(t[3..].iter().all(|t| t.ratio.is_none() && t.met.is_none()));
+        assert_eq!(throttled(Some((10, 2)), Some((20, 7))), Some(0.5));
+        assert_eq!(throttled(None, Some((20, 7))), None);
+        assert_eq!(throttled(Some((20, 2)), Some((20, 7))), None);
+    }
+}
