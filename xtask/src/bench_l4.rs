@@ -49,7 +49,7 @@
 //! Targets (from the same run, reported and never enforced): the XDP front's CPU per request
 //! at most 0.2x nftables DNAT (jhash) and at most 0.05x HAProxy. A front that answers errors
 //! (more than 0.1 % of its requests failed) fails the bench. Results go to
-//! target/bench-l4/results.{json,txt}. The testbed (and with it HAProxy, the nftables table,
+//! target/bench-results/l4/results.{json,txt}. The testbed (and with it HAProxy, the nftables table,
 //! the routes and every device setting) is removed at the end, also on errors and Ctrl-C.
 //!
 //! `--quick` (the smoke test of `cargo xtask test`): 2 s runs, at most 5 s of waiting for
@@ -203,7 +203,7 @@ pub fn run(root: &Path, args: BenchL4Args) -> Result<()> {
     let report = report?;
 
     let text = report::table(&report);
-    let dir = root.join("target/bench-l4");
+    let dir = root.join("target/bench-results/l4");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     fs::write(
         dir.join("results.json"),

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::time::Instant;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 
 /// The slack between the front CPU's busy time and its threads' runtime: /proc/stat's 10 ms
 /// unit, read twice.
@@ -45,21 +45,7 @@ pub struct CpuStat {
 impl CpuStat {
     /// Parses the `cpuN` line of /proc/stat.
     fn parse(stat: &str, cpu: usize) -> Result<Self> {
-        let name = format!("cpu{cpu}");
-        let line = stat
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(name.as_str()))
-            .with_context(|| format!("no {name} line in /proc/stat"))?;
-        let v: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .map(|x| x.parse::<u64>())
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("bad /proc/stat line {line:?}"))?;
-        ensure!(
-            v.len() >= 8,
-            "/proc/stat line {line:?} has fewer than 8 fields"
-        );
+        let v = crate::bench_l7::process::proc_stat_cpu(stat, cpu)?;
         // user nice system idle iowait irq softirq steal (guest time is inside user).
         Ok(Self {
             busy: v[0] + v[1] + v[2] + v[5] + v[6],

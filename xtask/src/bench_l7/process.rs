@@ -325,19 +325,9 @@ pub struct CpuTimes {
 impl CpuTimes {
     pub fn read(cpu: usize) -> Result<Self> {
         let stat = fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
-        let name = format!("cpu{cpu}");
-        let line = stat
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(name.as_str()))
-            .with_context(|| format!("no {name} in /proc/stat"))?;
-        let v: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        // user nice system idle iowait irq softirq steal (guest time is inside user).
+        let v = proc_stat_cpu(&stat, cpu)?;
         let total: u64 = v.iter().take(8).sum();
-        let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+        let idle = v[3] + v[4];
         Ok(Self {
             busy: total - idle,
             total,
@@ -352,4 +342,26 @@ impl CpuTimes {
         }
         self.busy.saturating_sub(earlier.busy) as f64 / total as f64
     }
+}
+
+/// The numbers of /proc/stat's `cpuN` line (`stat` is the file's text), in USER_HZ ticks, at
+/// least 8 of them: user nice system idle iowait irq softirq steal (guest time is inside
+/// user).
+pub fn proc_stat_cpu(stat: &str, cpu: usize) -> Result<Vec<u64>> {
+    let name = format!("cpu{cpu}");
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+        .with_context(|| format!("no {name} line in /proc/stat"))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse::<u64>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("bad /proc/stat line {line:?}"))?;
+    anyhow::ensure!(
+        v.len() >= 8,
+        "/proc/stat line {line:?} has fewer than 8 fields"
+    );
+    Ok(v)
 }
