@@ -104,7 +104,12 @@ fn warmup_answers_are_sent_but_not_counted() {
     let r = run(&c).unwrap();
     assert_eq!(r.error_total, 0);
     assert!((2..=20).contains(&r.ok), "{r:?}");
-    assert!(o.total() >= r.ok + 6, "origin {} vs counted {}", o.total(), r.ok);
+    assert!(
+        o.total() >= r.ok + 6,
+        "origin {} vs counted {}",
+        o.total(),
+        r.ok
+    );
     assert!((0.25..1.0).contains(&r.seconds), "{}", r.seconds);
 }
 
@@ -125,7 +130,10 @@ fn the_catalogue_is_every_object_of_the_stream_once() {
     let filled = o.counts();
     assert_eq!(filled.len(), 50);
     // The stream asked for the catalogue's objects, with the same sizes.
-    assert!(streamed.keys().all(|t| filled.contains_key(t)), "{streamed:?}");
+    assert!(
+        streamed.keys().all(|t| filled.contains_key(t)),
+        "{streamed:?}"
+    );
 }
 
 #[test]
