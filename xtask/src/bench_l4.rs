@@ -225,10 +225,7 @@ pub fn run_quick(root: &Path) -> Result<()> {
 }
 
 fn quick_args() -> Result<BenchL4Args> {
-    use clap::{Args, FromArgMatches};
-    let matches = BenchL4Args::augment_args(clap::Command::new("l4"))
-        .try_get_matches_from(["l4", "--quick"])?;
-    Ok(BenchL4Args::from_arg_matches(&matches)?)
+    crate::args_from(&["--quick"])
 }
 
 /// The load generator: xtask's `load` built in release mode (a debug build takes CPU 0 from

@@ -250,10 +250,7 @@ pub fn run_quick(root: &Path) -> Result<()> {
 }
 
 fn quick_args() -> Result<BenchL7Args> {
-    use clap::{Args, FromArgMatches};
-    let matches = BenchL7Args::augment_args(clap::Command::new("l7"))
-        .try_get_matches_from(["l7", "--quick"])?;
-    Ok(BenchL7Args::from_arg_matches(&matches)?)
+    crate::args_from(&["--quick"])
 }
 
 /// Builds the sidecar in release mode; returns its path once `serve --help` works.

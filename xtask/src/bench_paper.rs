@@ -275,10 +275,7 @@ pub fn run(root: &Path, args: BenchPaperArgs) -> Result<()> {
 
 /// The quick smoke run of `cargo xtask test`.
 pub fn run_quick(root: &Path) -> Result<()> {
-    use clap::{Args, FromArgMatches};
-    let matches = BenchPaperArgs::augment_args(clap::Command::new("paper"))
-        .try_get_matches_from(["paper", "--quick"])?;
-    run(root, BenchPaperArgs::from_arg_matches(&matches)?)
+    run(root, crate::args_from(&["--quick"])?)
 }
 
 fn online_cpus() -> f64 {
@@ -417,16 +414,25 @@ fn measure_n(
     Ok(())
 }
 
-/// The servers' cache counters at one moment: hits, misses.
-fn cache_counters(status: &Status) -> Result<(f64, f64)> {
-    let mut hits = 0.0;
-    let mut misses = 0.0;
+/// The servers' caches at one moment, summed over the servers (one scrape of each).
+#[derive(Default)]
+struct Caches {
+    hits: f64,
+    misses: f64,
+    bytes: f64,
+    objects: f64,
+}
+
+fn caches(status: &Status) -> Result<Caches> {
+    let mut c = Caches::default();
     for s in &status.servers {
         let m = testbed::scrape(&s.ns, s.metrics.parse()?)?;
-        hits += testbed::sum(&m, "dl7_l7_cache_hits_total", None);
-        misses += testbed::sum(&m, "dl7_l7_cache_misses_total", None);
+        c.hits += testbed::sum(&m, "dl7_l7_cache_hits_total", None);
+        c.misses += testbed::sum(&m, "dl7_l7_cache_misses_total", None);
+        c.bytes += testbed::sum(&m, "dl7_l7_cache_bytes", None);
+        c.objects += testbed::sum(&m, "dl7_l7_cache_objects", None);
     }
-    Ok((hits, misses))
+    Ok(c)
 }
 
 /// CPU periods and throttled periods of each role, in order: the servers, then the central.
@@ -496,13 +502,13 @@ fn measure(status: &Status, args: &BenchPaperArgs, plan: &Plan, design: Design) 
         let config = &config;
         let load = scope.spawn(move || testbed::in_netns(&client_ns, || load::run(config)));
         crate::bench_l7::process::sleep(config.warmup)?;
-        let start = (cache_counters(status)?, periods(status), machine_cpu()?);
+        let start = (caches(status)?, periods(status), machine_cpu()?);
         let report = load
             .join()
             .map_err(|_| anyhow::anyhow!("the load generator panicked"))???;
         Ok((report, start))
     })?;
-    let ((hits0, misses0), periods0, cpu0) = start;
+    let (caches0, periods0, cpu0) = start;
     let periods1 = periods(status);
     let cpu1 = machine_cpu()?;
     let machine_busy = cpu1
@@ -511,20 +517,14 @@ fn measure(status: &Status, args: &BenchPaperArgs, plan: &Plan, design: Design) 
         .map(|(after, before)| after.busy_since(before))
         .sum::<f64>()
         / cpu0.len().max(1) as f64;
-    let (hits1, misses1) = cache_counters(status)?;
-    let mut stored_bytes = 0.0;
-    let mut stored_objects = 0.0;
-    for s in &status.servers {
-        let m = testbed::scrape(&s.ns, s.metrics.parse()?)?;
-        stored_bytes += testbed::sum(&m, "dl7_l7_cache_bytes", None);
-        stored_objects += testbed::sum(&m, "dl7_l7_cache_objects", None);
-    }
+    let caches1 = caches(status)?;
     let counts = testbed::in_netns(&status.origin.ns, || origin::Remote(origin_addr).counts())??;
     let n = status.servers.len();
     let server_throttled: Vec<f64> = (0..n)
         .filter_map(|i| throttled(periods0[i], periods1[i]))
         .collect();
-    let lookups = (hits1 - hits0) + (misses1 - misses0);
+    let hits = caches1.hits - caches0.hits;
+    let lookups = hits + (caches1.misses - caches0.misses);
     Ok(Run {
         design,
         scheme: status.scheme.clone(),
@@ -535,13 +535,9 @@ fn measure(status: &Status, args: &BenchPaperArgs, plan: &Plan, design: Design) 
         p99_ms: report.latency_us.p99 as f64 / 1000.0,
         requests: report.requests,
         failed: report.error_total,
-        hit_ratio: if lookups > 0.0 {
-            (hits1 - hits0) / lookups
-        } else {
-            0.0
-        },
-        stored_bytes,
-        stored_objects,
+        hit_ratio: if lookups > 0.0 { hits / lookups } else { 0.0 },
+        stored_bytes: caches1.bytes,
+        stored_objects: caches1.objects,
         origin_fetches: counts.values().sum(),
         origin_urls: counts.len(),
         servers_throttled: if server_throttled.is_empty() {
@@ -755,12 +751,7 @@ mod tests {
     use super::*;
 
     fn args(extra: &[&str]) -> BenchPaperArgs {
-        use clap::{Args, FromArgMatches};
-        let argv = std::iter::once("paper").chain(extra.iter().copied());
-        let m = BenchPaperArgs::augment_args(clap::Command::new("paper"))
-            .try_get_matches_from(argv)
-            .unwrap();
-        BenchPaperArgs::from_arg_matches(&m).unwrap()
+        crate::args_from(extra).unwrap()
     }
 
     #[test]

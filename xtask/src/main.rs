@@ -103,6 +103,14 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// A command's options as clap parses `flags` (the defaults for the rest): how the quick
+/// variants of the benchmarks are run from `cargo xtask test`.
+pub(crate) fn args_from<A: clap::Args + clap::FromArgMatches>(flags: &[&str]) -> Result<A> {
+    let matches = A::augment_args(clap::Command::new("xtask"))
+        .try_get_matches_from(std::iter::once("xtask").chain(flags.iter().copied()))?;
+    Ok(A::from_arg_matches(&matches)?)
+}
+
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli.command) {
