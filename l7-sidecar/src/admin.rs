@@ -67,13 +67,8 @@ async fn answer(mut stream: TcpStream, shared: &Shared) {
             canned::head(&mut out, 200, "text/plain; version=0.0.4", body.len(), true);
             out.extend_from_slice(&body);
         }
-        b"/healthz" if shared.draining() => {
-            canned::head(&mut out, 503, "text/plain", 9, true);
-            out.extend_from_slice(b"draining\n");
-        }
         b"/healthz" => {
-            canned::head(&mut out, 200, "text/plain", 3, true);
-            out.extend_from_slice(b"ok\n");
+            shared.health(&mut out, true);
         }
         _ => canned::error(&mut out, 404, true),
     }

@@ -3,10 +3,19 @@
 //! connection stays open, how its body is framed and how much of it was read. Everything
 //! that writes to the client goes through here, so that keep-alive and framing decisions are
 //! made in one place.
+//!
+//! When the request came from a peer sidecar, the peer is waiting with a first-byte timeout
+//! (`peer-first-byte-timeout`) to tell a hung server from a busy one. While this server
+//! waits before it has a response head (connecting to the origin, waiting for its head or
+//! for another request's fill, reading a body to cache it), [`beating`] sends the peer
+//! `102 Processing` at a third of that timeout: proof that this server is alive, which the
+//! peer reads and drops like any interim response.
 
+use std::future::Future;
 use std::io::IoSlice;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
@@ -22,6 +31,51 @@ use crate::http::wire;
 
 /// Initial size of a client connection's read buffer.
 const READ_BUFFER: usize = 8 * 1024;
+
+/// The interim response that tells a waiting peer this server is alive.
+pub const PROCESSING: &[u8] = b"HTTP/1.1 102 Processing\r\n\r\n";
+
+/// When the next `102 Processing` is due for the request being answered.
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeat {
+    every: Duration,
+    next: tokio::time::Instant,
+}
+
+impl Heartbeat {
+    /// Beats every `every`, the first one `every` from now.
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            next: tokio::time::Instant::now() + every,
+        }
+    }
+}
+
+/// Runs `work` to its end, sending `102 Processing` on `stream` whenever `heartbeat` is due
+/// meanwhile (nothing when it is `None`). `None` when the requester could not take a beat
+/// within `timeout` (it went away: the work is abandoned).
+pub async fn beating<F: Future>(
+    stream: &mut TcpStream,
+    heartbeat: &mut Option<Heartbeat>,
+    timeout: Duration,
+    work: F,
+) -> Option<F::Output> {
+    let Some(beat) = heartbeat else {
+        return Some(work.await);
+    };
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut work => return Some(out),
+            () = tokio::time::sleep_until(beat.next) => {
+                wire::write_one(stream, PROCESSING, timeout).await.ok()?;
+                beat.next = tokio::time::Instant::now() + beat.every;
+            }
+        }
+    }
+}
 
 /// How a request ended, for metrics and for the connection loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +111,8 @@ pub struct ClientIo {
     continue_sent: bool,
     /// Some of the current request's body has been consumed (it cannot be sent again).
     pub body_started: bool,
+    /// `102 Processing` beats owed to a waiting peer until the response head goes out.
+    pub heartbeat: Option<Heartbeat>,
     body_done: bool,
 }
 
@@ -78,12 +134,14 @@ impl ClientIo {
             expect_continue: false,
             continue_sent: false,
             body_started: false,
+            heartbeat: None,
             body_done: true,
         }
     }
 
-    /// Takes on a new request.
-    pub fn start(&mut self, head: &RequestHead) {
+    /// Takes on a new request; `heartbeat`: beat this often while the response head is not
+    /// ready (the request came from a peer that waits with a first-byte timeout).
+    pub fn start(&mut self, head: &RequestHead, heartbeat: Option<Duration>) {
         self.minor = head.minor;
         self.method = head.method;
         self.body = head.body;
@@ -92,6 +150,7 @@ impl ClientIo {
         self.continue_sent = false;
         self.body_started = false;
         self.body_done = head.body == BodyKind::None;
+        self.heartbeat = heartbeat.map(Heartbeat::new);
     }
 
     /// The connection closes after the current response: the client asked, or the server

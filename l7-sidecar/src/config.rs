@@ -180,12 +180,39 @@ settings! {
     /// Longest wait for a client to send body bytes or accept response bytes (default 30s).
     #[arg(long, value_name = "DURATION")]
     client_timeout: String,
+    /// Time to receive a whole request body, 408 after; stops bodies that trickle in
+    /// (default 60s).
+    #[arg(long, value_name = "DURATION")]
+    body_timeout: String,
     /// Connecting to a peer, backend, origin or upstream (default 2s).
     #[arg(long, value_name = "DURATION")]
     connect_timeout: String,
-    /// Waiting for a response head or the next body bytes from upstream, 504 after (default 30s).
+    /// Waiting for a response head (interim 1xx responses included) or the next body bytes
+    /// from upstream, 504 after (default 30s).
     #[arg(long, value_name = "DURATION")]
     response_timeout: String,
+    /// Distributed mode: a forward to a peer whose first response byte has not come after
+    /// this goes to the next candidate (GET and HEAD; others get 504). An owner waiting on
+    /// its origin sends `102 Processing` every third of it, so only a hung peer trips it;
+    /// use the same value on every sidecar (default 1s).
+    #[arg(long, value_name = "DURATION")]
+    peer_first_byte_timeout: String,
+    /// Active health checks of the members: how often (default 1s; `off` disables).
+    #[arg(long, value_name = "DURATION")]
+    health_interval: String,
+    /// Time a health check may take (default 500ms; at most --health-interval).
+    #[arg(long, value_name = "DURATION")]
+    health_timeout: String,
+    /// Failed checks in a row that take a member out of routing (default 2).
+    #[arg(long, value_name = "N")]
+    health_fall: u32,
+    /// Passed checks in a row that bring it back (default 2).
+    #[arg(long, value_name = "N")]
+    health_rise: u32,
+    /// The path checked, with `GET`; a status below 500 is healthy (default /healthz, which
+    /// a sidecar answers on its peer port too).
+    #[arg(long, value_name = "PATH")]
+    health_path: String,
     /// On SIGTERM, how long in-flight requests may take to finish (default 10s).
     #[arg(long, value_name = "DURATION")]
     drain_timeout: String,
@@ -249,6 +276,9 @@ pub enum Local {
     Cache {
         /// The origin's address.
         origin: SocketAddr,
+        /// The origin's authority as configured (`HOST:PORT`), the `Host` sent for a request
+        /// that has none.
+        host: String,
         /// Cache size in bytes.
         bytes: u64,
         /// Largest object stored.
@@ -269,10 +299,14 @@ pub struct Timeouts {
     pub idle: Duration,
     /// Each client body read and each write to the client.
     pub client: Duration,
+    /// A whole request body.
+    pub body: Duration,
     /// Upstream connect.
     pub connect: Duration,
     /// Upstream response head and each upstream body read.
     pub response: Duration,
+    /// First response byte from a peer (distributed mode).
+    pub peer_first_byte: Duration,
     /// Draining on SIGTERM.
     pub drain: Duration,
 }
@@ -286,6 +320,21 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     /// Connect timeout.
     pub connect_timeout: Duration,
+}
+
+/// Active health checks of the members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// How often; `None`: no active checks.
+    pub interval: Option<Duration>,
+    /// Time one check may take.
+    pub timeout: Duration,
+    /// Failures in a row that mark a member down.
+    pub fall: u32,
+    /// Successes in a row that mark it up again.
+    pub rise: u32,
+    /// The path requested.
+    pub path: String,
 }
 
 /// Passive outlier detection.
@@ -330,6 +379,8 @@ pub struct Config {
     pub pool: PoolSettings,
     /// Outlier detection.
     pub outlier: OutlierSettings,
+    /// Active health checks.
+    pub health: HealthSettings,
     /// Hop limit.
     pub hop_limit: u8,
 }
@@ -361,6 +412,7 @@ impl Config {
         check("timeouts", self.timeouts != other.timeouts);
         check("pool", self.pool != other.pool);
         check("eject", self.outlier != other.outlier);
+        check("health", self.health != other.health);
         check("hop-limit", self.hop_limit != other.hop_limit);
         changed
     }
@@ -462,10 +514,17 @@ impl Settings {
             header: self.duration("header-timeout", &self.header_timeout, 10)?,
             idle: self.duration("idle-timeout", &self.idle_timeout, 60)?,
             client: self.duration("client-timeout", &self.client_timeout, 30)?,
+            body: self.duration("body-timeout", &self.body_timeout, 60)?,
             connect: self.duration("connect-timeout", &self.connect_timeout, 2)?,
             response: self.duration("response-timeout", &self.response_timeout, 30)?,
+            peer_first_byte: self.duration_or(
+                "peer-first-byte-timeout",
+                &self.peer_first_byte_timeout,
+                Duration::from_secs(1),
+            )?,
             drain: self.duration("drain-timeout", &self.drain_timeout, 10)?,
         };
+        let health = self.health()?;
         Ok(Config {
             listen,
             peer_listen,
@@ -499,6 +558,7 @@ impl Settings {
                 base: self.duration("eject-time", &self.eject_time, 1)?,
                 max: self.duration("eject-max", &self.eject_max, 30)?,
             },
+            health,
             hop_limit: in_range("hop-limit", self.hop_limit.unwrap_or(2), 1, 100)?,
         })
     }
@@ -604,6 +664,7 @@ impl Settings {
                 Ok(Local::Cache {
                     origin: address("origin", &with_port)
                         .map_err(|_| invalid("origin", o, "does not resolve to an address"))?,
+                    host: with_port,
                     bytes,
                     max_object,
                     ttl: self.duration("cache-ttl", &self.cache_ttl, 60)?,
@@ -612,14 +673,66 @@ impl Settings {
         }
     }
 
+    fn health(&self) -> Result<HealthSettings, ConfigError> {
+        let interval = match self.health_interval.as_deref() {
+            Some("off") => None,
+            _ => Some(self.duration("health-interval", &self.health_interval, 1)?),
+        };
+        let timeout = self.duration_or(
+            "health-timeout",
+            &self.health_timeout,
+            Duration::from_millis(500),
+        )?;
+        if let Some(interval) = interval
+            && timeout > interval
+        {
+            return Err(invalid(
+                "health-timeout",
+                self.health_timeout.as_deref().unwrap_or("500ms"),
+                "is longer than --health-interval",
+            ));
+        }
+        let path = self
+            .health_path
+            .clone()
+            .unwrap_or_else(|| "/healthz".to_owned());
+        if !path.starts_with('/')
+            || !path
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'#' && b != b'%')
+        {
+            return Err(invalid(
+                "health-path",
+                &path,
+                "is not an absolute path of visible ASCII characters",
+            ));
+        }
+        Ok(HealthSettings {
+            interval,
+            timeout,
+            fall: in_range("health-fall", self.health_fall.unwrap_or(2), 1, 100)?,
+            rise: in_range("health-rise", self.health_rise.unwrap_or(2), 1, 100)?,
+            path,
+        })
+    }
+
     fn duration(
         &self,
         field: &'static str,
         value: &Option<String>,
         default_secs: u64,
     ) -> Result<Duration, ConfigError> {
+        self.duration_or(field, value, Duration::from_secs(default_secs))
+    }
+
+    fn duration_or(
+        &self,
+        field: &'static str,
+        value: &Option<String>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         match value {
-            None => Ok(Duration::from_secs(default_secs)),
+            None => Ok(default),
             Some(v) => parse_duration(v).ok_or_else(|| {
                 invalid(
                     field,

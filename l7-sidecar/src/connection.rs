@@ -18,10 +18,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use crate::client::{ClientIo, Outcome};
-use crate::config::{Config, Mode};
+use crate::config::{Config, KeyMode, Mode};
 use crate::http::request::{self, BodyKind, HeadError, RequestHead};
 use crate::http::wire;
-use crate::local::{self, Request};
+use crate::local::{self, Request, Upstream};
 use crate::metrics::Route;
 use crate::proxy::{self, Failure};
 use crate::router::{self, CENTRAL_ATTEMPTS, Failover, PEER_ATTEMPTS, Routing, Target};
@@ -67,6 +67,7 @@ struct Scratch {
     head: RequestHead,
     buf: Vec<u8>,
     key: Vec<u8>,
+    cache_key: Vec<u8>,
     upstream_head: BytesMut,
     order: Vec<usize>,
 }
@@ -107,11 +108,26 @@ pub async fn serve(
         s.buf.extend_from_slice(&io.rbuf[..s.head.len]);
         io.rbuf.advance(s.head.len);
         let started = Instant::now();
-        io.start(&s.head);
-        let (route, outcome) = answer(&mut io, &mut s, &shared, listener).await;
-        shared
-            .metrics
-            .request(route, outcome.status, started.elapsed());
+        // A request from a peer (it carries the hop field) is waited for with a first-byte
+        // timeout: keep that peer informed while the response head is not ready.
+        let heartbeat =
+            (config.mode == Mode::Distributed && s.head.hop.is_some() && s.head.minor == 1)
+                .then(|| config.timeouts.peer_first_byte / 3);
+        io.start(&s.head, heartbeat);
+        let outcome = if listener == Listener::Peer
+            && s.head.hop.is_none()
+            && s.head.target(&s.buf) == config.health.path.as_bytes()
+        {
+            // A peer's health check (forwarded requests always carry the hop field),
+            // counted by the checker, not as a request.
+            health(&mut io, &shared).await
+        } else {
+            let (route, outcome) = answer(&mut io, &mut s, &shared, listener).await;
+            shared
+                .metrics
+                .request(route, outcome.status, started.elapsed());
+            outcome
+        };
         if outcome.close {
             if outcome.status >= 400 {
                 linger(&mut io).await;
@@ -185,10 +201,14 @@ async fn answer(
     }
     let hops = s.head.hop.unwrap_or(0);
     let key = router::key(config.key, &s.head, &s.buf, &mut s.key);
+    let cache_key = match config.key {
+        KeyMode::HostPath => key,
+        KeyMode::Url => router::host_path(&s.head, &s.buf, &mut s.cache_key),
+    };
     let req = Request {
         head: &s.head,
         buf: &s.buf,
-        key,
+        key: cache_key,
         hops,
     };
     let routing = shared.routing.load_full();
@@ -220,6 +240,18 @@ async fn answer(
     forward(walk, &routing, req, io, &mut s.upstream_head, shared, route).await
 }
 
+/// Answers a health check on the peer listener as the admin endpoint's `/healthz` would.
+async fn health(io: &mut ClientIo, shared: &Shared) -> Outcome {
+    io.out.clear();
+    let close = io.closing();
+    let status = shared.health(&mut io.out, close);
+    let sent = wire::write_one(&mut io.stream, &io.out, shared.config.timeouts.client).await;
+    Outcome {
+        status,
+        close: close || sent.is_err(),
+    }
+}
+
 /// Forwards along the failover walk; the request ends up served locally when the walk says
 /// so.
 async fn forward(
@@ -232,7 +264,10 @@ async fn forward(
     route: Route,
 ) -> (Route, Outcome) {
     let config = &shared.config;
-    local::upstream_head(upstream_head, req, io, false);
+    local::upstream_head(upstream_head, req, io, false, Upstream::Peer);
+    // Peers are sidecars, which beat while they wait; central-mode backends may be any HTTP
+    // server, so only the response timeout applies to them.
+    let first_byte = (config.mode == Mode::Distributed).then_some(config.timeouts.peer_first_byte);
     let mut status = 502;
     loop {
         match walk.next() {
@@ -242,6 +277,7 @@ async fn forward(
                     &routing.pools()[i],
                     upstream_head,
                     io,
+                    first_byte,
                     config,
                     &shared.metrics,
                 )

@@ -5,7 +5,7 @@
 //! The request path, module by module: [`server`] accepts (connection caps, signals) and
 //! hands each connection to [`connection`], which reads heads with [`http::request`], asks
 //! [`router`] who answers, and either forwards with [`proxy`] over a [`pool`] (with
-//! [`outlier`] detection) or serves with [`local`] (the [`cache`] filled from the origin, or
+//! [`outlier`] detection and active [`health`] checks) or serves with [`local`] (the [`cache`] filled from the origin, or
 //! a local upstream). [`config`] is the one definition of every setting, [`metrics`] of every
 //! metric, [`admin`] serves them; [`scheme`] holds the hashing schemes.
 
@@ -14,6 +14,7 @@ pub mod cache;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod health;
 pub mod http;
 pub mod local;
 pub mod members;

@@ -8,40 +8,57 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 
 use crate::cache::{self, Cache, Entry, Fill, FillGuard, Lookup};
-use crate::client::{ClientIo, Outcome};
+use crate::client::{self, ClientIo, Outcome};
 use crate::config::{self, Config};
 use crate::http::body::{BodyReader, Framing};
 use crate::http::forward::{self, Length, Stamp};
 use crate::http::request::{BodyKind, Method, RequestHead};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
-use crate::proxy::{self, Failure, VIA};
+use crate::proxy::{self, Failure, Rest, VIA};
 
 /// How this server serves what it owns.
 #[derive(Debug)]
 pub enum LocalServer {
     /// Through a local upstream (Squid, Varnish, nginx).
-    Upstream(Arc<Pool>),
+    Upstream {
+        /// The upstream's pool.
+        pool: Arc<Pool>,
+        /// `Host` for requests that have none: the upstream's address.
+        host: Box<[u8]>,
+    },
     /// From the embedded cache, filled from the origin.
     Cache {
         /// The cache.
         cache: Cache,
         /// The origin's pool.
         origin: Arc<Pool>,
+        /// `Host` for requests that have none: the origin's authority as configured.
+        host: Box<[u8]>,
     },
 }
 
-/// One request to serve locally: its head (parsed from `buf`), key and hop count.
+/// One request to serve locally: its head (parsed from `buf`), cache key and hop count.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
     /// The parsed head.
     pub head: &'a RequestHead,
     /// The buffer the head was parsed from.
     pub buf: &'a [u8],
-    /// The routing key (also the cache key).
+    /// The cache key ([`crate::router::host_path`]).
     pub key: &'a [u8],
     /// Hops the request made before reaching this server.
     pub hops: u8,
+}
+
+/// Where a request head built by [`upstream_head`] goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Upstream<'a> {
+    /// A peer sidecar or central-mode backend: the target as received.
+    Peer,
+    /// An origin server (or the local upstream): origin-form target, and this `Host` when
+    /// the request has none.
+    Origin(&'a [u8]),
 }
 
 impl LocalServer {
@@ -50,15 +67,20 @@ impl LocalServer {
         let pool = |name: &str, addr| Pool::configured(config, metrics, name, addr);
         match *local {
             config::Local::None => None,
-            config::Local::Upstream(addr) => Some(LocalServer::Upstream(pool("upstream", addr))),
+            config::Local::Upstream(addr) => Some(LocalServer::Upstream {
+                pool: pool("upstream", addr),
+                host: addr.to_string().into_bytes().into(),
+            }),
             config::Local::Cache {
                 origin,
+                ref host,
                 bytes,
                 max_object,
                 ttl,
             } => Some(LocalServer::Cache {
                 cache: Cache::new(bytes, max_object, ttl),
                 origin: pool("origin", origin),
+                host: host.as_bytes().into(),
             }),
         }
     }
@@ -66,7 +88,7 @@ impl LocalServer {
     /// The pool of the origin or upstream.
     pub fn pool(&self) -> &Arc<Pool> {
         match self {
-            LocalServer::Upstream(pool) | LocalServer::Cache { origin: pool, .. } => pool,
+            LocalServer::Upstream { pool, .. } | LocalServer::Cache { origin: pool, .. } => pool,
         }
     }
 
@@ -74,7 +96,7 @@ impl LocalServer {
     pub fn cache(&self) -> Option<&Cache> {
         match self {
             LocalServer::Cache { cache, .. } => Some(cache),
-            LocalServer::Upstream(_) => None,
+            LocalServer::Upstream { .. } => None,
         }
     }
 
@@ -87,11 +109,15 @@ impl LocalServer {
         config: &Config,
         metrics: &Metrics,
     ) -> Outcome {
-        let (cache, pool) = match self {
-            LocalServer::Upstream(pool) => {
-                return pass(pool, req, io, scratch, config, metrics).await;
+        let (cache, pool, host) = match self {
+            LocalServer::Upstream { pool, host } => {
+                return pass(pool, host, req, io, scratch, config, metrics).await;
             }
-            LocalServer::Cache { cache, origin } => (cache, origin),
+            LocalServer::Cache {
+                cache,
+                origin,
+                host,
+            } => (cache, origin, &**host),
         };
         let cacheable = io.body == BodyKind::None
             && !req.head.authorization
@@ -105,7 +131,7 @@ impl LocalServer {
                 return serve_entry(&entry, io, config).await;
             }
             metrics.origin_fetches.inc();
-            return pass(pool, req, io, scratch, config, metrics).await;
+            return pass(pool, host, req, io, scratch, config, metrics).await;
         }
         // Bounded: a vanished leader is the only reason to look again.
         for _ in 0..4 {
@@ -117,15 +143,28 @@ impl LocalServer {
                 Lookup::Fill(guard) => {
                     metrics.cache_misses.inc();
                     metrics.origin_fetches.inc();
-                    return fill(guard, cache, pool, req, io, scratch, config, metrics).await;
+                    let origin = (pool.as_ref(), host);
+                    return fill(guard, cache, origin, req, io, scratch, config, metrics).await;
                 }
                 Lookup::Wait(mut rx) => {
-                    let waited = tokio::time::timeout(
-                        config.timeouts.response,
-                        rx.wait_for(|f| !matches!(f, Fill::Pending)),
-                    )
-                    .await
-                    .map(|r| r.map(|fill| fill.clone()));
+                    let wait = async {
+                        tokio::time::timeout(
+                            config.timeouts.response,
+                            rx.wait_for(|f| !matches!(f, Fill::Pending)),
+                        )
+                        .await
+                        .map(|r| r.map(|fill| fill.clone()))
+                    };
+                    let timeout = config.timeouts.client;
+                    let Some(waited) =
+                        client::beating(&mut io.stream, &mut io.heartbeat, timeout, wait).await
+                    else {
+                        metrics.client_error("client_write");
+                        return Outcome {
+                            status: 502,
+                            close: true,
+                        };
+                    };
                     let fill = match waited {
                         Err(_) => return io.error(504, false, config).await,
                         Ok(Err(_)) => continue,
@@ -143,33 +182,46 @@ impl LocalServer {
             }
         }
         metrics.origin_fetches.inc();
-        pass(pool, req, io, scratch, config, metrics).await
+        pass(pool, host, req, io, scratch, config, metrics).await
     }
 }
 
 /// Forwards the request as it is and relays the response (no caching).
 async fn pass(
     pool: &Pool,
+    host: &[u8],
     req: Request<'_>,
     io: &mut ClientIo,
     scratch: &mut BytesMut,
     config: &Config,
     metrics: &Metrics,
 ) -> Outcome {
-    upstream_head(scratch, req, io, false);
-    match proxy::exchange(pool, scratch, io, config, metrics).await {
+    upstream_head(scratch, req, io, false, Upstream::Origin(host));
+    match proxy::exchange(pool, scratch, io, None, config, metrics).await {
         Ok(outcome) | Err(Failure::Done(outcome)) => outcome,
         Err(Failure::Retry(status)) => io.error(status, false, config).await,
     }
 }
 
-/// Writes the head to send upstream into `out` (`fill`: for a cache fill).
-pub fn upstream_head(out: &mut BytesMut, req: Request<'_>, io: &ClientIo, fill: bool) {
+/// Writes the head to send to `to` into `out` (`fill`: for a cache fill).
+pub fn upstream_head(
+    out: &mut BytesMut,
+    req: Request<'_>,
+    io: &ClientIo,
+    fill: bool,
+    to: Upstream<'_>,
+) {
     out.clear();
+    let (default_host, origin_form) = match to {
+        Upstream::Peer => (&b""[..], false),
+        Upstream::Origin(host) => (host, true),
+    };
     let stamp = Stamp {
         via: VIA,
         client: &io.addr,
         hops: req.hops.saturating_add(1),
+        default_host,
+        origin_form,
     };
     forward::request(out, req.head, req.buf, &stamp, fill);
 }
@@ -180,15 +232,15 @@ pub fn upstream_head(out: &mut BytesMut, req: Request<'_>, io: &ClientIo, fill: 
 async fn fill(
     guard: FillGuard<'_>,
     cache: &Cache,
-    origin: &Pool,
+    (origin, host): (&Pool, &[u8]),
     req: Request<'_>,
     io: &mut ClientIo,
     scratch: &mut BytesMut,
     config: &Config,
     metrics: &Metrics,
 ) -> Outcome {
-    upstream_head(scratch, req, io, true);
-    let mut conn = match proxy::request(origin, scratch, io, config, metrics).await {
+    upstream_head(scratch, req, io, true, Upstream::Origin(host));
+    let mut conn = match proxy::request(origin, scratch, io, None, config, metrics).await {
         Ok(conn) => conn,
         Err(Failure::Retry(status)) => {
             guard.finish(Fill::Failed(status));
@@ -218,24 +270,38 @@ async fn fill(
 
     let mut body = BodyReader::new(framing, u64::MAX);
     let mut data = BytesMut::new();
+    let timeout = config.timeouts.client;
     loop {
-        let n = match body
-            .next(&mut conn.stream, &mut conn.buf, config.timeouts.response)
-            .await
-        {
-            Ok(n) => n,
-            Err(e) => {
+        let next = body.next(&mut conn.stream, &mut conn.buf, config.timeouts.response);
+        let n = match client::beating(&mut io.stream, &mut io.heartbeat, timeout, next).await {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
                 log::debug!("origin body: {e}");
                 guard.finish(Fill::Failed(502));
                 return io.error(502, false, config).await;
+            }
+            None => {
+                guard.finish(Fill::Failed(502));
+                metrics.client_error("client_write");
+                return Outcome {
+                    status: 502,
+                    close: true,
+                };
             }
         };
         if n == 0 {
             break;
         }
         if (data.len() + n) as u64 > cache.max_object() {
+            // Too large to store: stream it through, the reader keeping its place in the
+            // framing (the `n` bytes it just handed out are still in `conn.buf`).
             guard.finish(Fill::Uncacheable);
-            return proxy::stream(origin, conn, io, plan, &data, config, metrics).await;
+            let rest = Rest {
+                body,
+                prefix: &data,
+                first: n,
+            };
+            return proxy::stream(origin, conn, io, plan, rest, config, metrics).await;
         }
         data.extend_from_slice(&conn.buf[..n]);
         conn.buf.advance(n);

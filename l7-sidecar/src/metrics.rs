@@ -11,8 +11,12 @@
 //! | `dl7_l7_cache_bytes`, `dl7_l7_cache_objects` | | embedded cache contents |
 //! | `dl7_l7_origin_fetches_total` | | requests sent to the origin (fills and pass-through) |
 //! | `dl7_l7_peer_forwards_total`, `dl7_l7_peer_errors_total`, `dl7_l7_peer_ejections_total` | peer | forwarding to a member (peer or central backend) |
+//! | `dl7_l7_peer_stalls_total` | peer | forwards whose first response byte did not come within `peer-first-byte-timeout` |
+//! | `dl7_l7_peer_up` | peer | 1 while the member passes its active health checks, 0 while it is down |
+//! | `dl7_l7_peer_checks_total` | peer, result (`ok`, `fail`) | active health checks of members |
 //! | `dl7_l7_pool_connections` | pool, state (`open`, `idle`) | pooled upstream connections |
 //! | `dl7_l7_pool_connects_total` | pool | new upstream connections |
+//! | `dl7_l7_pool_retired_total` | pool, reason (`unsolicited`, `closed`) | pooled connections dropped because bytes nobody asked for arrived, or the other side closed |
 //! | `dl7_l7_client_errors_total` | reason | bad requests and client-side failures |
 //! | `dl7_l7_connections` | listener | open client connections |
 //! | `dl7_l7_connections_refused_total` | listener | connections refused at the cap |
@@ -75,8 +79,12 @@ pub struct Metrics {
     peer_forwards: IntCounterVec,
     peer_errors: IntCounterVec,
     peer_ejections: IntCounterVec,
+    peer_stalls: IntCounterVec,
+    peer_up: IntGaugeVec,
+    peer_checks: IntCounterVec,
     pool_connections: IntGaugeVec,
     pool_connects: IntCounterVec,
+    pool_retired: IntCounterVec,
     client_errors: IntCounterVec,
     connections: IntGaugeVec,
     refused: IntCounterVec,
@@ -98,6 +106,23 @@ pub struct PoolMetrics {
     pub errors: IntCounter,
     /// Ejections by outlier detection.
     pub ejections: IntCounter,
+    /// First-byte timeouts.
+    pub stalls: IntCounter,
+    /// Connections retired because unsolicited bytes arrived.
+    pub retired_unsolicited: IntCounter,
+    /// Connections retired because the other side closed them.
+    pub retired_closed: IntCounter,
+}
+
+/// The active health check handles of one member.
+#[derive(Debug, Clone)]
+pub struct HealthMetrics {
+    /// 1 up, 0 down.
+    pub up: IntGauge,
+    /// Checks passed.
+    pub ok: IntCounter,
+    /// Checks failed.
+    pub failed: IntCounter,
 }
 
 /// The handles of one listener.
@@ -187,6 +212,21 @@ impl Metrics {
                 "Times a member was ejected by outlier detection.",
                 &["peer"],
             )?,
+            peer_stalls: counters(
+                "dl7_l7_peer_stalls_total",
+                "Forwards to a member whose first response byte did not arrive in time.",
+                &["peer"],
+            )?,
+            peer_up: gauges(
+                "dl7_l7_peer_up",
+                "1 while a member passes its active health checks, 0 while it is down.",
+                &["peer"],
+            )?,
+            peer_checks: counters(
+                "dl7_l7_peer_checks_total",
+                "Active health checks of members, by result (ok, fail).",
+                &["peer", "result"],
+            )?,
             pool_connections: gauges(
                 "dl7_l7_pool_connections",
                 "Pooled upstream connections by state (open, idle).",
@@ -196,6 +236,12 @@ impl Metrics {
                 "dl7_l7_pool_connects_total",
                 "New upstream connections.",
                 &["pool"],
+            )?,
+            pool_retired: counters(
+                "dl7_l7_pool_retired_total",
+                "Pooled connections dropped because unsolicited bytes arrived or the other \
+                 side closed them, by reason (unsolicited, closed).",
+                &["pool", "reason"],
             )?,
             client_errors: counters(
                 "dl7_l7_client_errors_total",
@@ -256,6 +302,18 @@ impl Metrics {
             forwards: self.peer_forwards.with_label_values(&[name]),
             errors: self.peer_errors.with_label_values(&[name]),
             ejections: self.peer_ejections.with_label_values(&[name]),
+            stalls: self.peer_stalls.with_label_values(&[name]),
+            retired_unsolicited: self.pool_retired.with_label_values(&[name, "unsolicited"]),
+            retired_closed: self.pool_retired.with_label_values(&[name, "closed"]),
+        }
+    }
+
+    /// The active health check handles of the member called `name`.
+    pub fn health(&self, name: &str) -> HealthMetrics {
+        HealthMetrics {
+            up: self.peer_up.with_label_values(&[name]),
+            ok: self.peer_checks.with_label_values(&[name, "ok"]),
+            failed: self.peer_checks.with_label_values(&[name, "fail"]),
         }
     }
 
@@ -264,6 +322,7 @@ impl Metrics {
         for state in ["open", "idle"] {
             let _ = self.pool_connections.remove_label_values(&[name, state]);
         }
+        let _ = self.peer_up.remove_label_values(&[name]);
     }
 
     /// The handles of the listener called `name`.

@@ -10,12 +10,30 @@
 //!   complete, well-framed exchange; after any error it is dropped, never reused.
 //! - The newest idle connection is reused first, so a quiet period lets the rest expire.
 //!
-//! The idle list is behind a mutex held for a push or a pop, never across an await or a
-//! system call: closing expired connections happens after the lock is released.
+//! A connection must hold no byte we have not asked for. Whatever a destination sends after
+//! the end of a response (a second response nobody requested, a body after a `HEAD` or
+//! `204`, more bytes than `Content-Length` said) would otherwise be read as the answer to
+//! the next request on that connection, and stored in the cache under that request's key.
+//! So a connection is checked three times, and retired at the first sign of either unread
+//! bytes or a close from the other side:
+//! - [`Pool::put`]: its buffer must be empty and a non-blocking read must find nothing;
+//! - while idle, [`Pool::watch`] (driven by one background task) keeps the task's waker
+//!   registered for read readiness on every idle socket, so a byte or a FIN that arrives
+//!   retires the connection at once, without a system call per connection;
+//! - [`Pool::get`]: the socket must not be readable (checked against the reactor's
+//!   readiness, confirmed with a non-blocking read only when it says readable).
+//!
+//! Bytes that arrive after a connection was handed out cannot be told from the response to
+//! the request just sent (HTTP/1.1 has no request ids); the checks close that window down to
+//! the moment between the last check and the request's write.
+//!
+//! The idle list is behind a mutex held for a push, a pop or a readiness scan, never across
+//! an await or a system call: closing connections happens after the lock is released.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Waker};
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -23,6 +41,7 @@ use prometheus::IntGauge;
 use tokio::net::TcpStream;
 
 use crate::config::{Config, OutlierSettings, PoolSettings};
+use crate::health::Health;
 use crate::metrics::{Metrics, PoolMetrics};
 use crate::outlier::Outlier;
 
@@ -59,10 +78,53 @@ impl Drop for Conn {
     }
 }
 
+/// What a non-blocking look at a connection found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// Nothing to read: the connection may carry a request.
+    Clean,
+    /// The other side closed (or reset) it.
+    Closed,
+    /// Bytes nobody asked for.
+    Unsolicited,
+}
+
+impl Conn {
+    /// Reads at most one byte without blocking. A byte read is lost, so a connection found
+    /// anything but [`Probe::Clean`] must be dropped.
+    fn probe(&self) -> Probe {
+        let mut byte = [0u8; 1];
+        match self.stream.try_read(&mut byte) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Probe::Clean,
+            Ok(0) | Err(_) => Probe::Closed,
+            Ok(_) => Probe::Unsolicited,
+        }
+    }
+
+    /// [`probe`](Self::probe), skipped when the reactor has seen no read readiness since
+    /// the last read that found nothing (the usual case for a connection taken from the
+    /// idle list: no system call).
+    fn check(&self) -> Probe {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            std::task::Poll::Pending => Probe::Clean,
+            std::task::Poll::Ready(Ok(())) => self.probe(),
+            std::task::Poll::Ready(Err(_)) => Probe::Closed,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Idle {
     conn: Conn,
     since: Instant,
+}
+
+/// The idle connections (oldest first) and the waker of the task that watches them.
+#[derive(Debug, Default)]
+struct IdleList {
+    conns: Vec<Idle>,
+    watcher: Option<Waker>,
 }
 
 /// The connections, outlier record and metrics of one destination.
@@ -71,9 +133,11 @@ pub struct Pool {
     name: Box<str>,
     addr: SocketAddr,
     settings: PoolSettings,
-    idle: Mutex<Vec<Idle>>,
+    idle: Mutex<IdleList>,
     /// Consecutive-failure ejection.
     pub outlier: Outlier,
+    /// Active health state.
+    pub health: Health,
     /// Metric handles.
     pub metrics: PoolMetrics,
 }
@@ -91,8 +155,9 @@ impl Pool {
             name: name.into(),
             addr,
             settings,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(IdleList::default()),
             outlier: Outlier::new(outlier),
+            health: Health::default(),
             metrics,
         }
     }
@@ -123,23 +188,47 @@ impl Pool {
         self.addr
     }
 
-    fn idle(&self) -> MutexGuard<'_, Vec<Idle>> {
+    /// Routing may send requests here: not ejected by outlier detection, not down by
+    /// active health checks.
+    pub fn is_available(&self) -> bool {
+        self.health.is_up() && !self.outlier.is_ejected()
+    }
+
+    fn idle(&self) -> MutexGuard<'_, IdleList> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A fresh idle connection, or a new one.
+    /// A fresh, clean idle connection, or a new one.
     pub async fn get(&self) -> Result<Conn, ConnectError> {
-        let popped = self.idle().pop();
-        if let Some(idle) = popped {
-            if idle.since.elapsed() < self.settings.idle_timeout {
-                let mut conn = idle.conn;
-                conn.reused = true;
-                return Ok(conn);
+        loop {
+            let popped = self.idle().conns.pop();
+            let Some(idle) = popped else { break };
+            if idle.since.elapsed() >= self.settings.idle_timeout {
+                // The newest is expired, so all are: close them outside the lock.
+                drop(std::mem::take(&mut self.idle().conns));
+                break;
             }
-            // The newest is expired, so all are: close them outside the lock.
-            drop(std::mem::take(&mut *self.idle()));
+            let mut conn = idle.conn;
+            match conn.check() {
+                Probe::Clean => {
+                    conn.reused = true;
+                    return Ok(conn);
+                }
+                found => self.retired(found),
+            }
         }
         self.connect().await
+    }
+
+    fn retired(&self, found: Probe) {
+        match found {
+            Probe::Clean => {}
+            Probe::Closed => self.metrics.retired_closed.inc(),
+            Probe::Unsolicited => {
+                log::debug!("{}: unsolicited bytes on a pooled connection", self.name);
+                self.metrics.retired_unsolicited.inc();
+            }
+        }
     }
 
     /// A new connection (within the connect timeout).
@@ -159,17 +248,72 @@ impl Pool {
         })
     }
 
-    /// Gives back a connection after a complete exchange (its buffer must be empty).
+    /// Gives back a connection after a complete exchange. It is kept only when nothing is
+    /// left to read: an unread byte in its buffer or in the socket, or a close from the
+    /// other side, retires it.
     pub fn put(&self, conn: Conn) {
-        if !conn.buf.is_empty() || self.settings.max_idle == 0 {
+        if self.settings.max_idle == 0 {
             return;
         }
+        if !conn.buf.is_empty() {
+            self.retired(Probe::Unsolicited);
+            return;
+        }
+        match conn.probe() {
+            Probe::Clean => {}
+            found => return self.retired(found),
+        }
         let mut idle = self.idle();
-        if idle.len() < self.settings.max_idle {
-            idle.push(Idle {
-                conn,
-                since: Instant::now(),
-            });
+        if idle.conns.len() >= self.settings.max_idle {
+            return;
+        }
+        if let Some(watcher) = &idle.watcher {
+            // Register the watcher's interest; the probe above cleared the readiness, so
+            // a Ready here is something that arrived since.
+            let mut cx = Context::from_waker(watcher);
+            if conn.stream.poll_read_ready(&mut cx).is_ready() {
+                drop(idle);
+                // Dropped also when the probe finds nothing (a rare race, not counted).
+                return self.retired(conn.probe());
+            }
+        }
+        idle.conns.push(Idle {
+            conn,
+            since: Instant::now(),
+        });
+    }
+
+    /// Retires every idle connection that became readable (bytes, a close) and registers
+    /// `cx`'s waker for read readiness on the rest: the caller is woken as soon as anything
+    /// arrives on an idle connection, and calls this again.
+    pub fn watch(&self, cx: &mut Context<'_>) {
+        let readable: Vec<Idle> = {
+            let mut idle = self.idle();
+            if !idle
+                .watcher
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                idle.watcher = Some(cx.waker().clone());
+            }
+            idle.conns
+                .extract_if(.., |i| i.conn.stream.poll_read_ready(cx).is_ready())
+                .collect()
+        };
+        for idle in readable {
+            match idle.conn.probe() {
+                // Readiness without data (a spurious wake-up): keep it, watched again.
+                Probe::Clean => self.put_back(idle, cx),
+                found => self.retired(found),
+            }
+        }
+    }
+
+    fn put_back(&self, idle: Idle, cx: &mut Context<'_>) {
+        if idle.conn.stream.poll_read_ready(cx).is_pending() {
+            let mut list = self.idle();
+            let at = list.conns.partition_point(|i| i.since <= idle.since);
+            list.conns.insert(at, idle);
         }
     }
 
@@ -178,11 +322,12 @@ impl Pool {
         let expired: Vec<Idle> = {
             let mut idle = self.idle();
             let keep_from = idle
+                .conns
                 .iter()
                 .position(|i| i.since.elapsed() < self.settings.idle_timeout)
-                .unwrap_or(idle.len());
-            let expired = idle.drain(..keep_from).collect();
-            self.metrics.idle.set(idle.len() as i64);
+                .unwrap_or(idle.conns.len());
+            let expired = idle.conns.drain(..keep_from).collect();
+            self.metrics.idle.set(idle.conns.len() as i64);
             expired
         };
         drop(expired);
@@ -243,6 +388,106 @@ mod tests {
         p.reap();
         assert_eq!(p.metrics.open.get(), 0);
         assert!(!p.get().await.unwrap().reused);
+    }
+
+    /// A server whose accepted connections are handed to the test.
+    async fn server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<TcpStream>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let _ = tx.send(s);
+            }
+        });
+        (addr, rx)
+    }
+
+    /// Bytes or a close that arrive after a response, found when the connection comes back
+    /// or when it is taken again, retire it: it is never handed out.
+    #[tokio::test]
+    async fn unsolicited_bytes_and_closes_retire_connections() {
+        use tokio::io::AsyncWriteExt;
+        let (addr, mut accepted) = server().await;
+        let p = pool(addr, 10_000);
+        // Found when the connection is given back.
+        let conn = p.get().await.unwrap();
+        let mut far = accepted.recv().await.unwrap();
+        far.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        p.put(conn);
+        assert_eq!(p.metrics.retired_unsolicited.get(), 1);
+        assert_eq!(p.metrics.open.get(), 0);
+        // Found when it is taken again (nobody watches this pool).
+        let conn = p.get().await.unwrap();
+        assert!(!conn.reused);
+        let mut far = accepted.recv().await.unwrap();
+        p.put(conn);
+        far.write_all(b"X").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let fresh = p.get().await.unwrap();
+        assert!(
+            !fresh.reused,
+            "the dirty idle connection was not handed out"
+        );
+        assert_eq!(p.metrics.retired_unsolicited.get(), 2);
+        let _far = accepted.recv().await.unwrap();
+        p.put(fresh);
+        drop(far);
+        // A connection closed by the other side while idle.
+        let other = p.get().await.unwrap();
+        assert!(other.reused);
+        p.put(other);
+        drop(_far);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!p.get().await.unwrap().reused);
+        assert_eq!(p.metrics.retired_closed.get(), 1);
+    }
+
+    /// With a watcher, an idle connection that becomes readable is retired at once, and the
+    /// watcher is woken for it.
+    #[tokio::test]
+    async fn watched_idle_connections_retire_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::AsyncWriteExt;
+        let (addr, mut accepted) = server().await;
+        let p = Arc::new(pool(addr, 10_000));
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let watcher = {
+            let (p, wakes) = (p.clone(), wakes.clone());
+            tokio::spawn(std::future::poll_fn(move |cx| {
+                wakes.fetch_add(1, Ordering::Relaxed);
+                p.watch(cx);
+                std::task::Poll::<()>::Pending
+            }))
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (a, b) = (p.get().await.unwrap(), p.get().await.unwrap());
+        let mut far_a = accepted.recv().await.unwrap();
+        let _far_b = accepted.recv().await.unwrap();
+        p.put(a);
+        p.put(b);
+        assert_eq!(p.idle().conns.len(), 2);
+        let before = wakes.load(Ordering::Relaxed);
+        far_a
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nPOISONED")
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while p.idle().conns.len() == 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            wakes.load(Ordering::Relaxed) > before,
+            "the watcher was woken"
+        );
+        assert_eq!(p.idle().conns.len(), 1);
+        assert_eq!(p.metrics.retired_unsolicited.get(), 1);
+        assert!(
+            p.get().await.unwrap().reused,
+            "the clean one is still there"
+        );
+        watcher.abort();
     }
 
     #[tokio::test]

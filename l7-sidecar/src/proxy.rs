@@ -9,17 +9,24 @@
 //! | a reused idle connection turns out closed before any response byte | the same destination again on a new connection (not the destination's fault) |
 //! | connection lost before any response byte, request repeatable (GET/HEAD without a consumed body) | [`Failure::Retry`] |
 //! | the same, request not repeatable | 502 to the client |
-//! | no response head within the response timeout | 504 (not retried: the destination may be busy, not dead) |
+//! | a peer sends no byte within `peer-first-byte-timeout` (hung, not dead), request repeatable | [`Failure::Retry`] |
+//! | the same, request not repeatable | 504 |
+//! | no final response head within the response timeout, 1xx responses included | 504 (not retried: the destination may be busy, not dead) |
+//! | interim (1xx) responses faster than a live server sends them (a flood) | 502 |
 //! | malformed response head | 502 |
-//! | bad request body from the client (framing, size, timeout) | 400 / 413 / 408, close |
+//! | bad request body from the client (framing, size, per-read or whole-body timeout) | 400 / 413 / 408, close |
 //! | failure after the response head was sent | the client connection is closed (the only way to tell it) |
 //!
 //! Every failure that is the destination's is recorded by its outlier detection. A
-//! connection goes back to its pool only after a complete, well-framed exchange.
+//! connection goes back to its pool only after a complete, well-framed exchange, and the
+//! pool checks that nothing follows the response ([`crate::pool`]).
+
+use std::time::Duration;
 
 use bytes::Buf;
+use tokio::time::Instant;
 
-use crate::client::{ClientIo, Outcome};
+use crate::client::{self, ClientIo, Outcome};
 use crate::config::Config;
 use crate::http::body::{BodyError, BodyReader, Framing};
 use crate::http::chunked;
@@ -35,6 +42,11 @@ pub const VIA: &[u8] = b"1.1 dl7";
 
 /// Largest response head accepted from upstream.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Interim responses accepted before any budget is earned by waiting.
+const INTERIM_FREE: u32 = 32;
+/// Waiting this long earns one more interim response (a live server beats a few times a
+/// second at most; a flood sends thousands).
+const INTERIM_EARNED_EVERY_MS: u128 = 100;
 
 /// Why an exchange did not produce a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +64,10 @@ enum Early {
     Lost,
     /// No response head in time.
     Timeout,
+    /// No byte within the first-byte timeout.
+    Stalled,
+    /// The requester went away while this server waited.
+    Gone,
     /// A response head that cannot be relayed.
     Bad,
     /// The client side failed while its body was relayed; answer with this status.
@@ -59,14 +75,16 @@ enum Early {
 }
 
 /// Sends the request and relays the response: the whole exchange with `pool`.
+/// `first_byte`: the per-try first-byte timeout (forwards to peers that send heartbeats).
 pub async fn exchange(
     pool: &Pool,
     head: &[u8],
     io: &mut ClientIo,
+    first_byte: Option<Duration>,
     config: &Config,
     metrics: &Metrics,
 ) -> Result<Outcome, Failure> {
-    let conn = request(pool, head, io, config, metrics).await?;
+    let conn = request(pool, head, io, first_byte, config, metrics).await?;
     Ok(relay(pool, conn, io, config, metrics).await)
 }
 
@@ -76,13 +94,16 @@ pub async fn request(
     pool: &Pool,
     head: &[u8],
     io: &mut ClientIo,
+    first_byte: Option<Duration>,
     config: &Config,
     metrics: &Metrics,
 ) -> Result<Conn, Failure> {
     pool.metrics.forwards.inc();
-    let mut conn = match checkout(pool, io.retryable()).await {
-        Ok(conn) => conn,
-        Err(e) => {
+    let timeout = config.timeouts.client;
+    let checkout = client::beating(&mut io.stream, &mut io.heartbeat, timeout, pool.get()).await;
+    let mut conn = match checkout {
+        Some(Ok(conn)) => conn,
+        Some(Err(e)) => {
             log::debug!("{}: {e}", pool.name());
             failed(pool);
             let status = if matches!(e, ConnectError::Timeout) {
@@ -92,13 +113,19 @@ pub async fn request(
             };
             return Err(Failure::Retry(status));
         }
+        None => return Err(gone(metrics)),
     };
     loop {
         let early = match send(&mut conn, head, io, config).await {
-            Ok(()) => match read_head(&mut conn, &mut io.resp, config).await {
-                Ok(()) => return Ok(conn),
-                Err(e) => e,
-            },
+            Ok(()) => {
+                let limits = HeadWait::new(config.timeouts.response, first_byte);
+                let read = read_head(&mut conn, &mut io.resp, limits);
+                match client::beating(&mut io.stream, &mut io.heartbeat, timeout, read).await {
+                    Some(Ok(())) => return Ok(conn),
+                    Some(Err(e)) => e,
+                    None => Early::Gone,
+                }
+            }
             Err(e) => e,
         };
         let status = match early {
@@ -115,6 +142,15 @@ pub async fn request(
                 failed(pool);
                 return Err(Failure::Retry(502));
             }
+            Early::Stalled => {
+                log::debug!("{}: no response byte in time", pool.name());
+                pool.metrics.stalls.inc();
+                failed(pool);
+                if io.retryable() {
+                    return Err(Failure::Retry(504));
+                }
+                504
+            }
             Early::Lost | Early::Bad => {
                 failed(pool);
                 502
@@ -127,26 +163,19 @@ pub async fn request(
                 metrics.client_error(reason);
                 return Err(Failure::Done(io.error(status, true, config).await));
             }
+            Early::Gone => return Err(gone(metrics)),
         };
         return Err(Failure::Done(io.error(status, false, config).await));
     }
 }
 
-/// A connection for a request; requests that cannot be repeated only get an idle
-/// connection that is verifiably still open.
-async fn checkout(pool: &Pool, repeatable: bool) -> Result<Conn, ConnectError> {
-    let mut conn = pool.get().await?;
-    while !repeatable && conn.reused && !still_open(&conn) {
-        conn = pool.get().await?;
-    }
-    Ok(conn)
-}
-
-/// An idle connection with nothing to read is open; end of stream or unexpected bytes mean
-/// it must not be used.
-fn still_open(conn: &Conn) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(conn.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+/// The requester went away while this server waited for it: nothing more can be sent.
+fn gone(metrics: &Metrics) -> Failure {
+    metrics.client_error("client_write");
+    Failure::Done(Outcome {
+        status: 502,
+        close: true,
+    })
 }
 
 fn failed(pool: &Pool) {
@@ -180,9 +209,20 @@ async fn send(
         .body_reader(config)
         .await
         .map_err(|_| Early::Client(400, "client_write"))?;
+    // The whole body within the body timeout, each read within the client timeout: a
+    // client trickling a byte now and then cannot hold this connection and the upstream one.
+    let deadline = Instant::now() + config.timeouts.body;
     loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Early::Client(408, "body_timeout"));
+        }
         let n = body
-            .next(&mut io.stream, &mut io.rbuf, config.timeouts.client)
+            .next(
+                &mut io.stream,
+                &mut io.rbuf,
+                left.min(config.timeouts.client),
+            )
             .await
             .map_err(|e| match e {
                 BodyError::Timeout => Early::Client(408, "body_timeout"),
@@ -217,17 +257,53 @@ async fn send(
     Ok(())
 }
 
-/// Reads the final response head (skipping interim 1xx responses) within the response
-/// timeout.
-async fn read_head(conn: &mut Conn, resp: &mut ResponseHead, config: &Config) -> Result<(), Early> {
-    let deadline = tokio::time::Instant::now() + config.timeouts.response;
+/// How long a response head may take.
+#[derive(Debug, Clone, Copy)]
+struct HeadWait {
+    start: Instant,
+    /// The final head must be complete by then (interim responses do not extend it).
+    deadline: Instant,
+    /// Each wait for the next byte (the first one and every one after an interim
+    /// response), for peers that send heartbeats.
+    first_byte: Option<Duration>,
+}
+
+impl HeadWait {
+    fn new(response: Duration, first_byte: Option<Duration>) -> Self {
+        let start = Instant::now();
+        Self {
+            start,
+            deadline: start + response,
+            first_byte,
+        }
+    }
+
+    /// Interim responses allowed by now.
+    fn interim_budget(&self) -> u32 {
+        let earned = self.start.elapsed().as_millis() / INTERIM_EARNED_EVERY_MS;
+        INTERIM_FREE.saturating_add(u32::try_from(earned).unwrap_or(u32::MAX))
+    }
+}
+
+/// Reads the final response head, skipping interim 1xx responses, by the deadline of
+/// `wait`. With a first-byte timeout, a silence of that long (before the first byte, or
+/// after an interim response) is [`Early::Stalled`].
+async fn read_head(conn: &mut Conn, resp: &mut ResponseHead, wait: HeadWait) -> Result<(), Early> {
     let mut received = false;
+    let mut interim = 0u32;
+    let mut progress = wait.start;
     loop {
         if !conn.buf.is_empty() {
             match response::parse(&conn.buf, MAX_RESPONSE_HEAD, resp) {
                 Ok(true) if resp.status == 101 => return Err(Early::Bad),
                 Ok(true) if resp.status < 200 => {
                     conn.buf.advance(resp.len);
+                    interim += 1;
+                    if interim > wait.interim_budget() {
+                        log::debug!("interim response flood");
+                        return Err(Early::Bad);
+                    }
+                    progress = Instant::now();
                     continue;
                 }
                 Ok(true) => return Ok(()),
@@ -238,12 +314,26 @@ async fn read_head(conn: &mut Conn, resp: &mut ResponseHead, config: &Config) ->
                 }
             }
         }
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match wire::read(&mut conn.stream, &mut conn.buf, left).await {
+        // Checked here, not only by the read's timeout: a read that always finds bytes
+        // would never time out.
+        let now = Instant::now();
+        if now >= wait.deadline {
+            return Err(Early::Timeout);
+        }
+        let mut until = wait.deadline;
+        if let Some(first_byte) = wait.first_byte {
+            let stall = progress + first_byte;
+            if now >= stall {
+                return Err(Early::Stalled);
+            }
+            until = until.min(stall);
+        }
+        match wire::read(&mut conn.stream, &mut conn.buf, until - now).await {
             Ok(0) if !received => return Err(Early::Lost),
             Ok(0) => return Err(Early::Bad),
             Ok(_) => received = true,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(Early::Timeout),
+            // The loop decides which limit passed.
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(_) if !received => return Err(Early::Lost),
             Err(_) => return Err(Early::Bad),
         }
@@ -302,25 +392,7 @@ pub async fn relay(
 ) -> Outcome {
     let plan = plan(io, &conn.buf);
     conn.buf.advance(io.resp.len);
-    stream(pool, conn, io, plan, &[], config, metrics).await
-}
-
-/// Sends the head in `io.out`, then `prefix` (body bytes already taken out of the framing,
-/// e.g. by an abandoned cache fill), then the rest of the body from `conn`.
-pub async fn stream(
-    pool: &Pool,
-    mut conn: Conn,
-    io: &mut ClientIo,
-    plan: Plan,
-    prefix: &[u8],
-    config: &Config,
-    metrics: &Metrics,
-) -> Outcome {
     let mut body = BodyReader::new(plan.framing, u64::MAX);
-    let broken = Outcome {
-        status: plan.status,
-        close: true,
-    };
     let first = match body.buffered(&mut conn.buf) {
         Ok(n) => n,
         Err(e) => {
@@ -328,6 +400,46 @@ pub async fn stream(
             failed(pool);
             return io.error(502, true, config).await;
         }
+    };
+    let rest = Rest {
+        body,
+        prefix: &[],
+        first,
+    };
+    stream(pool, conn, io, plan, rest, config, metrics).await
+}
+
+/// Where a response body stands when [`stream`] takes it over.
+#[derive(Debug)]
+pub struct Rest<'a> {
+    /// The reader that has read the body so far (its decoder keeps its place).
+    pub body: BodyReader,
+    /// Body bytes already taken out of the framing, sent first (e.g. what an abandoned
+    /// cache fill collected).
+    pub prefix: &'a [u8],
+    /// Body bytes the reader has handed out and that still sit at the start of `conn.buf`.
+    pub first: usize,
+}
+
+/// Sends the head in `io.out`, then the body: `rest.prefix`, the `rest.first` bytes at the
+/// start of `conn.buf`, then the rest of the body from `conn`, read by `rest.body`.
+pub async fn stream(
+    pool: &Pool,
+    mut conn: Conn,
+    io: &mut ClientIo,
+    plan: Plan,
+    rest: Rest<'_>,
+    config: &Config,
+    metrics: &Metrics,
+) -> Outcome {
+    let Rest {
+        mut body,
+        prefix,
+        first,
+    } = rest;
+    let broken = Outcome {
+        status: plan.status,
+        close: true,
     };
     let done = body.is_done();
     if io

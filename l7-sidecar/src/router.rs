@@ -2,7 +2,9 @@
 //! SIGHUP) and the failover order.
 //!
 //! - The key is the request target as sent (`--key url`, like nginx's `$request_uri`) or the
-//!   lower-cased host plus the path and query (`--key host-path`).
+//!   lower-cased host plus the path and query (`--key host-path`). The cache key is always
+//!   the host-path form ([`host_path`]): `--key` chooses how requests spread, never which
+//!   site's object a client gets.
 //! - Distributed mode: a request is served locally when this server owns the key or when it
 //!   came from a peer (it arrived on the peer listener, or carries dl7's hop field). A
 //!   request from a peer is never forwarded again, so two sidecars with different views of
@@ -11,8 +13,9 @@
 //! - Central mode: every request goes to its owner, then to the next candidates (three
 //!   attempts in all); a request that already made `--hop-limit` hops is refused with 508
 //!   (a central balancer listed as its own backend would otherwise loop).
-//! - Ejected members are skipped without using an attempt. When every member is ejected,
-//!   the owner is tried anyway: a cluster whose members all failed recently is better
+//! - Ejected members, and members that active health checks found down, are skipped
+//!   without using an attempt. When every member is ejected or down, the owner is tried
+//!   anyway: a cluster whose members all failed recently is better
 //!   served by trying than by refusing.
 
 use std::net::SocketAddr;
@@ -96,38 +99,30 @@ pub fn key<'a>(
     buf: &'a [u8],
     scratch: &'a mut Vec<u8>,
 ) -> &'a [u8] {
-    let target = head.target(buf);
-    if mode == KeyMode::Url {
-        return target;
+    match mode {
+        KeyMode::Url => head.target(buf),
+        KeyMode::HostPath => host_path(head, buf, scratch),
     }
+}
+
+/// The lower-cased authority (an absolute-form target's, else `Host`) followed by the path
+/// and query: the `host-path` routing key, and always the cache key, so that two sites
+/// behind one origin never share a cached object whatever the routing key is. The parser
+/// has checked the authority (no `/`, `?`, `@` or whitespace), so no two requests for
+/// different resources build the same key.
+pub fn host_path<'a>(head: &RequestHead, buf: &[u8], scratch: &'a mut Vec<u8>) -> &'a [u8] {
     scratch.clear();
-    let after_scheme = target
-        .iter()
-        .position(|&b| b == b':')
-        .filter(|_| !target.starts_with(b"/"))
-        .and_then(|i| target.get(i + 3..));
-    match after_scheme {
-        Some(rest) => {
-            let host_end = rest
-                .iter()
-                .position(|&b| b == b'/' || b == b'?')
-                .unwrap_or(rest.len());
-            scratch.extend(rest[..host_end].iter().map(u8::to_ascii_lowercase));
-            if !rest[host_end..].starts_with(b"/") {
-                scratch.push(b'/');
-            }
-            scratch.extend_from_slice(&rest[host_end..]);
-        }
-        None => {
-            scratch.extend(
-                head.host(buf)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(u8::to_ascii_lowercase),
-            );
-            scratch.extend_from_slice(target);
-        }
+    scratch.extend(
+        head.authority(buf)
+            .unwrap_or_default()
+            .iter()
+            .map(u8::to_ascii_lowercase),
+    );
+    let path = head.path_and_query(buf);
+    if !path.starts_with(b"/") && path != b"*" {
+        scratch.push(b'/');
     }
+    scratch.extend_from_slice(path);
     scratch
 }
 
@@ -221,7 +216,7 @@ impl<'a> Failover<'a> {
             if self.routing.is_self(member) {
                 return Target::Local;
             }
-            if self.routing.pools[member].outlier.is_ejected() {
+            if !self.routing.pools[member].is_available() {
                 continue;
             }
             self.attempts += 1;
@@ -372,5 +367,25 @@ mod tests {
             key(KeyMode::Url, &head, buf, &mut scratch),
             b"http://Example.com?x"
         );
+        let buf = b"GET /x HTTP/1.0\r\n\r\n";
+        assert!(request::parse(buf, &Limits::default(), &mut head).unwrap());
+        assert_eq!(key(KeyMode::HostPath, &head, buf, &mut scratch), b"/x");
+    }
+
+    /// The collisions an unchecked Host allowed: `Host: good/p/slash` with `/T/page` against
+    /// `Host: good` with `/p/slash/T/page` (now refused by the parser), and an absolute-form
+    /// target whose authority disagrees with `Host` (the authority wins).
+    #[test]
+    fn keys_of_different_resources_differ() {
+        let mut head = request::RequestHead::default();
+        let bad = b"GET /T/page HTTP/1.1\r\nHost: good/p/slash\r\n\r\n";
+        assert!(request::parse(bad, &Limits::default(), &mut head).is_err());
+        let buf = b"GET http://good/x HTTP/1.1\r\nHost: evil\r\n\r\n";
+        assert!(request::parse(buf, &Limits::default(), &mut head).unwrap());
+        let mut scratch = Vec::new();
+        assert_eq!(host_path(&head, buf, &mut scratch), b"good/x");
+        let buf = b"GET /x HTTP/1.1\r\nHost: evil\r\n\r\n";
+        assert!(request::parse(buf, &Limits::default(), &mut head).unwrap());
+        assert_eq!(host_path(&head, buf, &mut scratch), b"evil/x");
     }
 }

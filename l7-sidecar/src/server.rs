@@ -24,6 +24,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::admin;
 use crate::config::{Config, ConfigError};
 use crate::connection::{self, Listener};
+use crate::health;
 use crate::http::canned;
 use crate::local::LocalServer;
 use crate::metrics::Metrics;
@@ -86,6 +87,21 @@ impl Shared {
     /// The flag behind [`draining`](Self::draining), for connections to watch.
     pub fn draining_flag(&self) -> Arc<AtomicBool> {
         self.draining.clone()
+    }
+
+    /// Writes the answer to a health check (`200 ok`, or `503 draining` once SIGTERM was
+    /// received, so that checkers take the server out before it stops) and returns its
+    /// status.
+    pub fn health(&self, out: &mut bytes::BytesMut, close: bool) -> u16 {
+        if self.draining() {
+            canned::head(out, 503, "text/plain", 9, close);
+            out.extend_from_slice(b"draining\n");
+            503
+        } else {
+            canned::head(out, 200, "text/plain", 3, close);
+            out.extend_from_slice(b"ok\n");
+            200
+        }
     }
 
     /// Every pool: the members', then the origin's or upstream's.
@@ -209,14 +225,22 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), ServeError> {
     if let Some(admin) = admin {
         background.spawn(admin::serve(admin, shared.clone()));
     }
-    let reaper = shared.clone();
+    let pools = shared.clone();
     background.spawn(async move {
         let mut tick = tokio::time::interval(REAP_EVERY);
         loop {
-            tick.tick().await;
-            reaper.refresh_gauges();
+            // Woken by the tick, or by any idle pooled connection becoming readable.
+            let watch = std::future::poll_fn(|cx| {
+                pools.for_each_pool(|pool| pool.watch(cx));
+                std::task::Poll::<()>::Pending
+            });
+            tokio::select! {
+                _ = tick.tick() => pools.refresh_gauges(),
+                () = watch => {}
+            }
         }
     });
+    background.spawn(health::run(shared.clone()));
 
     let reload = Arc::new(reload);
     loop {

@@ -402,26 +402,12 @@ fn central_mode_forwards_to_the_owner_and_fails_over() {
     let dir = TempDir::new("central");
     let backends: Vec<Origin> = (0..3).map(|i| Origin::start(ip(110, 21 + i))).collect();
     let members: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
-    let (listen, metrics) = (free_addr(ip(110, 11)), free_addr(ip(110, 11)));
-    let args: Vec<String> = [
-        "serve",
-        "--mode",
-        "central",
-        "--listen",
-        &listen.to_string(),
-        "--members",
-        &members.join(","),
-        "--scheme",
-        "nginx",
-        "--threads",
-        "1",
-        "--metrics",
-        &metrics.to_string(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    let s = Sidecar::start(&args, listen, None, metrics, dir.path("s.log"));
+    let s = support::central(
+        110,
+        &members,
+        &["--scheme", "nginx", "--threads", "1"],
+        &dir,
+    );
     let scheme_members: Vec<_> = members
         .iter()
         .map(|m| l7_sidecar::scheme::Member::new(m, 1))
@@ -453,4 +439,132 @@ fn central_mode_forwards_to_the_owner_and_fails_over() {
         assert_eq!(r.status, 200, "{t} after a backend died");
     }
     assert!(s.metric(&format!("dl7_l7_peer_errors_total{{peer=\"{dead_addr}\"}}")) >= 1.0);
+}
+
+/// An HTTP/1.0 request without `Host` is answered the same whichever sidecar receives it:
+/// the forwarder sends it on with an empty `Host` (RFC 9112 3.2), the owner with the
+/// origin's authority.
+#[test]
+fn http10_without_host_is_served_through_any_sidecar() {
+    let c = Cluster::start(112, 2, &[]);
+    for owner in 0..2 {
+        for key in c.keys_owned_by(owner, "http10", 300, 3) {
+            for s in &c.sidecars {
+                let mut client = Client::connect(s.listen);
+                client.send(format!("GET {key} HTTP/1.0\r\n\r\n").as_bytes());
+                let r = client.read_response(false).expect("response");
+                assert_eq!(
+                    (r.status, r.body.len()),
+                    (200, 300),
+                    "{key} via {:?}",
+                    s.listen
+                );
+            }
+        }
+    }
+    let mut client = Client::connect(c.sidecars[0].listen);
+    client.send(b"GET /headers HTTP/1.0\r\n\r\n");
+    let seen =
+        String::from_utf8_lossy(&client.read_response(false).expect("headers").body).into_owned();
+    assert!(
+        seen.contains(&format!("Host: {}\r\n", c.origin.addr)),
+        "{seen}"
+    );
+}
+
+/// A peer that is alive but does not answer (SIGSTOP: the kernel still accepts its
+/// connections) costs a waiting request at most the first-byte timeout, then the request
+/// goes to the next candidate; active health checks take the peer out of routing within a
+/// few seconds, and bring it back after SIGCONT.
+#[test]
+fn a_hung_peer_costs_no_get_and_no_long_wait() {
+    let c = Cluster::start(111, 3, &[]);
+    let hung = &c.sidecars[2];
+    let entries: Vec<_> = c.sidecars[..2].iter().map(|s| s.listen).collect();
+    let hung_keys = c.keys_owned_by(2, "hung", 1500, 40);
+    for k in &hung_keys {
+        assert_eq!(get(entries[0], k).status, 200);
+    }
+    hung.signal("STOP");
+    let stopped_at = Instant::now();
+    let results = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|t| {
+            let (results, keys) = (results.clone(), hung_keys.clone());
+            let entry = entries[t % entries.len()];
+            std::thread::spawn(move || {
+                let mut client = Client::connect(entry);
+                let end = Instant::now() + Duration::from_secs(6);
+                for i in 0..600 {
+                    if Instant::now() > end {
+                        break;
+                    }
+                    // Half the requests for the hung peer's keys, half for the others.
+                    let target = if i % 2 == 0 {
+                        keys[(i / 2 + t * 7) % keys.len()].clone()
+                    } else {
+                        format!("/obj/other-{}?size=1500", (i * 3 + t) % 200)
+                    };
+                    let asked = Instant::now();
+                    let ok = match client.try_get(&target) {
+                        Ok(r) => r.status == 200 && r.body.len() == 1500,
+                        Err(_) => {
+                            client = Client::connect(entry);
+                            false
+                        }
+                    };
+                    results.lock().unwrap().push((ok, asked.elapsed()));
+                }
+            })
+        })
+        .collect();
+    for th in clients {
+        th.join().expect("client thread");
+    }
+    let results = results.lock().unwrap().clone();
+    let failed = results.iter().filter(|(ok, _)| !ok).count();
+    let slowest = results.iter().map(|(_, d)| *d).max().unwrap_or_default();
+    let slow = results
+        .iter()
+        .filter(|(_, d)| *d > Duration::from_millis(500))
+        .count();
+    let stalls: f64 = c.sidecars[..2]
+        .iter()
+        .map(|s| s.metric("dl7_l7_peer_stalls_total{peer=\"s2\"}"))
+        .sum();
+    let down: Vec<f64> = c.sidecars[..2]
+        .iter()
+        .map(|s| s.metric("dl7_l7_peer_up{peer=\"s2\"}"))
+        .collect();
+    eprintln!(
+        "hung peer: {} GETs in {:?}, {failed} failed, {slow} waited over 500 ms, slowest {slowest:?}, {stalls} first-byte timeouts, peer_up {down:?}",
+        results.len(),
+        stopped_at.elapsed()
+    );
+    assert!(results.len() >= 200, "the load ran");
+    assert_eq!(failed, 0, "GETs failed because of the hung peer");
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a request waited {slowest:?}"
+    );
+    assert!(stalls >= 1.0, "the hang was seen as first-byte timeouts");
+    assert_eq!(down, [0.0, 0.0], "health checks took the hung peer out");
+
+    hung.signal("CONT");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.sidecars[..2]
+        .iter()
+        .any(|s| s.metric("dl7_l7_peer_up{peer=\"s2\"}") != 1.0)
+    {
+        assert!(Instant::now() < deadline, "the peer did not come back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = hung.metric_sum("dl7_l7_requests_total", &["route=\"local\""]);
+    for k in &hung_keys[..10] {
+        assert_eq!(get(entries[1], k).status, 200);
+    }
+    assert!(
+        hung.metric_sum("dl7_l7_requests_total", &["route=\"local\""]) >= before + 10.0,
+        "its keys go to it again"
+    );
 }

@@ -362,3 +362,83 @@ fn random_input_never_breaks_the_process() {
     bystander.still_served();
     assert!(c.sidecars[0].log_text().find("panicked").is_none());
 }
+
+/// Request bodies that trickle in (a byte every 300 ms, each read well within the client
+/// timeout) are cut off by the whole-body deadline: 408 and a close, and the upstream
+/// connections they held are released.
+#[test]
+fn slow_request_bodies_are_cut_off() {
+    let c = strict(128, &["--body-timeout", "1s", "--client-timeout", "5s"]);
+    let listen = c.sidecars[0].listen;
+    let mut bystander = Bystander::new(&c);
+    let started = Instant::now();
+    let trickles: Vec<_> = (0..20)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut client = Client::connect(listen);
+                client.send(
+                    format!("POST /echo/{i} HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n")
+                        .as_bytes(),
+                );
+                for _ in 0..20 {
+                    if client.try_send(b"x").is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                    if client.has_bytes() {
+                        break;
+                    }
+                }
+                let r = client.read_response(false).expect("an answer");
+                (r.status, r.header("connection").map(str::to_owned))
+            })
+        })
+        .collect();
+    bystander.still_served();
+    for t in trickles {
+        let (status, connection) = t.join().expect("trickling client");
+        assert_eq!((status, connection.as_deref()), (408, Some("close")));
+    }
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(4), "{waited:?}");
+    // (Keep-alive connections idle out after 1 s here.)
+    Bystander::new(&c).still_served();
+    let s = &c.sidecars[0];
+    assert!(s.metric("dl7_l7_client_errors_total{reason=\"body_timeout\"}") >= 20.0);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while s.metric("dl7_l7_pool_connections{pool=\"origin\",state=\"open\"}") > 1.0 {
+        assert!(Instant::now() < deadline, "origin connections still held");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// With `--key host-path`, a `Host` that is not `host[:port]` is refused (it could make two
+/// resources share a key), and an absolute-form target's authority wins over `Host`: it is
+/// the key and the `Host` the origin receives.
+#[test]
+fn host_is_checked_and_the_target_authority_wins() {
+    let c = strict(129, &["--key", "host-path"]);
+    refused(
+        &c,
+        b"GET /T/page HTTP/1.1\r\nHost: good/p/slash\r\n\r\n",
+        400,
+    );
+    refused(&c, b"GET / HTTP/1.1\r\nHost: a@b\r\n\r\n", 400);
+    let listen = c.sidecars[0].listen;
+    let mut client = Client::connect(listen);
+    client.send(b"GET http://good/headers HTTP/1.1\r\nHost: evil\r\n\r\n");
+    let r = client.read_response(false).expect("headers");
+    let seen = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(
+        seen.starts_with("GET /headers HTTP/1.1\r\nHost: good\r\n"),
+        "{seen}"
+    );
+    assert!(!seen.contains("evil"), "{seen}");
+    // The same path on two hosts is two objects.
+    for host in ["one.example", "two.example"] {
+        client.send(format!("GET /obj/same?size=7 HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+        assert_eq!(client.read_response(false).expect("obj").status, 200);
+    }
+    assert_eq!(c.origin.fetches("/obj/same?size=7"), 2);
+    assert_eq!(c.sidecars[0].metric("dl7_l7_cache_objects"), 2.0);
+}

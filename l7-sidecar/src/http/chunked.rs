@@ -4,8 +4,9 @@
 //! The decoder is strict where leniency has been used for smuggling: chunk sizes are 1 to 16
 //! hex digits, the size line ends in CRLF (a bare LF is an error), whitespace after the size
 //! is only allowed before a `;` extension, extensions and trailers are bounded and may not
-//! contain control characters, and the data of each chunk must be followed by exactly CRLF.
-//! Extensions and trailer fields are validated and dropped.
+//! contain control characters, each trailer line must be a field (`token ":" value`, no
+//! obs-fold), and the data of each chunk must be followed by exactly CRLF. Extensions and
+//! trailer fields are validated and dropped.
 //!
 //! ```
 //! use l7_sidecar::http::chunked::{Decoder, Step};
@@ -71,7 +72,8 @@ enum State {
     DataCr,
     DataLf,
     TrailerStart,
-    TrailerLine,
+    TrailerName,
+    TrailerValue,
     TrailerLf,
     EndLf,
     Done,
@@ -155,16 +157,26 @@ impl Decoder {
                     }
                     self.state = State::Size;
                 }
-                State::TrailerStart | State::TrailerLine => match b {
-                    b'\r' if self.state == State::TrailerStart => self.state = State::EndLf,
-                    b'\r' => self.state = State::TrailerLf,
-                    b'\t' | 0x20..=0x7e | 0x80..=0xff => {
-                        self.trailers += 1;
-                        if self.trailers > MAX_TRAILERS {
-                            return Err(ChunkError::BadTrailers);
-                        }
-                        self.state = State::TrailerLine;
+                State::TrailerStart => match b {
+                    b'\r' => self.state = State::EndLf,
+                    b if is_tchar(b) => {
+                        self.count_trailer()?;
+                        self.state = State::TrailerName;
                     }
+                    b'\n' => return Err(ChunkError::BadLineEnding),
+                    _ => return Err(ChunkError::BadTrailers),
+                },
+                State::TrailerName => match b {
+                    b':' => {
+                        self.count_trailer()?;
+                        self.state = State::TrailerValue;
+                    }
+                    b if is_tchar(b) => self.count_trailer()?,
+                    _ => return Err(ChunkError::BadTrailers),
+                },
+                State::TrailerValue => match b {
+                    b'\r' => self.state = State::TrailerLf,
+                    b'\t' | 0x20..=0x7e | 0x80..=0xff => self.count_trailer()?,
                     b'\n' => return Err(ChunkError::BadLineEnding),
                     _ => return Err(ChunkError::BadTrailers),
                 },
@@ -190,6 +202,14 @@ impl Decoder {
         Ok(Step::NeedMore { skip: input.len() })
     }
 
+    fn count_trailer(&mut self) -> Result<(), ChunkError> {
+        self.trailers += 1;
+        if self.trailers > MAX_TRAILERS {
+            return Err(ChunkError::BadTrailers);
+        }
+        Ok(())
+    }
+
     fn count_extension(&mut self) -> Result<(), ChunkError> {
         self.line += 1;
         if self.line > MAX_EXTENSION {
@@ -197,6 +217,11 @@ impl Decoder {
         }
         Ok(())
     }
+}
+
+/// A field-name character (RFC 9110 5.6.2 `tchar`).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -285,6 +310,13 @@ mod tests {
             b"0\r\n\r\r\n",
             b"0\r\nX: a\nb\r\n\r\n",
             b"1;\x00\r\n",
+            // Trailer lines that are not fields.
+            b"0\r\nno colon\r\n\r\n",
+            b"0\r\n: empty name\r\n\r\n",
+            b"0\r\nX : space before colon\r\n\r\n",
+            b"0\r\nX: a\r\n folded\r\n\r\n",
+            b"0\r\nX: a\x01\r\n\r\n",
+            b"0\r\nX\x7f: a\r\n\r\n",
         ] {
             assert!(
                 decode(bad, bad.len()).is_err(),

@@ -1,7 +1,10 @@
 //! The heads a proxy sends on, built in one pass into a reused buffer.
 //!
 //! Upstream (to a peer, backend, origin or local upstream): the request line with the target
-//! as received and `HTTP/1.1`; every end-to-end field; `Via` with `1.1 <name>` appended,
+//! as received (in origin-form when it goes to an origin server, RFC 9112 3.2.1) and
+//! `HTTP/1.1`; `Host` first, naming the authority of an absolute-form target rather than the
+//! `Host` received with it (RFC 9112 3.2.2), or a default when an HTTP/1.0 request had none
+//! (the peer's view of the request must be the same as this server's); every end-to-end field; `Via` with `1.1 <name>` appended,
 //! `X-Forwarded-For` with the client address appended, dl7's hop field with the new hop
 //! count; the body's framing written anew. Hop-by-hop fields (RFC 9110 7.6.1), `Expect`
 //! (the sidecar answers it) and the old framing fields are not sent; cache fills also drop
@@ -26,6 +29,12 @@ pub struct Stamp<'a> {
     pub client: &'a [u8],
     /// Hop count to send in dl7's hop field.
     pub hops: u8,
+    /// The `Host` value sent when the request has no authority (HTTP/1.0 without `Host`):
+    /// empty to a peer (RFC 9112 3.2: an empty `Host` for a target without authority), the
+    /// origin's own authority to an origin.
+    pub default_host: &'a [u8],
+    /// Write an absolute-form target in origin-form (the destination is an origin server).
+    pub origin_form: bool,
 }
 
 /// How the body of a response to the client is framed.
@@ -58,11 +67,26 @@ pub enum Connection {
 pub fn request(out: &mut BytesMut, head: &RequestHead, buf: &[u8], stamp: &Stamp<'_>, fill: bool) {
     out.put_slice(head.method_bytes(buf));
     out.put_u8(b' ');
-    out.put_slice(head.target(buf));
-    out.put_slice(b" HTTP/1.1\r\n");
+    if stamp.origin_form && head.is_absolute() {
+        let path = head.path_and_query(buf);
+        if !path.starts_with(b"/") {
+            out.put_u8(b'/');
+        }
+        out.put_slice(path);
+    } else {
+        out.put_slice(head.target(buf));
+    }
+    out.put_slice(b" HTTP/1.1\r\nHost: ");
+    out.put_slice(head.authority(buf).unwrap_or(stamp.default_host));
+    out.put_slice(b"\r\n");
     for f in head.fields() {
         let skip = match f.kind {
-            Kind::ContentLength | Kind::Expect | Kind::Hop | Kind::Via | Kind::ForwardedFor => true,
+            Kind::ContentLength
+            | Kind::Expect
+            | Kind::Hop
+            | Kind::Via
+            | Kind::ForwardedFor
+            | Kind::Host => true,
             Kind::Conditional => fill,
             kind => kind.is_hop_by_hop(),
         };
@@ -107,7 +131,8 @@ pub fn response(out: &mut BytesMut, head: &ResponseHead, buf: &[u8], via: &[u8],
     out.put_slice(b"\r\n");
     for f in head.fields() {
         let skip = match f.kind {
-            Kind::ContentLength => length != Length::AsReceived,
+            // RFC 9110 8.6: never in a 204.
+            Kind::ContentLength => length != Length::AsReceived || head.status == 204,
             Kind::Via => true,
             kind => kind.is_hop_by_hop(),
         };
@@ -167,7 +192,40 @@ mod tests {
         via: b"1.1 dl7",
         client: b"192.0.2.7",
         hops: 1,
+        default_host: b"",
+        origin_form: false,
     };
+
+    fn forwarded(buf: &[u8], stamp: &Stamp<'_>) -> String {
+        let mut head = RequestHead::default();
+        assert!(request::parse(buf, &Limits::default(), &mut head).unwrap());
+        let mut out = BytesMut::new();
+        request(&mut out, &head, buf, stamp, false);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn host_follows_the_target_and_defaults() {
+        let abs = b"GET http://good/x?y HTTP/1.1\r\nHost: evil\r\nX: 1\r\n\r\n";
+        let to_peer = forwarded(abs, &STAMP);
+        assert!(
+            to_peer.starts_with("GET http://good/x?y HTTP/1.1\r\nHost: good\r\nX: 1\r\n"),
+            "{to_peer}"
+        );
+        assert!(!to_peer.contains("evil"));
+        let origin = Stamp {
+            default_host: b"origin:8080",
+            origin_form: true,
+            ..STAMP
+        };
+        let to_origin = forwarded(abs, &origin);
+        assert!(to_origin.starts_with("GET /x?y HTTP/1.1\r\nHost: good\r\n"));
+        let bare = forwarded(b"GET http://good?q HTTP/1.1\r\nHost: good\r\n\r\n", &origin);
+        assert!(bare.starts_with("GET /?q HTTP/1.1\r\n"), "{bare}");
+        let http10 = b"GET /x HTTP/1.0\r\n\r\n";
+        assert!(forwarded(http10, &STAMP).starts_with("GET /x HTTP/1.1\r\nHost: \r\n"));
+        assert!(forwarded(http10, &origin).starts_with("GET /x HTTP/1.1\r\nHost: origin:8080\r\n"));
+    }
 
     #[test]
     fn request_drops_hop_by_hop_and_appends() {

@@ -17,6 +17,8 @@
 //! | `Content-Length` twice (even with equal values), or not a plain decimal | 400 |
 //! | obs-fold (a field line starting with whitespace), whitespace before the colon | 400 |
 //! | no `Host` in HTTP/1.1, `Host` twice | 400 |
+//! | a `Host` (or absolute-form authority) that is not `host[:port]`: `/`, `?`, `#`, `@`, whitespace, controls, non-ASCII (cache-key collisions) | 400 |
+//! | an underscore variant of a field the proxy frames or writes (`Content_Length`, `Transfer_Encoding`, `X_Forwarded_For`): CGI-style back ends read `_` as `-` | 400 |
 //! | a target that is neither origin-form, absolute-form nor `OPTIONS *` | 400 |
 //! | `CONNECT` (no tunnels) | 501 |
 //! | a version other than HTTP/1.0 and 1.1 | 505 |
@@ -123,6 +125,12 @@ pub enum HeadError {
     /// HTTP/1.1 without `Host`.
     #[error("no Host in an HTTP/1.1 request")]
     MissingHost,
+    /// A `Host` value or absolute-form authority that is not `host[:port]`.
+    #[error("invalid Host or target authority")]
+    BadHost,
+    /// A field name that is a framing field (or `X-Forwarded-For`) with `_` for `-`.
+    #[error("underscore variant of a framing field")]
+    UnderscoreField,
     /// `Host` more than once.
     #[error("more than one Host")]
     DuplicateHost,
@@ -172,7 +180,8 @@ impl HeadError {
             HeadError::BadTransferEncoding | HeadError::TransferEncodingInHttp10 => {
                 "transfer_encoding"
             }
-            HeadError::MissingHost | HeadError::DuplicateHost => "host",
+            HeadError::MissingHost | HeadError::DuplicateHost | HeadError::BadHost => "host",
+            HeadError::UnderscoreField => "underscore_field",
             HeadError::BadTarget => "target",
             HeadError::Connect => "connect",
             HeadError::Expectation => "expect",
@@ -228,6 +237,10 @@ pub struct RequestHead {
     method_span: Span,
     target: Span,
     host: Option<Span>,
+    /// The authority of an absolute-form target.
+    absolute: Option<Span>,
+    /// Where the path and query start in the target (0 for origin-form).
+    path_at: u32,
     fields: Vec<Field>,
 }
 
@@ -245,6 +258,26 @@ impl RequestHead {
     /// The `Host` value, when present.
     pub fn host<'a>(&self, buf: &'a [u8]) -> Option<&'a [u8]> {
         self.host.map(|h| h.of(buf))
+    }
+
+    /// Who the request is for (RFC 9112 3.2.2): the authority of an absolute-form target,
+    /// which overrides `Host`, else the `Host` value; `None` for an HTTP/1.0 request without
+    /// `Host`. Both were checked to be `host[:port]`.
+    pub fn authority<'a>(&self, buf: &'a [u8]) -> Option<&'a [u8]> {
+        self.absolute.or(self.host).map(|h| h.of(buf))
+    }
+
+    /// True when the target is in absolute-form (`http://host/path`).
+    pub fn is_absolute(&self) -> bool {
+        self.absolute.is_some()
+    }
+
+    /// The path and query of an absolute-form target, the target itself otherwise. An
+    /// absolute-form target without a path gives an empty slice or one starting with `?`:
+    /// the origin-form of `http://h?q` is `/` followed by this.
+    pub fn path_and_query<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        let target = self.target(buf);
+        target.get(self.path_at as usize..).unwrap_or_default()
     }
 
     /// All header fields in order.
@@ -281,7 +314,7 @@ pub fn parse(buf: &[u8], limits: &Limits, head: &mut RequestHead) -> Result<bool
     if memchr::memchr_iter(b'\n', &buf[..len]).any(|i| i == 0 || buf[i - 1] != b'\r') {
         return Err(HeadError::BareLf);
     }
-    check_target(method, target.as_bytes())?;
+    let absolute = check_target(method, target.as_bytes())?;
 
     head.len = len;
     head.minor = minor;
@@ -292,6 +325,8 @@ pub fn parse(buf: &[u8], limits: &Limits, head: &mut RequestHead) -> Result<bool
     };
     head.method_span = Span::within(buf, method.as_bytes());
     head.target = Span::within(buf, target.as_bytes());
+    head.absolute = absolute.map(|(authority, _)| Span::within(buf, authority));
+    head.path_at = absolute.map_or(0, |(_, path_at)| path_at as u32);
     head.fields.clear();
     head.host = None;
     head.hop = None;
@@ -321,7 +356,13 @@ pub fn parse(buf: &[u8], limits: &Limits, head: &mut RequestHead) -> Result<bool
                 if head.host.is_some() {
                     return Err(HeadError::DuplicateHost);
                 }
+                if !valid_host(value, true) {
+                    return Err(HeadError::BadHost);
+                }
                 head.host = Some(Span::within(buf, value));
+            }
+            Kind::Other if memchr::memchr(b'_', name).is_some() && underscore_framing(name) => {
+                return Err(HeadError::UnderscoreField);
             }
             Kind::Connection => connection.read(value),
             Kind::Expect => {
@@ -385,23 +426,110 @@ fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), HeadError> {
     Ok(())
 }
 
-/// Origin-form (`/path`), absolute-form (`http://host/path`), or `OPTIONS *`.
-fn check_target(method: &str, target: &[u8]) -> Result<(), HeadError> {
+/// Origin-form (`/path`), absolute-form (`http://host/path`), or `OPTIONS *`. For
+/// absolute-form: its authority and where the path starts (the target's length when it has
+/// no path: `http://h?q` is `/?q`).
+fn check_target<'a>(
+    method: &str,
+    target: &'a [u8],
+) -> Result<Option<(&'a [u8], usize)>, HeadError> {
     if method == "CONNECT" {
         return Err(HeadError::Connect);
     }
-    let absolute = |scheme: &[u8]| {
-        target.len() > scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme)
-    };
-    if target.starts_with(b"/")
-        || (target == b"*" && method == "OPTIONS")
-        || absolute(b"http://")
-        || absolute(b"https://")
-    {
-        Ok(())
-    } else {
-        Err(HeadError::BadTarget)
+    if target.starts_with(b"/") || (target == b"*" && method == "OPTIONS") {
+        return Ok(None);
     }
+    let scheme = [&b"http://"[..], b"https://"]
+        .into_iter()
+        .find(|s| target.len() > s.len() && target[..s.len()].eq_ignore_ascii_case(s))
+        .ok_or(HeadError::BadTarget)?;
+    let rest = &target[scheme.len()..];
+    let end = rest
+        .iter()
+        .position(|&b| b == b'/' || b == b'?' || b == b'#')
+        .unwrap_or(rest.len());
+    let authority = &rest[..end];
+    if !valid_host(authority, false) {
+        return Err(HeadError::BadHost);
+    }
+    Ok(Some((authority, scheme.len() + end)))
+}
+
+/// `host[:port]` (RFC 9110 7.2, RFC 3986 3.2.2): a reg-name or IPv4 address of unreserved,
+/// percent-encoded and sub-delim characters, or a bracketed IP literal, then an optional
+/// decimal port. No userinfo, no path characters, nothing that would let two different
+/// requests build the same cache key. `empty`: an empty value is allowed (RFC 9112 3.2: a
+/// request whose target has no authority sends an empty `Host`).
+pub fn valid_host(value: &[u8], empty: bool) -> bool {
+    if value.is_empty() {
+        return empty;
+    }
+    let (host, port) = if value.starts_with(b"[") {
+        let Some(close) = memchr::memchr(b']', value) else {
+            return false;
+        };
+        let literal = &value[1..close];
+        if literal.is_empty()
+            || !literal
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'v' | b'V'))
+        {
+            return false;
+        }
+        match &value[close + 1..] {
+            [] => (&value[..=close], None),
+            [b':', port @ ..] => (&value[..=close], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match memchr::memrchr(b':', value) {
+            Some(i) => (&value[..i], Some(&value[i + 1..])),
+            None => (value, None),
+        }
+    };
+    let reg_name = |b: &u8| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            )
+    };
+    !host.is_empty()
+        && (host.starts_with(b"[") || host.iter().all(reg_name))
+        && port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit))
+}
+
+/// True when `name` (which contains `_`) reads as a field the proxy frames or writes itself
+/// once `_` is taken for `-`, as CGI-style back ends do (`Transfer_Encoding` becomes
+/// `HTTP_TRANSFER_ENCODING`, the same as `Transfer-Encoding`; `X_Forwarded_For` would
+/// smuggle a client address past the one the proxy appends).
+fn underscore_framing(name: &[u8]) -> bool {
+    const FRAMING: [&[u8]; 3] = [b"content-length", b"transfer-encoding", b"x-forwarded-for"];
+    FRAMING.iter().any(|f| {
+        f.len() == name.len()
+            && f.iter().zip(name).all(|(&f, &n)| {
+                let n = if n == b'_' {
+                    b'-'
+                } else {
+                    n.to_ascii_lowercase()
+                };
+                f == n
+            })
+    })
 }
 
 #[cfg(test)]
@@ -503,6 +631,33 @@ mod tests {
             (b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n", 417),
             (b"GET / HTTP/1.1\r\nHost: a\r\nX-Dl7-Hop: 300\r\n\r\n", 400),
             (b"GET / HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n", 400),
+            // Obfuscated framing fields.
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding\t: chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \x0bchunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \"chunked\"\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer_Encoding: chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent_Length: 4\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nhost_: x\r\n\r\n", 200),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nHOST: x\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nHo_st: x\r\n\r\n", 200),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nConnection_: x\r\n\r\n", 200),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 10.0.0.1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length_: 1\r\n\r\n", 200),
+            (b"GET / HTTP/1.1\r\nhost: h\r\nCONNECTION_x: x\r\n\r\n", 200),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nconnection: close\r\nCONNECTION: x\r\n\r\n", 200),
+            (b"POST / HTTP/1.1\r\nHost: h\r\n\x20Transfer-Encoding: chunked\r\n\r\n", 400),
+            // Host values that would make two requests share a cache key.
+            (b"GET /T/page HTTP/1.1\r\nHost: good/p/slash\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: good?x\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: good#x\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: user@good\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: good bad\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: good:80x\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: \xc3\xa9\r\n\r\n", 400),
+            (b"GET http://user@good/x HTTP/1.1\r\nHost: good\r\n\r\n", 400),
+            (b"GET http:///x HTTP/1.1\r\nHost: good\r\n\r\n", 400),
+            (b"GET http://go%2fod/x HTTP/1.1\r\nHost: h\r\n\r\n", 200),
         ];
         for (req, want) in cases {
             assert_eq!(status(req), *want, "{:?}", String::from_utf8_lossy(req));
@@ -519,6 +674,43 @@ mod tests {
         assert_eq!(status(b"\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"), 200);
         let zero = parse_all(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n").unwrap();
         assert_eq!(zero.body, BodyKind::None);
+        // Tabs are optional whitespace around a value; a value that merely mentions a framing
+        // field is just a value.
+        let tab = parse_all(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding:\tchunked\t\r\n\r\n")
+            .unwrap();
+        assert_eq!(tab.body, BodyKind::Chunked);
+        let inner = parse_all(b"POST / HTTP/1.1\r\nHost: h\r\nX: X\tTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n").unwrap();
+        assert_eq!(inner.body, BodyKind::Length(3));
+        for host in [
+            "a.b-c_d~e",
+            "127.0.0.1:8080",
+            "[::1]:80",
+            "[fe80::1]",
+            "x%41y",
+            "",
+        ] {
+            let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert_eq!(status(req.as_bytes()), 200, "{host:?}");
+        }
+    }
+
+    #[test]
+    fn authority_and_origin_form() {
+        let buf = b"GET http://Good:81?q HTTP/1.1\r\nHost: evil\r\n\r\n";
+        let head = parse_all(buf).unwrap();
+        assert!(head.is_absolute());
+        assert_eq!(head.authority(buf), Some(&b"Good:81"[..]));
+        assert_eq!(head.path_and_query(buf), b"?q");
+        let buf = b"GET https://g/x/y HTTP/1.1\r\nHost: g\r\n\r\n";
+        let head = parse_all(buf).unwrap();
+        assert_eq!(head.path_and_query(buf), b"/x/y");
+        let buf = b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n";
+        let head = parse_all(buf).unwrap();
+        assert!(!head.is_absolute());
+        assert_eq!(head.authority(buf), Some(&b"h"[..]));
+        assert_eq!(head.path_and_query(buf), b"/x");
+        let buf = b"GET /x HTTP/1.0\r\n\r\n";
+        assert_eq!(parse_all(buf).unwrap().authority(buf), None);
     }
 
     #[test]

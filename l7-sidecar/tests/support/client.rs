@@ -191,6 +191,18 @@ impl Client {
         }
     }
 
+    /// True when the server has sent something not read yet (checked without waiting).
+    pub fn has_bytes(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
+        let _ = self.stream.set_nonblocking(true);
+        let mut probe = [0u8; 1];
+        let found = matches!(self.stream.peek(&mut probe), Ok(n) if n > 0);
+        let _ = self.stream.set_nonblocking(false);
+        found
+    }
+
     /// True when the server closes the connection (EOF or reset) within 5 s without
     /// sending anything more.
     pub fn is_closed(&mut self) -> bool {

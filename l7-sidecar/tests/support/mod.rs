@@ -155,6 +155,28 @@ impl Cluster {
     }
 }
 
+/// A central-mode balancer on `127.0.net.11` in front of `members` (its backends), with
+/// `extra` more `serve` flags; its log goes to `dir`.
+pub fn central(net: u8, members: &[String], extra: &[&str], dir: &TempDir) -> Sidecar {
+    let (listen, metrics) = (free_addr(ip(net, 11)), free_addr(ip(net, 11)));
+    let mut args: Vec<String> = [
+        "serve",
+        "--mode",
+        "central",
+        "--listen",
+        &listen.to_string(),
+        "--members",
+        &members.join(","),
+        "--metrics",
+        &metrics.to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    Sidecar::start(&args, listen, None, metrics, dir.path("central.log"))
+}
+
 /// Writes a sidecar's TOML file (the membership and the origin; the rest are flags).
 pub fn write_config(path: &Path, name: &str, members: &str, origin: &str) {
     fs::write(

@@ -10,6 +10,7 @@
 //! | `/echo` | the request body, chunked (`no-store`) |
 //! | `/headers` | the request head as received (`no-store`) |
 //! | `/status/S` | status `S` |
+//! | `/script/NAME/..` | the byte script registered as `NAME` with [`Origin::script`] (a hostile origin) |
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -24,8 +25,24 @@ pub fn body_for(target: &str, size: usize) -> Vec<u8> {
     target.bytes().cycle().take(size).collect()
 }
 
+/// One step of a scripted answer: what a hostile or broken origin does on the wire.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Write these bytes.
+    Send(Vec<u8>),
+    /// Wait this many milliseconds.
+    Sleep(u64),
+    /// Write the bytes one at a time, `ms` apart.
+    Drip(Vec<u8>, u64),
+    /// Write the bytes again and again for `ms` milliseconds (or until the peer goes).
+    Flood(Vec<u8>, u64),
+    /// Close the connection.
+    Close,
+}
+
 #[derive(Default)]
 struct State {
+    scripts: Mutex<HashMap<String, Vec<Step>>>,
     fetches: Mutex<HashMap<String, usize>>,
     connections: AtomicUsize,
     stop: AtomicBool,
@@ -64,6 +81,16 @@ impl Origin {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Registers a script: a request for `/script/NAME/..` (any rest) is answered by
+    /// playing `steps`; the connection then goes on serving unless a step closed it.
+    pub fn script(&self, name: &str, steps: Vec<Step>) {
+        self.state
+            .scripts
+            .lock()
+            .expect("lock")
+            .insert(name.to_owned(), steps);
     }
 
     /// Requests received for `target`.
@@ -132,7 +159,7 @@ fn serve(mut stream: TcpStream, state: &State) {
             .expect("lock")
             .entry(target.clone())
             .or_default() += 1;
-        if respond(&mut stream, &method, &target, &head, &body).is_err() {
+        if respond(&mut stream, &method, &target, &head, &body, state).is_err() {
             return;
         }
     }
@@ -232,14 +259,47 @@ fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>, state: &State) -> Opt
     }
 }
 
+/// Plays a script; an error ends the connection.
+fn play(stream: &mut TcpStream, steps: &[Step]) -> io::Result<()> {
+    for step in steps {
+        match step {
+            Step::Send(bytes) => stream.write_all(bytes)?,
+            Step::Sleep(ms) => std::thread::sleep(Duration::from_millis(*ms)),
+            Step::Drip(bytes, ms) => {
+                for b in bytes {
+                    stream.write_all(std::slice::from_ref(b))?;
+                    std::thread::sleep(Duration::from_millis(*ms));
+                }
+            }
+            Step::Flood(bytes, ms) => {
+                let until = std::time::Instant::now() + Duration::from_millis(*ms);
+                while std::time::Instant::now() < until {
+                    stream.write_all(bytes)?;
+                }
+            }
+            Step::Close => return Err(io::Error::other("script closes")),
+        }
+    }
+    Ok(())
+}
+
 fn respond(
     stream: &mut TcpStream,
     method: &str,
     target: &str,
     head: &[u8],
     body: &[u8],
+    state: &State,
 ) -> io::Result<()> {
     let path = target.split('?').next().unwrap_or("/");
+    if let Some(rest) = path.strip_prefix("/script/") {
+        let name = rest.split('/').next().unwrap_or_default();
+        let steps = state.scripts.lock().expect("lock").get(name).cloned();
+        return match steps {
+            Some(steps) => play(stream, &steps),
+            None => stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+        };
+    }
     let size: usize = param(target, "size")
         .and_then(|s| s.parse().ok())
         .unwrap_or(100);
