@@ -131,6 +131,14 @@ fn smuggling_vectors_are_refused_and_closed() {
         ("two Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
         ("NUL in a value", b"GET / HTTP/1.1\r\nHost: t\r\nX: a\x00b\r\n\r\n"),
         ("bad target", b"GET index.html HTTP/1.1\r\nHost: t\r\n\r\n"),
+        ("TE tab before colon", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding\t: chunked\r\n\r\n0\r\n\r\n"),
+        ("TE vertical tab", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: \x0bchunked\r\n\r\n0\r\n\r\n"),
+        ("TE leading space line", b"POST /echo HTTP/1.1\r\nHost: t\r\n Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("TE underscore", b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer_Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("CL underscore", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent_Length: 5\r\n\r\n0\r\n\r\n"),
+        ("XFF underscore", b"GET / HTTP/1.1\r\nHost: t\r\nX_Forwarded_For: 10.0.0.1\r\n\r\n"),
+        ("bad trailer", b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nno colon\r\n\r\n"),
+        ("Host with a path", b"GET / HTTP/1.1\r\nHost: t/x\r\n\r\n"),
     ];
     for (name, request) in vectors {
         eprintln!("vector: {name}");
@@ -146,6 +154,13 @@ fn smuggling_vectors_are_refused_and_closed() {
     bystander.still_served();
     // The origin never saw a smuggled request.
     assert_eq!(c.origin.fetches("/echo"), 0);
+    // A value that only mentions a framing field is a value: the body is framed by
+    // Content-Length and nothing is smuggled.
+    let mut client = Client::connect(c.sidecars[0].listen);
+    client.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nX: X\tTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\nhello");
+    let r = client.read_response(false).expect("echo");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
+    assert_eq!(c.origin.fetches("/echo"), 1);
 }
 
 #[test]

@@ -36,7 +36,11 @@ struct Cli {
 enum Task {
     /// Install what building and loading eBPF needs (rust-src, bpf-linker, bpffs) and check
     /// the kernel; idempotent.
-    Setup,
+    Setup {
+        /// Also install cargo-fuzz, for the sidecar's fuzz targets (l7-sidecar/fuzz).
+        #[arg(long)]
+        fuzz: bool,
+    },
     /// Build the XDP programs (l4-ebpf) for bpfel-unknown-none.
     BuildEbpf,
     /// On the front host: build the XDP program and l4-ctl (release), then `l4-ctl load`
@@ -122,7 +126,13 @@ fn main() {
 fn run(task: Task) -> Result<()> {
     let root = workspace_root();
     match task {
-        Task::Setup => setup::run_all(),
+        Task::Setup { fuzz } => {
+            setup::run_all()?;
+            if fuzz {
+                setup::ensure_cargo_fuzz()?;
+            }
+            Ok(())
+        }
         Task::BuildEbpf => ebpf::build(&root),
         Task::BuildAndLoad { iface, mode } => build::build_and_load(
             &root,

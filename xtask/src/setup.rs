@@ -29,6 +29,19 @@ pub fn run_all() -> Result<()> {
     Ok(())
 }
 
+/// Installs cargo-fuzz (for the sidecar's fuzz targets, `l7-sidecar/fuzz/`), which runs
+/// with the nightly toolchain. Not needed by any test.
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    let bin = cargo_bin_dir()?.join("cargo-fuzz");
+    if output(Command::new(&bin).arg("--version")).is_ok() {
+        return Ok(());
+    }
+    ensure_rust_src()?;
+    eprintln!("setup: installing cargo-fuzz");
+    run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+        .context("installing cargo-fuzz failed")
+}
+
 fn check_root() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {

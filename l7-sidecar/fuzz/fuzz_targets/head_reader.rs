@@ -7,9 +7,10 @@
 //! ```
 #![no_main]
 
-use l7_sidecar::http::chunked::{Decoder, Step};
 use l7_sidecar::http::request::{self, Limits, RequestHead};
 use libfuzzer_sys::fuzz_target;
+
+mod walk;
 
 fuzz_target!(|data: &[u8]| {
     // Small limits so that the limit paths are reached too.
@@ -27,17 +28,5 @@ fuzz_target!(|data: &[u8]| {
     for f in head.fields() {
         let _ = (f.name.of(data), f.value.of(data));
     }
-    let mut rest = &data[head.len..];
-    let mut decoder = Decoder::default();
-    while let Ok(step) = decoder.step(rest) {
-        let used = match step {
-            Step::Data { skip, len } => skip + len,
-            Step::NeedMore { skip } | Step::Done { skip } => skip,
-        };
-        assert!(used <= rest.len());
-        rest = &rest[used..];
-        if !matches!(step, Step::Data { .. }) {
-            break;
-        }
-    }
+    walk::chunked_body(&data[head.len..]);
 });

@@ -1,7 +1,7 @@
 //! The response-head reader for what peers, origins and upstreams send back. Malformed or
 //! ambiguous responses are refused (the client gets a 502) rather than guessed at:
-//! `Transfer-Encoding` other than `chunked`, `Transfer-Encoding` with `Content-Length`, or
-//! `Content-Length` values that differ.
+//! `Transfer-Encoding` other than `chunked`, `Transfer-Encoding` with `Content-Length`,
+//! `Content-Length` values that differ, a status outside 100-599 (RFC 9110 15).
 
 use std::mem::MaybeUninit;
 
@@ -86,6 +86,9 @@ pub fn parse(buf: &[u8], max_bytes: usize, head: &mut ResponseHead) -> Result<bo
     let (Some(minor), Some(status), Some(reason)) = (resp.version, resp.code, resp.reason) else {
         return Err(ResponseError::Malformed(httparse::Error::Status));
     };
+    if !(100..=599).contains(&status) {
+        return Err(ResponseError::Malformed(httparse::Error::Status));
+    }
     head.len = len;
     head.status = status;
     head.reason = Span::within(buf, reason.as_bytes());
@@ -167,6 +170,14 @@ mod tests {
             parsed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n").is_ok()
         );
         let mut head = ResponseHead::default();
+        for status in ["096", "000", "600", "999"] {
+            let bad = format!("HTTP/1.1 {status} X\r\n\r\n");
+            assert_eq!(
+                parse(bad.as_bytes(), 1024, &mut head),
+                Err(ResponseError::Malformed(httparse::Error::Status)),
+                "{status}"
+            );
+        }
         assert_eq!(
             parse(&[b'x'; 2000], 1024, &mut head),
             Err(ResponseError::Malformed(httparse::Error::Version))
