@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::http::canned;
-use crate::http::request::{self, Limits, RequestHead};
+use crate::http::request::{self, Limits, Method, RequestHead};
 use crate::http::wire;
 use crate::server::Shared;
 
@@ -68,7 +68,7 @@ async fn answer(mut stream: TcpStream, shared: &Shared) {
             out.extend_from_slice(&body);
         }
         b"/healthz" => {
-            shared.health(&mut out, true);
+            shared.health(&mut out, true, head.method == Method::Head);
         }
         _ => canned::error(&mut out, 404, true),
     }

@@ -202,6 +202,7 @@ impl ClientIo {
     /// Sends a complete error response. The connection closes after it when the client asked,
     /// when the request body was not read to its end, or when `close` is set.
     pub async fn error(&mut self, status: u16, close: bool, config: &Config) -> Outcome {
+        self.heartbeat = None;
         let close = close || self.closing() || !self.body_done;
         self.out.clear();
         canned::error(&mut self.out, status, close);
@@ -221,6 +222,8 @@ impl ClientIo {
         last: bool,
         config: &Config,
     ) -> std::io::Result<()> {
+        // The final head goes out: no interim response may follow it.
+        self.heartbeat = None;
         let mut scratch = [[0u8; 18]; 2];
         let [s0, s1] = &mut scratch;
         let lines = [

@@ -180,8 +180,8 @@ settings! {
     /// Longest wait for a client to send body bytes or accept response bytes (default 30s).
     #[arg(long, value_name = "DURATION")]
     client_timeout: String,
-    /// Time to receive a whole request body, 408 after; stops bodies that trickle in
-    /// (default 60s).
+    /// Time a client may spend in all sending a request body (time the upstream takes to
+    /// accept it is not counted), 408 after; stops bodies that trickle in (default 60s).
     #[arg(long, value_name = "DURATION")]
     body_timeout: String,
     /// Connecting to a peer, backend, origin or upstream (default 2s).
@@ -191,10 +191,10 @@ settings! {
     /// from upstream, 504 after (default 30s).
     #[arg(long, value_name = "DURATION")]
     response_timeout: String,
-    /// Distributed mode: a forward to a peer whose first response byte has not come after
-    /// this goes to the next candidate (GET and HEAD; others get 504). An owner waiting on
-    /// its origin sends `102 Processing` every third of it, so only a hung peer trips it;
-    /// use the same value on every sidecar (default 1s).
+    /// Distributed mode: a GET or HEAD forwarded to a peer that sends no byte for this long
+    /// goes to the next candidate. An owner waiting on its origin sends `102 Processing`
+    /// every third of it, so only a hung peer trips it; use the same value on every sidecar
+    /// (default 1s, at least 300ms).
     #[arg(long, value_name = "DURATION")]
     peer_first_byte_timeout: String,
     /// Active health checks of the members: how often (default 1s; `off` disables).
@@ -517,11 +517,7 @@ impl Settings {
             body: self.duration("body-timeout", &self.body_timeout, 60)?,
             connect: self.duration("connect-timeout", &self.connect_timeout, 2)?,
             response: self.duration("response-timeout", &self.response_timeout, 30)?,
-            peer_first_byte: self.duration_or(
-                "peer-first-byte-timeout",
-                &self.peer_first_byte_timeout,
-                Duration::from_secs(1),
-            )?,
+            peer_first_byte: self.peer_first_byte()?,
             drain: self.duration("drain-timeout", &self.drain_timeout, 10)?,
         };
         let health = self.health()?;
@@ -671,6 +667,22 @@ impl Settings {
                 })
             }
         }
+    }
+
+    /// At least 300 ms: owners beat at a third of it, and a waiting peer takes a beat every
+    /// 100 ms at most before it calls interim responses a flood.
+    fn peer_first_byte(&self) -> Result<Duration, ConfigError> {
+        let field = "peer-first-byte-timeout";
+        let value = &self.peer_first_byte_timeout;
+        let timeout = self.duration_or(field, value, Duration::from_secs(1))?;
+        if timeout < Duration::from_millis(300) {
+            return Err(invalid(
+                field,
+                value.as_deref().unwrap_or_default(),
+                "is shorter than 300ms",
+            ));
+        }
+        Ok(timeout)
     }
 
     fn health(&self) -> Result<HealthSettings, ConfigError> {
@@ -862,6 +874,12 @@ mod tests {
         assert!(err("weights = \"1\"\n").contains("--weights"));
         assert!(err("threads = 0\n").starts_with("--threads: \"0\""));
         assert!(err("header-timeout = \"5 days\"\n").starts_with("--header-timeout: \"5 days\""));
+        assert!(
+            err("peer-first-byte-timeout = \"100ms\"\n")
+                .starts_with("--peer-first-byte-timeout: \"100ms\" is shorter than 300ms")
+        );
+        assert!(err("health-timeout = \"2s\"\n").starts_with("--health-timeout: \"2s\""));
+        assert!(err("health-path = \"healthz\"\n").starts_with("--health-path: \"healthz\""));
         assert!(err("self = \"a\"\n").contains("--self cannot be used in central mode"));
         assert!(err("origin = \"http://a:1\"\n").contains("--origin cannot"));
         assert!(toml::from_str::<Settings>("listn = \"x\"").is_err());

@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use crate::client::{ClientIo, Outcome};
 use crate::config::{Config, KeyMode, Mode};
-use crate::http::request::{self, BodyKind, HeadError, RequestHead};
+use crate::http::request::{self, BodyKind, HeadError, Method, RequestHead};
 use crate::http::wire;
 use crate::local::{self, Request, Upstream};
 use crate::metrics::Route;
@@ -116,6 +116,8 @@ pub async fn serve(
         io.start(&s.head, heartbeat);
         let outcome = if listener == Listener::Peer
             && s.head.hop.is_none()
+            && s.head.method != Method::Other
+            && s.head.body == BodyKind::None
             && s.head.target(&s.buf) == config.health.path.as_bytes()
         {
             // A peer's health check (forwarded requests always carry the hop field),
@@ -244,7 +246,7 @@ async fn answer(
 async fn health(io: &mut ClientIo, shared: &Shared) -> Outcome {
     io.out.clear();
     let close = io.closing();
-    let status = shared.health(&mut io.out, close);
+    let status = shared.health(&mut io.out, close, io.method == Method::Head);
     let sent = wire::write_one(&mut io.stream, &io.out, shared.config.timeouts.client).await;
     Outcome {
         status,
@@ -285,6 +287,7 @@ async fn forward(
                 routing.scheme().end(i);
                 match result {
                     Ok(outcome) | Err(Failure::Done(outcome)) => return (route, outcome),
+                    Err(Failure::Gone) => return (route, Failure::GONE),
                     Err(Failure::Retry(s)) => status = s,
                 }
             }

@@ -10,9 +10,10 @@
 //! `health-rise` passes in a row it is up again. Every transition is logged and exported
 //! (`dl7_l7_peer_up`, `dl7_l7_peer_checks_total`).
 //!
-//! A sidecar answers the health path itself on its peer port (for requests without dl7's
-//! hop field, which forwarded requests always carry), as its admin endpoint answers
-//! `/healthz`: `200`, or `503` while it drains. A central-mode backend that is not a sidecar
+//! A sidecar answers `GET` and `HEAD` of the health path itself on its peer port (for
+//! requests without dl7's hop field, which forwarded requests always carry), as its admin
+//! endpoint answers `/healthz`; once it drains it accepts no new connection, so checks fail
+//! at once. A central-mode backend that is not a sidecar
 //! passes with any status below 500 for that path, a 404 included: what is checked is that
 //! it answers HTTP, not what.
 

@@ -160,10 +160,7 @@ impl LocalServer {
                         client::beating(&mut io.stream, &mut io.heartbeat, timeout, wait).await
                     else {
                         metrics.client_error("client_write");
-                        return Outcome {
-                            status: 502,
-                            close: true,
-                        };
+                        return Failure::GONE;
                     };
                     let fill = match waited {
                         Err(_) => return io.error(504, false, config).await,
@@ -199,6 +196,7 @@ async fn pass(
     upstream_head(scratch, req, io, false, Upstream::Origin(host));
     match proxy::exchange(pool, scratch, io, None, config, metrics).await {
         Ok(outcome) | Err(Failure::Done(outcome)) => outcome,
+        Err(Failure::Gone) => Failure::GONE,
         Err(Failure::Retry(status)) => io.error(status, false, config).await,
     }
 }
@@ -250,6 +248,8 @@ async fn fill(
             guard.finish(Fill::Failed(outcome.status));
             return outcome;
         }
+        // Not the origin's failure: the guard's drop lets a waiter lead a new fill.
+        Err(Failure::Gone) => return Failure::GONE,
     };
     let framing = io.resp.framing(false);
     let ttl = cache.freshness(io.resp.status, io.resp.fields(), &conn.buf);
@@ -281,12 +281,9 @@ async fn fill(
                 return io.error(502, false, config).await;
             }
             None => {
-                guard.finish(Fill::Failed(502));
+                // The requester went away; the guard's drop lets a waiter lead a new fill.
                 metrics.client_error("client_write");
-                return Outcome {
-                    status: 502,
-                    close: true,
-                };
+                return Failure::GONE;
             }
         };
         if n == 0 {

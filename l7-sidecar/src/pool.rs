@@ -20,12 +20,14 @@
 //! - while idle, [`Pool::watch`] (driven by one background task) keeps the task's waker
 //!   registered for read readiness on every idle socket, so a byte or a FIN that arrives
 //!   retires the connection at once, without a system call per connection;
-//! - [`Pool::get`]: the socket must not be readable (checked against the reactor's
-//!   readiness, confirmed with a non-blocking read only when it says readable).
+//! - [`Pool::get`]: a non-blocking read must find nothing again.
 //!
-//! Bytes that arrive after a connection was handed out cannot be told from the response to
-//! the request just sent (HTTP/1.1 has no request ids); the checks close that window down to
-//! the moment between the last check and the request's write.
+//! The non-blocking reads go through tokio's readiness: they reach the kernel only when the
+//! reactor has seen the socket readable since a read last found nothing. Bytes that the
+//! reactor has not dispatched yet, or that arrive after a connection was handed out, cannot
+//! be told from the response to the request just sent (HTTP/1.1 has no request ids); the
+//! checks close that window down to the moment between the last check and the request's
+//! write.
 //!
 //! The idle list is behind a mutex held for a push, a pop or a readiness scan, never across
 //! an await or a system call: closing connections happens after the lock is released.
@@ -91,25 +93,15 @@ enum Probe {
 
 impl Conn {
     /// Reads at most one byte without blocking. A byte read is lost, so a connection found
-    /// anything but [`Probe::Clean`] must be dropped.
+    /// anything but [`Probe::Clean`] must be dropped. (tokio makes the system call only when
+    /// the reactor has seen the socket readable since a read last found nothing, so the
+    /// usual clean case costs none.)
     fn probe(&self) -> Probe {
         let mut byte = [0u8; 1];
         match self.stream.try_read(&mut byte) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Probe::Clean,
             Ok(0) | Err(_) => Probe::Closed,
             Ok(_) => Probe::Unsolicited,
-        }
-    }
-
-    /// [`probe`](Self::probe), skipped when the reactor has seen no read readiness since
-    /// the last read that found nothing (the usual case for a connection taken from the
-    /// idle list: no system call).
-    fn check(&self) -> Probe {
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.stream.poll_read_ready(&mut cx) {
-            std::task::Poll::Pending => Probe::Clean,
-            std::task::Poll::Ready(Ok(())) => self.probe(),
-            std::task::Poll::Ready(Err(_)) => Probe::Closed,
         }
     }
 }
@@ -205,11 +197,12 @@ impl Pool {
             let Some(idle) = popped else { break };
             if idle.since.elapsed() >= self.settings.idle_timeout {
                 // The newest is expired, so all are: close them outside the lock.
-                drop(std::mem::take(&mut self.idle().conns));
+                let expired = std::mem::take(&mut self.idle().conns);
+                drop(expired);
                 break;
             }
             let mut conn = idle.conn;
-            match conn.check() {
+            match conn.probe() {
                 Probe::Clean => {
                     conn.reused = true;
                     return Ok(conn);

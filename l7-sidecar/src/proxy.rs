@@ -56,6 +56,17 @@ pub enum Failure {
     Retry(u16),
     /// The client has been answered (an error) or its connection must close.
     Done(Outcome),
+    /// The requester went away while this server waited (a heartbeat could not be sent):
+    /// nothing more can be sent, and the connection closes.
+    Gone,
+}
+
+impl Failure {
+    /// The outcome to count for a request that ended in [`Failure::Gone`].
+    pub const GONE: Outcome = Outcome {
+        status: 502,
+        close: true,
+    };
 }
 
 /// What went wrong before the response head, seen from the upstream connection.
@@ -99,6 +110,9 @@ pub async fn request(
     metrics: &Metrics,
 ) -> Result<Conn, Failure> {
     pool.metrics.forwards.inc();
+    // A request that cannot go elsewhere gains nothing from a first-byte timeout but an
+    // earlier 504 (and its body may still be on its way to a slow origin at the owner).
+    let first_byte = first_byte.filter(|_| io.retryable());
     let timeout = config.timeouts.client;
     let checkout = client::beating(&mut io.stream, &mut io.heartbeat, timeout, pool.get()).await;
     let mut conn = match checkout {
@@ -131,7 +145,13 @@ pub async fn request(
         let status = match early {
             Early::Lost if conn.reused && io.retryable() => {
                 // A stale keep-alive connection: try a new one to the same destination.
-                conn = pool.connect().await.map_err(|e| {
+                let connect = pool.connect();
+                let Some(connected) =
+                    client::beating(&mut io.stream, &mut io.heartbeat, timeout, connect).await
+                else {
+                    return Err(gone(metrics));
+                };
+                conn = connected.map_err(|e| {
                     log::debug!("{}: {e}", pool.name());
                     failed(pool);
                     Failure::Retry(502)
@@ -143,7 +163,7 @@ pub async fn request(
                 return Err(Failure::Retry(502));
             }
             Early::Stalled => {
-                log::debug!("{}: no response byte in time", pool.name());
+                log::debug!("{}: silent for the first-byte timeout", pool.name());
                 pool.metrics.stalls.inc();
                 failed(pool);
                 if io.retryable() {
@@ -172,10 +192,7 @@ pub async fn request(
 /// The requester went away while this server waited for it: nothing more can be sent.
 fn gone(metrics: &Metrics) -> Failure {
     metrics.client_error("client_write");
-    Failure::Done(Outcome {
-        status: 502,
-        close: true,
-    })
+    Failure::Gone
 }
 
 fn failed(pool: &Pool) {
@@ -263,8 +280,8 @@ struct HeadWait {
     start: Instant,
     /// The final head must be complete by then (interim responses do not extend it).
     deadline: Instant,
-    /// Each wait for the next byte (the first one and every one after an interim
-    /// response), for peers that send heartbeats.
+    /// Each wait for the next bytes (the first ones and every later read), for peers that
+    /// send heartbeats.
     first_byte: Option<Duration>,
 }
 
@@ -287,7 +304,7 @@ impl HeadWait {
 
 /// Reads the final response head, skipping interim 1xx responses, by the deadline of
 /// `wait`. With a first-byte timeout, a silence of that long (before the first byte, or
-/// after an interim response) is [`Early::Stalled`].
+/// between any two reads) is [`Early::Stalled`].
 async fn read_head(conn: &mut Conn, resp: &mut ResponseHead, wait: HeadWait) -> Result<(), Early> {
     let mut received = false;
     let mut interim = 0u32;
@@ -303,7 +320,8 @@ async fn read_head(conn: &mut Conn, resp: &mut ResponseHead, wait: HeadWait) -> 
                         log::debug!("interim response flood");
                         return Err(Early::Bad);
                     }
-                    progress = Instant::now();
+                    // Only bytes of the final response make a loss after this unrepeatable.
+                    received = !conn.buf.is_empty();
                     continue;
                 }
                 Ok(true) => return Ok(()),
@@ -331,7 +349,10 @@ async fn read_head(conn: &mut Conn, resp: &mut ResponseHead, wait: HeadWait) -> 
         match wire::read(&mut conn.stream, &mut conn.buf, until - now).await {
             Ok(0) if !received => return Err(Early::Lost),
             Ok(0) => return Err(Early::Bad),
-            Ok(_) => received = true,
+            Ok(_) => {
+                received = true;
+                progress = Instant::now();
+            }
             // The loop decides which limit passed.
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(_) if !received => return Err(Early::Lost),

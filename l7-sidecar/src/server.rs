@@ -90,18 +90,19 @@ impl Shared {
     }
 
     /// Writes the answer to a health check (`200 ok`, or `503 draining` once SIGTERM was
-    /// received, so that checkers take the server out before it stops) and returns its
-    /// status.
-    pub fn health(&self, out: &mut bytes::BytesMut, close: bool) -> u16 {
-        if self.draining() {
-            canned::head(out, 503, "text/plain", 9, close);
-            out.extend_from_slice(b"draining\n");
-            503
+    /// received, so that checkers take the server out before it stops), without its body
+    /// for `HEAD`, and returns its status.
+    pub fn health(&self, out: &mut bytes::BytesMut, close: bool, head_only: bool) -> u16 {
+        let (status, body): (u16, &[u8]) = if self.draining() {
+            (503, b"draining\n")
         } else {
-            canned::head(out, 200, "text/plain", 3, close);
-            out.extend_from_slice(b"ok\n");
-            200
+            (200, b"ok\n")
+        };
+        canned::head(out, status, "text/plain", body.len(), close);
+        if !head_only {
+            out.extend_from_slice(body);
         }
+        status
     }
 
     /// Every pool: the members', then the origin's or upstream's.

@@ -462,13 +462,41 @@ fn http10_without_host_is_served_through_any_sidecar() {
             }
         }
     }
-    let mut client = Client::connect(c.sidecars[0].listen);
-    client.send(b"GET /headers HTTP/1.0\r\n\r\n");
-    let seen =
-        String::from_utf8_lossy(&client.read_response(false).expect("headers").body).into_owned();
-    assert!(
-        seen.contains(&format!("Host: {}\r\n", c.origin.addr)),
-        "{seen}"
+    // The origin sees its own authority as Host whichever sidecar owns the key.
+    for s in &c.sidecars {
+        for i in 0..4 {
+            let mut client = Client::connect(s.listen);
+            client.send(format!("GET /headers?{i} HTTP/1.0\r\n\r\n").as_bytes());
+            let r = client.read_response(false).expect("headers");
+            let seen = String::from_utf8_lossy(&r.body).into_owned();
+            assert!(
+                seen.contains(&format!("Host: {}\r\n", c.origin.addr)),
+                "{seen}"
+            );
+        }
+    }
+}
+
+/// The peer port answers `GET` and `HEAD` of the health path without the hop field (HEAD
+/// without a body, so a kept-alive connection stays in step); anything else there is a
+/// request like any other.
+#[test]
+fn the_peer_port_answers_health_checks() {
+    let c = Cluster::start(113, 1, &[]);
+    let peer = c.sidecars[0].peer.expect("a peer port");
+    let mut client = Client::connect(peer);
+    client.send(b"HEAD /healthz HTTP/1.1\r\nHost: h\r\n\r\n");
+    let r = client.read_response(true).expect("HEAD");
+    assert_eq!((r.status, r.header("content-length")), (200, Some("3")));
+    let r = client.get("/healthz");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"ok\n"[..]));
+    client.send(b"POST /healthz HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab");
+    assert_eq!(client.read_response(false).expect("POST").status, 404);
+    assert_eq!(client.get("/obj/after-health?size=3").body.len(), 3);
+    assert_eq!(
+        c.origin.fetches("/healthz"),
+        1,
+        "only the POST reached the origin"
     );
 }
 

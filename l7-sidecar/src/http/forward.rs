@@ -77,7 +77,8 @@ pub fn request(out: &mut BytesMut, head: &RequestHead, buf: &[u8], stamp: &Stamp
         out.put_slice(head.target(buf));
     }
     out.put_slice(b" HTTP/1.1\r\nHost: ");
-    out.put_slice(head.authority(buf).unwrap_or(stamp.default_host));
+    let authority = head.authority(buf).filter(|a| !a.is_empty());
+    out.put_slice(authority.unwrap_or(stamp.default_host));
     out.put_slice(b"\r\n");
     for f in head.fields() {
         let skip = match f.kind {
@@ -225,6 +226,9 @@ mod tests {
         let http10 = b"GET /x HTTP/1.0\r\n\r\n";
         assert!(forwarded(http10, &STAMP).starts_with("GET /x HTTP/1.1\r\nHost: \r\n"));
         assert!(forwarded(http10, &origin).starts_with("GET /x HTTP/1.1\r\nHost: origin:8080\r\n"));
+        // The same request after a peer forwarded it with an empty Host.
+        let empty = b"GET /x HTTP/1.1\r\nHost: \r\n\r\n";
+        assert!(forwarded(empty, &origin).starts_with("GET /x HTTP/1.1\r\nHost: origin:8080\r\n"));
     }
 
     #[test]
