@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use crate::http::canned;
 use crate::http::request::{self, Limits, Method, RequestHead};
 use crate::http::wire;
-use crate::server::Shared;
+use crate::sidecar::Sidecar;
 
 /// Time allowed for a whole admin exchange.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -20,7 +20,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: usize = 16;
 
 /// Serves the admin endpoint until aborted.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn serve(listener: TcpListener, sidecar: Arc<Sidecar>) {
     let cap = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -30,15 +30,15 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         let Ok(permit) = cap.clone().try_acquire_owned() else {
             continue;
         };
-        let shared = shared.clone();
+        let sidecar = sidecar.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(TIMEOUT, answer(stream, &shared)).await;
+            let _ = tokio::time::timeout(TIMEOUT, answer(stream, &sidecar)).await;
             drop(permit);
         });
     }
 }
 
-async fn answer(mut stream: TcpStream, shared: &Shared) {
+async fn answer(mut stream: TcpStream, sidecar: &Sidecar) {
     let mut buf = BytesMut::with_capacity(1024);
     let mut head = RequestHead::default();
     let limits = Limits::default();
@@ -62,13 +62,13 @@ async fn answer(mut stream: TcpStream, shared: &Shared) {
     let path = path.split(|&b| b == b'?').next().unwrap_or_default();
     match path {
         b"/metrics" => {
-            shared.refresh_gauges();
-            let body = shared.metrics.render();
+            sidecar.refresh_gauges();
+            let body = sidecar.metrics.render();
             canned::head(&mut out, 200, "text/plain; version=0.0.4", body.len(), true);
             out.extend_from_slice(&body);
         }
         b"/healthz" => {
-            shared.health(&mut out, true, head.method == Method::Head);
+            sidecar.health(&mut out, true, head.method == Method::Head);
         }
         _ => canned::error(&mut out, 404, true),
     }

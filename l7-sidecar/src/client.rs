@@ -20,7 +20,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
-use crate::config::Config;
 use crate::http::body::{BodyReader, Framing};
 use crate::http::canned;
 use crate::http::chunked;
@@ -105,6 +104,9 @@ pub struct ClientIo {
     pub method: Method,
     /// The current request's body framing.
     pub body: BodyKind,
+    /// Each write to the client and each read of its body (`client-timeout`).
+    pub timeout: Duration,
+    max_body: u64,
     close: bool,
     draining: Arc<AtomicBool>,
     expect_continue: bool,
@@ -118,8 +120,15 @@ pub struct ClientIo {
 
 impl ClientIo {
     /// A new client connection from `addr`; `draining` is set when the server drains (the
-    /// connection then closes after the current response).
-    pub fn new(stream: TcpStream, addr: std::net::SocketAddr, draining: Arc<AtomicBool>) -> Self {
+    /// connection then closes after the current response). `timeout` bounds each write to
+    /// the client and each read of a body; bodies above `max_body` bytes are refused.
+    pub fn new(
+        stream: TcpStream,
+        addr: std::net::SocketAddr,
+        draining: Arc<AtomicBool>,
+        timeout: Duration,
+        max_body: u64,
+    ) -> Self {
         Self {
             stream,
             rbuf: BytesMut::with_capacity(READ_BUFFER),
@@ -129,6 +138,8 @@ impl ClientIo {
             minor: 1,
             method: Method::Get,
             body: BodyKind::None,
+            timeout,
+            max_body,
             close: false,
             draining,
             expect_continue: false,
@@ -176,13 +187,13 @@ impl ClientIo {
 
     /// A reader for the request body, after sending `100 Continue` when the client waits
     /// for it. Marks the body as started.
-    pub async fn body_reader(&mut self, config: &Config) -> std::io::Result<BodyReader> {
+    pub async fn body_reader(&mut self) -> std::io::Result<BodyReader> {
         if self.expect_continue && !self.continue_sent {
             self.continue_sent = true;
-            wire::write_one(&mut self.stream, canned::CONTINUE, config.timeouts.client).await?;
+            wire::write_one(&mut self.stream, canned::CONTINUE, self.timeout).await?;
         }
         self.body_started = true;
-        Ok(BodyReader::new(self.body_framing(), config.max_body))
+        Ok(BodyReader::new(self.body_framing(), self.max_body))
     }
 
     /// Records that the whole request body was read.
@@ -201,12 +212,12 @@ impl ClientIo {
 
     /// Sends a complete error response. The connection closes after it when the client asked,
     /// when the request body was not read to its end, or when `close` is set.
-    pub async fn error(&mut self, status: u16, close: bool, config: &Config) -> Outcome {
+    pub async fn error(&mut self, status: u16, close: bool) -> Outcome {
         self.heartbeat = None;
         let close = close || self.closing() || !self.body_done;
         self.out.clear();
         canned::error(&mut self.out, status, close);
-        let sent = wire::write_one(&mut self.stream, &self.out, config.timeouts.client).await;
+        let sent = wire::write_one(&mut self.stream, &self.out, self.timeout).await;
         Outcome {
             status,
             close: close || sent.is_err(),
@@ -220,7 +231,6 @@ impl ClientIo {
         pieces: [&[u8]; 2],
         chunked: bool,
         last: bool,
-        config: &Config,
     ) -> std::io::Result<()> {
         // The final head goes out: no interim response may follow it.
         self.heartbeat = None;
@@ -251,18 +261,12 @@ impl ClientIo {
             parts[n] = IoSlice::new(chunked::LAST_CHUNK);
             n += 1;
         }
-        wire::write_all(&mut self.stream, &mut parts[..n], config.timeouts.client).await
+        wire::write_all(&mut self.stream, &mut parts[..n], self.timeout).await
     }
 
     /// Writes one body piece (no head).
-    pub async fn write_piece(
-        &mut self,
-        piece: &[u8],
-        chunked: bool,
-        config: &Config,
-    ) -> std::io::Result<()> {
+    pub async fn write_piece(&mut self, piece: &[u8], chunked: bool) -> std::io::Result<()> {
         self.out.clear();
-        self.write_head_and([piece, &[]], chunked, false, config)
-            .await
+        self.write_head_and([piece, &[]], chunked, false).await
     }
 }

@@ -19,13 +19,14 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use crate::client::{ClientIo, Outcome};
 use crate::config::{Config, KeyMode, Mode};
+use crate::context::Ctx;
 use crate::http::request::{self, BodyKind, HeadError, Method, RequestHead};
 use crate::http::wire;
-use crate::local::{self, Request, Upstream};
+use crate::local::{self, LocalServer, Request, Upstream};
 use crate::metrics::Route;
 use crate::proxy::{self, Failure};
-use crate::router::{self, CENTRAL_ATTEMPTS, Failover, PEER_ATTEMPTS, Routing, Target};
-use crate::server::Shared;
+use crate::router::{self, CENTRAL_ATTEMPTS, Failover, PEER_ATTEMPTS, Target};
+use crate::sidecar::Sidecar;
 
 /// How long, and how many bytes, a closing connection is read and discarded.
 const LINGER: Duration = Duration::from_secs(1);
@@ -77,7 +78,7 @@ struct Scratch {
 pub async fn serve(
     stream: TcpStream,
     addr: std::net::SocketAddr,
-    shared: Arc<Shared>,
+    sidecar: Arc<Sidecar>,
     listener: Listener,
     mut shutdown: watch::Receiver<bool>,
     permit: OwnedSemaphorePermit,
@@ -85,8 +86,14 @@ pub async fn serve(
 ) {
     let _open = Open(open);
     let _permit = permit;
-    let config = &shared.config;
-    let mut io = ClientIo::new(stream, addr, shared.draining_flag());
+    let config = &sidecar.config;
+    let mut io = ClientIo::new(
+        stream,
+        addr,
+        sidecar.draining_flag(),
+        config.timeouts.client,
+        config.max_body,
+    );
     let mut s = Scratch::default();
     let mut first = true;
     loop {
@@ -94,9 +101,9 @@ pub async fn serve(
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
-                shared.metrics.client_error(e.reason());
-                let outcome = io.error(e.status(), true, config).await;
-                shared
+                sidecar.metrics.client_error(e.reason());
+                let outcome = io.error(e.status(), true).await;
+                sidecar
                     .metrics
                     .request(Route::Rejected, outcome.status, Duration::ZERO);
                 linger(&mut io).await;
@@ -122,10 +129,10 @@ pub async fn serve(
         {
             // A peer's health check (forwarded requests always carry the hop field),
             // counted by the checker, not as a request.
-            health(&mut io, &shared).await
+            health(&mut io, &sidecar).await
         } else {
-            let (route, outcome) = answer(&mut io, &mut s, &shared, listener).await;
-            shared
+            let (route, outcome) = answer(&mut io, &mut s, &sidecar, listener).await;
+            sidecar
                 .metrics
                 .request(route, outcome.status, started.elapsed());
             outcome
@@ -136,7 +143,7 @@ pub async fn serve(
             }
             return;
         }
-        if shared.draining() {
+        if sidecar.draining() {
             return;
         }
     }
@@ -191,15 +198,15 @@ async fn read_head(
 async fn answer(
     io: &mut ClientIo,
     s: &mut Scratch,
-    shared: &Shared,
+    sidecar: &Sidecar,
     listener: Listener,
 ) -> (Route, Outcome) {
-    let config = &shared.config;
+    let config = &sidecar.config;
     if let BodyKind::Length(n) = s.head.body
         && n > config.max_body
     {
-        shared.metrics.client_error("body_too_large");
-        return (Route::Rejected, io.error(413, true, config).await);
+        sidecar.metrics.client_error("body_too_large");
+        return (Route::Rejected, io.error(413, true).await);
     }
     let hops = s.head.hop.unwrap_or(0);
     let key = router::key(config.key, &s.head, &s.buf, &mut s.key);
@@ -213,12 +220,18 @@ async fn answer(
         key: cache_key,
         hops,
     };
-    let routing = shared.routing.load_full();
+    let routing = sidecar.routing.load_full();
+    let cx = Ctx {
+        config,
+        metrics: &sidecar.metrics,
+        routing: &routing,
+    };
+    let local = sidecar.local.as_ref();
     let owner = routing.scheme().pick(key);
     let (attempts, local_last, route) = match config.mode {
         Mode::Central if hops >= config.hop_limit => {
-            shared.metrics.client_error("hop_limit");
-            return (Route::Rejected, io.error(508, false, config).await);
+            sidecar.metrics.client_error("hop_limit");
+            return (Route::Rejected, io.error(508, false).await);
         }
         Mode::Central => (CENTRAL_ATTEMPTS, false, Route::Central),
         Mode::Distributed => {
@@ -229,7 +242,7 @@ async fn answer(
                 if own {
                     routing.scheme().begin(owner);
                 }
-                let outcome = serve_local(req, io, &mut s.upstream_head, shared).await;
+                let outcome = serve_local(&cx, local, req, io, &mut s.upstream_head).await;
                 if own {
                     routing.scheme().end(owner);
                 }
@@ -239,15 +252,15 @@ async fn answer(
         }
     };
     let walk = Failover::new(&routing, key, owner, &mut s.order, attempts, local_last);
-    forward(walk, &routing, req, io, &mut s.upstream_head, shared, route).await
+    forward(&cx, walk, local, req, io, &mut s.upstream_head, route).await
 }
 
 /// Answers a health check on the peer listener as the admin endpoint's `/healthz` would.
-async fn health(io: &mut ClientIo, shared: &Shared) -> Outcome {
+async fn health(io: &mut ClientIo, sidecar: &Sidecar) -> Outcome {
     io.out.clear();
     let close = io.closing();
-    let status = shared.health(&mut io.out, close, io.method == Method::Head);
-    let sent = wire::write_one(&mut io.stream, &io.out, shared.config.timeouts.client).await;
+    let status = sidecar.health(&mut io.out, close, io.method == Method::Head);
+    let sent = wire::write_one(&mut io.stream, &io.out, io.timeout).await;
     Outcome {
         status,
         close: close || sent.is_err(),
@@ -257,15 +270,15 @@ async fn health(io: &mut ClientIo, shared: &Shared) -> Outcome {
 /// Forwards along the failover walk; the request ends up served locally when the walk says
 /// so.
 async fn forward(
+    cx: &Ctx<'_>,
     mut walk: Failover<'_>,
-    routing: &Routing,
+    local: Option<&LocalServer>,
     req: Request<'_>,
     io: &mut ClientIo,
     upstream_head: &mut BytesMut,
-    shared: &Shared,
     route: Route,
 ) -> (Route, Outcome) {
-    let config = &shared.config;
+    let (config, routing) = (cx.config, cx.routing);
     local::upstream_head(upstream_head, req, io, false, Upstream::Peer);
     // Peers are sidecars, which beat while they wait; central-mode backends may be any HTTP
     // server, so only the response timeout applies to them.
@@ -275,15 +288,8 @@ async fn forward(
         match walk.next() {
             Target::Member(i) => {
                 routing.scheme().begin(i);
-                let result = proxy::exchange(
-                    &routing.pools()[i],
-                    upstream_head,
-                    io,
-                    first_byte,
-                    config,
-                    &shared.metrics,
-                )
-                .await;
+                let pool = &routing.pools()[i];
+                let result = proxy::exchange(cx, pool, upstream_head, io, first_byte).await;
                 routing.scheme().end(i);
                 match result {
                     Ok(outcome) | Err(Failure::Done(outcome)) => return (route, outcome),
@@ -294,27 +300,24 @@ async fn forward(
             Target::Local => {
                 return (
                     Route::Local,
-                    serve_local(req, io, upstream_head, shared).await,
+                    serve_local(cx, local, req, io, upstream_head).await,
                 );
             }
-            Target::Exhausted => return (route, io.error(status, false, config).await),
+            Target::Exhausted => return (route, io.error(status, false).await),
         }
     }
 }
 
 async fn serve_local(
+    cx: &Ctx<'_>,
+    local: Option<&LocalServer>,
     req: Request<'_>,
     io: &mut ClientIo,
     scratch: &mut BytesMut,
-    shared: &Shared,
 ) -> Outcome {
-    match &shared.local {
-        Some(local) => {
-            local
-                .serve(req, io, scratch, &shared.config, &shared.metrics)
-                .await
-        }
-        None => io.error(502, false, &shared.config).await,
+    match local {
+        Some(local) => local.serve(cx, req, io, scratch).await,
+        None => io.error(502, false).await,
     }
 }
 

@@ -1,5 +1,7 @@
 //! Active health checks of the members (peers in distributed mode, backends in central
-//! mode), next to the passive outlier detection of [`crate::outlier`].
+//! mode), next to the passive outlier detection of [`crate::outlier`]: one member's state
+//! ([`Health`], kept in its pool) and one check ([`check`]); the loop that checks every
+//! member is [`crate::sidecar::Sidecar::check_members`].
 //!
 //! Passive detection only learns from requests, and a hung member (alive, accepting
 //! connections, never answering: a stopped process, a wedged event loop) costs every
@@ -17,7 +19,7 @@
 //! passes with any status below 500 for that path, a 404 included: what is checked is that
 //! it answers HTTP, not what.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -28,8 +30,6 @@ use tokio::net::TcpStream;
 use crate::config::HealthSettings;
 use crate::http::response::{self, ResponseHead};
 use crate::http::wire;
-use crate::pool::Pool;
-use crate::server::Shared;
 
 /// Largest response head read from a health check.
 const MAX_HEAD: usize = 16 * 1024;
@@ -77,55 +77,14 @@ impl Health {
     }
 }
 
-/// Checks every member other than this server every interval, until aborted.
-pub async fn run(shared: Arc<Shared>) {
-    let settings = &shared.config.health;
-    let Some(interval) = settings.interval else {
-        return;
-    };
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let routing = shared.routing.load_full();
-        let mut checks = tokio::task::JoinSet::new();
-        for (i, pool) in routing.pools().iter().enumerate() {
-            if !routing.is_self(i) {
-                let pool = pool.clone();
-                let settings = settings.clone();
-                checks.spawn(async move {
-                    let passed = check(&pool, &settings).await;
-                    (pool, passed)
-                });
-            }
-        }
-        while let Some(done) = checks.join_next().await {
-            let Ok((pool, passed)) = done else { continue };
-            let metrics = shared.metrics.health(pool.name());
-            if passed { &metrics.ok } else { &metrics.failed }.inc();
-            match pool.health.record(passed, settings) {
-                Some(true) => log::warn!("{} ({}) is up again", pool.name(), pool.addr()),
-                Some(false) => log::warn!(
-                    "{} ({}) is down: {} health checks failed in a row",
-                    pool.name(),
-                    pool.addr(),
-                    settings.fall
-                ),
-                None => {}
-            }
-            metrics.up.set(i64::from(pool.health.is_up()));
-        }
-    }
-}
-
-/// One check: true when the member answers the health path with a status below 500 in time.
-pub async fn check(pool: &Pool, settings: &HealthSettings) -> bool {
+/// One check: true when the member at `addr` answers the health path with a status below
+/// 500 in time.
+pub async fn check(addr: SocketAddr, settings: &HealthSettings) -> bool {
     let probe = async {
-        let mut stream = TcpStream::connect(pool.addr()).await.ok()?;
+        let mut stream = TcpStream::connect(addr).await.ok()?;
         let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: dl7-health\r\nConnection: close\r\n\r\n",
+            "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: dl7-health\r\nConnection: close\r\n\r\n",
             settings.path,
-            pool.addr()
         );
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut buf = BytesMut::with_capacity(1024);
@@ -189,27 +148,9 @@ mod tests {
     #[tokio::test]
     async fn a_silent_listener_fails_and_an_http_answer_passes() {
         use tokio::io::AsyncReadExt;
-        let metrics = crate::metrics::Metrics::new().unwrap();
-        let pool_for = |addr| {
-            Pool::new(
-                "m",
-                addr,
-                crate::config::PoolSettings {
-                    max_idle: 1,
-                    idle_timeout: Duration::from_secs(1),
-                    connect_timeout: Duration::from_secs(1),
-                },
-                crate::config::OutlierSettings {
-                    failures: 3,
-                    base: Duration::from_secs(1),
-                    max: Duration::from_secs(1),
-                },
-                metrics.pool("m"),
-            )
-        };
         // Accepts (the kernel does) but never answers: a hung server.
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        assert!(!check(&pool_for(silent.local_addr().unwrap()), &settings(1, 1)).await);
+        assert!(!check(silent.local_addr().unwrap(), &settings(1, 1)).await);
         for (answer, passes) in [
             (
                 &b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"[..],
@@ -231,7 +172,7 @@ mod tests {
                 let _ = s.write_all(answer).await;
             });
             assert_eq!(
-                check(&pool_for(addr), &settings(1, 1)).await,
+                check(addr, &settings(1, 1)).await,
                 passes,
                 "{:?}",
                 String::from_utf8_lossy(answer)

@@ -10,6 +10,7 @@ use bytes::{Buf, BytesMut};
 use crate::cache::{self, Cache, Entry, Fill, FillGuard, Lookup};
 use crate::client::{self, ClientIo, Outcome};
 use crate::config::{self, Config};
+use crate::context::Ctx;
 use crate::http::body::{BodyReader, Framing};
 use crate::http::forward::{self, Length, Stamp};
 use crate::http::request::{BodyKind, Method, RequestHead};
@@ -103,15 +104,15 @@ impl LocalServer {
     /// Serves `req`; `scratch` receives the head sent upstream.
     pub async fn serve(
         &self,
+        cx: &Ctx<'_>,
         req: Request<'_>,
         io: &mut ClientIo,
         scratch: &mut BytesMut,
-        config: &Config,
-        metrics: &Metrics,
     ) -> Outcome {
+        let (config, metrics) = (cx.config, cx.metrics);
         let (cache, pool, host) = match self {
             LocalServer::Upstream { pool, host } => {
-                return pass(pool, host, req, io, scratch, config, metrics).await;
+                return pass(cx, pool, host, req, io, scratch).await;
             }
             LocalServer::Cache {
                 cache,
@@ -128,23 +129,23 @@ impl LocalServer {
                 && let Some(entry) = cache.get(req.key)
             {
                 metrics.cache_hits.inc();
-                return serve_entry(&entry, io, config).await;
+                return serve_entry(&entry, io).await;
             }
             metrics.origin_fetches.inc();
-            return pass(pool, host, req, io, scratch, config, metrics).await;
+            return pass(cx, pool, host, req, io, scratch).await;
         }
         // Bounded: a vanished leader is the only reason to look again.
         for _ in 0..4 {
             match cache.lookup(req.key) {
                 Lookup::Hit(entry) => {
                     metrics.cache_hits.inc();
-                    return serve_entry(&entry, io, config).await;
+                    return serve_entry(&entry, io).await;
                 }
                 Lookup::Fill(guard) => {
                     metrics.cache_misses.inc();
                     metrics.origin_fetches.inc();
                     let origin = (pool.as_ref(), host);
-                    return fill(guard, cache, origin, req, io, scratch, config, metrics).await;
+                    return fill(cx, guard, cache, origin, req, io, scratch).await;
                 }
                 Lookup::Wait(mut rx) => {
                     let wait = async {
@@ -155,7 +156,7 @@ impl LocalServer {
                         .await
                         .map(|r| r.map(|fill| fill.clone()))
                     };
-                    let timeout = config.timeouts.client;
+                    let timeout = io.timeout;
                     let Some(waited) =
                         client::beating(&mut io.stream, &mut io.heartbeat, timeout, wait).await
                     else {
@@ -163,41 +164,40 @@ impl LocalServer {
                         return Failure::GONE;
                     };
                     let fill = match waited {
-                        Err(_) => return io.error(504, false, config).await,
+                        Err(_) => return io.error(504, false).await,
                         Ok(Err(_)) => continue,
                         Ok(Ok(fill)) => fill,
                     };
                     match fill {
                         Fill::Stored(entry) => {
                             metrics.cache_hits.inc();
-                            return serve_entry(&entry, io, config).await;
+                            return serve_entry(&entry, io).await;
                         }
-                        Fill::Failed(status) => return io.error(status, false, config).await,
+                        Fill::Failed(status) => return io.error(status, false).await,
                         Fill::Uncacheable | Fill::Pending => break,
                     }
                 }
             }
         }
         metrics.origin_fetches.inc();
-        pass(pool, host, req, io, scratch, config, metrics).await
+        pass(cx, pool, host, req, io, scratch).await
     }
 }
 
 /// Forwards the request as it is and relays the response (no caching).
 async fn pass(
+    cx: &Ctx<'_>,
     pool: &Pool,
     host: &[u8],
     req: Request<'_>,
     io: &mut ClientIo,
     scratch: &mut BytesMut,
-    config: &Config,
-    metrics: &Metrics,
 ) -> Outcome {
     upstream_head(scratch, req, io, false, Upstream::Origin(host));
-    match proxy::exchange(pool, scratch, io, None, config, metrics).await {
+    match proxy::exchange(cx, pool, scratch, io, None).await {
         Ok(outcome) | Err(Failure::Done(outcome)) => outcome,
         Err(Failure::Gone) => Failure::GONE,
-        Err(Failure::Retry(status)) => io.error(status, false, config).await,
+        Err(Failure::Retry(status)) => io.error(status, false).await,
     }
 }
 
@@ -226,23 +226,22 @@ pub fn upstream_head(
 
 /// Leads a fill: fetches the whole object from the origin, stores it when it may be stored
 /// and fits, and serves it; streams it through otherwise.
-#[allow(clippy::too_many_arguments)]
 async fn fill(
+    cx: &Ctx<'_>,
     guard: FillGuard<'_>,
     cache: &Cache,
     (origin, host): (&Pool, &[u8]),
     req: Request<'_>,
     io: &mut ClientIo,
     scratch: &mut BytesMut,
-    config: &Config,
-    metrics: &Metrics,
 ) -> Outcome {
+    let (config, metrics) = (cx.config, cx.metrics);
     upstream_head(scratch, req, io, true, Upstream::Origin(host));
-    let mut conn = match proxy::request(origin, scratch, io, None, config, metrics).await {
+    let mut conn = match proxy::request(cx, origin, scratch, io, None).await {
         Ok(conn) => conn,
         Err(Failure::Retry(status)) => {
             guard.finish(Fill::Failed(status));
-            return io.error(status, false, config).await;
+            return io.error(status, false).await;
         }
         Err(Failure::Done(outcome)) => {
             guard.finish(Fill::Failed(outcome.status));
@@ -260,7 +259,7 @@ async fn fill(
     };
     let Some(ttl) = ttl.filter(|_| fits) else {
         guard.finish(Fill::Uncacheable);
-        return proxy::relay(origin, conn, io, config, metrics).await;
+        return proxy::relay(cx, origin, conn, io).await;
     };
     // The head to store, and the client's head in case the object turns out too large.
     let mut stored = BytesMut::with_capacity(io.resp.len + 64);
@@ -270,7 +269,7 @@ async fn fill(
 
     let mut body = BodyReader::new(framing, u64::MAX);
     let mut data = BytesMut::new();
-    let timeout = config.timeouts.client;
+    let timeout = io.timeout;
     loop {
         let next = body.next(&mut conn.stream, &mut conn.buf, config.timeouts.response);
         let n = match client::beating(&mut io.stream, &mut io.heartbeat, timeout, next).await {
@@ -278,7 +277,7 @@ async fn fill(
             Some(Err(e)) => {
                 log::debug!("origin body: {e}");
                 guard.finish(Fill::Failed(502));
-                return io.error(502, false, config).await;
+                return io.error(502, false).await;
             }
             None => {
                 // The requester went away; the guard's drop lets a waiter lead a new fill.
@@ -298,7 +297,7 @@ async fn fill(
                 prefix: &data,
                 first: n,
             };
-            return proxy::stream(origin, conn, io, plan, rest, config, metrics).await;
+            return proxy::stream(cx, origin, conn, io, plan, rest).await;
         }
         data.extend_from_slice(&conn.buf[..n]);
         conn.buf.advance(n);
@@ -316,11 +315,11 @@ async fn fill(
         expires: now + ttl,
     });
     guard.finish(Fill::Stored(entry.clone()));
-    serve_entry(&entry, io, config).await
+    serve_entry(&entry, io).await
 }
 
 /// Answers from a stored entry: its head, `Age`, `Connection`, and the body (unless HEAD).
-async fn serve_entry(entry: &Entry, io: &mut ClientIo, config: &Config) -> Outcome {
+async fn serve_entry(entry: &Entry, io: &mut ClientIo) -> Outcome {
     io.out.clear();
     io.out.extend_from_slice(&entry.head);
     let mut n = itoa::Buffer::new();
@@ -336,7 +335,7 @@ async fn serve_entry(entry: &Entry, io: &mut ClientIo, config: &Config) -> Outco
     } else {
         &entry.body
     };
-    let sent = io.write_head_and([body, &[]], false, true, config).await;
+    let sent = io.write_head_and([body, &[]], false, true).await;
     Outcome {
         status: 200,
         close: close || sent.is_err(),

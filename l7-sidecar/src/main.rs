@@ -2,8 +2,7 @@
 //! member owns a key, for operators and scripts). Every error is one line on stderr and a
 //! non-zero exit status.
 
-mod route;
-mod serve;
+mod cli;
 
 use std::process::ExitCode;
 
@@ -25,7 +24,7 @@ enum Command {
     /// Run the sidecar (or, with --mode central, the conventional central L7 balancer).
     Serve(Box<l7_sidecar::config::Settings>),
     /// Print the member that owns each key under a hashing scheme.
-    Route(route::RouteArgs),
+    Route(cli::route::RouteArgs),
 }
 
 /// Exit status for bad command lines and bad input (as clap uses).
@@ -52,9 +51,9 @@ fn main() -> ExitCode {
         Command::Serve(settings) => {
             env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
                 .init();
-            serve::run(*settings)
+            cli::serve::run(*settings)
         }
-        Command::Route(args) => route::run(args),
+        Command::Route(args) => cli::route::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

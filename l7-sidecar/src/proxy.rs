@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::client::{self, ClientIo, Outcome};
 use crate::config::Config;
+use crate::context::Ctx;
 use crate::http::body::{BodyError, BodyReader, Framing};
 use crate::http::chunked;
 use crate::http::forward::{self, Length};
@@ -88,32 +89,31 @@ enum Early {
 /// Sends the request and relays the response: the whole exchange with `pool`.
 /// `first_byte`: the per-try first-byte timeout (forwards to peers that send heartbeats).
 pub async fn exchange(
+    cx: &Ctx<'_>,
     pool: &Pool,
     head: &[u8],
     io: &mut ClientIo,
     first_byte: Option<Duration>,
-    config: &Config,
-    metrics: &Metrics,
 ) -> Result<Outcome, Failure> {
-    let conn = request(pool, head, io, first_byte, config, metrics).await?;
-    Ok(relay(pool, conn, io, config, metrics).await)
+    let conn = request(cx, pool, head, io, first_byte).await?;
+    Ok(relay(cx, pool, conn, io).await)
 }
 
 /// Sends the request head (and body) over a pooled connection and reads the response head
 /// into `io.resp`. The connection is returned with the response body still unread.
 pub async fn request(
+    cx: &Ctx<'_>,
     pool: &Pool,
     head: &[u8],
     io: &mut ClientIo,
     first_byte: Option<Duration>,
-    config: &Config,
-    metrics: &Metrics,
 ) -> Result<Conn, Failure> {
+    let (config, metrics) = (cx.config, cx.metrics);
     pool.metrics.forwards.inc();
     // A request that cannot go elsewhere gains nothing from a first-byte timeout but an
     // earlier 504 (and its body may still be on its way to a slow origin at the owner).
     let first_byte = first_byte.filter(|_| io.retryable());
-    let timeout = config.timeouts.client;
+    let timeout = io.timeout;
     let checkout = client::beating(&mut io.stream, &mut io.heartbeat, timeout, pool.get()).await;
     let mut conn = match checkout {
         Some(Ok(conn)) => conn,
@@ -181,11 +181,11 @@ pub async fn request(
             }
             Early::Client(status, reason) => {
                 metrics.client_error(reason);
-                return Err(Failure::Done(io.error(status, true, config).await));
+                return Err(Failure::Done(io.error(status, true).await));
             }
             Early::Gone => return Err(gone(metrics)),
         };
-        return Err(Failure::Done(io.error(status, false, config).await));
+        return Err(Failure::Done(io.error(status, false).await));
     }
 }
 
@@ -223,7 +223,7 @@ async fn send(
     }
     let chunked = io.body_framing() == Framing::Chunked;
     let mut body = io
-        .body_reader(config)
+        .body_reader()
         .await
         .map_err(|_| Early::Client(400, "client_write"))?;
     // The whole body within the body timeout, each read within the client timeout: a
@@ -404,13 +404,7 @@ pub fn plan(io: &mut ClientIo, buf: &[u8]) -> Plan {
 
 /// Relays the response whose head is in `io.resp` (at the start of `conn.buf`) and gives
 /// the connection back to the pool when the exchange was complete.
-pub async fn relay(
-    pool: &Pool,
-    mut conn: Conn,
-    io: &mut ClientIo,
-    config: &Config,
-    metrics: &Metrics,
-) -> Outcome {
+pub async fn relay(cx: &Ctx<'_>, pool: &Pool, mut conn: Conn, io: &mut ClientIo) -> Outcome {
     let plan = plan(io, &conn.buf);
     conn.buf.advance(io.resp.len);
     let mut body = BodyReader::new(plan.framing, u64::MAX);
@@ -419,7 +413,7 @@ pub async fn relay(
         Err(e) => {
             log::debug!("{}: {e}", pool.name());
             failed(pool);
-            return io.error(502, true, config).await;
+            return io.error(502, true).await;
         }
     };
     let rest = Rest {
@@ -427,7 +421,7 @@ pub async fn relay(
         prefix: &[],
         first,
     };
-    stream(pool, conn, io, plan, rest, config, metrics).await
+    stream(cx, pool, conn, io, plan, rest).await
 }
 
 /// Where a response body stands when [`stream`] takes it over.
@@ -445,14 +439,14 @@ pub struct Rest<'a> {
 /// Sends the head in `io.out`, then the body: `rest.prefix`, the `rest.first` bytes at the
 /// start of `conn.buf`, then the rest of the body from `conn`, read by `rest.body`.
 pub async fn stream(
+    cx: &Ctx<'_>,
     pool: &Pool,
     mut conn: Conn,
     io: &mut ClientIo,
     plan: Plan,
     rest: Rest<'_>,
-    config: &Config,
-    metrics: &Metrics,
 ) -> Outcome {
+    let (config, metrics) = (cx.config, cx.metrics);
     let Rest {
         mut body,
         prefix,
@@ -464,7 +458,7 @@ pub async fn stream(
     };
     let done = body.is_done();
     if io
-        .write_head_and([prefix, &conn.buf[..first]], plan.chunked, done, config)
+        .write_head_and([prefix, &conn.buf[..first]], plan.chunked, done)
         .await
         .is_err()
     {
@@ -488,18 +482,14 @@ pub async fn stream(
             if n == 0 {
                 break;
             }
-            if io
-                .write_piece(&conn.buf[..n], plan.chunked, config)
-                .await
-                .is_err()
-            {
+            if io.write_piece(&conn.buf[..n], plan.chunked).await.is_err() {
                 metrics.client_error("client_write");
                 return broken;
             }
             conn.buf.advance(n);
         }
         if plan.chunked
-            && wire::write_one(&mut io.stream, chunked::LAST_CHUNK, config.timeouts.client)
+            && wire::write_one(&mut io.stream, chunked::LAST_CHUNK, io.timeout)
                 .await
                 .is_err()
         {

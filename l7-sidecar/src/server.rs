@@ -13,10 +13,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
@@ -24,13 +22,10 @@ use tokio::sync::{Semaphore, watch};
 use crate::admin;
 use crate::config::{Config, ConfigError};
 use crate::connection::{self, Listener};
-use crate::health;
 use crate::http::canned;
-use crate::local::LocalServer;
 use crate::metrics::Metrics;
-use crate::pool::Pool;
-use crate::router::Routing;
 use crate::scheme::BuildError;
+use crate::sidecar::Sidecar;
 
 /// Pending connections the kernel queues per listener.
 const BACKLOG: u32 = 4096;
@@ -64,109 +59,6 @@ pub enum ServeError {
 /// Reads the configuration again, for SIGHUP.
 pub type Reload = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
 
-/// What every connection shares.
-#[derive(Debug)]
-pub struct Shared {
-    /// The configuration at start.
-    pub config: Config,
-    /// The current routing table.
-    pub routing: ArcSwap<Routing>,
-    /// Local serving (distributed mode).
-    pub local: Option<LocalServer>,
-    /// Metrics.
-    pub metrics: Metrics,
-    draining: Arc<AtomicBool>,
-}
-
-impl Shared {
-    /// True once SIGTERM was received.
-    pub fn draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
-    }
-
-    /// The flag behind [`draining`](Self::draining), for connections to watch.
-    pub fn draining_flag(&self) -> Arc<AtomicBool> {
-        self.draining.clone()
-    }
-
-    /// Writes the answer to a health check (`200 ok`, or `503 draining` once SIGTERM was
-    /// received, so that checkers take the server out before it stops), without its body
-    /// for `HEAD`, and returns its status.
-    pub fn health(&self, out: &mut bytes::BytesMut, close: bool, head_only: bool) -> u16 {
-        let (status, body): (u16, &[u8]) = if self.draining() {
-            (503, b"draining\n")
-        } else {
-            (200, b"ok\n")
-        };
-        canned::head(out, status, "text/plain", body.len(), close);
-        if !head_only {
-            out.extend_from_slice(body);
-        }
-        status
-    }
-
-    /// Every pool: the members', then the origin's or upstream's.
-    fn for_each_pool(&self, mut f: impl FnMut(&Pool)) {
-        for pool in self.routing.load().pools() {
-            f(pool);
-        }
-        if let Some(local) = &self.local {
-            f(local.pool());
-        }
-    }
-
-    /// Brings the gauges that are sampled rather than counted up to date.
-    pub fn refresh_gauges(&self) {
-        self.for_each_pool(Pool::reap);
-        if let Some(cache) = self.local.as_ref().and_then(LocalServer::cache) {
-            let (objects, bytes) = cache.usage();
-            self.metrics.cache_objects.set(objects as i64);
-            self.metrics
-                .cache_bytes
-                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        }
-    }
-
-    /// Applies the membership of a re-read configuration.
-    fn reload(&self, new: Config) {
-        let restart = self.config.needs_restart(&new);
-        if !restart.is_empty() {
-            log::warn!(
-                "reload: changes to {} need a restart and are ignored",
-                restart.join(", ")
-            );
-        }
-        let current = self.routing.load_full();
-        if *current.membership() == new.membership {
-            log::info!("reload: membership unchanged");
-            self.metrics.reload(true);
-            return;
-        }
-        match Routing::build(&new.membership, Some(&current), |name, addr| {
-            Pool::configured(&self.config, &self.metrics, name, addr)
-        }) {
-            Ok(routing) => {
-                for gone in current.pools() {
-                    if !routing.pools().iter().any(|p| p.name() == gone.name()) {
-                        self.metrics.forget_pool(gone.name());
-                    }
-                }
-                log::info!(
-                    "reload: {} members, scheme {}",
-                    routing.membership().members.len(),
-                    routing.membership().scheme
-                );
-                self.routing.store(Arc::new(routing));
-                self.metrics.reload(true);
-            }
-            Err(e) => {
-                log::error!("reload refused: --members: {e}");
-                self.metrics.reload(false);
-            }
-        }
-    }
-}
-
 /// Binds `addr` with address reuse and a deep backlog.
 fn bind(field: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
     let err = |source| ServeError::Bind {
@@ -187,11 +79,9 @@ fn bind(field: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError
 
 /// Runs the sidecar until SIGTERM/SIGINT and the drain that follows.
 pub async fn run(config: Config, reload: Reload) -> Result<(), ServeError> {
-    let metrics = Metrics::new()?;
-    let routing = Routing::build(&config.membership, None, |name, addr| {
-        Pool::configured(&config, &metrics, name, addr)
-    })?;
-    let local = LocalServer::new(&config.local, &config, &metrics);
+    let max = config.max_connections;
+    let sidecar = Arc::new(Sidecar::new(config, Metrics::new()?)?);
+    let config = &sidecar.config;
     let client = bind("listen", config.listen)?;
     let peer = config
         .peer_listen
@@ -202,14 +92,6 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), ServeError> {
     let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
 
-    let max = config.max_connections;
-    let shared = Arc::new(Shared {
-        config,
-        routing: ArcSwap::from_pointee(routing),
-        local,
-        metrics,
-        draining: Arc::new(AtomicBool::new(false)),
-    });
     let (stop, stopped) = watch::channel(false);
     let mut caps = Vec::new();
     let mut accepting = tokio::task::JoinSet::new();
@@ -218,15 +100,21 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), ServeError> {
     {
         let cap = Arc::new(Semaphore::new(max));
         caps.push(cap.clone());
-        accepting.spawn(accept(listener, shared.clone(), kind, cap, stopped.clone()));
+        accepting.spawn(accept(
+            listener,
+            sidecar.clone(),
+            kind,
+            cap,
+            stopped.clone(),
+        ));
     }
     // Dropped (and so stopped) when `run` returns; the admin endpoint keeps answering
     // (`/healthz`: 503) while connections drain.
     let mut background = tokio::task::JoinSet::new();
     if let Some(admin) = admin {
-        background.spawn(admin::serve(admin, shared.clone()));
+        background.spawn(admin::serve(admin, sidecar.clone()));
     }
-    let pools = shared.clone();
+    let pools = sidecar.clone();
     background.spawn(async move {
         let mut tick = tokio::time::interval(REAP_EVERY);
         loop {
@@ -241,7 +129,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), ServeError> {
             }
         }
     });
-    background.spawn(health::run(shared.clone()));
+    background.spawn(sidecar.clone().check_members());
 
     let reload = Arc::new(reload);
     loop {
@@ -249,10 +137,10 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), ServeError> {
             _ = hangup.recv() => {
                 let load = reload.clone();
                 match tokio::task::spawn_blocking(move || load()).await {
-                    Ok(Ok(new)) => shared.reload(new),
+                    Ok(Ok(new)) => sidecar.reload(new),
                     Ok(Err(e)) => {
                         log::error!("reload refused: {e}");
-                        shared.metrics.reload(false);
+                        sidecar.metrics.reload(false);
                     }
                     Err(e) => log::error!("reload failed: {e}"),
                 }
@@ -263,7 +151,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), ServeError> {
     }
 
     log::info!("draining: no new connections, in-flight requests finish");
-    shared.draining.store(true, Ordering::Relaxed);
+    sidecar.start_draining();
     // Accept loops end (their listeners close); idle connections see `stop` and close.
     accepting.abort_all();
     let _ = stop.send(true);
@@ -272,7 +160,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), ServeError> {
             let _ = cap.acquire_many(max as u32).await;
         }
     };
-    if tokio::time::timeout(shared.config.timeouts.drain, drained)
+    if tokio::time::timeout(sidecar.config.timeouts.drain, drained)
         .await
         .is_err()
     {
@@ -284,12 +172,12 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), ServeError> {
 /// Accepts connections on one listener until aborted.
 async fn accept(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    sidecar: Arc<Sidecar>,
     kind: Listener,
     cap: Arc<Semaphore>,
     stopped: watch::Receiver<bool>,
 ) {
-    let metrics = shared.metrics.listener(kind.name());
+    let metrics = sidecar.metrics.listener(kind.name());
     if let Ok(addr) = listener.local_addr() {
         log::info!("{} listener on {addr}", kind.name());
     }
@@ -313,7 +201,7 @@ async fn accept(
         tokio::spawn(connection::serve(
             stream,
             addr,
-            shared.clone(),
+            sidecar.clone(),
             kind,
             stopped.clone(),
             permit,
