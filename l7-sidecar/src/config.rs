@@ -127,11 +127,12 @@ settings! {
     /// Hashing scheme (see `route --help`; default ketama).
     #[arg(long, value_name = "NAME")]
     scheme: String,
-    /// distributed (serve what this server owns, forward the rest; default) or central (the
-    /// conventional single L7 balancer: forward everything).
+    /// distributed (serve what this server owns, forward the rest) or central (the
+    /// conventional single L7 balancer: forward everything) (default distributed).
     #[arg(long, value_name = "MODE")]
     mode: String,
-    /// What is hashed: url (the request target as sent; default) or host-path (Host plus path).
+    /// What is hashed: url (the request target as sent) or host-path (Host plus path)
+    /// (default url).
     #[arg(long, value_name = "KEY")]
     key: String,
     /// Embedded-cache mode: fetch misses from this origin, http://HOST:PORT.
@@ -140,10 +141,10 @@ settings! {
     /// Upstream mode: serve locally through this HTTP server (Squid, Varnish, nginx), HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
     upstream: String,
-    /// Embedded cache size in bytes (default 256 MiB).
+    /// Embedded cache size in bytes (default 268435456, 256 MiB).
     #[arg(long, value_name = "N")]
     cache_bytes: u64,
-    /// Largest object the cache stores; larger ones stream through (default 8 MiB).
+    /// Largest object the cache stores; larger ones stream through (default 8388608, 8 MiB).
     #[arg(long, value_name = "N")]
     max_object_bytes: u64,
     /// Freshness of cached responses without max-age (default 60s).
@@ -234,6 +235,52 @@ settings! {
     /// Hops after which a request is never forwarded again (default 2).
     #[arg(long, value_name = "N")]
     hop_limit: u8,
+}
+
+/// Every default of `serve`, written once, as an operator would write the value:
+/// [`Settings::validate`] reads a missing setting's value from here through the same parsing
+/// as a given one, and a test checks the help text, the README and
+/// `deploy/sidecar.example.toml` against this table.
+pub const DEFAULTS: &[(&str, &str)] = &[
+    ("mode", "distributed"),
+    ("key", "url"),
+    ("scheme", "ketama"),
+    ("cache-bytes", "268435456"),
+    ("max-object-bytes", "8388608"),
+    ("cache-ttl", "60s"),
+    ("max-connections", "10000"),
+    ("max-head-bytes", "16384"),
+    ("max-headers", "100"),
+    ("max-uri-bytes", "8192"),
+    ("max-body-bytes", "104857600"),
+    ("header-timeout", "10s"),
+    ("idle-timeout", "60s"),
+    ("client-timeout", "30s"),
+    ("body-timeout", "60s"),
+    ("connect-timeout", "2s"),
+    ("response-timeout", "30s"),
+    ("peer-first-byte-timeout", "1s"),
+    ("drain-timeout", "10s"),
+    ("pool-max-idle", "64"),
+    ("pool-idle-timeout", "60s"),
+    ("eject-after", "3"),
+    ("eject-time", "1s"),
+    ("eject-max", "30s"),
+    ("health-interval", "1s"),
+    ("health-timeout", "500ms"),
+    ("health-fall", "2"),
+    ("health-rise", "2"),
+    ("health-path", "/healthz"),
+    ("hop-limit", "2"),
+];
+
+/// The default of `field` as written in [`DEFAULTS`] (empty for a field without one, which
+/// then fails its parsing with an error naming the field).
+fn default_text(field: &str) -> &'static str {
+    DEFAULTS
+        .iter()
+        .find(|(name, _)| *name == field)
+        .map_or("", |(_, text)| text)
 }
 
 /// Where requests are served.
@@ -446,12 +493,12 @@ impl Settings {
 
     /// Checks everything and fills in defaults.
     pub fn validate(&self) -> Result<Config, ConfigError> {
-        let mode = match self.mode.as_deref().unwrap_or("distributed") {
+        let mode = match self.mode.as_deref().unwrap_or(default_text("mode")) {
             "distributed" => Mode::Distributed,
             "central" => Mode::Central,
             other => return Err(invalid("mode", other, "is not distributed or central")),
         };
-        let key = match self.key.as_deref().unwrap_or("url") {
+        let key = match self.key.as_deref().unwrap_or(default_text("key")) {
             "url" => KeyMode::Url,
             "host-path" => KeyMode::HostPath,
             other => return Err(invalid("key", other, "is not url or host-path")),
@@ -493,32 +540,32 @@ impl Settings {
         let head = HeadLimits {
             head_bytes: in_range(
                 "max-head-bytes",
-                self.max_head_bytes.unwrap_or(16 * 1024),
+                number("max-head-bytes", self.max_head_bytes)?,
                 256,
                 1 << 20,
             )?,
             headers: in_range(
                 "max-headers",
-                self.max_headers.unwrap_or(100),
+                number("max-headers", self.max_headers)?,
                 1,
                 MAX_HEADERS_CAP,
             )?,
             uri_bytes: in_range(
                 "max-uri-bytes",
-                self.max_uri_bytes.unwrap_or(8 * 1024),
+                number("max-uri-bytes", self.max_uri_bytes)?,
                 16,
                 1 << 20,
             )?,
         };
         let timeouts = Timeouts {
-            header: self.duration("header-timeout", &self.header_timeout, 10)?,
-            idle: self.duration("idle-timeout", &self.idle_timeout, 60)?,
-            client: self.duration("client-timeout", &self.client_timeout, 30)?,
-            body: self.duration("body-timeout", &self.body_timeout, 60)?,
-            connect: self.duration("connect-timeout", &self.connect_timeout, 2)?,
-            response: self.duration("response-timeout", &self.response_timeout, 30)?,
+            header: self.duration("header-timeout", &self.header_timeout)?,
+            idle: self.duration("idle-timeout", &self.idle_timeout)?,
+            client: self.duration("client-timeout", &self.client_timeout)?,
+            body: self.duration("body-timeout", &self.body_timeout)?,
+            connect: self.duration("connect-timeout", &self.connect_timeout)?,
+            response: self.duration("response-timeout", &self.response_timeout)?,
             peer_first_byte: self.peer_first_byte()?,
-            drain: self.duration("drain-timeout", &self.drain_timeout, 10)?,
+            drain: self.duration("drain-timeout", &self.drain_timeout)?,
         };
         let health = self.health()?;
         Ok(Config {
@@ -531,10 +578,10 @@ impl Settings {
             membership,
             local,
             head,
-            max_body: self.max_body_bytes.unwrap_or(100 << 20),
+            max_body: number("max-body-bytes", self.max_body_bytes)?,
             max_connections: in_range(
                 "max-connections",
-                self.max_connections.unwrap_or(10_000),
+                number("max-connections", self.max_connections)?,
                 1,
                 1 << 20,
             )?,
@@ -542,20 +589,25 @@ impl Settings {
             pool: PoolSettings {
                 max_idle: in_range(
                     "pool-max-idle",
-                    self.pool_max_idle.unwrap_or(64),
+                    number("pool-max-idle", self.pool_max_idle)?,
                     0,
                     1 << 16,
                 )?,
-                idle_timeout: self.duration("pool-idle-timeout", &self.pool_idle_timeout, 60)?,
+                idle_timeout: self.duration("pool-idle-timeout", &self.pool_idle_timeout)?,
                 connect_timeout: timeouts.connect,
             },
             outlier: OutlierSettings {
-                failures: in_range("eject-after", self.eject_after.unwrap_or(3), 1, 1000)?,
-                base: self.duration("eject-time", &self.eject_time, 1)?,
-                max: self.duration("eject-max", &self.eject_max, 30)?,
+                failures: in_range(
+                    "eject-after",
+                    number("eject-after", self.eject_after)?,
+                    1,
+                    1000,
+                )?,
+                base: self.duration("eject-time", &self.eject_time)?,
+                max: self.duration("eject-max", &self.eject_max)?,
             },
             health,
-            hop_limit: in_range("hop-limit", self.hop_limit.unwrap_or(2), 1, 100)?,
+            hop_limit: in_range("hop-limit", number("hop-limit", self.hop_limit)?, 1, 100)?,
         })
     }
 
@@ -579,7 +631,10 @@ impl Settings {
             addrs.push(address("members", addr)?);
         }
         let members = members::with_weights(names, self.weights.as_deref())?;
-        let scheme = self.scheme.clone().unwrap_or_else(|| "ketama".to_owned());
+        let scheme = self
+            .scheme
+            .clone()
+            .unwrap_or_else(|| default_text("scheme").to_owned());
         let info =
             scheme::lookup(&scheme).map_err(|e| invalid("scheme", &scheme, &e.to_string()))?;
         info.build(&members).map_err(ConfigError::Scheme)?;
@@ -648,8 +703,8 @@ impl Settings {
                 } else {
                     format!("{authority}:80")
                 };
-                let bytes = self.cache_bytes.unwrap_or(256 << 20);
-                let max_object = self.max_object_bytes.unwrap_or(8 << 20);
+                let bytes = number("cache-bytes", self.cache_bytes)?;
+                let max_object = number("max-object-bytes", self.max_object_bytes)?;
                 if max_object > bytes {
                     return Err(invalid(
                         "max-object-bytes",
@@ -663,7 +718,7 @@ impl Settings {
                     host: with_port,
                     bytes,
                     max_object,
-                    ttl: self.duration("cache-ttl", &self.cache_ttl, 60)?,
+                    ttl: self.duration("cache-ttl", &self.cache_ttl)?,
                 })
             }
         }
@@ -674,11 +729,11 @@ impl Settings {
     fn peer_first_byte(&self) -> Result<Duration, ConfigError> {
         let field = "peer-first-byte-timeout";
         let value = &self.peer_first_byte_timeout;
-        let timeout = self.duration_or(field, value, Duration::from_secs(1))?;
+        let timeout = self.duration(field, value)?;
         if timeout < Duration::from_millis(300) {
             return Err(invalid(
                 field,
-                value.as_deref().unwrap_or_default(),
+                value.as_deref().unwrap_or(default_text(field)),
                 "is shorter than 300ms",
             ));
         }
@@ -688,26 +743,24 @@ impl Settings {
     fn health(&self) -> Result<HealthSettings, ConfigError> {
         let interval = match self.health_interval.as_deref() {
             Some("off") => None,
-            _ => Some(self.duration("health-interval", &self.health_interval, 1)?),
+            _ => Some(self.duration("health-interval", &self.health_interval)?),
         };
-        let timeout = self.duration_or(
-            "health-timeout",
-            &self.health_timeout,
-            Duration::from_millis(500),
-        )?;
+        let timeout = self.duration("health-timeout", &self.health_timeout)?;
         if let Some(interval) = interval
             && timeout > interval
         {
             return Err(invalid(
                 "health-timeout",
-                self.health_timeout.as_deref().unwrap_or("500ms"),
+                self.health_timeout
+                    .as_deref()
+                    .unwrap_or(default_text("health-timeout")),
                 "is longer than --health-interval",
             ));
         }
         let path = self
             .health_path
             .clone()
-            .unwrap_or_else(|| "/healthz".to_owned());
+            .unwrap_or_else(|| default_text("health-path").to_owned());
         if !path.starts_with('/')
             || !path
                 .bytes()
@@ -722,36 +775,47 @@ impl Settings {
         Ok(HealthSettings {
             interval,
             timeout,
-            fall: in_range("health-fall", self.health_fall.unwrap_or(2), 1, 100)?,
-            rise: in_range("health-rise", self.health_rise.unwrap_or(2), 1, 100)?,
+            fall: in_range(
+                "health-fall",
+                number("health-fall", self.health_fall)?,
+                1,
+                100,
+            )?,
+            rise: in_range(
+                "health-rise",
+                number("health-rise", self.health_rise)?,
+                1,
+                100,
+            )?,
             path,
         })
     }
 
+    /// The duration given for `field`, else its default.
     fn duration(
         &self,
         field: &'static str,
         value: &Option<String>,
-        default_secs: u64,
     ) -> Result<Duration, ConfigError> {
-        self.duration_or(field, value, Duration::from_secs(default_secs))
+        let v = value.as_deref().unwrap_or(default_text(field));
+        parse_duration(v).ok_or_else(|| {
+            invalid(
+                field,
+                v,
+                "is not a duration like 500ms, 10s or 2m (at most 1h)",
+            )
+        })
     }
+}
 
-    fn duration_or(
-        &self,
-        field: &'static str,
-        value: &Option<String>,
-        default: Duration,
-    ) -> Result<Duration, ConfigError> {
-        match value {
-            None => Ok(default),
-            Some(v) => parse_duration(v).ok_or_else(|| {
-                invalid(
-                    field,
-                    v,
-                    "is not a duration like 500ms, 10s or 2m (at most 1h)",
-                )
-            }),
+/// The number given for `field`, else its default.
+fn number<T: std::str::FromStr>(field: &'static str, value: Option<T>) -> Result<T, ConfigError> {
+    match value {
+        Some(v) => Ok(v),
+        None => {
+            let text = default_text(field);
+            text.parse()
+                .map_err(|_| invalid(field, text, "is not a number (the default)"))
         }
     }
 }
@@ -883,6 +947,28 @@ mod tests {
         assert!(err("self = \"a\"\n").contains("--self cannot be used in central mode"));
         assert!(err("origin = \"http://a:1\"\n").contains("--origin cannot"));
         assert!(toml::from_str::<Settings>("listn = \"x\"").is_err());
+    }
+
+    #[test]
+    fn defaults_come_from_the_table() {
+        let mut names: Vec<&str> = DEFAULTS.iter().map(|(n, _)| *n).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DEFAULTS.len(), "a setting has two defaults");
+        let c = settings(CENTRAL).validate().unwrap();
+        assert_eq!(c.mode, Mode::Central);
+        assert_eq!(c.key, KeyMode::Url);
+        assert_eq!(c.membership.scheme, "ketama");
+        assert_eq!(c.head, HeadLimits::default());
+        assert_eq!(c.max_body, 100 << 20);
+        assert_eq!(c.timeouts.header, Duration::from_secs(10));
+        assert_eq!(c.timeouts.peer_first_byte, Duration::from_secs(1));
+        assert_eq!(c.health.timeout, Duration::from_millis(500));
+        assert_eq!(c.health.path, "/healthz");
+        assert_eq!(
+            (c.pool.max_idle, c.outlier.failures, c.hop_limit),
+            (64, 3, 2)
+        );
     }
 
     #[test]

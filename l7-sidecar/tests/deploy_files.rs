@@ -128,3 +128,63 @@ fn the_unit_starts_a_sidecar_that_drains_on_stop() {
         eprintln!("note: systemd-analyze is not installed; the unit was not verified");
     }
 }
+
+/// Every default is written once (`config::DEFAULTS`); what the help text, the README and the
+/// example configuration say of it must agree with that table.
+#[test]
+fn documented_defaults_are_the_defaults() {
+    use l7_sidecar::config::DEFAULTS;
+    let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let help = Command::new(env!("CARGO_BIN_EXE_l7-sidecar"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("serve --help");
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let readme = words(&std::fs::read_to_string(deploy("../README.md")).expect("README"));
+    let example = read("sidecar.example.toml");
+    let mut wrong = Vec::new();
+    for (name, default) in DEFAULTS {
+        // The flag's paragraph in --help.
+        let start = help
+            .find(&format!("--{name} "))
+            .unwrap_or_else(|| panic!("--{name} is not in serve --help"));
+        let end = help[start + 2..]
+            .find("\n  -")
+            .map_or(help.len(), |i| start + 2 + i);
+        if !words(&help[start..end]).contains(&format!("default {default}")) {
+            wrong.push(format!(
+                "serve --help: --{name} does not say 'default {default}'"
+            ));
+        }
+        // "`name` (value" in the README.
+        let mention = format!("`{name}` (");
+        for (at, _) in readme.match_indices(&mention) {
+            let value = readme[at + mention.len()..]
+                .split([',', ')'])
+                .next()
+                .unwrap_or_default();
+            if value != *default {
+                wrong.push(format!(
+                    "README: `{name}` ({value}), the default is {default}"
+                ));
+            }
+        }
+        // "name = value" (or "# name = value") in the example configuration.
+        let line = example.lines().find_map(|l| {
+            let l = l.trim_start_matches(['#', ' ']);
+            l.strip_prefix(&format!("{name} = "))
+        });
+        match line {
+            None => wrong.push(format!("sidecar.example.toml does not mention {name}")),
+            Some(rest) => {
+                let value = rest.split('#').next().unwrap_or_default().trim();
+                if value.trim_matches('"') != *default {
+                    wrong.push(format!(
+                        "sidecar.example.toml: {name} = {value}, the default is {default}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
