@@ -55,30 +55,61 @@ pub const PROTO_TCP: u8 = 6;
 /// See [`PROTO_TCP`].
 pub const PROTO_UDP: u8 = 17;
 
-/// Names of the maps in the eBPF object, used by user space to find (and pin) them. The
-/// kernel keeps 15 characters of a map name, so every name here is at most 15 long.
+/// The one list of the eBPF object's map names (the kernel keeps 15 characters of a map name,
+/// so each is at most 15 long). `map_name!(VIPS)` is the name as a string literal, which
+/// [`map_names`] gives user space as constants; `map_name!(VIPS => then!(args..))` expands to
+/// `then! { "DL7_VIPS", args.. }`, which is how the eBPF program puts the same literal into
+/// its `#[map(name = ..)]` attributes, where no constant may stand.
+#[macro_export]
+macro_rules! map_name {
+    (VIPS => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_VIPS", $($args)* } };
+    (VIP_ADDRS => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_VIP_ADDRS", $($args)* } };
+    (RINGS => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_RINGS", $($args)* } };
+    (REALS => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_REALS", $($args)* } };
+    (CONN_TABLE => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_CONNS", $($args)* } };
+    (TX_PORTS => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_TX_PORTS", $($args)* } };
+    (VIP_STATS => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_VIP_STATS", $($args)* } };
+    (REAL_STATS => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_REAL_STATS", $($args)* } };
+    (GLOBAL_STATS => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_GLOBALS", $($args)* } };
+    (HEALTH => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_HEALTH", $($args)* } };
+    ($id:ident) => {
+        $crate::map_name!($id => $crate::__map_name_literal!())
+    };
+}
+
+/// The literal that [`map_name!`] hands over (for its one-argument form).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __map_name_literal {
+    ($name:literal,) => {
+        $name
+    };
+}
+
+/// Names of the maps in the eBPF object, used by user space to find (and pin) them, from
+/// [`map_name!`].
 pub mod map_names {
     /// [`crate::VipKey`] -> [`crate::VipMeta`].
-    pub const VIPS: &str = "DL7_VIPS";
+    pub const VIPS: &str = crate::map_name!(VIPS);
     /// [`crate::VipAddrKey`] -> number of VIPs on that address (for fragments).
-    pub const VIP_ADDRS: &str = "DL7_VIP_ADDRS";
+    pub const VIP_ADDRS: &str = crate::map_name!(VIP_ADDRS);
     /// Array of Maglev tables: index `vip_id * 2 + flip` -> `[u32; RING_SIZE]` of real ids.
-    pub const RINGS: &str = "DL7_RINGS";
+    pub const RINGS: &str = crate::map_name!(RINGS);
     /// Array indexed by real id -> [`crate::RealDef`].
-    pub const REALS: &str = "DL7_REALS";
+    pub const REALS: &str = crate::map_name!(REALS);
     /// LRU hash [`crate::FlowKey`] -> [`crate::ConnValue`].
-    pub const CONN_TABLE: &str = "DL7_CONNS";
+    pub const CONN_TABLE: &str = crate::map_name!(CONN_TABLE);
     /// Devmap: `RealDef::tx_port` -> egress ifindex.
-    pub const TX_PORTS: &str = "DL7_TX_PORTS";
+    pub const TX_PORTS: &str = crate::map_name!(TX_PORTS);
     /// Per-CPU array indexed by `vip_id` -> [`crate::TrafficCounters`].
-    pub const VIP_STATS: &str = "DL7_VIP_STATS";
+    pub const VIP_STATS: &str = crate::map_name!(VIP_STATS);
     /// Per-CPU array indexed by real id -> [`crate::TrafficCounters`].
-    pub const REAL_STATS: &str = "DL7_REAL_STATS";
+    pub const REAL_STATS: &str = crate::map_name!(REAL_STATS);
     /// Per-CPU array indexed by [`crate::GlobalCounter`] -> `u64`.
-    pub const GLOBAL_STATS: &str = "DL7_GLOBALS";
+    pub const GLOBAL_STATS: &str = crate::map_name!(GLOBAL_STATS);
     /// Array indexed by `vip_id` -> [`crate::HealthSpec`] (l4-ctl's only; the program never
     /// reads it).
-    pub const HEALTH: &str = "DL7_HEALTH";
+    pub const HEALTH: &str = crate::map_name!(HEALTH);
     /// Every map, in the order above.
     pub const ALL: [&str; 10] = [
         VIPS,
@@ -92,6 +123,14 @@ pub mod map_names {
         GLOBAL_STATS,
         HEALTH,
     ];
+    // The kernel truncates longer names.
+    const _: () = {
+        let mut i = 0;
+        while i < ALL.len() {
+            assert!(ALL[i].len() <= 15);
+            i += 1;
+        }
+    };
 }
 
 /// Name of the XDP program in the eBPF object.

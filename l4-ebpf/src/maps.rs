@@ -1,4 +1,5 @@
-//! Every map of the program, in one place (their layouts and names live in `common`).
+//! Every map of the program, in one place (their layouts and names live in `common`; each
+//! name is written once, in `common::map_name!`).
 //!
 //! All maps are pinned by name: `l4-ctl load` points aya at /sys/fs/bpf/dl7, so a new build of
 //! the program reuses the existing maps and no established flow loses its real on an upgrade.
@@ -9,7 +10,7 @@ use aya_ebpf::{
 };
 use common::{
     CONN_TABLE_SIZE, ConnValue, FlowKey, GlobalCounter, HealthSpec, MAX_REALS, MAX_TX_PORTS,
-    MAX_VIPS, RING_SIZE, RealDef, TrafficCounters, VipAddrKey, VipKey, VipMeta,
+    MAX_VIPS, RING_SIZE, RealDef, TrafficCounters, VipAddrKey, VipKey, VipMeta, map_name,
 };
 
 /// `BPF_F_NO_COMMON_LRU`: one LRU list per CPU, so inserts on different CPUs never contend.
@@ -18,38 +19,71 @@ const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 /// One Maglev table: real id per slot.
 pub type Ring = [u32; RING_SIZE as usize];
 
-#[map(name = "DL7_VIPS")]
-pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::pinned(MAX_VIPS, 0);
+/// Declares a pinned map under the name `common::map_name!` hands over (its first token):
+/// the names are written once, in `common`, for the program and user space alike.
+macro_rules! pinned {
+    ($name:literal, $(#[$doc:meta])* $vis:vis static $id:ident : $ty:ty = $init:expr) => {
+        $(#[$doc])*
+        #[map(name = $name)]
+        $vis static $id: $ty = $init;
+    };
+}
 
-#[map(name = "DL7_VIP_ADDRS")]
-pub static VIP_ADDRS: HashMap<VipAddrKey, u32> = HashMap::pinned(MAX_VIPS, 0);
+map_name!(VIPS => pinned!(
+    /// The VIPs: (address, port, protocol) -> id, flags and the Maglev table in use.
+    pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::pinned(MAX_VIPS, 0)
+));
 
-#[map(name = "DL7_RINGS")]
-pub static RINGS: Array<Ring> = Array::pinned(MAX_VIPS * 2, 0);
+map_name!(VIP_ADDRS => pinned!(
+    /// VIP addresses -> how many VIPs use them: an IP fragment (which carries no ports) to
+    /// one of these is dropped rather than passed.
+    pub static VIP_ADDRS: HashMap<VipAddrKey, u32> = HashMap::pinned(MAX_VIPS, 0)
+));
 
-#[map(name = "DL7_REALS")]
-pub static REALS: Array<RealDef> = Array::pinned(MAX_REALS, 0);
+map_name!(RINGS => pinned!(
+    /// Two Maglev tables per VIP (index `vip_id * 2 + flip`): user space fills the one not in
+    /// use, then flips the VIP's entry, so the program never sees a half-written table.
+    pub static RINGS: Array<Ring> = Array::pinned(MAX_VIPS * 2, 0)
+));
 
-#[map(name = "DL7_CONNS")]
-pub static CONNS: LruHashMap<FlowKey, ConnValue> =
-    LruHashMap::pinned(CONN_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
+map_name!(REALS => pinned!(
+    /// The reals by id: address, MAC, egress port, weight state.
+    pub static REALS: Array<RealDef> = Array::pinned(MAX_REALS, 0)
+));
 
-#[map(name = "DL7_TX_PORTS")]
-pub static TX_PORTS: DevMap = DevMap::pinned(MAX_TX_PORTS, 0);
+map_name!(CONN_TABLE => pinned!(
+    /// The connection table: flow -> real, one LRU list per CPU, so that a change of a
+    /// VIP's reals never moves an established flow.
+    pub static CONNS: LruHashMap<FlowKey, ConnValue> =
+        LruHashMap::pinned(CONN_TABLE_SIZE, BPF_F_NO_COMMON_LRU)
+));
 
-#[map(name = "DL7_VIP_STATS")]
-pub static VIP_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(MAX_VIPS, 0);
+map_name!(TX_PORTS => pinned!(
+    /// Egress interfaces for reals behind another interface of the front (devmap redirect).
+    pub static TX_PORTS: DevMap = DevMap::pinned(MAX_TX_PORTS, 0)
+));
 
-#[map(name = "DL7_REAL_STATS")]
-pub static REAL_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(MAX_REALS, 0);
+map_name!(VIP_STATS => pinned!(
+    /// Packets and bytes per VIP, per CPU.
+    pub static VIP_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(MAX_VIPS, 0)
+));
 
-#[map(name = "DL7_GLOBALS")]
-pub static GLOBALS: PerCpuArray<u64> = PerCpuArray::pinned(GlobalCounter::COUNT, 0);
+map_name!(REAL_STATS => pinned!(
+    /// Packets and bytes per real, per CPU.
+    pub static REAL_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(MAX_REALS, 0)
+));
 
-/// Health-check settings per VIP. The program never reads this map; it lives in the object so
-/// that it is created and pinned with the others and survives upgrades like them.
-#[map(name = "DL7_HEALTH")]
-pub static HEALTH: Array<HealthSpec> = Array::pinned(MAX_VIPS, 0);
+map_name!(GLOBAL_STATS => pinned!(
+    /// The global counters (every frame ends in exactly one outcome), per CPU.
+    pub static GLOBALS: PerCpuArray<u64> = PerCpuArray::pinned(GlobalCounter::COUNT, 0)
+));
+
+map_name!(HEALTH => pinned!(
+    /// Health-check settings per VIP. The program never reads this map; it lives in the
+    /// object so that it is created and pinned with the others and survives upgrades like
+    /// them.
+    pub static HEALTH: Array<HealthSpec> = Array::pinned(MAX_VIPS, 0)
+));
 
 /// Adds one to a global counter (this CPU's copy: no atomics needed).
 #[inline(always)]
