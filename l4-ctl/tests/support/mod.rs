@@ -18,6 +18,7 @@ use l4_ctl::{Balancer, Mac, RealSpec, Vip, frames::FRONT_MAC};
 #[allow(unused_imports)]
 pub use l4_ctl::frames::action::*;
 
+pub mod daemon;
 pub mod netns;
 
 /// A loaded balancer whose pinned maps live in a directory of its own.
