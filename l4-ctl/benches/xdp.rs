@@ -10,13 +10,19 @@ use aya::{
     Ebpf,
     programs::{TestRun, TestRunOptions, Xdp},
 };
-use l4_ctl::{
-    Balancer, Mac, RealSpec, Vip,
-    frames::{
-        self, FRONT_MAC, TCP_ACK, TCP_PSH, TCP_SYN,
-        action::{XDP_PASS, XDP_TX},
-    },
-    objects,
+use l4_ctl::{Balancer, Mac, RealSpec, Vip};
+
+// The test tooling: the frame builder and the baseline program.
+#[path = "../tests/support/frames.rs"]
+#[allow(dead_code)]
+mod frames;
+#[path = "../tests/support/objects.rs"]
+#[allow(dead_code)]
+mod objects;
+
+use frames::{
+    FRONT_MAC, TCP_ACK, TCP_PSH, TCP_SYN,
+    action::{XDP_PASS, XDP_TX},
 };
 
 /// Targets from the issue: established <= 2.0x baseline, SYN <= 4.0x baseline.

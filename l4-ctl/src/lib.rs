@@ -12,14 +12,12 @@
 //! - [`stats`]: one reading of all counters (`stats`, `real list`, `/metrics`);
 //! - [`metrics`]: the Prometheus metrics and their names;
 //! - [`service`]: VIP, address and MAC parsing and their encodings in the maps;
-//! - [`objects`]: the embedded eBPF objects (the balancer and two small helper programs);
-//! - [`frames`]: hand-built frames for test runs of the program (tests, benchmarks).
+//! - [`objects`]: the embedded eBPF object of the balancer.
 //!
 //! The `l4-ctl` binary (`src/main.rs`) is the command line over these.
 
 pub mod balancer;
 pub mod config;
-pub mod frames;
 pub mod front;
 pub mod health;
 pub mod lock;

@@ -16,7 +16,8 @@ use std::{
 
 use aya::programs::Xdp;
 use aya_obj::programs::XdpAttachType;
-use l4_ctl::{Balancer, Vip, frames};
+use l4_ctl::{Balancer, Vip};
+use support::frames;
 use support::{
     XDP_PASS, XDP_TX,
     netns::{Netns, run, sysctl},

@@ -28,7 +28,8 @@ use aya::{
     programs::{Xdp, XdpMode},
 };
 use common::GlobalCounter as C;
-use l4_ctl::{AttachMode, RealSpec, Vip, objects};
+use l4_ctl::{AttachMode, RealSpec, Vip};
+use support::objects;
 use support::{
     TestBalancer,
     netns::{HttpServer, IFACE, IO_TIMEOUT, Netns, in_netns, require_tools, run, sysctl},

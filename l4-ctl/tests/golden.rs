@@ -10,10 +10,8 @@ mod support;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use common::GlobalCounter as C;
-use l4_ctl::{
-    Vip,
-    frames::{self, CLIENT_MAC, FRONT_MAC, TCP_ACK, TCP_PSH, TCP_SYN},
-};
+use l4_ctl::Vip;
+use support::frames::{self, CLIENT_MAC, FRONT_MAC, TCP_ACK, TCP_PSH, TCP_SYN};
 use support::*;
 
 const VIP4: &str = "10.100.0.1:80/tcp";

@@ -11,11 +11,8 @@ use std::{
 };
 
 use common::{GlobalCounter as C, RING_SIZE, flow_hash};
-use l4_ctl::{
-    Vip,
-    balancer::flow_key,
-    frames::{self, TCP_ACK, TCP_SYN},
-};
+use l4_ctl::{Vip, balancer::flow_key};
+use support::frames::{self, TCP_ACK, TCP_SYN};
 use support::*;
 
 const VIP: &str = "10.100.0.1:80/tcp";

@@ -19,11 +19,9 @@ use std::{
 use aya::programs::Xdp;
 use aya_obj::programs::XdpAttachType;
 use common::{ConnValue, GlobalCounter};
-use l4_ctl::{
-    Balancer, Vip,
-    balancer::flow_key,
-    frames::{self, TCP_ACK, TCP_SYN},
-};
+use l4_ctl::{Balancer, Vip, balancer::flow_key};
+
+use super::frames::{self, TCP_ACK, TCP_SYN};
 use prometheus_parse::{LineInfo, Sample, Scrape, Value};
 
 use super::netns::{HttpServer, IFACE, IO_TIMEOUT, Netns, in_netns, output_within, require_tools};

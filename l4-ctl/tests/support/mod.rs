@@ -1,7 +1,8 @@
 //! Shared by l4-ctl's integration tests: a balancer loaded with its own pin directory (so
 //! tests never touch a running front's /sys/fs/bpf/dl7) that is removed again on drop, a
-//! helper that runs one frame through the program with BPF_PROG_TEST_RUN, and network-namespace
-//! testbeds ([`netns`]).
+//! helper that runs one frame through the program with BPF_PROG_TEST_RUN, the frame builder
+//! ([`frames`]) and the small test programs ([`objects`]), network-namespace testbeds
+//! ([`netns`]) and the daemon tests' harness ([`daemon`]).
 #![allow(dead_code)]
 
 use std::{
@@ -12,14 +13,18 @@ use std::{
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use common::GlobalCounter;
-use l4_ctl::{Balancer, Mac, RealSpec, Vip, frames::FRONT_MAC};
+use l4_ctl::{Balancer, Mac, RealSpec, Vip};
+
+use frames::FRONT_MAC;
 
 // Not every test binary that includes this module uses every action.
 #[allow(unused_imports)]
-pub use l4_ctl::frames::action::*;
+pub use frames::action::*;
 
 pub mod daemon;
+pub mod frames;
 pub mod netns;
+pub mod objects;
 
 /// A loaded balancer whose pinned maps live in a directory of its own.
 pub struct TestBalancer {

@@ -1,12 +1,12 @@
 //! Builds Ethernet frames byte by byte, for running the program on chosen input with
-//! BPF_PROG_TEST_RUN (the golden-packet tests and `cargo xtask bench xdp`) in the style of
-//! Katran's tester. It can build what a normal stack never sends: truncated headers, IPv4
+//! BPF_PROG_TEST_RUN (the golden-packet tests and `cargo xtask bench xdp`, which includes
+//! this file) in the style of Katran's tester. Test tooling: not part of the l4-ctl library. It can build what a normal stack never sends: truncated headers, IPv4
 //! options, fragments, VLAN tags. TCP and UDP checksums are left zero: the program never
 //! reads them.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::service::Mac;
+use l4_ctl::Mac;
 
 /// The program's return codes (the kernel's `enum xdp_action`), as a test run reports them.
 pub mod action {
