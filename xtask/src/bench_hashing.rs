@@ -1,6 +1,6 @@
 //! `cargo xtask bench hashing`: the hash-quality report for every scheme in the registry.
 //!
-//! A deterministic, offline, SURGE-like workload (`crate::workload`, the one `cargo xtask load`
+//! A deterministic, offline, SURGE-like workload (`dl7_traffic::workload`, the one `cargo xtask load`
 //! sends): object popularity is Zipf (alpha 0.8 by default), object sizes are a lognormal body
 //! with a Pareto tail.
 //! Each of N in {2, 4, 8, 16} servers is an LRU cache with a byte budget; the total budget is
@@ -34,7 +34,7 @@ use lru::LruCache;
 use crate::plot;
 use serde::Serialize;
 
-use crate::workload::Surge;
+use dl7_traffic::workload::Surge;
 
 /// Options of `cargo xtask bench hashing`.
 #[derive(Debug, Clone, clap::Args)]

@@ -76,8 +76,9 @@ use serde::Serialize;
 use crate::bench_l7::process::{self, CatchInterrupts};
 use crate::testbed::{self, Status};
 use crate::{build, cmd, setup};
-use client::{Client, LoadFigures, Workload};
+use client::{Client, Workload};
 use cpu_time::{Interval, Reading};
+use dl7_traffic::load::LoadReport;
 use fronts::{Front, KernelNat, Service};
 use placement::{FRONT_CPU, NapiThreads, OwnCpu, REST_CPU};
 use report::{Measurement, Report, Row, Sanity};
@@ -228,15 +229,15 @@ fn quick_args() -> Result<BenchL4Args> {
     crate::args_from(&["--quick"])
 }
 
-/// The load generator: xtask's `load` built in release mode (a debug build takes CPU 0 from
-/// the servers); the smoke test runs this xtask's own, whatever its profile, so that `cargo
-/// xtask test` does not build xtask twice.
+/// The load generator: `dl7-traffic load` built in release mode (a debug build takes CPU 0
+/// from the servers); the smoke test runs this xtask's own `load` (the same code), whatever
+/// its profile, so that `cargo xtask test` builds nothing more.
 fn load_generator(root: &Path, quick: bool) -> Result<PathBuf> {
     if quick {
         return std::env::current_exe().context("finding xtask's own executable");
     }
-    eprintln!("bench l4: building the load generator (xtask, release)");
-    build::release_binary(root, "xtask", "xtask")
+    eprintln!("bench l4: building the load generator (dl7-traffic, release)");
+    build::release_binary(root, "dl7-traffic", "dl7-traffic")
 }
 
 /// The testbed, taken down when dropped.
@@ -508,7 +509,7 @@ impl Bench<'_> {
     }
 
     /// One run of the workload; an error if too many requests failed.
-    fn load(&self, target: SocketAddr, seconds: f64, what: &str) -> Result<LoadFigures> {
+    fn load(&self, target: SocketAddr, seconds: f64, what: &str) -> Result<LoadReport> {
         process::check_interrupted()?;
         let load = self.client.run(target, seconds);
         // A Ctrl-C stops the generator too: say so rather than report its failure.
@@ -520,7 +521,7 @@ impl Bench<'_> {
 }
 
 /// An error when no request succeeded or more than `MAX_FAILED_SHARE` failed.
-fn check_failures(load: &LoadFigures) -> Result<()> {
+fn check_failures(load: &LoadReport) -> Result<()> {
     if load.ok == 0 {
         bail!("no request succeeded ({} sent)", load.requests);
     }
@@ -571,15 +572,15 @@ impl Drop for StdoutToStderr {
 
 #[cfg(test)]
 mod tests {
-    use super::client::LoadFigures;
+    use super::client::example_report;
     use super::{Lengths, check_failures, quick_args};
 
     #[test]
     fn failures_above_a_tenth_of_a_percent_fail_the_front() {
-        assert!(check_failures(&LoadFigures::example(10_000, 0)).is_ok());
-        assert!(check_failures(&LoadFigures::example(10_000, 10)).is_ok());
-        assert!(check_failures(&LoadFigures::example(10_000, 11)).is_err());
-        assert!(check_failures(&LoadFigures::example(0, 0)).is_err());
+        assert!(check_failures(&example_report(10_000, 0)).is_ok());
+        assert!(check_failures(&example_report(10_000, 10)).is_ok());
+        assert!(check_failures(&example_report(10_000, 11)).is_err());
+        assert!(check_failures(&example_report(0, 0)).is_err());
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! each run starts with empty caches. Every object of the catalogue is requested once, least
 //! popular first (`load::catalogue`), so that no compulsory miss is left and runs of different
 //! lengths see the same hit ratio for the same cache state; then the SURGE-like workload
-//! (`crate::workload`, fixed seed, Zipf popularity, heavy-tailed sizes capped at
+//! (`dl7_traffic::workload`, fixed seed, Zipf popularity, heavy-tailed sizes capped at
 //! `--max-size`) runs closed loop from the testbed's four client addresses with
 //! `--concurrency` keep-alive connections: `--warmup` seconds not counted, then `--duration`
 //! measured seconds that continue the same request stream. Each server's cache
@@ -50,11 +50,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use serde::Serialize;
 
+use dl7_traffic::{
+    load::{self, LoadConfig, LoadReport, Workload},
+    origin,
+};
+
 use crate::{
     bench_l7::process::{CatchInterrupts, CpuTimes, check_interrupted},
-    cmd,
-    load::{self, LoadConfig, LoadReport, Workload},
-    origin, plot,
+    cmd, plot,
     testbed::{self, CENTRAL_ROLE, Mode, NameArg, Status, UpArgs},
 };
 

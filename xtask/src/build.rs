@@ -8,12 +8,12 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::{cmd, ebpf, test};
+use crate::{cmd, ebpf};
 
 /// Builds `bin` of `package` in release mode and returns the executable's path (wherever
 /// CARGO_TARGET_DIR puts it), as cargo reports it.
 pub fn release_binary(root: &Path, package: &str, bin: &str) -> Result<PathBuf> {
-    let out = cmd::output(test::cargo(root).args([
+    let out = cmd::output(cmd::cargo(root).args([
         "build",
         "--release",
         "-p",

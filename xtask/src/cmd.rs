@@ -1,5 +1,6 @@
 //! Running child processes with errors that name the command.
 
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -53,4 +54,11 @@ pub fn bench_lock(what: &str) -> Result<std::fs::File> {
         }
     }
     Ok(file)
+}
+
+/// The cargo that runs this xtask (stable), in the workspace root.
+pub fn cargo(root: &Path) -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root);
+    cmd
 }

@@ -15,6 +15,7 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 use clap::Args;
+use dl7_traffic::load::LoadReport;
 use plotters::prelude::*;
 
 use crate::{
@@ -124,7 +125,7 @@ fn demo(root: &Path, args: &DemoArgs, status: &Status) -> Result<()> {
         .args(["--max-size", &(8u64 << 20).to_string()])
         .args(["--source-addrs", &status.client_addrs.join(",")])
         .stderr(Stdio::inherit());
-    let report: serde_json::Value = serde_json::from_str(&cmd::output(&mut load)?)
+    let report: LoadReport = serde_json::from_str(&cmd::output(&mut load)?)
         .context("reading the load generator's JSON report")?;
 
     let mut servers = Vec::new();
@@ -156,11 +157,11 @@ fn demo(root: &Path, args: &DemoArgs, status: &Status) -> Result<()> {
     }
     let origin_addr: SocketAddr = status.origin.addr.parse()?;
     let counts = testbed::in_netns(&status.origin.ns, || {
-        crate::origin::Remote(origin_addr).counts()
+        dl7_traffic::origin::Remote(origin_addr).counts()
     })??;
     let unique_bytes: u64 = counts
         .keys()
-        .map(|url| crate::origin::requested_size(url).unwrap_or(4096))
+        .map(|url| dl7_traffic::origin::requested_size(url).unwrap_or(4096))
         .sum();
     let fetches: u64 = counts.values().sum();
 
@@ -177,38 +178,34 @@ fn demo(root: &Path, args: &DemoArgs, status: &Status) -> Result<()> {
         println!("\nchart of the per-server load: {}", chart.display());
     }
     ensure!(
-        report["error_total"].as_u64() == Some(0),
+        report.error_total == 0,
         "{} requests failed",
-        report["error_total"]
+        report.error_total
     );
     Ok(())
 }
 
 fn print_report(
-    load: &serde_json::Value,
+    load: &LoadReport,
     servers: &[ServerNumbers],
     stats: &serde_json::Value,
     unique_bytes: u64,
     unique_urls: usize,
     fetches: u64,
 ) {
-    let lat = &load["latency_us"];
-    let ms = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0) / 1000.0;
+    let lat = &load.latency_us;
+    let ms = |us: u64| us as f64 / 1000.0;
     println!("\n=== dl7 demo report ===");
     println!(
         "throughput: {:.0} req/s, {:.1} Mbit/s ({} requests in {:.2} s, {} failed)",
-        load["req_per_s"].as_f64().unwrap_or(0.0),
-        load["mbit_per_s"].as_f64().unwrap_or(0.0),
-        load["requests"],
-        load["seconds"].as_f64().unwrap_or(0.0),
-        load["error_total"]
+        load.req_per_s, load.mbit_per_s, load.requests, load.seconds, load.error_total
     );
     println!(
         "latency: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        ms(&lat["p50"]),
-        ms(&lat["p90"]),
-        ms(&lat["p99"]),
-        ms(&lat["max"])
+        ms(lat.p50),
+        ms(lat.p90),
+        ms(lat.p99),
+        ms(lat.max)
     );
     let (hits, misses): (f64, f64) = servers
         .iter()

@@ -29,13 +29,13 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use l7_sidecar::scheme::{self, Member};
-
-use crate::{
+use dl7_traffic::{
     load::{self, LoadConfig, LoadReport, Workload},
     origin,
-    testbed::{self, Mode, NameArg, Status, UpArgs},
 };
+use l7_sidecar::scheme::{self, Member};
+
+use crate::testbed::{self, Mode, NameArg, Status, UpArgs};
 
 const NAME: &str = "dl7e2e";
 const SERVERS: u16 = 4;

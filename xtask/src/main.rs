@@ -11,19 +11,16 @@ mod cmd;
 mod demo;
 mod e2e;
 mod ebpf;
-mod http1;
-mod load;
-mod origin;
 mod plot;
 mod setup;
 mod test;
 mod testbed;
-mod workload;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use dl7_traffic::{load::LoadArgs, origin::OriginArgs};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "dl7's build, test and benchmark tasks")]
@@ -71,10 +68,10 @@ enum Task {
     },
     /// Send HTTP load to a target (synthetic SURGE-like workload or a replayed log) and report
     /// req/s, latency percentiles, errors and bytes.
-    Load(load::LoadArgs),
+    Load(LoadArgs),
     /// Serve deterministic bodies of any requested size (`?size=N`) and count requests per URL
     /// (the testbed's origin).
-    Origin(origin::OriginArgs),
+    Origin(OriginArgs),
 }
 
 #[derive(Subcommand)]
@@ -151,7 +148,7 @@ fn run(task: Task) -> Result<()> {
         Task::Bench { bench } => match bench {
             Bench::Xdp { json, quick } => {
                 ebpf::build(&root)?;
-                let mut cmd = test::cargo(&root);
+                let mut cmd = cmd::cargo(&root);
                 cmd.args(["bench", "-q", "-p", "l4-ctl", "--bench", "xdp", "--"]);
                 if json {
                     cmd.arg("--json");
@@ -166,7 +163,7 @@ fn run(task: Task) -> Result<()> {
             Bench::Paper(args) => bench_paper::run(&root, args),
             Bench::L4(args) => bench_l4::run(&root, args),
         },
-        Task::Load(args) => load::run_cli(args),
-        Task::Origin(args) => origin::run(args),
+        Task::Load(args) => dl7_traffic::load::run_cli(args),
+        Task::Origin(args) => dl7_traffic::origin::run(args),
     }
 }

@@ -7,7 +7,8 @@ use std::{path::Path, process::Command};
 
 use anyhow::{Context, Result};
 
-use crate::{bench_l4, bench_l7, bench_paper, cmd::run, ebpf, setup};
+use crate::cmd::{cargo, run};
+use crate::{bench_l4, bench_l7, bench_paper, ebpf, setup};
 
 /// Debian packages the tests drive: nginx (hashing comparison), iproute2 and ethtool
 /// (namespaces, veths, offloads), procps (sysctl inside namespaces), curl (HTTP clients),
@@ -32,13 +33,6 @@ pub fn run_all(root: &Path) -> Result<()> {
     bench_paper::run_quick(root).context("the quick paper benchmark failed")?;
     bench_l4::run_quick(root).context("the quick L4 benchmark failed")?;
     Ok(())
-}
-
-/// The cargo that runs this xtask (stable), in the workspace root.
-pub fn cargo(root: &Path) -> Command {
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(root);
-    cmd
 }
 
 /// Removes test namespaces and pin directories that a killed test run left behind.

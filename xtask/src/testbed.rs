@@ -401,7 +401,9 @@ pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
 
 /// One GET inside namespace `ns`: status and body.
 pub fn http_get(ns: &str, addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>)> {
-    let r = in_netns(ns, || crate::http1::get_once(addr, path, &addr.to_string()))??;
+    let r = in_netns(ns, || {
+        dl7_traffic::http1::get_once(addr, path, &addr.to_string())
+    })??;
     Ok((r.status, r.body))
 }
 

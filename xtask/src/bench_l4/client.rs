@@ -1,13 +1,14 @@
-//! The load: `xtask load` (the SURGE-like closed-loop generator of `crate::load`) started in
-//! the client namespace, pinned to the load CPU with `taskset`, from every client address;
-//! its JSON report read back.
+//! The load: `dl7-traffic load` (the SURGE-like closed-loop generator of `dl7_traffic::load`)
+//! started in the client namespace, pinned to the load CPU with `taskset`, from every client address;
+//! its JSON report read back as the generator's own `LoadReport`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
+use dl7_traffic::load::LoadReport;
+use serde::Serialize;
 
 use crate::cmd;
 
@@ -33,42 +34,35 @@ pub struct Client {
     pub workload: Workload,
 }
 
-/// The figures of a run the bench uses: the fields of `load::LoadReport` it reads from the
-/// generator's JSON.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct LoadFigures {
-    pub requests: u64,
-    pub ok: u64,
-    pub error_total: u64,
-    pub seconds: f64,
-    pub req_per_s: f64,
-    pub mbit_per_s: f64,
-    pub latency_us: Percentiles,
-}
-
-/// The latency percentiles the bench reports (`load::Latency` has more), microseconds.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Percentiles {
-    pub p50: u64,
-    pub p99: u64,
-}
-
+/// A 6 s run with `ok` answers and `failed` failures, p50 2.5 ms, p99 6 ms (for tests).
 #[cfg(test)]
-impl LoadFigures {
-    /// A 6 s run with `ok` answers and `failed` failures, p50 2.5 ms, p99 6 ms (for tests).
-    pub fn example(ok: u64, failed: u64) -> Self {
-        Self {
-            requests: ok + failed,
-            ok,
-            error_total: failed,
-            seconds: 6.0,
-            req_per_s: ok as f64 / 6.0,
-            mbit_per_s: 100.0,
-            latency_us: Percentiles {
-                p50: 2_500,
-                p99: 6_000,
-            },
-        }
+pub fn example_report(ok: u64, failed: u64) -> LoadReport {
+    LoadReport {
+        target: "10.214.0.100:80".into(),
+        workload: "synthetic".into(),
+        mode: "closed".into(),
+        concurrency: 32,
+        rate: None,
+        requests: ok + failed,
+        ok,
+        errors: dl7_traffic::load::Errors {
+            timeout: failed,
+            ..Default::default()
+        },
+        error_total: failed,
+        statuses: [(200, ok)].into_iter().collect(),
+        seconds: 6.0,
+        req_per_s: ok as f64 / 6.0,
+        bytes: 0,
+        body_bytes: 0,
+        mbit_per_s: 100.0,
+        latency_us: dl7_traffic::load::Latency {
+            p50: 2_500,
+            p90: 4_000,
+            p99: 6_000,
+            max: 9_000,
+            mean: 3_000.0,
+        },
     }
 }
 
@@ -78,7 +72,7 @@ const UNBOUNDED_REQUESTS: u64 = 1 << 40;
 impl Client {
     /// Runs the workload against `target` for `seconds` (closed loop) and returns its report.
     /// The run is bounded by the generator itself: `seconds` plus one request timeout.
-    pub fn run(&self, target: SocketAddr, seconds: f64) -> Result<LoadFigures> {
+    pub fn run(&self, target: SocketAddr, seconds: f64) -> Result<LoadReport> {
         let w = &self.workload;
         let mut command = Command::new("taskset");
         command

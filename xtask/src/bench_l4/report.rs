@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::Lengths;
-use super::client::{LoadFigures, Workload};
+use dl7_traffic::load::LoadReport;
+
+use super::client::Workload;
 use super::cpu_time::{self, Interval};
 use super::fronts::Front;
 use super::placement::{FRONT_CPU, REST_CPU};
@@ -18,7 +20,7 @@ const TARGET_VS_HAPROXY: f64 = 0.05;
 /// One measured run: the load's figures and the CPUs around it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Measurement {
-    pub load: LoadFigures,
+    pub load: LoadReport,
     pub run: Interval,
     /// CPU 1 with no load, just before.
     pub background: Interval,
@@ -249,7 +251,7 @@ pub fn table(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::Lengths;
-    use super::super::client::{LoadFigures, Workload};
+    use super::super::client::{Workload, example_report};
     use super::super::cpu_time::Interval;
     use super::super::fronts::Front;
     use super::{Measurement, Report, Row, Sanity, table, targets};
@@ -258,7 +260,7 @@ mod tests {
     /// with CPU 1 busy 2 %.
     fn measurement(ok: u64, cpu1_s: f64, rx_packets: u64) -> Measurement {
         Measurement {
-            load: LoadFigures::example(ok, 0),
+            load: example_report(ok, 0),
             run: Interval {
                 wall_s: 6.0,
                 busy_s: [5.4, cpu1_s],

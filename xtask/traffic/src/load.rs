@@ -58,7 +58,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::workload::Surge;
@@ -191,7 +191,7 @@ impl LoadConfig {
 }
 
 /// Failed requests by kind.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Errors {
     pub connect: u64,
     pub timeout: u64,
@@ -217,7 +217,7 @@ impl Errors {
 }
 
 /// Latency of successful requests, microseconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
     pub p50: u64,
     pub p90: u64,
@@ -226,8 +226,10 @@ pub struct Latency {
     pub mean: f64,
 }
 
-/// The result of a run; the module's documentation describes every field.
-#[derive(Debug, Clone, Serialize)]
+/// The result of a run; the module's documentation describes every field. The one report of
+/// the load generator: callers in process get it from [`run`], callers of the binary read it
+/// back from `--json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadReport {
     pub target: String,
     pub workload: String,
