@@ -7,6 +7,7 @@
 //! |---|---|
 //! | connect refused / timed out | [`Failure::Retry`]: nothing was sent, any request may go elsewhere |
 //! | a reused idle connection turns out closed before any response byte | the same destination again on a new connection (not the destination's fault) |
+//! | a reused connection answers with bytes that are no response head (left over from an earlier exchange, arrived after the pool's last look), request repeatable | the same, counted as an unsolicited retirement |
 //! | connection lost before any response byte, request repeatable (GET/HEAD without a consumed body) | [`Failure::Retry`] |
 //! | the same, request not repeatable | 502 to the client |
 //! | a peer sends no byte within `peer-first-byte-timeout` (hung, not dead), request repeatable | [`Failure::Retry`] |
@@ -82,6 +83,8 @@ enum Early {
     Gone,
     /// A response head that cannot be relayed.
     Bad,
+    /// Bytes that are not a response head at all.
+    Garbled,
     /// The client side failed while its body was relayed; answer with this status.
     Client(u16, &'static str),
 }
@@ -142,9 +145,15 @@ pub async fn request(
             }
             Err(e) => e,
         };
+        let garbled = matches!(early, Early::Garbled);
         let status = match early {
-            Early::Lost if conn.reused && io.retryable() => {
-                // A stale keep-alive connection: try a new one to the same destination.
+            Early::Lost | Early::Garbled if conn.reused && io.retryable() => {
+                // A stale keep-alive connection, or bytes left over from an earlier exchange
+                // that arrived after the pool's last look: the connection, not the
+                // destination, is broken. Try a new one to the same destination.
+                if garbled {
+                    pool.metrics.retired_unsolicited.inc();
+                }
                 let connect = pool.connect();
                 let Some(connected) =
                     client::beating(&mut io.stream, &mut io.heartbeat, timeout, connect).await
@@ -171,7 +180,7 @@ pub async fn request(
                 }
                 504
             }
-            Early::Lost | Early::Bad => {
+            Early::Lost | Early::Bad | Early::Garbled => {
                 failed(pool);
                 502
             }
@@ -328,7 +337,7 @@ async fn read_head(conn: &mut Conn, resp: &mut ResponseHead, wait: HeadWait) -> 
                 Ok(false) => {}
                 Err(e) => {
                     log::debug!("bad response head: {e}");
-                    return Err(Early::Bad);
+                    return Err(Early::Garbled);
                 }
             }
         }

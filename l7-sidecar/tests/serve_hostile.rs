@@ -353,13 +353,16 @@ fn every_case(path: &Path<'_>) {
             }
         }
         let mut client = Client::connect(path.entry);
+        let targets: Vec<String> = (0..3)
+            .map(|i| (path.target)(&format!("/obj/after-{}", case.name), i))
+            .collect();
+        let mut fetched = Vec::new();
         for round in 0..2 {
-            for i in 0..3 {
-                let t = (path.target)(&format!("/obj/after-{}", case.name), i);
-                let r = client.get(&t);
+            for (i, t) in targets.iter().enumerate() {
+                let r = client.get(t);
                 let size: usize = t.rsplit('=').next().and_then(|s| s.parse().ok()).unwrap();
                 assert_eq!(
-                    (r.status, r.body == body_for(&t, size)),
+                    (r.status, r.body == body_for(t, size)),
                     (200, true),
                     "{} / {}: request {i} of round {round} after it got {} {:?}",
                     path.name,
@@ -368,12 +371,16 @@ fn every_case(path: &Path<'_>) {
                     String::from_utf8_lossy(&r.body[..r.body.len().min(40)])
                 );
             }
+            if round == 0 {
+                fetched = targets.iter().map(|t| path.origin.fetches(t)).collect();
+            }
         }
         if !path.central {
-            for i in 0..3 {
-                let t = (path.target)(&format!("/obj/after-{}", case.name), i);
-                assert_eq!(path.origin.fetches(&t), 1, "{}: {t} was cached", path.name);
-            }
+            // The second round came from the cache. (The first may have fetched an object
+            // twice: a GET is sent again on a new connection when the old one answers with
+            // leftover bytes.)
+            let again: Vec<usize> = targets.iter().map(|t| path.origin.fetches(t)).collect();
+            assert_eq!(again, fetched, "{} / {}: cached", path.name, case.name);
         }
     }
     eprintln!("{}: every case in {:?}", path.name, started.elapsed());
