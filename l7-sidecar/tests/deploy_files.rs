@@ -1,7 +1,9 @@
 //! The sidecar's files in deploy/ agree with `l7-sidecar`: the example configuration is valid
 //! and every key it mentions (commented-out ones too) is a setting; the systemd unit's
 //! command line starts a sidecar that drains and exits cleanly on the unit's stop signal;
-//! with `systemd-analyze` installed, the unit also passes `systemd-analyze verify`.
+//! with `systemd-analyze` installed, the unit also passes `systemd-analyze verify`; the alert
+//! rules use only metrics the sidecar exports, and the job the scrape config defines (with
+//! `promtool` installed, both files also pass `promtool check`).
 
 mod support;
 
@@ -187,4 +189,82 @@ fn documented_defaults_are_the_defaults() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Every `dl7_l7_` name in `text`.
+fn metric_names(text: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("dl7_l7_") {
+        let tail = &rest[at..];
+        let len = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    names
+}
+
+#[test]
+fn the_alert_rules_use_exported_metrics_and_the_scrape_job() {
+    let m = l7_sidecar::metrics::Metrics::new().expect("metrics");
+    // Series with labels appear once they have a value.
+    let pool = m.pool("s1");
+    pool.stalls.inc();
+    pool.retired_unsolicited.inc();
+    m.health("s1").up.set(1);
+    m.request(
+        l7_sidecar::metrics::Route::Peer,
+        502,
+        Duration::from_millis(1),
+    );
+    let exported = String::from_utf8(m.render()).expect("utf-8");
+    let families: Vec<&str> = exported
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let rules = read("prometheus/dl7-sidecar-alerts.yml");
+    let used = metric_names(&rules);
+    for want in [
+        "dl7_l7_peer_up",
+        "dl7_l7_peer_stalls_total",
+        "dl7_l7_pool_retired_total",
+        "dl7_l7_requests_total",
+    ] {
+        assert!(used.contains(&want), "no alert on {want}");
+    }
+    for name in used {
+        assert!(
+            families.contains(&name),
+            "the rules use {name}, which is not exported"
+        );
+    }
+    assert!(rules.contains("up{job=\"dl7-sidecar\"}"));
+    let scrape = read("prometheus/dl7-sidecar-scrape.yml");
+    assert!(scrape.contains("job_name: dl7-sidecar"));
+    assert!(scrape.contains("- dl7-sidecar-alerts.yml"));
+    let have_promtool = Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if have_promtool {
+        for (what, file) in [
+            ("rules", "prometheus/dl7-sidecar-alerts.yml"),
+            ("config", "prometheus/dl7-sidecar-scrape.yml"),
+        ] {
+            let out = Command::new("promtool")
+                .args(["check", what])
+                .arg(deploy(file))
+                .output()
+                .expect("run promtool");
+            assert!(
+                out.status.success(),
+                "promtool check {what} {file}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
 }
