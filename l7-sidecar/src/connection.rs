@@ -68,9 +68,15 @@ struct Scratch {
     head: RequestHead,
     buf: Vec<u8>,
     key: Vec<u8>,
-    cache_key: Vec<u8>,
-    upstream_head: BytesMut,
     order: Vec<usize>,
+    local: LocalScratch,
+}
+
+/// Scratch space of serving locally or forwarding: the head sent on, and the cache key.
+#[derive(Default)]
+struct LocalScratch {
+    upstream_head: BytesMut,
+    cache_key: Vec<u8>,
 }
 
 /// Serves one accepted connection until it closes. `permit` holds its place under the
@@ -210,14 +216,11 @@ async fn answer(
     }
     let hops = s.head.hop.unwrap_or(0);
     let key = router::key(config.key, &s.head, &s.buf, &mut s.key);
-    let cache_key = match config.key {
-        KeyMode::HostPath => key,
-        KeyMode::Url => router::host_path(&s.head, &s.buf, &mut s.cache_key),
-    };
+    // The routing key until the request is served locally (see `serve_local`).
     let req = Request {
         head: &s.head,
         buf: &s.buf,
-        key: cache_key,
+        key,
         hops,
     };
     let routing = sidecar.routing.load_full();
@@ -242,7 +245,7 @@ async fn answer(
                 if own {
                     routing.scheme().begin(owner);
                 }
-                let outcome = serve_local(&cx, local, req, io, &mut s.upstream_head).await;
+                let outcome = serve_local(&cx, local, req, io, &mut s.local).await;
                 if own {
                     routing.scheme().end(owner);
                 }
@@ -252,7 +255,7 @@ async fn answer(
         }
     };
     let walk = Failover::new(&routing, key, owner, &mut s.order, attempts, local_last);
-    forward(&cx, walk, local, req, io, &mut s.upstream_head, route).await
+    forward(&cx, walk, local, req, io, &mut s.local, route).await
 }
 
 /// Answers a health check on the peer listener as the admin endpoint's `/healthz` would.
@@ -275,11 +278,11 @@ async fn forward(
     local: Option<&LocalServer>,
     req: Request<'_>,
     io: &mut ClientIo,
-    upstream_head: &mut BytesMut,
+    scratch: &mut LocalScratch,
     route: Route,
 ) -> (Route, Outcome) {
     let (config, routing) = (cx.config, cx.routing);
-    local::upstream_head(upstream_head, req, io, false, Upstream::Peer);
+    local::upstream_head(&mut scratch.upstream_head, req, io, false, Upstream::Peer);
     // Peers are sidecars, which beat while they wait; central-mode backends may be any HTTP
     // server, so only the response timeout applies to them.
     let first_byte = (config.mode == Mode::Distributed).then_some(config.timeouts.peer_first_byte);
@@ -289,7 +292,8 @@ async fn forward(
             Target::Member(i) => {
                 routing.scheme().begin(i);
                 let pool = &routing.pools()[i];
-                let result = proxy::exchange(cx, pool, upstream_head, io, first_byte).await;
+                let head = &scratch.upstream_head;
+                let result = proxy::exchange(cx, pool, head, io, first_byte).await;
                 routing.scheme().end(i);
                 match result {
                     Ok(outcome) | Err(Failure::Done(outcome)) => return (route, outcome),
@@ -298,27 +302,31 @@ async fn forward(
                 }
             }
             Target::Local => {
-                return (
-                    Route::Local,
-                    serve_local(cx, local, req, io, upstream_head).await,
-                );
+                return (Route::Local, serve_local(cx, local, req, io, scratch).await);
             }
             Target::Exhausted => return (route, io.error(status, false).await),
         }
     }
 }
 
+/// Serves `req` (whose key is the routing key) on this server, under its cache key: the
+/// host-path form, built here only, since forwarded requests never need it.
 async fn serve_local(
     cx: &Ctx<'_>,
     local: Option<&LocalServer>,
     req: Request<'_>,
     io: &mut ClientIo,
-    scratch: &mut BytesMut,
+    scratch: &mut LocalScratch,
 ) -> Outcome {
-    match local {
-        Some(local) => local.serve(cx, req, io, scratch).await,
-        None => io.error(502, false).await,
-    }
+    let Some(local) = local else {
+        return io.error(502, false).await;
+    };
+    let key = match cx.config.key {
+        KeyMode::HostPath => req.key,
+        KeyMode::Url => router::host_path(req.head, req.buf, &mut scratch.cache_key),
+    };
+    let req = Request { key, ..req };
+    local.serve(cx, req, io, &mut scratch.upstream_head).await
 }
 
 /// Lingering close: FIN, then read and discard for a moment.

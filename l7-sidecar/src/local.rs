@@ -46,7 +46,8 @@ pub struct Request<'a> {
     pub head: &'a RequestHead,
     /// The buffer the head was parsed from.
     pub buf: &'a [u8],
-    /// The cache key ([`crate::router::host_path`]).
+    /// The key: the routing key while the request is routed, the cache key
+    /// ([`crate::router::host_path`]) once it is served locally.
     pub key: &'a [u8],
     /// Hops the request made before reaching this server.
     pub hops: u8,
