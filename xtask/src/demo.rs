@@ -8,9 +8,8 @@
 
 use std::{
     fs,
-    net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Stdio,
 };
 
 use anyhow::{Context, Result, ensure};
@@ -18,10 +17,9 @@ use clap::Args;
 use dl7_traffic::load::LoadReport;
 use plotters::prelude::*;
 
-use crate::{
-    cmd, plot,
-    testbed::{self, Mode, NameArg, Status, UpArgs},
-};
+use dl7_testbed::{Mode, Spec, Testbed, in_netns, process as cmd};
+
+use crate::bench::plot;
 
 /// The demo's testbed name (so it never collides with one an operator brought up).
 const DEMO_NAME: &str = "dl7demo";
@@ -67,19 +65,13 @@ struct ServerNumbers {
 pub fn run(root: &Path, args: DemoArgs) -> Result<()> {
     // The chart's font; everything else the testbed installs itself.
     crate::setup::ensure_debian_packages(&["fonts-dejavu-core"])?;
-    let up = UpArgs {
-        name: NameArg {
-            name: DEMO_NAME.to_owned(),
-        },
-        servers: args.servers,
-        scheme: args.scheme.clone(),
+    let parts = crate::build::testbed_parts(root)?;
+    let spec = Spec {
         mode: args.mode,
-        cpu_quota: None,
         cache_bytes: 1 << 30,
-        central: false,
-        sidecar_threads: None,
+        ..Spec::new(DEMO_NAME, args.servers, &args.scheme)
     };
-    let status = testbed::up(root, &up)?;
+    let status = dl7_testbed::up(&spec, &parts)?;
     let result = demo(root, &args, &status);
     if args.keep {
         println!(
@@ -87,12 +79,12 @@ pub fn run(root: &Path, args: DemoArgs) -> Result<()> {
              remove it with `cargo xtask testbed down --name {DEMO_NAME}`"
         );
     } else {
-        testbed::down(DEMO_NAME)?;
+        dl7_testbed::down(DEMO_NAME)?;
     }
     result
 }
 
-fn demo(root: &Path, args: &DemoArgs, status: &Status) -> Result<()> {
+fn demo(root: &Path, args: &DemoArgs, status: &Testbed) -> Result<()> {
     println!("\nPrometheus endpoints while the demo runs:");
     println!(
         "  front  http://{}/metrics   (namespace {})",
@@ -112,33 +104,29 @@ fn demo(root: &Path, args: &DemoArgs, status: &Status) -> Result<()> {
         status.client_addrs.len(),
         status.vip
     );
-    let xtask = std::env::current_exe().context("finding xtask's own executable")?;
-    let mut load = Command::new("nsenter");
-    load.arg(format!("--net=/run/netns/{}", status.client_ns))
-        .arg(&xtask)
-        .args(["load", "--target", &format!("http://{}", status.vip)])
+    let mut load = cmd::in_ns_command(Some(&status.client_ns), &status.parts.traffic);
+    load.args(["load", "--target", &format!("http://{}", status.vip)])
         .args(["--objects", &args.objects.to_string()])
         .args(["--requests", &args.requests.to_string()])
         .args(["--concurrency", "32", "--duration", "120", "--json"])
         // Every object fits the sidecar's default largest cached object (8 MiB), so the
         // report can compare stored bytes with unique bytes.
         .args(["--max-size", &(8u64 << 20).to_string()])
-        .args(["--source-addrs", &status.client_addrs.join(",")])
+        .args(["--source-addrs", &status.client_addr_list()])
         .stderr(Stdio::inherit());
     let report: LoadReport = serde_json::from_str(&cmd::output(&mut load)?)
         .context("reading the load generator's JSON report")?;
 
     let mut servers = Vec::new();
-    for s in &status.servers {
-        let m = testbed::scrape(&s.ns, s.metrics.parse()?)?;
+    for (s, m) in status.servers.iter().zip(status.scrape_servers()?) {
         servers.push(ServerNumbers {
             name: s.name.clone(),
-            served: testbed::sum(&m, "dl7_l7_requests_total", Some(("route", "local"))),
-            forwarded: testbed::sum(&m, "dl7_l7_requests_total", Some(("route", "peer"))),
-            hits: testbed::sum(&m, "dl7_l7_cache_hits_total", None),
-            misses: testbed::sum(&m, "dl7_l7_cache_misses_total", None),
-            objects: testbed::sum(&m, "dl7_l7_cache_objects", None),
-            stored_bytes: testbed::sum(&m, "dl7_l7_cache_bytes", None),
+            served: m.sum("dl7_l7_requests_total", &[("route", "local")]),
+            forwarded: m.sum("dl7_l7_requests_total", &[("route", "peer")]),
+            hits: m.sum("dl7_l7_cache_hits_total", &[]),
+            misses: m.sum("dl7_l7_cache_misses_total", &[]),
+            objects: m.sum("dl7_l7_cache_objects", &[]),
+            stored_bytes: m.sum("dl7_l7_cache_bytes", &[]),
             front_packets: 0,
         });
     }
@@ -151,12 +139,12 @@ fn demo(root: &Path, args: &DemoArgs, status: &Status) -> Result<()> {
     for (server, numbers) in status.servers.iter().zip(servers.iter_mut()) {
         numbers.front_packets = reals
             .iter()
-            .find(|r| r["address"].as_str() == Some(server.addr.as_str()))
+            .find(|r| r["address"].as_str() == Some(server.addr.to_string().as_str()))
             .and_then(|r| r["packets"].as_u64())
             .unwrap_or(0);
     }
-    let origin_addr: SocketAddr = status.origin.addr.parse()?;
-    let counts = testbed::in_netns(&status.origin.ns, || {
+    let origin_addr = status.origin.addr;
+    let counts = in_netns(&status.origin.ns, || {
         dl7_traffic::origin::Remote(origin_addr).counts()
     })??;
     let unique_bytes: u64 = counts

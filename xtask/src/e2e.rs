@@ -35,7 +35,7 @@ use dl7_traffic::{
 };
 use l7_sidecar::scheme::{self, Member};
 
-use crate::testbed::{self, Mode, NameArg, Status, UpArgs};
+use dl7_testbed::{Parts, Spec, Testbed, http_get, in_netns};
 
 const NAME: &str = "dl7e2e";
 const SERVERS: u16 = 4;
@@ -45,31 +45,22 @@ const MAX_SIZE: u64 = 32 << 10;
 
 /// Runs every scenario; the testbed is removed whatever happens.
 pub fn run(root: &std::path::Path) -> Result<()> {
-    let result = scenarios(root);
-    testbed::down(NAME)?;
+    let parts = crate::build::testbed_parts(root)?;
+    let result = scenarios(&parts);
+    dl7_testbed::down(NAME)?;
     result
 }
 
-fn up(root: &std::path::Path, scheme: &str) -> Result<Status> {
-    testbed::up(
-        root,
-        &UpArgs {
-            name: NameArg {
-                name: NAME.to_owned(),
-            },
-            servers: SERVERS,
-            scheme: scheme.to_owned(),
-            mode: Mode::Native,
-            cpu_quota: None,
-            cache_bytes: 64 << 20,
-            central: false,
-            sidecar_threads: None,
-        },
-    )
+fn up(parts: &Parts, scheme: &str) -> Result<Testbed> {
+    let spec = Spec {
+        cache_bytes: 64 << 20,
+        ..Spec::new(NAME, SERVERS, scheme)
+    };
+    dl7_testbed::up(&spec, parts)
 }
 
-fn scenarios(root: &std::path::Path) -> Result<()> {
-    let mut tb = up(root, "carp")?;
+fn scenarios(parts: &Parts) -> Result<()> {
+    let mut tb = up(parts, "carp")?;
     step(
         "1. requests through the VIP; replies bypass the front",
         || through_the_vip(&tb),
@@ -81,8 +72,8 @@ fn scenarios(root: &std::path::Path) -> Result<()> {
     step("6. a server removed from both tiers", || {
         server_removed(&tb)
     })?;
-    testbed::down(NAME)?;
-    let tb = up(root, "maglev")?;
+    dl7_testbed::down(NAME)?;
+    let tb = up(parts, "maglev")?;
     step("2b. exclusive placement (maglev)", || {
         warm(&tb, 1500)?;
         exclusive_placement(&tb)
@@ -98,13 +89,9 @@ fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     Ok(())
 }
 
-fn vip(tb: &Status) -> Result<SocketAddr> {
-    tb.vip.parse().context("the testbed's VIP")
-}
-
 /// A closed-loop run of the synthetic workload from the client namespace.
-fn load_config(tb: &Status, requests: u64, concurrency: usize) -> Result<LoadConfig> {
-    let mut config = LoadConfig::new(vip(tb)?);
+fn load_config(tb: &Testbed, requests: u64, concurrency: usize) -> Result<LoadConfig> {
+    let mut config = LoadConfig::new(tb.vip);
     config.workload = Workload::Synthetic {
         objects: OBJECTS,
         alpha: 0.8,
@@ -115,19 +102,15 @@ fn load_config(tb: &Status, requests: u64, concurrency: usize) -> Result<LoadCon
     config.concurrency = concurrency;
     config.duration = Duration::from_secs(60);
     config.timeout = Duration::from_secs(5);
-    config.source_addrs = tb
-        .client_addrs
-        .iter()
-        .map(|a| a.parse())
-        .collect::<Result<_, _>>()?;
+    config.source_addrs = tb.client_addrs.iter().map(|&a| a.into()).collect();
     Ok(config)
 }
 
-fn run_load(tb: &Status, config: &LoadConfig) -> Result<LoadReport> {
-    testbed::in_netns(&tb.client_ns, || load::run(config))?
+fn run_load(tb: &Testbed, config: &LoadConfig) -> Result<LoadReport> {
+    in_netns(&tb.client_ns, || load::run(config))?
 }
 
-fn warm(tb: &Status, requests: u64) -> Result<LoadReport> {
+fn warm(tb: &Testbed, requests: u64) -> Result<LoadReport> {
     // 32 connections: every server gets some (Maglev spreads them like random choices).
     let report = run_load(tb, &load_config(tb, requests, 32)?)?;
     ensure!(
@@ -141,7 +124,7 @@ fn warm(tb: &Status, requests: u64) -> Result<LoadReport> {
 }
 
 /// The front's counters as `l4-ctl stats --json` prints them.
-fn front_stats(tb: &Status) -> Result<serde_json::Value> {
+fn front_stats(tb: &Testbed) -> Result<serde_json::Value> {
     Ok(serde_json::from_str(&tb.l4_ctl(&["stats", "--json"])?)?)
 }
 
@@ -149,7 +132,7 @@ fn global(stats: &serde_json::Value, name: &str) -> u64 {
     stats["global"][name].as_u64().unwrap_or(0)
 }
 
-fn through_the_vip(tb: &Status) -> Result<()> {
+fn through_the_vip(tb: &Testbed) -> Result<()> {
     let before = front_stats(tb)?;
     let report = warm(tb, 3000)?;
     let after = front_stats(tb)?;
@@ -186,9 +169,9 @@ fn through_the_vip(tb: &Status) -> Result<()> {
     Ok(())
 }
 
-fn exclusive_placement(tb: &Status) -> Result<()> {
-    let origin_addr: SocketAddr = tb.origin.addr.parse()?;
-    let counts = testbed::in_netns(&tb.origin.ns, || origin::Remote(origin_addr).counts())??;
+fn exclusive_placement(tb: &Testbed) -> Result<()> {
+    let origin_addr = tb.origin.addr;
+    let counts = in_netns(&tb.origin.ns, || origin::Remote(origin_addr).counts())??;
     let counts: BTreeMap<String, u64> = counts
         .into_iter()
         .filter(|(url, _)| url.starts_with("/obj/"))
@@ -205,10 +188,9 @@ fn exclusive_placement(tb: &Status) -> Result<()> {
         .map(|u| origin::requested_size(u).unwrap_or(0))
         .sum();
     let (mut objects, mut stored) = (0.0, 0.0);
-    for s in &tb.servers {
-        let m = testbed::scrape(&s.ns, s.metrics.parse()?)?;
-        objects += testbed::sum(&m, "dl7_l7_cache_objects", None);
-        stored += testbed::sum(&m, "dl7_l7_cache_bytes", None);
+    for m in tb.scrape_servers()? {
+        objects += m.sum("dl7_l7_cache_objects", &[]);
+        stored += m.sum("dl7_l7_cache_bytes", &[]);
     }
     ensure!(
         objects as usize == counts.len(),
@@ -234,9 +216,9 @@ struct KeepAlive {
 }
 
 impl KeepAlive {
-    fn connect(tb: &Status, src: SocketAddrV4) -> Result<Self> {
-        let dst = vip(tb)?;
-        let stream = testbed::in_netns(&tb.client_ns, || -> Result<TcpStream> {
+    fn connect(tb: &Testbed, src: SocketAddrV4) -> Result<Self> {
+        let dst = tb.vip;
+        let stream = in_netns(&tb.client_ns, || -> Result<TcpStream> {
             let socket = socket2::Socket::new(
                 socket2::Domain::IPV4,
                 socket2::Type::STREAM,
@@ -288,14 +270,14 @@ impl KeepAlive {
 }
 
 /// The real `l4-ctl lookup` names for a new flow from `src`.
-fn real_for(tb: &Status, src: SocketAddrV4) -> Result<String> {
+fn real_for(tb: &Testbed, src: SocketAddrV4) -> Result<String> {
     Ok(tb
         .l4_ctl(&["lookup", &tb.vip_service(), "--src", &src.to_string()])?
         .trim()
         .to_owned())
 }
 
-fn real_packets(tb: &Status, addr: &str) -> Result<u64> {
+fn real_packets(tb: &Testbed, addr: &str) -> Result<u64> {
     let stats = front_stats(tb)?;
     stats["vips"][0]["reals"]
         .as_array()
@@ -306,11 +288,11 @@ fn real_packets(tb: &Status, addr: &str) -> Result<u64> {
         .with_context(|| format!("no real {addr} in the front's stats"))
 }
 
-fn client_addr(tb: &Status, i: usize) -> Result<std::net::Ipv4Addr> {
-    Ok(tb.client_addrs[i % tb.client_addrs.len()].parse()?)
+fn client_addr(tb: &Testbed, i: usize) -> Result<std::net::Ipv4Addr> {
+    Ok(tb.client_addrs[i % tb.client_addrs.len()])
 }
 
-fn drain(tb: &Status) -> Result<()> {
+fn drain(tb: &Testbed) -> Result<()> {
     let src = SocketAddrV4::new(client_addr(tb, 0)?, 41000);
     let drained = real_for(tb, src)?;
     let mut established = KeepAlive::connect(tb, src)?;
@@ -347,12 +329,12 @@ fn drain(tb: &Status) -> Result<()> {
 }
 
 /// Sends GETs until `deadline`; the statuses (0 for a connection that failed).
-fn get_statuses(tb: &Status, paths: &[String], deadline: Duration) -> Result<Vec<u16>> {
-    let vip = vip(tb)?;
+fn get_statuses(tb: &Testbed, paths: &[String], deadline: Duration) -> Result<Vec<u16>> {
+    let vip = tb.vip;
     let started = Instant::now();
     let statuses = paths
         .iter()
-        .map(|p| testbed::http_get(&tb.client_ns, vip, p).map_or(0, |(code, _)| code))
+        .map(|p| http_get(&tb.client_ns, vip, p).map_or(0, |(code, _)| code))
         .collect();
     ensure!(
         started.elapsed() < deadline,
@@ -363,7 +345,7 @@ fn get_statuses(tb: &Status, paths: &[String], deadline: Duration) -> Result<Vec
     Ok(statuses)
 }
 
-fn origin_down(tb: &mut Status) -> Result<()> {
+fn origin_down(tb: &mut Testbed) -> Result<()> {
     // Cached objects (scenario 1 fetched them) and objects nobody asked for yet.
     let hits: Vec<String> = (0..10).map(|i| format!("/obj/{i}?size=1000")).collect();
     ensure!(
@@ -393,7 +375,7 @@ fn origin_down(tb: &mut Status) -> Result<()> {
 }
 
 /// Polls `real list --json` until `addr` is in `state` (bounded).
-fn wait_state(tb: &Status, addr: &str, state: &str, limit: Duration) -> Result<()> {
+fn wait_state(tb: &Testbed, addr: &str, state: &str, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
     loop {
         let list: serde_json::Value =
@@ -417,7 +399,7 @@ fn wait_state(tb: &Status, addr: &str, state: &str, limit: Duration) -> Result<(
 /// Runs a workload for `seconds` in the background while `during` acts (one second in);
 /// the workload's report.
 fn under_load(
-    tb: &Status,
+    tb: &Testbed,
     seconds: u64,
     during: impl FnOnce() -> Result<()>,
 ) -> Result<LoadReport> {
@@ -435,9 +417,9 @@ fn under_load(
     })
 }
 
-fn sidecar_killed(tb: &mut Status) -> Result<()> {
+fn sidecar_killed(tb: &mut Testbed) -> Result<()> {
     let victim = 1;
-    let addr = tb.servers[victim].addr.clone();
+    let addr = tb.servers[victim].addr.to_string();
     let fall_limit = Duration::from_secs(20);
     let report = under_load(tb, 10, || {
         tb.signal_sidecar(victim, libc::SIGKILL);
@@ -464,11 +446,16 @@ fn sidecar_killed(tb: &mut Status) -> Result<()> {
     Ok(())
 }
 
-fn server_removed(tb: &Status) -> Result<()> {
+fn server_removed(tb: &Testbed) -> Result<()> {
     let gone = tb.servers.len() - 1;
     let keep: Vec<&str> = tb.servers[..gone].iter().map(|s| s.name.as_str()).collect();
     let report = under_load(tb, 4, || {
-        tb.l4_ctl(&["real", "del", &tb.vip_service(), &tb.servers[gone].addr])?;
+        tb.l4_ctl(&[
+            "real",
+            "del",
+            &tb.vip_service(),
+            &tb.servers[gone].addr.to_string(),
+        ])?;
         tb.set_members(&keep)?;
         // In-flight requests on the removed server's connections finish within the drain.
         tb.signal_sidecar(gone, libc::SIGTERM);

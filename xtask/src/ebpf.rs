@@ -8,6 +8,12 @@ use anyhow::{Context, Result};
 
 use crate::{cmd::run, setup};
 
+/// Where `build` puts the object of program `name`.
+pub fn object(root: &Path, name: &str) -> std::path::PathBuf {
+    root.join("l4-ebpf/target/bpfel-unknown-none/release")
+        .join(name)
+}
+
 /// Builds the eBPF objects (after making sure the toolchain is there).
 pub fn build(root: &Path) -> Result<()> {
     setup::run_all()?;

@@ -1,26 +1,34 @@
 //! dl7's developer and operator tasks, run as `cargo xtask COMMAND` (an alias in
 //! .cargo/config.toml). Commands that build or load eBPF first run `setup`, so a fresh
 //! machine needs nothing done by hand.
+//!
+//! Two builds of one crate. The alias builds xtask without its default feature `full`: the
+//! glue that a fresh machine needs first (`setup`, `build-ebpf`, `build-and-load`, `testbed`)
+//! and nothing that waits for tokio, plotters or the sidecar to compile. Every other command
+//! (`test`, `demo`, `e2e`, `bench`, `load`, `origin`) is in the `full` build, which the light
+//! one runs with `cargo run` (after `setup`, for the commands that install what they need).
+//! Modules depend one way: the glue (main, test, demo, e2e) -> the benches (`bench/`) ->
+//! {dl7-testbed, dl7-traffic}; build, cmd, ebpf and setup are leaves every one may use.
 
-mod bench_hashing;
-mod bench_l4;
-mod bench_l7;
-mod bench_paper;
+#[cfg(feature = "full")]
+mod bench;
 mod build;
 mod cmd;
+#[cfg(feature = "full")]
 mod demo;
+#[cfg(feature = "full")]
 mod e2e;
 mod ebpf;
-mod plot;
 mod setup;
+#[cfg(feature = "full")]
 mod test;
-mod testbed;
 
-use std::path::{Path, PathBuf};
+#[cfg(feature = "full")]
+use std::path::Path;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use dl7_traffic::{load::LoadArgs, origin::OriginArgs};
+use dl7_testbed::cli::TestbedCommand;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "dl7's build, test and benchmark tasks")]
@@ -29,6 +37,7 @@ struct Cli {
     command: Task,
 }
 
+/// The tasks of the light build.
 #[derive(Subcommand)]
 enum Task {
     /// Install what building and loading eBPF needs (rust-src, bpf-linker, bpffs) and check
@@ -50,78 +59,74 @@ enum Task {
         #[arg(long, default_value = "native", value_parser = ["native", "generic"])]
         mode: String,
     },
+    /// The whole cluster in network namespaces: up, down, status.
+    Testbed {
+        #[command(subcommand)]
+        command: TestbedCommand,
+    },
+    #[cfg(feature = "full")]
+    #[command(flatten)]
+    Full(FullTask),
+}
+
+/// The tasks of the full build.
+#[cfg(feature = "full")]
+#[derive(Subcommand)]
+enum FullTask {
     /// dl7 at work on a namespace testbed: workload through the VIP, a report and a chart.
     Demo(demo::DemoArgs),
     /// End-to-end scenarios on the namespace testbed (part of `test`).
     E2e,
-    /// The whole cluster in network namespaces: up, down, status.
-    Testbed {
-        #[command(subcommand)]
-        command: testbed::TestbedCommand,
-    },
     /// Run every test (installs what the tests need first).
     Test,
     /// Run a benchmark.
     Bench {
         #[command(subcommand)]
-        bench: Bench,
+        bench: bench::Bench,
     },
     /// Send HTTP load to a target (synthetic SURGE-like workload or a replayed log) and report
-    /// req/s, latency percentiles, errors and bytes.
-    Load(LoadArgs),
+    /// req/s, latency percentiles, errors and bytes (`dl7-traffic load`).
+    Load(dl7_traffic::load::LoadArgs),
     /// Serve deterministic bodies of any requested size (`?size=N`) and count requests per URL
-    /// (the testbed's origin).
-    Origin(OriginArgs),
+    /// (the testbed's origin, `dl7-traffic origin`).
+    Origin(dl7_traffic::origin::OriginArgs),
 }
 
-#[derive(Subcommand)]
-enum Bench {
-    /// Kernel-measured ns per packet of the XDP balancer against a MAC-swap baseline.
-    Xdp {
-        /// Print one JSON object instead of the table.
-        #[arg(long)]
-        json: bool,
-        /// A short run (smoke test), not for figures.
-        #[arg(long)]
-        quick: bool,
-    },
-    /// Hash quality of every l7-sidecar scheme on a SURGE-like workload.
-    Hashing(bench_hashing::BenchHashingArgs),
-    /// dl7's sidecar as the L7 hashing tier against nginx and HAProxy under the same load.
-    L7(bench_l7::BenchL7Args),
-    /// The paper's experiment: the distributed design (XDP front + N sidecars) against the
-    /// conventional one (one central L7 balancer) for N servers and every scheme.
-    Paper(bench_paper::BenchPaperArgs),
-    /// The L4 front: dl7's XDP against nftables DNAT and HAProxy `mode tcp`, front CPU per
-    /// request.
-    L4(bench_l4::BenchL4Args),
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
-/// A command's options as clap parses `flags` (the defaults for the rest): how the quick
-/// variants of the benchmarks are run from `cargo xtask test`.
-pub(crate) fn args_from<A: clap::Args + clap::FromArgMatches>(flags: &[&str]) -> Result<A> {
-    let matches = A::augment_args(clap::Command::new("xtask"))
-        .try_get_matches_from(std::iter::once("xtask").chain(flags.iter().copied()))?;
-    Ok(A::from_arg_matches(&matches)?)
-}
+/// The subcommands the light build runs itself.
+const LIGHT: &[&str] = &["setup", "build-ebpf", "build-and-load", "testbed"];
+/// Full-build commands that install what they need: the light build runs `setup` first, so
+/// that a fresh machine installs before the long compile.
+const SETUP_FIRST: &[&str] = &["test", "demo", "e2e", "bench"];
 
 fn main() {
-    let cli = Cli::parse();
-    if let Err(e) = run(cli.command) {
+    let first = std::env::args().nth(1).unwrap_or_default();
+    let result = if cfg!(feature = "full") || LIGHT.contains(&first.as_str()) {
+        run(Cli::parse().command)
+    } else {
+        run_full(&first)
+    };
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }
 
+/// Runs this command line in the full build (`cargo run -p xtask` with the default
+/// features), replacing this process.
+fn run_full(first: &str) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    if SETUP_FIRST.contains(&first) {
+        setup::run_all()?;
+    }
+    let err = cmd::cargo(&cmd::workspace_root())
+        .args(["run", "--quiet", "--package", "xtask", "--"])
+        .args(std::env::args_os().skip(1))
+        .exec();
+    Err(anyhow::Error::new(err).context("running the full build of xtask"))
+}
+
 fn run(task: Task) -> Result<()> {
-    let root = workspace_root();
+    let root = cmd::workspace_root();
     match task {
         Task::Setup { fuzz } => {
             setup::run_all()?;
@@ -131,39 +136,21 @@ fn run(task: Task) -> Result<()> {
             Ok(())
         }
         Task::BuildEbpf => ebpf::build(&root),
-        Task::BuildAndLoad { iface, mode } => build::build_and_load(
-            &root,
-            &build::FrontPlace {
-                iface: &iface,
-                mode: &mode,
-                netns: None,
-                pin_dir: None,
-            },
-        )
-        .map(drop),
-        Task::Demo(args) => demo::run(&root, args),
-        Task::E2e => e2e::run(&root),
-        Task::Testbed { command } => testbed::run(&root, command),
-        Task::Test => test::run_all(&root),
-        Task::Bench { bench } => match bench {
-            Bench::Xdp { json, quick } => {
-                ebpf::build(&root)?;
-                let mut cmd = cmd::cargo(&root);
-                cmd.args(["bench", "-q", "-p", "l4-ctl", "--bench", "xdp", "--"]);
-                if json {
-                    cmd.arg("--json");
-                }
-                if quick {
-                    cmd.arg("--quick");
-                }
-                cmd::run(&mut cmd)
-            }
-            Bench::Hashing(args) => bench_hashing::run(args),
-            Bench::L7(args) => bench_l7::run(&root, args),
-            Bench::Paper(args) => bench_paper::run(&root, args),
-            Bench::L4(args) => bench_l4::run(&root, args),
-        },
-        Task::Load(args) => dl7_traffic::load::run_cli(args),
-        Task::Origin(args) => dl7_traffic::origin::run(args),
+        Task::BuildAndLoad { iface, mode } => build::build_and_load(&root, &iface, &mode),
+        Task::Testbed { command } => dl7_testbed::cli::run(command, || build::testbed_parts(&root)),
+        #[cfg(feature = "full")]
+        Task::Full(task) => run_full_task(&root, task),
+    }
+}
+
+#[cfg(feature = "full")]
+fn run_full_task(root: &Path, task: FullTask) -> Result<()> {
+    match task {
+        FullTask::Demo(args) => demo::run(root, args),
+        FullTask::E2e => e2e::run(root),
+        FullTask::Test => test::run_all(root),
+        FullTask::Bench { bench } => bench::run(root, bench),
+        FullTask::Load(args) => dl7_traffic::load::run_cli(args),
+        FullTask::Origin(args) => dl7_traffic::origin::run(args),
     }
 }

@@ -8,7 +8,7 @@ use std::{path::Path, process::Command};
 use anyhow::{Context, Result};
 
 use crate::cmd::{cargo, run};
-use crate::{bench_l4, bench_l7, bench_paper, ebpf, setup};
+use crate::{bench, ebpf, setup};
 
 /// Debian packages the tests drive: nginx (hashing comparison), iproute2 and ethtool
 /// (namespaces, veths, offloads), procps (sysctl inside namespaces), curl (HTTP clients),
@@ -27,12 +27,7 @@ pub fn run_all(root: &Path) -> Result<()> {
     remove_leftovers()?;
     run(cargo(root).args(["test", "--workspace", "--no-fail-fast"])).context("tests failed")?;
     crate::e2e::run(root).context("the end-to-end scenarios failed")?;
-    run(cargo(root).args(["bench", "-p", "l4-ctl", "--bench", "xdp", "--", "--quick"]))
-        .context("the quick XDP benchmark failed")?;
-    bench_l7::run_quick(root).context("the quick L7 benchmark failed")?;
-    bench_paper::run_quick(root).context("the quick paper benchmark failed")?;
-    bench_l4::run_quick(root).context("the quick L4 benchmark failed")?;
-    Ok(())
+    bench::run_quick(root)
 }
 
 /// Removes test namespaces and pin directories that a killed test run left behind.

@@ -1,8 +1,7 @@
 //! HTTP/1.1 on the wire, shared by the synthetic origin (`crate::origin`) and the load
 //! generator (`crate::load`): a buffered reader that reads message heads (parsed by the caller
 //! with httparse) and reads past bodies framed by Content-Length, chunked coding or the end of
-//! the connection, counting every byte read; and [`get_once`], a blocking one-shot GET for
-//! checks (the testbed, the L7 bench's functional check).
+//! the connection, counting every byte read.
 
 use std::io;
 
@@ -44,18 +43,9 @@ impl std::fmt::Display for WireError {
     }
 }
 
-/// How a message's body is delimited (RFC 9112 section 6.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// No body.
-    Empty,
-    /// Exactly this many bytes.
-    Length(u64),
-    /// Chunked transfer coding.
-    Chunked,
-    /// Everything until the peer closes the connection (responses only).
-    UntilClose,
-}
+/// How a message's body is delimited: the sidecar's own type, so that the tools and the
+/// product agree on the four cases.
+pub use l7_sidecar::http::body::Framing;
 
 /// The framing that `headers` declare: chunked when Transfer-Encoding is present (it must end
 /// with `chunked`), else Content-Length, else `None` (the caller knows the default).
@@ -193,27 +183,43 @@ impl<S: AsyncRead + Unpin> Reader<S> {
 
     /// Reads past a body framed by `framing`; returns its length (the payload's, for chunked).
     pub async fn skip_body(&mut self, framing: Framing) -> Result<u64, WireError> {
+        self.body(framing, None).await
+    }
+
+    /// Reads a body framed by `framing`, appending its payload to `out` when given; returns
+    /// its length (the payload's, for chunked).
+    pub async fn body(
+        &mut self,
+        framing: Framing,
+        mut out: Option<&mut Vec<u8>>,
+    ) -> Result<u64, WireError> {
         match framing {
             Framing::Empty => Ok(0),
-            Framing::Length(n) => self.skip(n).await.map(|()| n),
-            Framing::Chunked => self.skip_chunked().await,
+            Framing::Length(n) => self.take(n, &mut out).await.map(|()| n),
+            Framing::Chunked => self.chunked(&mut out).await,
             Framing::UntilClose => {
-                let mut total = (self.end - self.start) as u64;
-                self.consume(self.end - self.start);
-                while self.fill().await? > 0 {
-                    total += (self.end - self.start) as u64;
-                    self.consume(self.end - self.start);
+                let mut total = 0;
+                loop {
+                    let n = (self.end - self.start) as u64;
+                    self.take(n, &mut out).await?;
+                    total += n;
+                    if self.fill().await? == 0 {
+                        return Ok(total);
+                    }
                 }
-                Ok(total)
             }
         }
     }
 
-    async fn skip(&mut self, mut n: u64) -> Result<(), WireError> {
+    /// Consumes `n` bytes of the connection, appending them to `out` when given.
+    async fn take(&mut self, mut n: u64, out: &mut Option<&mut Vec<u8>>) -> Result<(), WireError> {
         loop {
-            let take = n.min((self.end - self.start) as u64);
-            self.consume(take as usize);
-            n -= take;
+            let take = n.min((self.end - self.start) as u64) as usize;
+            if let Some(out) = out.as_deref_mut() {
+                out.extend_from_slice(&self.buffered()[..take]);
+            }
+            self.consume(take);
+            n -= take as u64;
             if n == 0 {
                 return Ok(());
             }
@@ -243,7 +249,7 @@ impl<S: AsyncRead + Unpin> Reader<S> {
         }
     }
 
-    async fn skip_chunked(&mut self) -> Result<u64, WireError> {
+    async fn chunked(&mut self, out: &mut Option<&mut Vec<u8>>) -> Result<u64, WireError> {
         let mut total = 0u64;
         loop {
             let line = self.line().await?;
@@ -257,60 +263,13 @@ impl<S: AsyncRead + Unpin> Reader<S> {
                 while !self.line().await?.is_empty() {}
                 return Ok(total);
             }
-            self.skip(size).await?;
+            self.take(size, out).await?;
             total += size;
             if !self.line().await?.is_empty() {
                 return Err(WireError::Malformed("chunk not followed by CRLF".into()));
             }
         }
     }
-}
-
-/// A response read by [`get_once`].
-pub struct OneShot {
-    pub status: u16,
-    /// The head's field lines, as sent.
-    pub head: String,
-    pub body: Vec<u8>,
-}
-
-impl OneShot {
-    /// The value of field `name` (case-insensitive), if present.
-    pub fn field(&self, name: &str) -> Option<&str> {
-        self.head.lines().skip(1).find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-}
-
-/// One GET over a fresh connection (`Connection: close`), read to the end. The request goes
-/// in one write with TCP_NODELAY: in several small segments it would wait on delayed ACKs.
-pub fn get_once(addr: std::net::SocketAddr, path: &str, host: &str) -> anyhow::Result<OneShot> {
-    use anyhow::Context;
-    use std::io::{Read, Write};
-    use std::time::Duration;
-
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    s.set_nodelay(true)?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes())?;
-    let mut response = Vec::new();
-    s.read_to_end(&mut response)?;
-    let end = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no end of the response head")?;
-    let head = String::from_utf8_lossy(&response[..end]).into_owned();
-    let status = head
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .with_context(|| format!("bad status line in {head:?}"))?;
-    let body = response.split_off(end + 4);
-    Ok(OneShot { status, head, body })
 }
 
 #[cfg(test)]

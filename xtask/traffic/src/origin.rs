@@ -1,6 +1,8 @@
 //! The synthetic origin: an HTTP/1.1 content server (tokio, keep-alive, pipelining) that
 //! serves a deterministic body of the size the URL asks for at any URL, and counts requests
-//! per URL and per client address so that tests can prove where fetches came from.
+//! per URL and per client address so that tests can prove where fetches came from. It is
+//! also the origin of the sidecar's own tests, with the routes they need to reach every
+//! framing and misbehaviour a real origin has.
 //!
 //! - **Size**: the query parameter `size=N` (decimal bytes), e.g. `/obj/17?size=12345`; 4096
 //!   bytes when absent; 0 to 256 MiB, anything else (or unparsable) is answered 400.
@@ -9,29 +11,42 @@
 //!   FNV-1a 64 hash, repeating every 64 KiB, streamed (never held whole). [`body`] builds it
 //!   for checks.
 //! - **Headers**: `Content-Length`, `Content-Type: application/octet-stream`,
-//!   `Cache-Control: max-age=3600` (so caches store it), `ETag: "<hash, 16 hex digits>"`;
-//!   `If-None-Match` with that ETag (or `*`) gets 304.
-//! - **Methods**: GET and HEAD; others 405 with `Allow: GET, HEAD`. Request bodies
-//!   (Content-Length or chunked) are read and ignored.
-//! - **Counts**: every GET or HEAD of content, whatever its status, counts once for its
-//!   target (the map key is the target as a string, e.g. `/obj/17?size=12345`) and once for
-//!   the client's IP address.
+//!   `Cache-Control: max-age=3600` (so caches store it; `cc=VALUE` in the query sends VALUE
+//!   instead), `ETag: "<hash, 16 hex digits>"`; `If-None-Match` with that ETag (or `*`) gets
+//!   304.
+//! - **Methods**: GET and HEAD; others 405 with `Allow: GET, HEAD` (but see `/echo`). Request
+//!   bodies (Content-Length or chunked) are read.
+//! - **Delay**: `ms=M` in the query (at most 60,000) and `--delay-ms` (or
+//!   [`Options::delay`]) delay the response, to emulate a slow origin.
+//! - **Routes for tests** (by path):
+//!
+//!   | path | answer |
+//!   |---|---|
+//!   | `/chunked/..` | the content, chunked in pieces of 1,000 bytes |
+//!   | `/close/..` | the content without a length, ended by closing the connection (`no-store`) |
+//!   | `/echo` | the request body, chunked, for any method (`no-store`) |
+//!   | `/headers` | the request head as received, for any method (`no-store`) |
+//!   | `/script/NAME/..` | the [`Step`]s registered as NAME with [`Origin::script`], played on the wire: a hostile or broken origin (404 when none is registered) |
+//!
+//! - **Counts**: every request but the control paths counts once for its target (the map key
+//!   is the target as a string, e.g. `/obj/17?size=12345`), whatever its method and status,
+//!   and once for the client's IP address; [`Origin::connections`] counts connections.
 //! - **Control paths** (not counted): `GET /_origin/counts` answers JSON `{"<target>": count,
 //!   ...}`, `GET /_origin/peers` answers JSON `{"<client IP>": count, ...}`, `POST
 //!   /_origin/reset` clears both maps (204). [`Remote`] is their client.
-//! - `--delay-ms` (or [`Options::delay`]) delays every content response, to emulate a slow
-//!   origin.
 //!
 //! In-process: [`Origin::start`] binds, serves on its own thread (its own tokio runtime, so it
 //! works from sync and async callers alike) and returns a handle with [`Origin::local_addr`],
-//! [`Origin::counts`], [`Origin::peers`], [`Origin::total`], [`Origin::reset`] and
-//! [`Origin::stop`] (dropping the handle stops it too). As a process: `cargo xtask origin
-//! --listen ADDR:PORT [--delay-ms N]` serves until killed; it prints `origin: listening on
-//! ADDR:PORT` on stderr once the socket is bound.
+//! [`Origin::counts`], [`Origin::fetches`], [`Origin::peers`], [`Origin::total`],
+//! [`Origin::reset`], [`Origin::script`] and [`Origin::stop`] (dropping the handle stops it
+//! too: it then answers nothing more, also on connections it had open). As a process:
+//! `dl7-traffic origin --listen ADDR:PORT [--delay-ms N]` serves until killed; it prints
+//! `origin: listening on ADDR:PORT` on stderr once the socket is bound.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -53,6 +68,26 @@ const PERIOD: usize = 64 * 1024;
 const IDLE: Duration = Duration::from_secs(300);
 /// Prefix of the control paths.
 const CONTROL: &str = "/_origin/";
+/// The longest delay `ms=M` asks for.
+const MAX_DELAY_MS: u64 = 60_000;
+/// The largest request body `/echo` sends back.
+const MAX_ECHO: usize = 16 << 20;
+
+/// One step of a scripted answer (`/script/NAME/..`): what a hostile or broken origin does on
+/// the wire.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Write these bytes.
+    Send(Vec<u8>),
+    /// Wait this many milliseconds.
+    Sleep(u64),
+    /// Write the bytes one at a time, `ms` apart.
+    Drip(Vec<u8>, u64),
+    /// Write the bytes again and again for `ms` milliseconds (or until the peer goes).
+    Flood(Vec<u8>, u64),
+    /// Close the connection.
+    Close,
+}
 
 /// Options of `cargo xtask origin`.
 #[derive(Debug, Clone, clap::Args)]
@@ -92,12 +127,19 @@ struct Counts {
 
 struct State {
     counts: Mutex<Counts>,
+    scripts: Mutex<HashMap<String, Arc<[Step]>>>,
+    connections: AtomicU64,
     options: Options,
 }
 
 impl State {
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
         self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn script(&self, name: &str) -> Option<Arc<[Step]>> {
+        let scripts = self.scripts.lock().unwrap_or_else(PoisonError::into_inner);
+        scripts.get(name).cloned()
     }
 }
 
@@ -131,6 +173,8 @@ impl Origin {
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             counts: Mutex::default(),
+            scripts: Mutex::default(),
+            connections: AtomicU64::new(0),
             options,
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -167,9 +211,35 @@ impl Origin {
         self.addr
     }
 
+    /// `http://ADDR`, as configs name an origin.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     /// Requests per URL (request target) so far.
     pub fn counts(&self) -> BTreeMap<String, u64> {
         self.state.counts().urls.clone()
+    }
+
+    /// Requests for `target` so far.
+    pub fn fetches(&self, target: &str) -> u64 {
+        self.state.counts().urls.get(target).copied().unwrap_or(0)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::Relaxed)
+    }
+
+    /// Registers a script: a request for `/script/NAME/..` (any rest) is answered by playing
+    /// `steps`; the connection then goes on serving unless a step closed it.
+    pub fn script(&self, name: &str, steps: Vec<Step>) {
+        let mut scripts = self
+            .state
+            .scripts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        scripts.insert(name.to_owned(), steps.into());
     }
 
     /// Requests per client IP address so far.
@@ -224,6 +294,7 @@ async fn accept(listener: TcpListener, state: Arc<State>, mut stopped: oneshot::
             _ = &mut stopped => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    state.connections.fetch_add(1, Ordering::Relaxed);
                     let _ = stream.set_nodelay(true);
                     tokio::spawn(serve(stream, peer.ip(), Arc::clone(&state)));
                 }
@@ -245,6 +316,8 @@ struct Request {
     framing: Framing,
     close: bool,
     if_none_match: Option<String>,
+    /// The head as received, kept for `/headers` only.
+    head: Vec<u8>,
 }
 
 fn parse_request(buf: &[u8]) -> Result<Option<(usize, Request)>, String> {
@@ -259,6 +332,11 @@ fn parse_request(buf: &[u8]) -> Result<Option<(usize, Request)>, String> {
         Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
         None => target,
     };
+    let head = if path_of(target) == "/headers" {
+        buf[..n].to_vec()
+    } else {
+        Vec::new()
+    };
     Ok(Some((
         n,
         Request {
@@ -267,6 +345,7 @@ fn parse_request(buf: &[u8]) -> Result<Option<(usize, Request)>, String> {
             framing: http1::declared_framing(req.headers)?.unwrap_or(Framing::Empty),
             close: http1::closes(req.version.unwrap_or(1), req.headers),
             if_none_match: http1::header(req.headers, "if-none-match").map(str::to_owned),
+            head,
         },
     )))
 }
@@ -283,10 +362,12 @@ async fn serve(stream: TcpStream, peer: IpAddr, state: Arc<State>) {
             // Closed, failed or idle for too long.
             _ => return,
         };
-        if conn.skip_body(req.framing).await.is_err() {
+        let mut body = Vec::new();
+        let keep = (path_of(&req.target) == "/echo").then_some(&mut body);
+        if conn.body(req.framing, keep).await.is_err() || body.len() > MAX_ECHO {
             return;
         }
-        if respond(&mut conn, &req, peer, &state).await.is_err() || req.close {
+        if respond(&mut conn, &req, &body, peer, &state).await.is_err() || req.close {
             return;
         }
     }
@@ -296,6 +377,7 @@ async fn serve(stream: TcpStream, peer: IpAddr, state: Arc<State>) {
 async fn respond(
     conn: &mut Reader<TcpStream>,
     req: &Request,
+    body: &[u8],
     peer: IpAddr,
     state: &State,
 ) -> std::io::Result<()> {
@@ -319,16 +401,38 @@ async fn respond(
             _ => reply(conn, 404, "Not Found", "", b"", close).await,
         };
     }
-    if req.method != "GET" && !head {
-        return reply(conn, 405, "Method Not Allowed", ALLOW, b"", close).await;
-    }
     {
         let mut counts = state.counts();
         *counts.urls.entry(req.target.clone()).or_default() += 1;
         *counts.peers.entry(peer).or_default() += 1;
     }
-    if !state.options.delay.is_zero() {
-        tokio::time::sleep(state.options.delay).await;
+    let path = path_of(&req.target);
+    if let Some(rest) = path.strip_prefix("/script/") {
+        let name = rest.split('/').next().unwrap_or_default();
+        return match state.script(name) {
+            Some(steps) => play(conn.get_mut(), &steps).await,
+            None => reply(conn, 404, "Not Found", "", b"", close).await,
+        };
+    }
+    let asked = param(&req.target, "ms")
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .unwrap_or(0)
+        .min(MAX_DELAY_MS);
+    let delay = state.options.delay + Duration::from_millis(asked);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match path {
+        "/echo" => {
+            let mut out = head_bytes(200, "OK", NO_STORE_CHUNKED, None, close);
+            chunk(&mut out, body.chunks(body.len().div_ceil(3).max(1)));
+            return conn.get_mut().write_all(&out).await;
+        }
+        "/headers" => return reply(conn, 200, "OK", NO_STORE, &req.head, close).await,
+        _ => {}
+    }
+    if req.method != "GET" && !head {
+        return reply(conn, 405, "Method Not Allowed", ALLOW, b"", close).await;
     }
     let Some(size) = requested_size(&req.target) else {
         let msg = format!("size must be 0 to {MAX_SIZE} bytes\n");
@@ -336,7 +440,8 @@ async fn respond(
     };
     let seed = fnv1a(req.target.as_bytes());
     let etag = format!("\"{seed:016x}\"");
-    let cache = format!("{CACHEABLE}ETag: {etag}\r\n");
+    let cache_control = param(&req.target, "cc").unwrap_or("max-age=3600");
+    let cache = format!("{CONTENT_TYPE}Cache-Control: {cache_control}\r\nETag: {etag}\r\n");
     if req
         .if_none_match
         .as_deref()
@@ -346,21 +451,84 @@ async fn respond(
         return conn.get_mut().write_all(&out).await;
     }
     let pattern = pattern(seed, (size as usize).min(PERIOD));
-    let mut out = head_bytes(200, "OK", &cache, Some(size), close);
-    if head {
+    if path.starts_with("/chunked/") {
+        let mut out = head_bytes(200, "OK", &format!("{cache}{CHUNKED}"), None, close);
+        if !head {
+            let data = self::body(&req.target, size);
+            chunk(&mut out, data.chunks(1000));
+        }
         return conn.get_mut().write_all(&out).await;
     }
-    if size as usize <= PERIOD {
-        out.extend_from_slice(&pattern);
-        return conn.get_mut().write_all(&out).await;
-    }
+    let until_close = path.starts_with("/close/");
+    let mut out = if until_close {
+        head_bytes(200, "OK", NO_STORE, None, true)
+    } else {
+        head_bytes(200, "OK", &cache, Some(size), close)
+    };
     let stream = conn.get_mut();
-    stream.write_all(&out).await?;
-    let mut left = size;
-    while left > 0 {
-        let n = left.min(PERIOD as u64) as usize;
-        stream.write_all(&pattern[..n]).await?;
-        left -= n as u64;
+    if head {
+        stream.write_all(&out).await?;
+    } else if size as usize <= PERIOD {
+        out.extend_from_slice(&pattern);
+        stream.write_all(&out).await?;
+    } else {
+        stream.write_all(&out).await?;
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(PERIOD as u64) as usize;
+            stream.write_all(&pattern[..n]).await?;
+            left -= n as u64;
+        }
+    }
+    if until_close {
+        return Err(std::io::Error::other("a body delimited by the close"));
+    }
+    Ok(())
+}
+
+/// The path of a target (without the query).
+fn path_of(target: &str) -> &str {
+    target.split('?').next().unwrap_or("/")
+}
+
+/// The value of query parameter `name`, if present.
+fn param<'t>(target: &'t str, name: &str) -> Option<&'t str> {
+    let (_, query) = target.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// Appends `pieces` to `out` as chunks, then the last chunk.
+fn chunk<'a>(out: &mut Vec<u8>, pieces: impl Iterator<Item = &'a [u8]>) {
+    for piece in pieces {
+        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        out.extend_from_slice(piece);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+}
+
+/// Plays a script; an error (or a `Close` step) ends the connection.
+async fn play(stream: &mut TcpStream, steps: &[Step]) -> std::io::Result<()> {
+    for step in steps {
+        match step {
+            Step::Send(bytes) => stream.write_all(bytes).await?,
+            Step::Sleep(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
+            Step::Drip(bytes, ms) => {
+                for b in bytes {
+                    stream.write_all(std::slice::from_ref(b)).await?;
+                    tokio::time::sleep(Duration::from_millis(*ms)).await;
+                }
+            }
+            Step::Flood(bytes, ms) => {
+                let until = tokio::time::Instant::now() + Duration::from_millis(*ms);
+                while tokio::time::Instant::now() < until {
+                    stream.write_all(bytes).await?;
+                }
+            }
+            Step::Close => return Err(std::io::Error::other("the script closes")),
+        }
     }
     Ok(())
 }
@@ -368,7 +536,10 @@ async fn respond(
 const JSON: &str = "Content-Type: application/json\r\nCache-Control: no-store\r\n";
 const TEXT: &str = "Content-Type: text/plain\r\n";
 const ALLOW: &str = "Allow: GET, HEAD\r\n";
-const CACHEABLE: &str = "Content-Type: application/octet-stream\r\nCache-Control: max-age=3600\r\n";
+const CONTENT_TYPE: &str = "Content-Type: application/octet-stream\r\n";
+const CHUNKED: &str = "Transfer-Encoding: chunked\r\n";
+const NO_STORE: &str = "Cache-Control: no-store\r\n";
+const NO_STORE_CHUNKED: &str = "Cache-Control: no-store\r\nTransfer-Encoding: chunked\r\n";
 
 /// A response head; `headers` are complete lines.
 fn head_bytes(
@@ -439,7 +610,6 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// The whole body served for `target` (origin-form) at `size` bytes, to check responses.
-#[cfg(test)]
 pub fn body(target: &str, size: u64) -> Vec<u8> {
     let period = pattern(fnv1a(target.as_bytes()), (size as usize).min(PERIOD));
     period.iter().copied().cycle().take(size as usize).collect()
@@ -633,7 +803,7 @@ mod tests {
         let counts = origin.counts();
         assert_eq!(counts["/x?size=10"], 2, "HEAD and the conditional GET");
         assert_eq!(counts["/y?size=3"], 1);
-        assert_eq!(origin.total(), 5, "POST and PUT are not counted");
+        assert_eq!(origin.total(), 7, "every request counts, POST and PUT too");
     }
 
     #[test]
@@ -672,5 +842,61 @@ mod tests {
         let start = std::time::Instant::now();
         exchange(origin.local_addr(), &get("/slow", true));
         assert!(start.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[test]
+    fn test_routes_frame_echo_and_misbehave() {
+        let origin = Origin::start(LOCAL.parse().unwrap()).unwrap();
+        origin.script(
+            "garbage",
+            vec![
+                Step::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nxy".to_vec()),
+                Step::Close,
+            ],
+        );
+        let addr = origin.local_addr();
+        let wire = exchange(
+            addr,
+            "GET /chunked/c?size=2500&cc=no-store HTTP/1.1\r\nHost: o\r\n\r\n\
+             POST /echo HTTP/1.1\r\nHost: o\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+             GET /headers HTTP/1.1\r\nHost: o\r\nX-Test: 1\r\n\r\n\
+             GET /close/c?size=70000 HTTP/1.1\r\nHost: o\r\n\r\n",
+        );
+        let text = String::from_utf8_lossy(&wire);
+        let chunked = "HTTP/1.1 200 OK\r\nServer: dl7-origin\r\nContent-Type: \
+            application/octet-stream\r\nCache-Control: no-store\r\n";
+        assert!(text.starts_with(chunked), "{text:.300}");
+        let body = super::body("/chunked/c?size=2500&cc=no-store", 2500);
+        let first = [b"3e8\r\n".as_slice(), &body[..1000], b"\r\n"].concat();
+        assert!(
+            wire.windows(first.len()).any(|w| w == first),
+            "1000-byte chunks"
+        );
+        assert!(text.contains("\r\n1f4\r\n"), "the last 500 bytes");
+        // In three chunks, so that a relay that joins them is seen doing so.
+        assert!(
+            text.contains("\r\n1\r\na\r\n1\r\nb\r\n1\r\nc\r\n0\r\n\r\n"),
+            "the echo"
+        );
+        assert!(text.contains("GET /headers HTTP/1.1\r\nHost: o\r\nX-Test: 1\r\n\r\n"));
+        let close = text.rfind("HTTP/1.1 200 OK").unwrap();
+        assert!(text[close..].contains("Connection: close\r\n"));
+        assert!(!text[close..].contains("Content-Length"));
+        let end = wire.len() - 70000;
+        assert_eq!(wire[end..], super::body("/close/c?size=70000", 70000));
+
+        let start = std::time::Instant::now();
+        let wire = exchange(addr, &get("/x?size=1&ms=300", true));
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        assert!(wire.starts_with(b"HTTP/1.1 200 "));
+        let wire = exchange(addr, &get("/script/garbage/1", false));
+        assert_eq!(wire, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nxy");
+        let wire = exchange(addr, &get("/script/none/1", true));
+        assert!(wire.starts_with(b"HTTP/1.1 404 "));
+        origin.script("close", vec![Step::Sleep(10), Step::Close]);
+        assert!(exchange(addr, &get("/script/close/1", false)).is_empty());
+        assert_eq!(origin.fetches("/echo"), 1);
+        assert_eq!(origin.fetches("/script/garbage/1"), 1);
+        assert_eq!(origin.connections(), 5);
     }
 }

@@ -55,11 +55,11 @@ use dl7_traffic::{
     origin,
 };
 
-use crate::{
-    bench_l7::process::{CatchInterrupts, CpuTimes, check_interrupted},
-    cmd, plot,
-    testbed::{self, CENTRAL_ROLE, Mode, NameArg, Status, UpArgs},
-};
+use dl7_testbed::{CENTRAL_ROLE, Spec, Testbed, in_netns};
+
+use super::opts::{BenchOpts, Uses};
+use super::plot;
+use super::process::{CatchInterrupts, CpuTimes, check_interrupted};
 
 /// The testbeds' names (one at a time).
 const NAME: &str = "dl7paper";
@@ -83,14 +83,12 @@ const DEFAULT_OBJECTS: usize = 4000;
 
 /// Options of `cargo xtask bench paper`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "--quick: 1 and 2 servers, carp, 1,000 objects; --duration [default: 5, --quick 2], --warmup after the catalogue was requested once [default: 1], --concurrency: closed-loop keep-alive client connections [default: 256, --quick 32]."
+)]
 pub struct BenchPaperArgs {
-    /// Print one JSON object instead of the table.
-    #[arg(long)]
-    pub json: bool,
-    /// A short run (smoke test: 1 and 2 servers, carp, 2 s runs, 1,000 objects), not for
-    /// figures.
-    #[arg(long)]
-    pub quick: bool,
+    #[command(flatten)]
+    pub opts: BenchOpts,
     /// Numbers of servers [default: 1,2,4,8,16; --quick 1,2].
     #[arg(long, value_delimiter = ',')]
     pub servers: Vec<u16>,
@@ -100,16 +98,6 @@ pub struct BenchPaperArgs {
     /// CPUs of each server's sidecar and of the central balancer (a cgroup quota).
     #[arg(long, default_value_t = 0.05)]
     pub quota: f64,
-    /// Seconds of warm-up (after the catalogue is requested once) before each measured run
-    /// [default: 1].
-    #[arg(long)]
-    pub warmup: Option<f64>,
-    /// Seconds of each measured run [default: 5, --quick 2].
-    #[arg(long)]
-    pub duration: Option<f64>,
-    /// Keep-alive client connections (closed loop) [default: 256, --quick 32].
-    #[arg(long)]
-    pub concurrency: Option<usize>,
     /// Objects in the workload's catalogue [--quick: 1000].
     #[arg(long, default_value_t = DEFAULT_OBJECTS)]
     pub objects: usize,
@@ -211,26 +199,22 @@ struct Plan {
 
 pub fn run(root: &Path, args: BenchPaperArgs) -> Result<()> {
     let plan = plan(&args, online_cpus())?;
-    let _lock = cmd::bench_lock("bench paper")?;
+    let _lock = super::opts::lock("bench paper")?;
+    let parts = crate::build::testbed_parts(root)?;
     let _interrupts = CatchInterrupts::install();
     fs::create_dir_all(&plan.out).with_context(|| format!("creating {}", plan.out.display()))?;
     let mut runs = Vec::new();
     for &n in &plan.servers {
-        let up = UpArgs {
-            name: NameArg {
-                name: plan.name.to_owned(),
-            },
-            servers: n as u16,
-            scheme: plan.schemes[0].clone(),
-            mode: Mode::Native,
+        let spec = Spec {
             cpu_quota: Some(args.quota),
             cache_bytes: args.cache_bytes,
             central: true,
             sidecar_threads: Some(1),
+            ..Spec::new(plan.name, n as u16, &plan.schemes[0])
         };
-        let mut status = testbed::up(root, &up)?;
-        let result = measure_n(&mut status, &args, &plan, &mut runs);
-        testbed::down(plan.name)?;
+        let mut testbed = dl7_testbed::up(&spec, &parts)?;
+        let result = measure_n(&mut testbed, &args, &plan, &mut runs);
+        dl7_testbed::down(plan.name)?;
         result?;
     }
     let report = Report {
@@ -253,7 +237,7 @@ pub fn run(root: &Path, args: BenchPaperArgs) -> Result<()> {
     )?;
     fs::write(plan.out.join("table.txt"), &table)?;
     let charts = charts(&report, &plan.out)?;
-    if args.json {
+    if args.opts.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{table}");
@@ -276,28 +260,28 @@ pub fn run(root: &Path, args: BenchPaperArgs) -> Result<()> {
     Ok(())
 }
 
-/// The quick smoke run of `cargo xtask test`.
-pub fn run_quick(root: &Path) -> Result<()> {
-    run(root, crate::args_from(&["--quick"])?)
-}
-
 fn online_cpus() -> f64 {
     std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
 }
 
 /// Fills in the defaults and checks the options; `cpus` decides which N fit.
 fn plan(args: &BenchPaperArgs, cpus: f64) -> Result<Plan> {
+    let opts = &args.opts;
+    opts.check(
+        "paper",
+        Uses {
+            duration: true,
+            warmup: true,
+            concurrency: true,
+        },
+    )?;
     ensure!(
         (0.01..=4.0).contains(&args.quota),
         "--quota {} is not between 0.01 and 4 CPUs",
         args.quota
     );
     let mut servers: Vec<usize> = if args.servers.is_empty() {
-        if args.quick {
-            vec![1, 2]
-        } else {
-            vec![1, 2, 4, 8, 16]
-        }
+        opts.pick(vec![1, 2, 4, 8, 16], vec![1, 2])
     } else {
         args.servers.iter().map(|&n| usize::from(n)).collect()
     };
@@ -325,43 +309,28 @@ fn plan(args: &BenchPaperArgs, cpus: f64) -> Result<Plan> {
         skipped.join("; ")
     );
     let schemes = if args.schemes.is_empty() {
-        if args.quick {
-            vec!["carp".to_owned()]
-        } else {
-            [
-                "rr", "md5", "mit-ch", "carp", "mod-ch", "ht-rr", "maglev", "bounded",
-            ]
-            .map(String::from)
-            .to_vec()
-        }
+        let all = [
+            "rr", "md5", "mit-ch", "carp", "mod-ch", "ht-rr", "maglev", "bounded",
+        ];
+        opts.pick(&all[..], &["carp"])
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     } else {
         args.schemes.clone()
     };
     for s in &schemes {
         l7_sidecar::scheme::lookup(s).map_err(|e| anyhow::anyhow!("--schemes: {e}"))?;
     }
-    let warmup = args.warmup.unwrap_or(1.0);
-    let duration = args.duration.unwrap_or(if args.quick { 2.0 } else { 5.0 });
-    ensure!(
-        (0.0..=600.0).contains(&warmup) && (0.5..=600.0).contains(&duration),
-        "--warmup must be 0 to 600 s and --duration 0.5 to 600 s"
-    );
-    let concurrency = args
-        .concurrency
-        .unwrap_or(if args.quick { 32 } else { 256 });
-    ensure!(
-        (1..=4096).contains(&concurrency),
-        "--concurrency must be 1 to 4096"
-    );
+    let warmup = opts.warmup_s(1.0, 1.0);
+    let duration = opts.duration_s(5.0, 2.0);
+    let concurrency = opts.concurrency(256, 32);
     ensure!(args.objects >= 1, "--objects must be at least 1");
     ensure!(args.max_size >= 1, "--max-size must be at least 1");
-    let out = args.out.clone().unwrap_or_else(|| {
-        crate::workspace_root().join(if args.quick {
-            "target/bench-results/paper-quick"
-        } else {
-            "target/bench-results/paper"
-        })
-    });
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| opts.results_dir("paper"));
     Ok(Plan {
         servers,
         skipped,
@@ -369,19 +338,19 @@ fn plan(args: &BenchPaperArgs, cpus: f64) -> Result<Plan> {
         warmup,
         duration,
         concurrency,
-        objects: if args.quick && args.objects == DEFAULT_OBJECTS {
+        objects: if opts.quick && args.objects == DEFAULT_OBJECTS {
             1000
         } else {
             args.objects
         },
         out,
-        name: if args.quick { QUICK_NAME } else { NAME },
+        name: opts.pick(NAME, QUICK_NAME),
     })
 }
 
 /// Every scheme on one testbed: conventional then distributed, each from cold caches.
 fn measure_n(
-    status: &mut Status,
+    status: &mut Testbed,
     args: &BenchPaperArgs,
     plan: &Plan,
     runs: &mut Vec<Run>,
@@ -426,20 +395,19 @@ struct Caches {
     objects: f64,
 }
 
-fn caches(status: &Status) -> Result<Caches> {
+fn caches(status: &Testbed) -> Result<Caches> {
     let mut c = Caches::default();
-    for s in &status.servers {
-        let m = testbed::scrape(&s.ns, s.metrics.parse()?)?;
-        c.hits += testbed::sum(&m, "dl7_l7_cache_hits_total", None);
-        c.misses += testbed::sum(&m, "dl7_l7_cache_misses_total", None);
-        c.bytes += testbed::sum(&m, "dl7_l7_cache_bytes", None);
-        c.objects += testbed::sum(&m, "dl7_l7_cache_objects", None);
+    for m in status.scrape_servers()? {
+        c.hits += m.sum("dl7_l7_cache_hits_total", &[]);
+        c.misses += m.sum("dl7_l7_cache_misses_total", &[]);
+        c.bytes += m.sum("dl7_l7_cache_bytes", &[]);
+        c.objects += m.sum("dl7_l7_cache_objects", &[]);
     }
     Ok(c)
 }
 
 /// CPU periods and throttled periods of each role, in order: the servers, then the central.
-fn periods(status: &Status) -> Vec<Option<(u64, u64)>> {
+fn periods(status: &Testbed) -> Vec<Option<(u64, u64)>> {
     status
         .servers
         .iter()
@@ -455,32 +423,29 @@ fn throttled(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f6
     (periods > 0).then(|| t1.saturating_sub(t0) as f64 / periods as f64)
 }
 
-fn measure(status: &Status, args: &BenchPaperArgs, plan: &Plan, design: Design) -> Result<Run> {
-    let origin_addr: SocketAddr = status.origin.addr.parse()?;
-    testbed::in_netns(&status.origin.ns, || origin::Remote(origin_addr).reset())??;
+fn measure(status: &Testbed, args: &BenchPaperArgs, plan: &Plan, design: Design) -> Result<Run> {
+    let origin_addr = status.origin.addr;
+    in_netns(&status.origin.ns, || origin::Remote(origin_addr).reset())??;
     let target: SocketAddr = match design {
-        Design::Conventional => status
-            .central
-            .as_ref()
-            .context("the testbed has no central balancer")?
-            .addr
-            .parse()?,
-        Design::Distributed => status.vip.parse()?,
+        Design::Conventional => {
+            status
+                .central
+                .as_ref()
+                .context("the testbed has no central balancer")?
+                .addr
+        }
+        Design::Distributed => status.vip,
     };
     let objects = plan.objects;
     let mut config = LoadConfig::new(target);
-    config.source_addrs = status
-        .client_addrs
-        .iter()
-        .map(|a| a.parse())
-        .collect::<Result<_, _>>()?;
+    config.source_addrs = status.client_addrs.iter().map(|&a| a.into()).collect();
     config.timeout = Duration::from_secs(10);
     config.concurrency = plan.concurrency;
     // Every object once, then the stream.
     config.workload = Workload::Replay(load::catalogue(objects, args.seed, args.max_size)?);
     config.requests = objects as u64;
     config.duration = Duration::from_secs(300);
-    let fill = testbed::in_netns(&status.client_ns, || load::run(&config))??;
+    let fill = in_netns(&status.client_ns, || load::run(&config))??;
     ensure!(
         fill.ok == objects as u64,
         "requesting the catalogue once: {} of {objects} answered, {} failed",
@@ -503,8 +468,8 @@ fn measure(status: &Status, args: &BenchPaperArgs, plan: &Plan, design: Design) 
     let (report, start) = std::thread::scope(|scope| -> Result<(LoadReport, _)> {
         let client_ns = status.client_ns.clone();
         let config = &config;
-        let load = scope.spawn(move || testbed::in_netns(&client_ns, || load::run(config)));
-        crate::bench_l7::process::sleep(config.warmup)?;
+        let load = scope.spawn(move || in_netns(&client_ns, || load::run(config)));
+        super::process::sleep(config.warmup)?;
         let start = (caches(status)?, periods(status), machine_cpu()?);
         let report = load
             .join()
@@ -521,7 +486,7 @@ fn measure(status: &Status, args: &BenchPaperArgs, plan: &Plan, design: Design) 
         .sum::<f64>()
         / cpu0.len().max(1) as f64;
     let caches1 = caches(status)?;
-    let counts = testbed::in_netns(&status.origin.ns, || origin::Remote(origin_addr).counts())??;
+    let counts = in_netns(&status.origin.ns, || origin::Remote(origin_addr).counts())??;
     let n = status.servers.len();
     let server_throttled: Vec<f64> = (0..n)
         .filter_map(|i| throttled(periods0[i], periods1[i]))
@@ -754,7 +719,7 @@ mod tests {
     use super::*;
 
     fn args(extra: &[&str]) -> BenchPaperArgs {
-        crate::args_from(extra).unwrap()
+        crate::bench::opts::args_from(extra).unwrap()
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use super::process::Group;
+use crate::bench::process::Group;
 
 /// Debian's binaries (the bench installs the packages).
 const NGINX: &str = "/usr/sbin/nginx";
@@ -281,7 +281,7 @@ backend pool
 
 /// One GET over a fresh connection: (status, the backend header, body length).
 fn get(addr: SocketAddr, path: &str) -> Result<(u16, Option<String>, usize)> {
-    let r = dl7_traffic::http1::get_once(addr, path, "bench.dl7")?;
+    let r = dl7_testbed::http::get(addr, path, "bench.dl7")?;
     let backend = r.field(BACKEND_HEADER).map(str::to_owned);
     Ok((r.status, backend, r.body.len()))
 }

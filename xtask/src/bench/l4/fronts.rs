@@ -9,12 +9,11 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 
-use crate::bench_l7::process::Group;
-use crate::cmd;
-use crate::testbed::{self, Status};
+use crate::bench::process::Group;
+use dl7_testbed::{Testbed, http_get, in_netns, process as cmd};
 
 /// Debian's HAProxy (the bench installs the package).
 const HAPROXY: &str = "/usr/sbin/haproxy";
@@ -81,27 +80,19 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn of(status: &Status) -> Result<Self> {
-        let parse = |what: &str, s: &str| -> Result<Ipv4Addr> {
-            s.parse()
-                .with_context(|| format!("the testbed's {what} {s:?} is not an IPv4 address"))
+    pub fn of(status: &Testbed) -> Result<Self> {
+        let SocketAddr::V4(vip) = status.vip else {
+            bail!("the testbed's VIP {} is not IPv4", status.vip);
         };
         Ok(Self {
-            vip: status
-                .vip
-                .parse()
-                .with_context(|| format!("the testbed's VIP {:?}", status.vip))?,
+            vip,
             reals: status
                 .servers
                 .iter()
-                .map(|s| Ok((s.name.clone(), parse("server address", &s.addr)?)))
-                .collect::<Result<_>>()?,
-            front_addr: parse("front address", &status.front.addr)?,
-            client_addrs: status
-                .client_addrs
-                .iter()
-                .map(|a| parse("client address", a))
-                .collect::<Result<_>>()?,
+                .map(|s| (s.name.clone(), s.addr))
+                .collect(),
+            front_addr: status.front.addr,
+            client_addrs: status.client_addrs.clone(),
         })
     }
 }
@@ -148,7 +139,7 @@ fn sysctl(ns: &str, settings: &[&str]) -> Result<()> {
 /// front. While it lives the testbed is a NAT cluster; `remove` makes it the DSR cluster
 /// again (the testbed's teardown removes everything anyway).
 pub struct KernelNat<'a> {
-    status: &'a Status,
+    status: &'a Testbed,
     service: &'a Service,
 }
 
@@ -156,7 +147,7 @@ impl<'a> KernelNat<'a> {
     /// Turns forwarding on in the front (without ICMP redirects: servers and clients share
     /// the subnet, and a redirect would send the servers' replies around the NAT) and routes
     /// every client address through the front on every server.
-    pub fn set_up(status: &'a Status, service: &'a Service) -> Result<Self> {
+    pub fn set_up(status: &'a Testbed, service: &'a Service) -> Result<Self> {
         sysctl(
             &status.front.ns,
             &[
@@ -257,7 +248,7 @@ backend reals
 /// Starts HAProxy in the front's namespace on `cpu` (its config and logs in the testbed's
 /// run directory) and waits until the VIP accepts connections from the clients. Dropping the
 /// group stops it.
-pub fn start_haproxy(status: &Status, service: &Service, cpu: usize) -> Result<Group> {
+pub fn start_haproxy(status: &Testbed, service: &Service, cpu: usize) -> Result<Group> {
     let dir = &status.run_dir;
     let conf = dir.join("haproxy.cfg");
     fs::write(&conf, haproxy_config(service))
@@ -271,17 +262,17 @@ pub fn start_haproxy(status: &Status, service: &Service, cpu: usize) -> Result<G
         .arg(&conf);
     let mut group = Group::spawn("haproxy", cpu, &command, dir)?;
     let vip = SocketAddr::V4(service.vip);
-    testbed::in_netns(&status.client_ns, || group.wait_listening(vip, START_LIMIT))??;
+    in_netns(&status.client_ns, || group.wait_listening(vip, START_LIMIT))??;
     Ok(group)
 }
 
 /// A few requests through the VIP (each on a new connection, so from new source ports): all
 /// must come back 200 with the object's size.
-pub fn check_through_vip(status: &Status, service: &Service, front: Front) -> Result<()> {
+pub fn check_through_vip(status: &Testbed, service: &Service, front: Front) -> Result<()> {
     let vip = SocketAddr::V4(service.vip);
     for i in 0..CHECK_REQUESTS {
         let path = format!("/obj/l4-check-{}-{i}?size={CHECK_SIZE}", front.name());
-        let (code, body) = testbed::http_get(&status.client_ns, vip, &path)
+        let (code, body) = http_get(&status.client_ns, vip, &path)
             .with_context(|| format!("{}: GET {path} through the VIP", front.name()))?;
         ensure!(
             code == 200 && body.len() == CHECK_SIZE,
@@ -295,7 +286,7 @@ pub fn check_through_vip(status: &Status, service: &Service, front: Front) -> Re
 
 /// The count of packets the front's `eth0` received (every front sees the clients' packets
 /// there; XDP_TX'd frames count too).
-pub fn front_rx_packets(status: &Status) -> Result<u64> {
+pub fn front_rx_packets(status: &Testbed) -> Result<u64> {
     let out = cmd::output(Command::new("ip").args([
         "-n",
         &status.front.ns,

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use dl7_traffic::load::LoadReport;
 use serde::Serialize;
 
-use crate::cmd;
+use dl7_testbed::process as cmd;
 
 /// What every run of the bench sends: the same workload, seed and connections for every
 /// front.
@@ -29,7 +29,8 @@ pub struct Client {
     /// The xtask executable that provides `load`.
     pub exe: PathBuf,
     pub ns: String,
-    pub source_addrs: Vec<String>,
+    /// The load generator's `--source-addrs`: a comma-separated list.
+    pub source_addrs: String,
     pub cpu: usize,
     pub workload: Workload,
 }
@@ -88,7 +89,7 @@ impl Client {
             .args(["--timeout-ms", &w.timeout_ms.to_string()])
             .args(["--requests", &UNBOUNDED_REQUESTS.to_string()])
             .args(["--duration", &seconds.to_string()])
-            .args(["--source-addrs", &self.source_addrs.join(",")])
+            .args(["--source-addrs", &self.source_addrs])
             .args(["--json", "--quiet"]);
         let out = cmd::output(&mut command)
             .with_context(|| format!("the load generator against {target}"))?;

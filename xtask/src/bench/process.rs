@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-/// Prefix of the bench's temp directory; the suffix is the creating xtask's pid.
-const TEMP_PREFIX: &str = "dl7-bench-l7-";
+/// Prefix of a bench's temp directory; the creating xtask's pid follows.
+const TEMP_PREFIX: &str = "dl7-bench-";
 
 /// How long a process group may take to exit after SIGTERM before it gets SIGKILL.
 const STOP_LIMIT: Duration = Duration::from_secs(3);
@@ -75,29 +75,24 @@ pub fn sleep(d: Duration) -> Result<()> {
     }
 }
 
-/// The bench's temp directory, removed with everything in it when dropped. Every child runs
-/// with it as its working directory, which is how a later run recognises the leftovers of a
-/// run that was killed outright.
-pub struct TempDir(PathBuf);
+/// A bench's temp directory, removed with everything in it when dropped. Its name carries
+/// the creating process's pid and every child runs with it as its working directory, which is
+/// how a later run recognises the leftovers of a run that was killed outright.
+pub struct BenchDir(tempfile::TempDir);
 
-impl TempDir {
+impl BenchDir {
     /// Removes the leftovers of killed runs, then creates this run's directory.
     pub fn create() -> Result<Self> {
         remove_leftovers();
-        let dir = std::env::temp_dir().join(format!("{TEMP_PREFIX}{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+            .tempdir()
+            .context("creating the bench's temp directory")?;
         Ok(Self(dir))
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        self.0.path()
     }
 }
 
@@ -108,10 +103,10 @@ fn remove_leftovers() {
         return;
     };
     for dir in entries.filter_map(|e| Some(e.ok()?.path())) {
-        let Some(owner) = dir
-            .file_name()
-            .and_then(|n| n.to_str()?.strip_prefix(TEMP_PREFIX)?.parse::<u32>().ok())
-        else {
+        let Some(owner) = dir.file_name().and_then(|n| {
+            let rest = n.to_str()?.strip_prefix(TEMP_PREFIX)?;
+            rest.split('-').next()?.parse::<u32>().ok()
+        }) else {
             continue;
         };
         let owner_alive = fs::read_to_string(format!("/proc/{owner}/stat"))
@@ -121,12 +116,12 @@ fn remove_leftovers() {
         }
         for pid in proc_pids() {
             if fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(&dir)) {
-                eprintln!("bench l7: killing process {pid} left by a killed run");
+                eprintln!("bench: killing process {pid} left by a killed run");
                 // SAFETY: kill has no memory-safety preconditions; pid runs in our old dir.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
-        eprintln!("bench l7: removing leftover {}", dir.display());
+        eprintln!("bench: removing leftover {}", dir.display());
         let _ = fs::remove_dir_all(&dir);
     }
 }

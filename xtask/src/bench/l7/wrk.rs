@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::process::{Group, reaped_children_cpu_seconds};
 use super::servers::object_path;
+use crate::bench::process::{Group, reaped_children_cpu_seconds};
 
 const WRK: &str = "/usr/bin/wrk";
 

@@ -5,7 +5,7 @@
 //! with a Pareto tail.
 //! Each of N in {2, 4, 8, 16} servers is an LRU cache with a byte budget; the total budget is
 //! `--cache-fraction` (default 10 %) of the catalogue's unique bytes, split evenly. Requests
-//! are routed with `Scheme::pick`, and `--in-flight` requests (default 64) are kept open via
+//! are routed with `Scheme::pick`, and `--concurrency` requests (default 64) are kept open via
 //! `begin`/`end` so that `bounded` sees load. Every random number comes from PCG-64 with a
 //! fixed seed: two runs print the same table.
 //!
@@ -31,20 +31,21 @@ use anyhow::{Context, ensure};
 use l7_sidecar::scheme::{self, Member, Scheme};
 use lru::LruCache;
 
-use crate::plot;
 use serde::Serialize;
+
+use super::opts::{BenchOpts, Uses};
+use super::plot;
 
 use dl7_traffic::workload::Surge;
 
 /// Options of `cargo xtask bench hashing`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "A simulation of --requests requests: --concurrency is the requests kept in flight (reported with begin/end, so that `bounded` sees load) [default: 64]; --quick is a run of a few seconds."
+)]
 pub struct BenchHashingArgs {
-    /// Print one JSON document instead of the table.
-    #[arg(long)]
-    pub json: bool,
-    /// A short run (smoke test, a few seconds), not for figures.
-    #[arg(long)]
-    pub quick: bool,
+    #[command(flatten)]
+    pub opts: BenchOpts,
     /// Zipf exponent of object popularity.
     #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     pub alpha: f64,
@@ -57,9 +58,6 @@ pub struct BenchHashingArgs {
     /// Total cache budget as a fraction of the catalogue's unique bytes, split evenly.
     #[arg(long, default_value_t = 0.1)]
     pub cache_fraction: f64,
-    /// Requests kept in flight (reported with begin/end) during the simulation.
-    #[arg(long, default_value_t = 64)]
-    pub in_flight: usize,
     /// Server counts to simulate.
     #[arg(long, value_delimiter = ',', default_values_t = [2usize, 4, 8, 16])]
     pub servers: Vec<usize>,
@@ -270,7 +268,7 @@ fn pick_ns(s: &dyn Scheme, cat: &Catalogue, picks: usize) -> f64 {
 fn rerun_in_release() -> anyhow::Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
-        .current_dir(crate::workspace_root())
+        .current_dir(crate::cmd::workspace_root())
         .args(["run", "--release", "--quiet", "-p", "xtask", "--"])
         .args(std::env::args_os().skip(1))
         .env(CHILD_ENV, "1")
@@ -284,15 +282,21 @@ fn rerun_in_release() -> anyhow::Result<()> {
 
 /// Runs `cargo xtask bench hashing`.
 pub fn run(args: BenchHashingArgs) -> anyhow::Result<()> {
+    let opts = &args.opts;
+    opts.check(
+        "hashing",
+        Uses {
+            duration: false,
+            warmup: false,
+            concurrency: true,
+        },
+    )?;
     if cfg!(debug_assertions) && std::env::var_os(CHILD_ENV).is_none() {
         return rerun_in_release();
     }
-    let objects = args
-        .objects
-        .unwrap_or(if args.quick { 20_000 } else { 100_000 });
-    let requests = args
-        .requests
-        .unwrap_or(if args.quick { 100_000 } else { 1_000_000 });
+    let in_flight = opts.concurrency(64, 64);
+    let objects = args.objects.unwrap_or(opts.pick(100_000, 20_000));
+    let requests = args.requests.unwrap_or(opts.pick(1_000_000, 100_000));
     ensure!(
         args.alpha > 0.0,
         "--alpha must be positive, not {}",
@@ -332,7 +336,7 @@ pub fn run(args: BenchHashingArgs) -> anyhow::Result<()> {
         let budget = (unique as f64 * args.cache_fraction / n as f64) as u64;
         for &name in &names {
             let s = scheme::build(name, &members(n))?;
-            let sim = simulate(s.as_ref(), n, &cat, &stream, budget, args.in_flight);
+            let sim = simulate(s.as_ref(), n, &cat, &stream, budget, in_flight);
             let (moved_on_add, moved_on_remove) = remap(name, n, &cat)?;
             rows.push(Row {
                 scheme: name.to_owned(),
@@ -350,7 +354,7 @@ pub fn run(args: BenchHashingArgs) -> anyhow::Result<()> {
         }
     }
     // Timings last, on their own, so nothing else competes for the core.
-    let picks = if args.quick { 100_000 } else { 1_000_000 };
+    let picks = opts.pick(1_000_000, 100_000);
     for row in &mut rows {
         let s = scheme::build(&row.scheme, &members(row.servers))?;
         row.pick_ns = pick_ns(s.as_ref(), &cat, picks);
@@ -362,19 +366,19 @@ pub fn run(args: BenchHashingArgs) -> anyhow::Result<()> {
         requests,
         unique_bytes: unique,
         cache_fraction: args.cache_fraction,
-        in_flight: args.in_flight,
+        in_flight,
         seed: args.seed,
         rows,
     };
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| crate::workspace_root().join("target/bench-results/hashing"));
+        .unwrap_or_else(|| opts.results_dir("hashing"));
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     fs::write(out.join("hashing.csv"), csv(&report.rows))
         .with_context(|| format!("writing {}", out.join("hashing.csv").display()))?;
     let plotted = plots(&report, &out)?;
-    if args.json {
+    if opts.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", table(&report));

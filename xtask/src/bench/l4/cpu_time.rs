@@ -45,7 +45,7 @@ pub struct CpuStat {
 impl CpuStat {
     /// Parses the `cpuN` line of /proc/stat.
     fn parse(stat: &str, cpu: usize) -> Result<Self> {
-        let v = crate::bench_l7::process::proc_stat_cpu(stat, cpu)?;
+        let v = crate::bench::process::proc_stat_cpu(stat, cpu)?;
         // user nice system idle iowait irq softirq steal (guest time is inside user).
         Ok(Self {
             busy: v[0] + v[1] + v[2] + v[5] + v[6],

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::bench_l7::process;
-use crate::cmd;
+use crate::bench::process;
+use dl7_testbed::process as cmd;
 
 /// The front's CPU, and the CPU of everything else (clients, switch, servers, origin).
 pub const FRONT_CPU: usize = 1;

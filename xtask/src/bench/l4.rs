@@ -67,21 +67,22 @@ use std::fs;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use serde::Serialize;
 
-use crate::bench_l7::process::{self, CatchInterrupts};
-use crate::testbed::{self, Status};
-use crate::{build, cmd, setup};
+use dl7_testbed::{Parts, Spec, Testbed};
+
+use super::opts::BenchOpts;
+use super::process::{self, CatchInterrupts};
+use crate::setup;
 use client::{Client, Workload};
 use cpu_time::{Interval, Reading};
 use dl7_traffic::load::LoadReport;
 use fronts::{Front, KernelNat, Service};
 use placement::{FRONT_CPU, NapiThreads, OwnCpu, REST_CPU};
-use report::{Measurement, Report, Row, Sanity};
+use report::{Lengths, Measurement, Report, Row, Sanity};
 
 /// Debian packages the bench drives (util-linux brings `taskset` and `nsenter`).
 const PACKAGES: &[&str] = &["nftables", "haproxy", "util-linux", "ethtool", "iproute2"];
@@ -108,22 +109,12 @@ const MAX_FAILED_SHARE: f64 = 0.001;
 
 /// Options of `cargo xtask bench l4`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "--duration [default: 10, --quick 2], --warmup [default: 2, --quick 1], --concurrency: keep-alive connections of the load [default: 32]."
+)]
 pub struct BenchL4Args {
-    /// Print one JSON object instead of the table.
-    #[arg(long)]
-    pub json: bool,
-    /// A short run (smoke test, 2 s per front), not for figures.
-    #[arg(long)]
-    pub quick: bool,
-    /// Seconds of each measured run [default: 10, --quick 2].
-    #[arg(long)]
-    pub duration: Option<f64>,
-    /// Seconds of the warm-up run before each measured run [default: 2, --quick 1].
-    #[arg(long)]
-    pub warmup: Option<f64>,
-    /// Keep-alive connections of the load.
-    #[arg(long, default_value_t = 32)]
-    pub concurrency: usize,
+    #[command(flatten)]
+    pub opts: BenchOpts,
     /// Objects in the workload's catalogue.
     #[arg(long, default_value_t = 5_000)]
     pub objects: usize,
@@ -135,83 +126,44 @@ pub struct BenchL4Args {
     pub servers: u16,
 }
 
-/// Run lengths, from the flags.
-#[derive(Debug, Clone, Copy, Serialize)]
-struct Lengths {
-    duration_s: f64,
-    warmup_s: f64,
-    /// The priming run that fills the caches: longer than any later run, so that no later run
-    /// asks for an object the caches have not seen.
-    prime_s: f64,
-    /// How long CPU 1 is watched with no load before each measured run: /proc/stat counts
-    /// idle time in 10 ms units, so 3 s put the background rate within 0.3 %.
-    background_s: f64,
-    /// How long the bench waits for a quiet CPU 1 before a measured run, at most.
-    quiet_wait_s: f64,
-    /// Measured runs per front, at most: a disturbed run is measured again.
-    attempts: usize,
-}
-
-impl Lengths {
-    fn of(args: &BenchL4Args) -> Result<Self> {
-        let duration_s = args.duration.unwrap_or(if args.quick { 2.0 } else { 10.0 });
-        let warmup_s = args.warmup.unwrap_or(if args.quick { 1.0 } else { 2.0 });
-        ensure!(
-            duration_s.is_finite() && (0.5..=600.0).contains(&duration_s),
-            "--duration {duration_s} is not between 0.5 and 600 seconds"
-        );
-        ensure!(
-            warmup_s.is_finite() && (0.0..=600.0).contains(&warmup_s),
-            "--warmup {warmup_s} is not between 0 and 600 seconds"
-        );
-        Ok(Self {
-            duration_s,
-            warmup_s,
-            prime_s: duration_s + warmup_s,
-            background_s: if args.quick { 1.0 } else { 3.0 },
-            // A smoke test does not wait for figures that nobody reads.
-            quiet_wait_s: if args.quick { 5.0 } else { 30.0 },
-            attempts: if args.quick { 1 } else { 3 },
-        })
-    }
-}
-
 pub fn run(root: &Path, args: BenchL4Args) -> Result<()> {
-    let lengths = Lengths::of(&args)?;
+    let opts = &args.opts;
+    let lengths = Lengths::of(opts)?;
     ensure!(
-        args.concurrency >= 1 && args.objects >= 1 && args.max_size >= 1,
-        "--concurrency, --objects and --max-size must be at least 1"
+        args.objects >= 1 && args.max_size >= 1,
+        "--objects and --max-size must be at least 1"
     );
-    let _lock = cmd::bench_lock("bench l4")?;
+    let _lock = super::opts::lock("bench l4")?;
     setup::ensure_debian_packages(PACKAGES)?;
     Reading::take(CPUS, FRONT_CPU).context("the bench needs two CPUs (0 and 1)")?;
-    let name = if args.quick { QUICK_NAME } else { NAME };
-    let load_exe = load_generator(root, args.quick)?;
+    let name = opts.pick(NAME, QUICK_NAME);
+    // The testbed's dl7-traffic (release) is also the load generator.
+    let parts = crate::build::testbed_parts(root)?;
 
     // Dropped in reverse: the testbed (inside `bench`), xtask's CPU, the signal handlers,
     // then stdout comes back.
-    let json_stdout = if args.json {
+    let json_stdout = if opts.json {
         Some(StdoutToStderr::redirect()?)
     } else {
         None
     };
     let signals = CatchInterrupts::install();
     let own_cpu = OwnCpu::pin(REST_CPU)?;
-    let report = bench(root, name, &args, lengths, load_exe);
+    let report = bench(&parts, name, &args, lengths);
     drop(own_cpu);
     drop(signals);
     drop(json_stdout);
     let report = report?;
 
     let text = report::table(&report);
-    let dir = root.join("target/bench-results/l4");
+    let dir = opts.results_dir("l4");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     fs::write(
         dir.join("results.json"),
         serde_json::to_string_pretty(&report)?,
     )?;
     fs::write(dir.join("results.txt"), &text)?;
-    if args.json {
+    if opts.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print!("{text}");
@@ -220,92 +172,46 @@ pub fn run(root: &Path, args: BenchL4Args) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask bench l4 --quick` (for `cargo xtask test`), with the flags' defaults.
-pub fn run_quick(root: &Path) -> Result<()> {
-    run(root, quick_args()?)
-}
+/// The bench's testbed, taken down when dropped.
+struct OwnTestbed(Testbed);
 
-fn quick_args() -> Result<BenchL4Args> {
-    crate::args_from(&["--quick"])
-}
-
-/// The load generator: `dl7-traffic load` built in release mode (a debug build takes CPU 0
-/// from the servers); the smoke test runs this xtask's own `load` (the same code), whatever
-/// its profile, so that `cargo xtask test` builds nothing more.
-fn load_generator(root: &Path, quick: bool) -> Result<PathBuf> {
-    if quick {
-        return std::env::current_exe().context("finding xtask's own executable");
-    }
-    eprintln!("bench l4: building the load generator (dl7-traffic, release)");
-    build::release_binary(root, "dl7-traffic", "dl7-traffic")
-}
-
-/// The testbed, taken down when dropped.
-struct Testbed {
-    status: Status,
-}
-
-impl Testbed {
-    fn up(root: &Path, name: &str, servers: u16) -> Result<Self> {
-        use clap::{Args, FromArgMatches};
-        // Parsed like `testbed up`'s flags, so every option the bench does not set keeps its
-        // default.
-        let servers = servers.to_string();
-        let cache = CACHE_BYTES.to_string();
-        let argv = [
-            "up",
-            "--name",
-            name,
-            "--servers",
-            &servers,
-            "--cache-bytes",
-            &cache,
-            "--mode",
-            "native",
-        ];
-        let matches = testbed::UpArgs::augment_args(clap::Command::new("up"))
-            .try_get_matches_from(argv)
-            .context("the bench's testbed flags")?;
-        let up = testbed::UpArgs::from_arg_matches(&matches)?;
+impl OwnTestbed {
+    fn up(parts: &Parts, name: &str, servers: u16) -> Result<Self> {
+        let spec = Spec {
+            cache_bytes: CACHE_BYTES,
+            ..Spec::new(name, servers, "carp")
+        };
         eprintln!("bench l4: bringing testbed {name} up");
-        Ok(Self {
-            status: testbed::up(root, &up)?,
-        })
+        Ok(Self(dl7_testbed::up(&spec, parts)?))
     }
 }
 
-impl Drop for Testbed {
+impl Drop for OwnTestbed {
     fn drop(&mut self) {
-        if let Err(e) = testbed::down(&self.status.name) {
-            eprintln!("bench l4: taking testbed {} down: {e:#}", self.status.name);
+        if let Err(e) = dl7_testbed::down(&self.0.name) {
+            eprintln!("bench l4: taking testbed {} down: {e:#}", self.0.name);
         }
     }
 }
 
 /// Brings the testbed up, measures every front, takes the testbed down.
-fn bench(
-    root: &Path,
-    name: &str,
-    args: &BenchL4Args,
-    lengths: Lengths,
-    load_exe: PathBuf,
-) -> Result<Report> {
+fn bench(parts: &Parts, name: &str, args: &BenchL4Args, lengths: Lengths) -> Result<Report> {
     // Taken before anything is made threaded: NAPI kthreads that exist now are not ours.
     let napi = NapiThreads::before_changes();
-    let testbed = Testbed::up(root, name, args.servers)?;
+    let testbed = OwnTestbed::up(parts, name, args.servers)?;
     process::check_interrupted()?;
-    let status = &testbed.status;
+    let status = &testbed.0;
     let client = Client {
-        exe: load_exe,
+        exe: parts.traffic.clone(),
         ns: status.client_ns.clone(),
-        source_addrs: status.client_addrs.clone(),
+        source_addrs: status.client_addr_list(),
         cpu: REST_CPU,
         workload: Workload {
             objects: args.objects,
             alpha: ALPHA,
             seed: SEED,
             max_size: args.max_size,
-            concurrency: args.concurrency,
+            concurrency: args.opts.concurrency(32, 32),
             timeout_ms: TIMEOUT_MS,
         },
     };
@@ -315,7 +221,7 @@ fn bench(
         client,
         lengths,
         napi,
-        switch_ns: format!("{}-br", status.name),
+        switch_ns: status.switch_ns(),
     };
     let (sanity, rows) = bench.all_fronts()?;
     let targets = report::targets(&rows);
@@ -334,7 +240,7 @@ fn bench(
 
 /// What every step of the bench works with.
 struct Bench<'a> {
-    status: &'a Status,
+    status: &'a Testbed,
     service: Service,
     client: Client,
     lengths: Lengths,
@@ -573,7 +479,7 @@ impl Drop for StdoutToStderr {
 #[cfg(test)]
 mod tests {
     use super::client::example_report;
-    use super::{Lengths, check_failures, quick_args};
+    use super::{BenchL4Args, Lengths, check_failures};
 
     #[test]
     fn failures_above_a_tenth_of_a_percent_fail_the_front() {
@@ -585,13 +491,13 @@ mod tests {
 
     #[test]
     fn quick_args_keep_the_defaults() {
-        let a = quick_args().unwrap();
-        assert!(a.quick && !a.json);
+        let a: BenchL4Args = crate::bench::opts::args_from(&["--quick"]).unwrap();
+        assert!(a.opts.quick && !a.opts.json);
         assert_eq!(
-            (a.concurrency, a.objects, a.max_size, a.servers),
+            (a.opts.concurrency(32, 32), a.objects, a.max_size, a.servers),
             (32, 5000, 256 << 10, 4)
         );
-        let l = Lengths::of(&a).unwrap();
+        let l = Lengths::of(&a.opts).unwrap();
         assert_eq!(
             (
                 l.duration_s,
@@ -602,7 +508,7 @@ mod tests {
             ),
             (2.0, 1.0, 3.0, 1.0, 1)
         );
-        let mut bad = a.clone();
+        let mut bad = a.opts.clone();
         bad.duration = Some(0.0);
         assert!(Lengths::of(&bad).is_err());
         bad.duration = Some(f64::NAN);

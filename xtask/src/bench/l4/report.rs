@@ -5,13 +5,56 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::Lengths;
+use anyhow::Result;
 use dl7_traffic::load::LoadReport;
+
+use crate::bench::opts::{BenchOpts, Uses};
 
 use super::client::Workload;
 use super::cpu_time::{self, Interval};
 use super::fronts::Front;
 use super::placement::{FRONT_CPU, REST_CPU};
+
+/// Run lengths, from the flags.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Lengths {
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    /// The priming run that fills the caches: longer than any later run, so that no later run
+    /// asks for an object the caches have not seen.
+    pub prime_s: f64,
+    /// How long CPU 1 is watched with no load before each measured run: /proc/stat counts
+    /// idle time in 10 ms units, so 3 s put the background rate within 0.3 %.
+    pub background_s: f64,
+    /// How long the bench waits for a quiet CPU 1 before a measured run, at most.
+    pub quiet_wait_s: f64,
+    /// Measured runs per front, at most: a disturbed run is measured again.
+    pub attempts: usize,
+}
+
+impl Lengths {
+    pub fn of(opts: &BenchOpts) -> Result<Self> {
+        opts.check(
+            "l4",
+            Uses {
+                duration: true,
+                warmup: true,
+                concurrency: true,
+            },
+        )?;
+        let duration_s = opts.duration_s(10.0, 2.0);
+        let warmup_s = opts.warmup_s(2.0, 1.0);
+        Ok(Self {
+            duration_s,
+            warmup_s,
+            prime_s: duration_s + warmup_s,
+            background_s: opts.pick(3.0, 1.0),
+            // A smoke test does not wait for figures that nobody reads.
+            quiet_wait_s: opts.pick(30.0, 5.0),
+            attempts: opts.pick(3, 1),
+        })
+    }
+}
 
 /// The targets: XDP's CPU per request over nftables DNAT's (jhash) and over HAProxy's.
 const TARGET_VS_NFT: f64 = 0.2;
@@ -250,10 +293,10 @@ pub fn table(r: &Report) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Lengths;
     use super::super::client::{Workload, example_report};
     use super::super::cpu_time::Interval;
     use super::super::fronts::Front;
+    use super::Lengths;
     use super::{Measurement, Report, Row, Sanity, table, targets};
 
     /// A 6 s run with `ok` answers during which CPU 1 was busy `cpu1_s`, after a 1 s background
@@ -337,7 +380,7 @@ mod tests {
                 timeout_ms: 5000,
             },
             client_addrs: 4,
-            lengths: Lengths::of(&crate::bench_l4::quick_args().unwrap()).unwrap(),
+            lengths: Lengths::of(&crate::bench::opts::args_from(&["--quick"]).unwrap()).unwrap(),
             front_cpu: 1,
             load_cpu: 0,
             sanity: Sanity {

@@ -9,7 +9,7 @@
 //!   Before any load, each tier must answer a sample of objects with 200 and the right size,
 //!   the same object from the same backend twice, and use every backend.
 //! - Pinning (`taskset`): the tier under test on CPU 1; wrk and the backends on CPU 0.
-//! - Load: wrk, one thread, `--connections` keep-alive connections cycling over every URI; a
+//! - Load: wrk, one thread, `--concurrency` keep-alive connections cycling over every URI; a
 //!   warm-up run, then the measured run; `--rounds` rounds interleave the tiers and each
 //!   figure is the median over rounds.
 //! - Figures: req/s, p50 and p99 latency (wrk's), CPU seconds of the tier's processes per
@@ -21,7 +21,6 @@
 //! (goal 1.5x), dl7's p99 no worse than nginx's. A tier that answers errors fails the bench.
 //! Every process started is killed and the temp directory removed, also on errors and Ctrl-C.
 
-pub mod process;
 mod servers;
 mod wrk;
 
@@ -34,8 +33,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 
+use super::opts::{BenchOpts, Uses};
+use super::process::{BenchDir, CatchInterrupts, CpuTimes};
 use crate::{cmd, setup};
-use process::{CatchInterrupts, CpuTimes, TempDir};
 use servers::{Server, Tier, TierSetup};
 
 /// Debian packages the bench drives (util-linux brings `taskset`).
@@ -58,25 +58,15 @@ const GOAL_RATIO: f64 = 1.5;
 
 /// Options of `cargo xtask bench l7`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "--duration and --warmup are whole seconds (wrk's unit) [defaults: 5 and 2 s, --quick 2 and 1 s]; --concurrency is wrk's connections [default: 64]."
+)]
 pub struct BenchL7Args {
-    /// Print one JSON object instead of the table.
-    #[arg(long)]
-    pub json: bool,
-    /// A short run (smoke test: one 2 s round), not for figures.
-    #[arg(long)]
-    pub quick: bool,
-    /// Seconds of each measured run [default: 5, --quick 2].
-    #[arg(long)]
-    pub duration: Option<u64>,
-    /// Seconds of the warm-up run before each measured run [default: 2, --quick 1].
-    #[arg(long)]
-    pub warmup: Option<u64>,
+    #[command(flatten)]
+    pub opts: BenchOpts,
     /// Rounds over all tiers; each figure is the median [default: 3, --quick 1].
     #[arg(long)]
     pub rounds: Option<usize>,
-    /// Keep-alive connections of the load.
-    #[arg(long, default_value_t = 64)]
-    pub connections: usize,
     /// Backend servers (nginx processes).
     #[arg(long, default_value_t = 4)]
     pub backends: usize,
@@ -159,19 +149,25 @@ struct Sample {
 }
 
 pub fn run(root: &Path, args: BenchL7Args) -> Result<()> {
-    let duration = args.duration.unwrap_or(if args.quick { 2 } else { 5 });
-    let warmup = args.warmup.unwrap_or(if args.quick { 1 } else { 2 });
-    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 });
-    ensure!(
-        duration >= 1 && rounds >= 1,
-        "--duration and --rounds must be at least 1"
-    );
+    let opts = &args.opts;
+    opts.check(
+        "l7",
+        Uses {
+            duration: true,
+            warmup: true,
+            concurrency: true,
+        },
+    )?;
+    let duration = opts.duration_s(5.0, 2.0).round().max(1.0) as u64;
+    let warmup = opts.warmup_s(2.0, 1.0).round() as u64;
+    let connections = opts.concurrency(64, 64);
+    let rounds = args.rounds.unwrap_or(opts.pick(3, 1));
+    ensure!(rounds >= 1, "--rounds must be at least 1");
     ensure!(
         args.backends >= 1 && args.objects >= 1,
         "--backends and --objects must be at least 1"
     );
-    ensure!(args.connections >= 1, "--connections must be at least 1");
-    let _lock = cmd::bench_lock("bench l7")?;
+    let _lock = super::opts::lock("bench l7")?;
     let mut tiers = args.tiers.clone();
     tiers.sort();
     tiers.dedup();
@@ -186,7 +182,7 @@ pub fn run(root: &Path, args: BenchL7Args) -> Result<()> {
 
     // Dropped in reverse: tiers, backends, the temp directory, then the signal handlers.
     let _signals = CatchInterrupts::install();
-    let temp = TempDir::create()?;
+    let temp = BenchDir::create()?;
     let dir = temp.path();
     let www = servers::write_objects(dir, args.objects)?;
     let script = wrk::write_script(dir, args.objects)?;
@@ -216,13 +212,13 @@ pub fn run(root: &Path, args: BenchL7Args) -> Result<()> {
 
     let spec = wrk::LoadSpec {
         script: &script,
-        connections: args.connections,
+        connections,
         cpu: LOAD_CPU,
     };
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); running.len()];
     for round in 0..rounds {
         for ((tier, server), samples) in running.iter_mut().zip(&mut samples) {
-            if !args.json {
+            if !opts.json {
                 eprintln!("bench l7: round {}/{rounds}: {}", round + 1, tier.name());
             }
             if warmup > 0 {
@@ -235,22 +231,21 @@ pub fn run(root: &Path, args: BenchL7Args) -> Result<()> {
         }
     }
 
-    let report = report(&args, duration, warmup, rounds, &running, &samples);
-    if args.json {
+    let report = report(
+        &args,
+        connections,
+        duration,
+        warmup,
+        rounds,
+        &running,
+        &samples,
+    );
+    if opts.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print!("{}", table(&report));
     }
     Ok(())
-}
-
-/// `cargo xtask bench l7 --quick` (for `cargo xtask test`), with the flags' defaults.
-pub fn run_quick(root: &Path) -> Result<()> {
-    run(root, quick_args()?)
-}
-
-fn quick_args() -> Result<BenchL7Args> {
-    crate::args_from(&["--quick"])
 }
 
 /// Builds the sidecar in release mode; returns its path once `serve --help` works.
@@ -331,6 +326,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn report(
     args: &BenchL7Args,
+    connections: usize,
     duration: u64,
     warmup: u64,
     rounds: usize,
@@ -385,7 +381,7 @@ fn report(
     Report {
         backends: args.backends,
         objects: args.objects,
-        connections: args.connections,
+        connections,
         duration_s: duration,
         warmup_s: warmup,
         rounds,
@@ -476,14 +472,17 @@ fn table(r: &Report) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Tier, median, quick_args};
+    use super::{BenchL7Args, Tier, median};
 
     #[test]
     fn quick_args_keep_the_defaults() {
-        let a = quick_args().unwrap();
-        assert!(a.quick && !a.json);
+        let a: BenchL7Args = crate::bench::opts::args_from(&["--quick"]).unwrap();
+        assert!(a.opts.quick && !a.opts.json);
         assert_eq!(a.tiers, [Tier::Nginx, Tier::Haproxy, Tier::Dl7]);
-        assert_eq!((a.connections, a.backends, a.objects), (64, 4, 1000));
+        assert_eq!(
+            (a.opts.concurrency(64, 64), a.backends, a.objects),
+            (64, 4, 1000)
+        );
     }
 
     #[test]

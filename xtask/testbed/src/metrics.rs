@@ -1,0 +1,133 @@
+//! Prometheus metrics as tests and benchmarks read them: one parsed page ([`Metrics`]) with
+//! lookups by name and labels, scraped from an address in this namespace or in another one.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result, ensure};
+use prometheus_parse::{LineInfo, Scrape};
+/// The parser's sample and value types, for callers that look at kinds and labels.
+pub use prometheus_parse::{Sample, Value};
+
+use crate::netns;
+
+/// One parsed /metrics page.
+pub struct Metrics(pub Scrape);
+
+impl Metrics {
+    /// Parses a page in the Prometheus text format; every line must be a sample, a comment or
+    /// empty.
+    pub fn parse(text: &str) -> Result<Self> {
+        if let Some(line) = text
+            .lines()
+            .find(|line| LineInfo::parse(line) == LineInfo::Ignored)
+        {
+            anyhow::bail!("a line of /metrics that is not in the text format: {line:?}");
+        }
+        let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+            .context("parsing a /metrics page")?;
+        Ok(Metrics(scrape))
+    }
+
+    /// The samples of `name` whose labels include `labels`.
+    pub fn samples<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&str, &str)],
+    ) -> impl Iterator<Item = &'a Sample> + 'a {
+        self.0.samples.iter().filter(move |s| {
+            s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+        })
+    }
+
+    /// The value of the one sample of `name` with `labels`.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Result<f64> {
+        let found: Vec<&Sample> = self.samples(name, labels).collect();
+        ensure!(
+            found.len() == 1,
+            "{} samples of {name} with {labels:?}, not one",
+            found.len()
+        );
+        value(found[0])
+    }
+
+    /// The sum of the samples of `name` with `labels` (0 when there is none).
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples(name, labels)
+            .filter_map(|s| value(s).ok())
+            .sum()
+    }
+
+    /// The value of one series written as Prometheus writes it, `name` or
+    /// `name{label="value",...}` (its labels are a subset of the sample's); 0 when absent.
+    pub fn series(&self, series: &str) -> f64 {
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => (name, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let labels: Vec<(&str, &str)> = labels
+            .split(',')
+            .filter_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                Some((k.trim(), v.trim().trim_matches('"')))
+            })
+            .collect();
+        self.sum(name, &labels)
+    }
+}
+
+/// A sample's number (counters, gauges and untyped samples).
+pub fn value(sample: &Sample) -> Result<f64> {
+    match sample.value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Ok(v),
+        ref other => anyhow::bail!("{}: not a number: {other:?}", sample.metric),
+    }
+}
+
+/// GET http://`addr`/metrics from this namespace, parsed.
+pub fn scrape(addr: SocketAddr) -> Result<Metrics> {
+    let r = crate::http::get(addr, "/metrics", &addr.to_string())?;
+    page(addr, r.status, &r.body)
+}
+
+/// GET http://`addr`/metrics from inside namespace `ns`, parsed.
+pub fn scrape_in(ns: &str, addr: SocketAddr) -> Result<Metrics> {
+    let (status, body) = netns::http_get(ns, addr, "/metrics")?;
+    page(addr, status, &body)
+}
+
+fn page(addr: SocketAddr, status: u16, body: &[u8]) -> Result<Metrics> {
+    ensure!(status == 200, "http://{addr}/metrics answered {status}");
+    let text =
+        std::str::from_utf8(body).with_context(|| format!("http://{addr}/metrics is not UTF-8"))?;
+    Metrics::parse(text).with_context(|| format!("reading http://{addr}/metrics"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: &str = "# HELP dl7_x_total x\n# TYPE dl7_x_total counter\n\
+        dl7_x_total{pool=\"a\",reason=\"eof\"} 2\ndl7_x_total{pool=\"b\",reason=\"eof\"} 3\n\
+        # TYPE dl7_y gauge\ndl7_y 7\n";
+
+    #[test]
+    fn lookups_by_name_labels_and_series() {
+        let m = Metrics::parse(PAGE).unwrap();
+        assert_eq!(m.sum("dl7_x_total", &[]), 5.0);
+        assert_eq!(m.sum("dl7_x_total", &[("pool", "b")]), 3.0);
+        assert_eq!(m.get("dl7_y", &[]).unwrap(), 7.0);
+        assert!(
+            m.get("dl7_x_total", &[]).is_err(),
+            "two samples are not one"
+        );
+        assert_eq!(m.series("dl7_x_total{pool=\"a\"}"), 2.0);
+        assert_eq!(m.series("dl7_x_total{pool=\"a\", reason=\"eof\"}"), 2.0);
+        assert_eq!(m.series("dl7_y"), 7.0);
+        assert_eq!(m.series("dl7_absent"), 0.0);
+    }
+
+    #[test]
+    fn a_line_out_of_the_text_format_is_an_error() {
+        assert!(Metrics::parse("dl7_y 7\n=== not a sample ===\n").is_err());
+    }
+}

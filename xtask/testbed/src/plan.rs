@@ -1,0 +1,195 @@
+//! The testbed's plan: its addresses, what it is made of ([`Spec`]), the programs it runs
+//! ([`Parts`]), and the records of each role that a running testbed keeps.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Result, ensure};
+use serde::{Deserialize, Serialize};
+
+/// The testbed's subnet, 10.214.0.0/24, and who has which address in it.
+pub(crate) const NET: [u8; 3] = [10, 214, 0];
+pub(crate) const FRONT_HOST: u8 = 2;
+pub(crate) const CENTRAL_HOST: u8 = 3;
+pub(crate) const ORIGIN_HOST: u8 = 5;
+pub(crate) const CLIENT_HOSTS: [u8; 4] = [10, 11, 12, 13];
+pub(crate) const FIRST_SERVER_HOST: u8 = 21;
+pub(crate) const VIP_HOST: u8 = 100;
+pub(crate) const VIP_PORT: u16 = 80;
+pub(crate) const PEER_PORT: u16 = 8080;
+pub(crate) const SIDECAR_METRICS_PORT: u16 = 9500;
+pub(crate) const FRONT_METRICS_PORT: u16 = 9400;
+pub(crate) const ORIGIN_PORT: u16 = 8000;
+/// Most servers the /24 and the interface names allow.
+pub const MAX_SERVERS: u16 = 32;
+/// The testbed's name when none is given: the prefix of everything it creates.
+pub const DEFAULT_NAME: &str = "dl7tb";
+/// Debian packages the testbed drives (`ip`, `ethtool`, `sysctl`, `nsenter`).
+pub const PACKAGES: &[&str] = &["iproute2", "ethtool", "procps", "util-linux"];
+/// The central balancer's role: its namespace, config, log and cgroup name.
+pub const CENTRAL_ROLE: &str = "central";
+
+pub(crate) fn host(h: u8) -> Ipv4Addr {
+    Ipv4Addr::new(NET[0], NET[1], NET[2], h)
+}
+
+pub(crate) fn run_dir(name: &str) -> PathBuf {
+    PathBuf::from(format!("/run/dl7-testbed/{name}"))
+}
+
+pub(crate) fn pin_dir(name: &str) -> PathBuf {
+    PathBuf::from(format!("/sys/fs/bpf/{name}"))
+}
+
+/// The programs and files the testbed runs; the caller builds them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Parts {
+    /// The workspace root, whose deploy/ holds the configs and scripts operators use.
+    pub root: PathBuf,
+    /// `l7-sidecar`.
+    pub sidecar: PathBuf,
+    /// `l4-ctl` (with the XDP program embedded).
+    pub l4_ctl: PathBuf,
+    /// `dl7-traffic` (the origin).
+    pub traffic: PathBuf,
+    /// An XDP object that passes everything (section `xdp`): in native mode the front's
+    /// bridge-side veth needs a program, or the kernel drops what the front sends back out.
+    pub xdp_pass: PathBuf,
+}
+
+/// How the front attaches its program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Native,
+    Generic,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Native => "native",
+            Mode::Generic => "generic",
+        }
+    }
+}
+
+/// What a testbed is made of.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// Prefix of every namespace, pin directory and cgroup (1 to 8 lowercase letters or
+    /// digits).
+    pub name: String,
+    /// Real servers, each with a sidecar (1 to [`MAX_SERVERS`]).
+    pub servers: u16,
+    /// The sidecars' hashing scheme.
+    pub scheme: String,
+    /// How the front attaches the XDP program.
+    pub mode: Mode,
+    /// CPUs each sidecar (and the central balancer) may use: a cgroup quota.
+    pub cpu_quota: Option<f64>,
+    /// Embedded cache of each sidecar, bytes.
+    pub cache_bytes: u64,
+    /// Also start the conventional design's central L7 balancer.
+    pub central: bool,
+    /// Tokio worker threads of each sidecar (`None`: the sidecar's default).
+    pub sidecar_threads: Option<u16>,
+}
+
+impl Spec {
+    /// `servers` servers running `scheme`, native XDP, no quota, 256 MiB caches.
+    pub fn new(name: &str, servers: u16, scheme: &str) -> Self {
+        Spec {
+            name: name.to_owned(),
+            servers,
+            scheme: scheme.to_owned(),
+            mode: Mode::Native,
+            cpu_quota: None,
+            cache_bytes: 256 << 20,
+            central: false,
+            sidecar_threads: None,
+        }
+    }
+
+    pub(crate) fn check(&self) -> Result<()> {
+        parse_name(&self.name).map_err(anyhow::Error::msg)?;
+        ensure!(
+            (1..=MAX_SERVERS).contains(&self.servers),
+            "{} servers: a testbed has 1 to {MAX_SERVERS}",
+            self.servers
+        );
+        if let Some(q) = self.cpu_quota {
+            ensure!(
+                (0.01..=64.0).contains(&q),
+                "a CPU quota of {q} is not between 0.01 and 64 CPUs"
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Front {
+    pub ns: String,
+    pub addr: Ipv4Addr,
+    /// The front daemon's metrics (and membership) listener.
+    pub metrics: SocketAddr,
+    pub pin_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Server {
+    /// Its member name (`srv1`...), also its role.
+    pub name: String,
+    pub ns: String,
+    pub addr: Ipv4Addr,
+    /// The sidecar's client listener (what the VIP reaches, and what direct tests use).
+    pub listen: SocketAddr,
+    pub peer: SocketAddr,
+    pub metrics: SocketAddr,
+    pub pid: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Central {
+    pub ns: String,
+    /// Where clients send requests (the conventional design has no VIP of its own).
+    pub addr: SocketAddr,
+    pub metrics: SocketAddr,
+    pub pid: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Origin {
+    pub ns: String,
+    pub addr: SocketAddr,
+    pub pid: u32,
+}
+
+/// A testbed name: 1 to 8 lowercase letters or digits (interface and namespace names are
+/// built from it).
+pub fn parse_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 8
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is not 1 to 8 lowercase letters or digits"))
+    }
+}
+
+/// The directory `parts.root` joined with `rel`, which must exist.
+pub(crate) fn deploy_file(parts: &Parts, rel: &str) -> Result<PathBuf> {
+    let path = parts.root.join(rel);
+    ensure!(path.exists(), "{} is missing", path.display());
+    Ok(path)
+}
+
+/// Where a sidecar's config of `role` is written.
+pub(crate) fn role_config(dir: &Path, role: &str) -> PathBuf {
+    dir.join(format!("{role}.toml"))
+}
