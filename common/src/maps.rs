@@ -157,8 +157,8 @@ mod pod {
     unsafe impl aya::Pod for super::RealDef {}
     unsafe impl aya::Pod for super::ConnValue {}
     unsafe impl aya::Pod for super::HealthSpec {}
-    unsafe impl aya::Pod for crate::FlowKey {}
-    unsafe impl aya::Pod for crate::TrafficCounters {}
+    unsafe impl aya::Pod for crate::flow::FlowKey {}
+    unsafe impl aya::Pod for crate::counters::TrafficCounters {}
 }
 
 /// Compile-time checks that the layouts have no implicit padding.

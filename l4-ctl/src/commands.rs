@@ -18,17 +18,8 @@ use l4_ctl::{
     stats::{self, RealState, Snapshot},
 };
 
-use crate::{Cli, Command, RealCommand, VipCommand, daemon};
-
-/// `--interval`: a positive number of seconds, at most an hour.
-pub fn parse_interval(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if (0.05..=3600.0).contains(&v) => Ok(v),
-        _ => Err(format!(
-            "{s:?} is not a number of seconds from 0.05 to 3600"
-        )),
-    }
-}
+use crate::cli::{Cli, Command, RealCommand, VipCommand};
+use crate::daemon;
 
 pub fn run(cli: Cli) -> Result<()> {
     let pin_dir = cli.pin_dir.as_path();

@@ -4,145 +4,15 @@
 //! print one line per change. Every error is one line on stderr and a non-zero exit status
 //! (2 for a bad command line, 1 for everything else).
 
+mod cli;
 mod commands;
 mod daemon;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, error::ErrorKind};
-use l4_ctl::{AttachMode, DEFAULT_PIN_DIR, Mac, Vip};
+use clap::{Parser, error::ErrorKind};
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "l4-ctl",
-    version,
-    about = "dl7's front node: the XDP balancer, its VIPs, reals, health checks and metrics"
-)]
-struct Cli {
-    /// Where the program, its link and its maps are pinned (on a BPF filesystem).
-    #[arg(long, global = true, default_value = DEFAULT_PIN_DIR, value_name = "DIR")]
-    pin_dir: PathBuf,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Attach the balancer to an interface and pin it; run again to upgrade in place (the
-    /// maps, and with them every flow's real, are kept).
-    Load {
-        /// The front's interface that receives the VIPs' traffic.
-        #[arg(long)]
-        iface: String,
-        /// native (in the driver) or generic (any interface, slower).
-        #[arg(long, value_enum, default_value = "native")]
-        mode: AttachMode,
-    },
-    /// Detach the balancer and remove its pins (the VIPs' traffic goes to the kernel again).
-    Unload,
-    /// Interface, mode, program id, and VIP, real and flow counts.
-    Status {
-        /// One JSON object.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Add, delete or list VIPs (ADDR:PORT/tcp|udp, IPv6 as [ADDR]:PORT/tcp).
-    Vip {
-        #[command(subcommand)]
-        command: VipCommand,
-    },
-    /// Add, delete, drain, reweigh or list a VIP's real servers.
-    Real {
-        #[command(subcommand)]
-        command: RealCommand,
-    },
-    /// Which real a new flow from SRC to the VIP gets (the program's own hash and table).
-    Lookup {
-        vip: Vip,
-        /// The client's ADDR:PORT ([ADDR]:PORT for IPv6).
-        #[arg(long)]
-        src: std::net::SocketAddr,
-    },
-    /// Make the VIPs, reals, weights and health checks exactly those of a TOML file.
-    Apply {
-        /// The configuration (see deploy/dl7.toml).
-        #[arg(short = 'f', long = "file")]
-        file: PathBuf,
-        /// Print the changes without making them.
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Print the configuration in the maps as a file `apply` accepts.
-    Dump,
-    /// Packets and bytes per VIP and real, and the program's global counters.
-    Stats {
-        /// One JSON object per reading.
-        #[arg(long)]
-        json: bool,
-        /// Print again every --interval seconds, with rates, until interrupted.
-        #[arg(long)]
-        watch: bool,
-        /// Seconds between readings with --watch.
-        #[arg(long, default_value_t = 1.0, value_parser = commands::parse_interval)]
-        interval: f64,
-        /// With --watch: stop after this many readings.
-        #[arg(long)]
-        count: Option<u64>,
-    },
-    /// Health-check the reals and serve Prometheus metrics, until SIGTERM or SIGINT.
-    Daemon {
-        /// Apply this configuration at start and again on SIGHUP.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Where to serve /metrics, ADDR:PORT.
-        #[arg(long)]
-        metrics: std::net::SocketAddr,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum VipCommand {
-    /// Add a VIP (its packets are dropped and counted until it has a real).
-    Add { vip: Vip },
-    /// Delete a VIP and its reals.
-    Del { vip: Vip },
-    /// List the VIPs.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum RealCommand {
-    /// Add a real server to a VIP.
-    Add {
-        vip: Vip,
-        addr: std::net::IpAddr,
-        /// The real's MAC; by default taken from the neighbour table (resolved if needed).
-        #[arg(long)]
-        mac: Option<Mac>,
-        /// Relative weight, 0 to 65535 (0 adds it drained).
-        #[arg(long, default_value_t = 1)]
-        weight: u32,
-    },
-    /// Remove a real: its flows are placed anew on the others.
-    Del { vip: Vip, addr: std::net::IpAddr },
-    /// Weight 0: no new flows, established flows stay.
-    Drain { vip: Vip, addr: std::net::IpAddr },
-    /// Set a real's weight.
-    Weight {
-        vip: Vip,
-        addr: std::net::IpAddr,
-        weight: u32,
-    },
-    /// List a VIP's reals: address, MAC, weight, state, table share, packets.
-    List {
-        vip: Vip,
-        #[arg(long)]
-        json: bool,
-    },
-}
+use cli::Cli;
 
 /// Exit status for a bad command line (as clap uses).
 const USAGE_ERROR: u8 = 2;

@@ -52,15 +52,15 @@ fn the_daemon_serves_healthz_and_metrics_of_the_configured_reals() {
         assert_eq!(m0.real("dl7_l4_real_up", ip), 1.0);
         assert_eq!(m0.real("dl7_l4_real_weight", ip), 1.0);
     }
-    assert_eq!(m0.get("dl7_l4_vip_active_reals", &[("vip", VIP)]), 3.0);
+    assert_eq!(m0.one("dl7_l4_vip_active_reals", &[("vip", VIP)]), 3.0);
     let share_sum = m0.sum("dl7_l4_real_table_share", &[("vip", VIP)]);
     assert!(
         (share_sum - 1.0).abs() < 1e-9,
         "table shares sum to {share_sum}"
     );
-    assert_eq!(m0.get("dl7_l4_vip_packets_total", &[("vip", VIP)]), 0.0);
+    assert_eq!(m0.one("dl7_l4_vip_packets_total", &[("vip", VIP)]), 0.0);
     assert!(
-        m0.get("dl7_l4_frames_total", &[("outcome", "pass_not_vip")]) > 0.0,
+        m0.one("dl7_l4_frames_total", &[("outcome", "pass_not_vip")]) > 0.0,
         "the checks' answers reach the front through the program, which passes them"
     );
 }
@@ -112,12 +112,12 @@ fn a_failing_real_is_drained_and_restored_without_moving_a_flow() {
         let want = if ip == failing { 0.0 } else { 1.0 };
         assert_eq!(m2.real("dl7_l4_real_up", ip), want, "real_up of {ip}");
     }
-    assert_eq!(m2.get("dl7_l4_vip_active_reals", &[("vip", VIP)]), 2.0);
+    assert_eq!(m2.one("dl7_l4_vip_active_reals", &[("vip", VIP)]), 2.0);
     assert_eq!(m2.real("dl7_l4_real_table_share", failing), 0.0);
     assert_eq!(m2.real("dl7_l4_real_weight", failing), 1.0);
     let failing_s = failing.to_string();
     let transitions =
-        |m: &Metrics, to: &str| m.get(TRANSITIONS, &[("real", failing_s.as_str()), ("to", to)]);
+        |m: &Metrics, to: &str| m.one(TRANSITIONS, &[("real", failing_s.as_str()), ("to", to)]);
     assert_eq!(transitions(&m2, "down"), 1.0);
     assert_eq!(
         m2.samples(TRANSITIONS, &[]).count(),
@@ -125,7 +125,7 @@ fn a_failing_real_is_drained_and_restored_without_moving_a_flow() {
         "only one transition so far"
     );
     assert!(
-        m2.get(
+        m2.one(
             "dl7_l4_health_checks_total",
             &[("real", &failing_s), ("result", "fail")]
         ) >= f64::from(FALL)
@@ -173,7 +173,7 @@ fn a_failing_real_is_drained_and_restored_without_moving_a_flow() {
     for &ip in &addrs {
         assert_eq!(m4.real("dl7_l4_real_up", ip), 1.0, "real_up of {ip}");
     }
-    assert_eq!(m4.get("dl7_l4_vip_active_reals", &[("vip", VIP)]), 3.0);
+    assert_eq!(m4.one("dl7_l4_vip_active_reals", &[("vip", VIP)]), 3.0);
 
     // One log line per transition, naming the real and the VIP.
     let log = r.bed.daemon().log();
@@ -267,9 +267,7 @@ fn an_invalid_config_stops_the_start_with_one_line_naming_the_field() {
     run(&format!("ip -n {ns} link set {IFACE} up"));
     bed.front
         .ok(&["load", "--iface", IFACE, "--mode", "generic"]);
-    let bad = bed
-        .files
-        .write("bad.toml", &config([1, 1, 1], INTERVAL_MS + 1));
+    let bad = write_file(&bed.files, "bad.toml", &config([1, 1, 1], INTERVAL_MS + 1));
     let out = output_within(
         bed.front
             .command()

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use l7_sidecar::config::Settings;
 use support::process::Sidecar;
-use support::{TempDir, free_addr, ip};
+use support::{free_addr, ip, temp_dir};
 
 fn deploy(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -77,7 +77,7 @@ fn the_unit_starts_a_sidecar_that_drains_on_stop() {
     );
 
     // The example's addresses are not this host's: flags put the sidecar on loopback.
-    let dir = TempDir::new("unit");
+    let dir = temp_dir("unit");
     let (listen, peer, metrics) = (
         free_addr(ip(130, 11)),
         free_addr(ip(130, 11)),
@@ -92,7 +92,7 @@ fn the_unit_starts_a_sidecar_that_drains_on_stop() {
         args.push(flag.to_owned());
         args.push(value);
     }
-    let mut s = Sidecar::start(&args, listen, Some(peer), metrics, dir.path("s.log"));
+    let mut s = Sidecar::start(&args, listen, Some(peer), metrics, dir.path().join("s.log"));
     assert_eq!(support::client::get(metrics, "/healthz").body, b"ok\n");
     s.signal("TERM");
     let status = s
@@ -105,7 +105,7 @@ fn the_unit_starts_a_sidecar_that_drains_on_stop() {
         .output()
         .is_ok()
     {
-        let copy = dir.path("dl7-sidecar.service");
+        let copy = dir.path().join("dl7-sidecar.service");
         std::fs::write(
             &copy,
             unit.replace(

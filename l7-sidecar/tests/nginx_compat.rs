@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use l7_sidecar::scheme::{self, Member};
-use support::{TempDir, free_ports};
+use support::{free_ports, temp_dir};
 
 const WEIGHTS: [u32; 5] = [1, 3, 2, 1, 4];
 const URIS: usize = 600;
@@ -173,8 +173,8 @@ fn nginx_scheme_picks_the_server_real_nginx_picks() {
     let ports = free_ports(1 + WEIGHTS.len());
     let (front, backends) = (ports[0], &ports[1..]);
     // Declared first, dropped last: nginx is gone before its directory is removed.
-    let dir = TempDir::new("nginx");
-    let _nginx = start_nginx(&dir.0, front, backends);
+    let dir = temp_dir("nginx");
+    let _nginx = start_nginx(dir.path(), front, backends);
 
     let members: Vec<Member> = backends
         .iter()

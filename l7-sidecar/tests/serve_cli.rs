@@ -6,7 +6,7 @@ mod support;
 use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 
-use support::TempDir;
+use support::temp_dir;
 
 fn serve(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_l7-sidecar"))
@@ -106,18 +106,18 @@ fn flag_errors_name_the_field() {
 
 #[test]
 fn file_errors_name_the_file_and_the_field() {
-    let dir = TempDir::new("cli");
+    let dir = temp_dir("cli");
     refused(
         &["--config", "/nonexistent/dl7.toml"],
         "--config: cannot read /nonexistent/dl7.toml",
     );
-    let unknown = dir.path("unknown.toml");
+    let unknown = dir.path().join("unknown.toml");
     std::fs::write(&unknown, "listen = \"127.0.0.1:0\"\nlisten-port = 80\n").expect("write");
     refused(
         &["--config", unknown.to_str().expect("utf-8 path")],
         "unknown field `listen-port`",
     );
-    let bad = dir.path("bad.toml");
+    let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "listen = \"127.0.0.1:0\"\nmode = \"central\"\nmembers = \"x=127.0.0.1:9\"\nhop-limit = 0\n")
         .expect("write");
     refused(

@@ -14,9 +14,9 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use support::client::{Client, get};
-use support::origin::{Origin, body_for};
 use support::process::Sidecar;
-use support::{Cluster, TempDir, free_addr, ip};
+use support::{Cluster, free_addr, ip, temp_dir};
+use support::{Origin, body, start_origin};
 
 #[test]
 fn each_url_is_stored_on_its_owner_only_and_peer_connections_are_reused() {
@@ -30,7 +30,7 @@ fn each_url_is_stored_on_its_owner_only_and_peer_connections_are_reused() {
         for u in &urls {
             let r = client.get(u);
             assert_eq!(r.status, 200, "{u}");
-            assert_eq!(r.body, body_for(u, r.body.len()), "{u}");
+            assert_eq!(r.body, body(u, r.body.len() as u64), "{u}");
         }
     }
     for u in &urls {
@@ -83,7 +83,7 @@ fn pipelined_requests_are_answered_in_order() {
             assert!(r.body.is_empty());
             assert_eq!(r.header("content-length"), Some(size.to_string().as_str()));
         } else {
-            assert_eq!(r.body, body_for(t, size), "response {i} out of order");
+            assert_eq!(r.body, body(t, size as u64), "response {i} out of order");
         }
     }
     let owners: HashSet<usize> = targets.iter().map(|t| c.owner(t)).collect();
@@ -127,9 +127,9 @@ fn chunked_bodies_pass_both_ways() {
     // A chunked response is cached (it fits) and later served with a length.
     let t = "/chunked/c1?size=4500";
     let first = get(s0.listen, t);
-    assert_eq!(first.body, body_for(t, 4500));
+    assert_eq!(first.body, body(t, 4500));
     let second = get(s0.listen, t);
-    assert_eq!(second.body, body_for(t, 4500));
+    assert_eq!(second.body, body(t, 4500));
     assert_eq!(second.header("content-length"), Some("4500"));
     assert_eq!(c.origin.fetches(t), 1);
 
@@ -140,7 +140,7 @@ fn chunked_bodies_pass_both_ways() {
     let r = old.read_response(false).expect("1.0 response");
     assert_eq!(r.status, 200);
     assert!(r.header("transfer-encoding").is_none());
-    assert_eq!(r.body, body_for(t, 3000));
+    assert_eq!(r.body, body(t, 3000));
 }
 
 #[test]
@@ -158,7 +158,7 @@ fn a_50_mb_response_streams_with_bounded_memory() {
     let r = get(front.listen, &t);
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), SIZE);
-    assert!(r.body == body_for(&t, SIZE), "body differs");
+    assert!(r.body == body(&t, SIZE as u64), "body differs");
     let after = [front.status_kb("VmHWM"), back.status_kb("VmHWM")];
     eprintln!(
         "50 MB through 2 sidecars in {:?}; peak RSS growth {} kB (entry), {} kB (owner)",
@@ -194,7 +194,7 @@ fn concurrent_misses_for_one_url_make_one_origin_fetch() {
     for th in threads {
         let r = th.join().expect("client thread");
         assert_eq!(r.status, 200);
-        assert_eq!(r.body, body_for(t, 20000));
+        assert_eq!(r.body, body(t, 20000));
     }
     assert_eq!(
         c.origin.fetches(t),
@@ -222,7 +222,7 @@ fn sighup_changes_membership_without_dropping_requests() {
     std::thread::sleep(Duration::from_millis(300));
 
     // s0 alone: everything is now its own.
-    let config = c.dir.path("s0.toml");
+    let config = c.dir.path().join("s0.toml");
     let peer = s0.peer.expect("peer address");
     support::write_config(&config, "s0", &format!("s0={peer}"), &c.origin.url());
     s0.signal("HUP");
@@ -357,8 +357,8 @@ fn sigterm_drains_in_flight_requests() {
 
 #[test]
 fn upstream_mode_serves_through_a_pooled_local_upstream() {
-    let dir = TempDir::new("upstream");
-    let upstream = Origin::start(ip(109, 1));
+    let dir = temp_dir("upstream");
+    let upstream = start_origin(ip(109, 1));
     let (listen, peer, metrics) = (
         free_addr(ip(109, 11)),
         free_addr(ip(109, 11)),
@@ -375,14 +375,14 @@ fn upstream_mode_serves_through_a_pooled_local_upstream() {
         "--members",
         &format!("me={peer}"),
         "--upstream",
-        &upstream.addr.to_string(),
+        &upstream.local_addr().to_string(),
         "--metrics",
         &metrics.to_string(),
     ]
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    let s = Sidecar::start(&args, listen, Some(peer), metrics, dir.path("s.log"));
+    let s = Sidecar::start(&args, listen, Some(peer), metrics, dir.path().join("s.log"));
     let mut client = Client::connect(s.listen);
     for i in 0..20 {
         let t = format!("/obj/up{}?size=300", i % 4);
@@ -399,9 +399,12 @@ fn upstream_mode_serves_through_a_pooled_local_upstream() {
 
 #[test]
 fn central_mode_forwards_to_the_owner_and_fails_over() {
-    let dir = TempDir::new("central");
-    let backends: Vec<Origin> = (0..3).map(|i| Origin::start(ip(110, 21 + i))).collect();
-    let members: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    let dir = temp_dir("central");
+    let backends: Vec<Origin> = (0..3).map(|i| start_origin(ip(110, 21 + i))).collect();
+    let members: Vec<String> = backends
+        .iter()
+        .map(|b| b.local_addr().to_string())
+        .collect();
     let s = support::central(
         110,
         &members,
@@ -430,7 +433,7 @@ fn central_mode_forwards_to_the_owner_and_fails_over() {
     // A dead backend: its keys go to the next candidate.
     let mut backends = backends;
     let dead = backends.remove(0);
-    let dead_addr = dead.addr.to_string();
+    let dead_addr = dead.local_addr().to_string();
     drop(dead);
     let mut client = Client::connect(s.listen);
     for i in 0..30 {
@@ -470,7 +473,7 @@ fn http10_without_host_is_served_through_any_sidecar() {
             let r = client.read_response(false).expect("headers");
             let seen = String::from_utf8_lossy(&r.body).into_owned();
             assert!(
-                seen.contains(&format!("Host: {}\r\n", c.origin.addr)),
+                seen.contains(&format!("Host: {}\r\n", c.origin.local_addr())),
                 "{seen}"
             );
         }
@@ -491,7 +494,11 @@ fn the_peer_port_answers_health_checks() {
     let r = client.get("/healthz");
     assert_eq!((r.status, r.body.as_slice()), (200, &b"ok\n"[..]));
     client.send(b"POST /healthz HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab");
-    assert_eq!(client.read_response(false).expect("POST").status, 404);
+    assert_eq!(
+        client.read_response(false).expect("POST").status,
+        405,
+        "the origin's answer"
+    );
     assert_eq!(client.get("/obj/after-health?size=3").body.len(), 3);
     assert_eq!(
         c.origin.fetches("/healthz"),
@@ -587,12 +594,12 @@ fn a_hung_peer_costs_no_get_and_no_long_wait() {
         assert!(Instant::now() < deadline, "the peer did not come back");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let before = hung.metric_sum("dl7_l7_requests_total", &["route=\"local\""]);
+    let before = hung.metric("dl7_l7_requests_total{route=\"local\"}");
     for k in &hung_keys[..10] {
         assert_eq!(get(entries[1], k).status, 200);
     }
     assert!(
-        hung.metric_sum("dl7_l7_requests_total", &["route=\"local\""]) >= before + 10.0,
+        hung.metric("dl7_l7_requests_total{route=\"local\"}") >= before + 10.0,
         "its keys go to it again"
     );
 }

@@ -16,9 +16,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::client::Client;
-use support::origin::{Origin, Step, body_for};
 use support::process::Sidecar;
-use support::{Cluster, TempDir, ip};
+use support::{Cluster, ip, temp_dir};
+use support::{Origin, Step, body, start_origin};
 
 /// Largest object the sidecars under test store (chunked bodies above it stream through).
 const MAX_OBJECT: usize = 100_000;
@@ -300,7 +300,7 @@ impl Path<'_> {
     fn retired(&self) -> f64 {
         self.sidecars
             .iter()
-            .map(|s| s.metric_sum("dl7_l7_pool_retired_total", &[]))
+            .map(|s| s.metric("dl7_l7_pool_retired_total"))
             .sum()
     }
 }
@@ -360,9 +360,9 @@ fn every_case(path: &Path<'_>) {
         for round in 0..2 {
             for (i, t) in targets.iter().enumerate() {
                 let r = client.get(t);
-                let size: usize = t.rsplit('=').next().and_then(|s| s.parse().ok()).unwrap();
+                let size: u64 = t.rsplit('=').next().and_then(|s| s.parse().ok()).unwrap();
                 assert_eq!(
-                    (r.status, r.body == body_for(t, size)),
+                    (r.status, r.body == body(t, size)),
                     (200, true),
                     "{} / {}: request {i} of round {round} after it got {} {:?}",
                     path.name,
@@ -379,7 +379,7 @@ fn every_case(path: &Path<'_>) {
             // The second round came from the cache. (The first may have fetched an object
             // twice: a GET is sent again on a new connection when the old one answers with
             // leftover bytes.)
-            let again: Vec<usize> = targets.iter().map(|t| path.origin.fetches(t)).collect();
+            let again: Vec<u64> = targets.iter().map(|t| path.origin.fetches(t)).collect();
             assert_eq!(again, fetched, "{} / {}: cached", path.name, case.name);
         }
     }
@@ -414,7 +414,7 @@ fn hostile_origin_behind_the_owner() {
         central: false,
         sidecars: vec![&c.sidecars[0]],
     });
-    assert!(c.sidecars[0].metric_sum("dl7_l7_pool_retired_total", &["pool=\"origin\""]) >= 4.0);
+    assert!(c.sidecars[0].metric("dl7_l7_pool_retired_total{pool=\"origin\"}") >= 4.0);
 }
 
 #[test]
@@ -436,7 +436,7 @@ fn hostile_origin_behind_a_forwarded_request() {
         sidecars: c.sidecars.iter().collect(),
     });
     assert_eq!(
-        c.sidecars[0].metric_sum("dl7_l7_requests_total", &["route=\"local\""]),
+        c.sidecars[0].metric("dl7_l7_requests_total{route=\"local\"}"),
         0.0,
         "every request was forwarded"
     );
@@ -444,11 +444,11 @@ fn hostile_origin_behind_a_forwarded_request() {
 
 #[test]
 fn hostile_backend_behind_the_central_balancer() {
-    let dir = TempDir::new("hostile-central");
-    let backend = Origin::start(ip(133, 21));
+    let dir = temp_dir("hostile-central");
+    let backend = start_origin(ip(133, 21));
     let mut extra = flags();
     extra.extend(["--threads", "2"]);
-    let central = support::central(133, &[backend.addr.to_string()], &extra, &dir);
+    let central = support::central(133, &[backend.local_addr().to_string()], &extra, &dir);
     let target = |prefix: &str, i: usize| format!("{prefix}-{i}?size={}", 1000 + i);
     every_case(&Path {
         name: "central",

@@ -22,7 +22,9 @@ use common::{ConnValue, GlobalCounter};
 use l4_ctl::{Balancer, Vip, balancer::flow_key};
 
 use super::frames::{self, TCP_ACK, TCP_SYN};
-use prometheus_parse::{LineInfo, Sample, Scrape, Value};
+pub use dl7_testbed::metrics::Metrics;
+use dl7_testbed::metrics::{Sample, Value};
+use tempfile::TempDir;
 
 use super::netns::{HttpServer, IFACE, IO_TIMEOUT, Netns, in_netns, output_within, require_tools};
 use super::{XDP_TX, test_run};
@@ -73,28 +75,11 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Optio
     }
 }
 
-/// A directory for the test's files, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(name);
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        TempDir(dir)
-    }
-
-    pub fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// Writes `text` to file `name` in `dir`; its path.
+pub fn write_file(dir: &TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.path().join(name);
+    fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    path
 }
 
 /// The front's namespace and pin directory; dropping it removes the pins, which detaches the
@@ -200,7 +185,7 @@ impl Front {
     pub fn scrape(&self) -> Metrics {
         let (status, body) = self.http("GET", "/metrics");
         assert_eq!(status, 200, "GET /metrics: {body}");
-        Metrics::parse(&body)
+        Metrics::parse(&body).expect("a /metrics page in the text format")
     }
 }
 
@@ -270,57 +255,23 @@ impl Drop for Daemon {
     }
 }
 
-/// One parsed /metrics page.
-pub struct Metrics(pub Scrape);
-
-impl Metrics {
-    pub fn parse(text: &str) -> Self {
-        for line in text.lines() {
-            assert!(
-                LineInfo::parse(line) != LineInfo::Ignored,
-                "a line of /metrics that is not in the text format: {line:?}"
-            );
-        }
-        let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parse");
-        Metrics(scrape)
-    }
-
-    /// The samples of `name` whose labels include `labels`.
-    pub fn samples<'a>(
-        &'a self,
-        name: &'a str,
-        labels: &'a [(&str, &str)],
-    ) -> impl Iterator<Item = &'a Sample> + 'a {
-        self.0.samples.iter().filter(move |s| {
-            s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
-        })
-    }
-
+/// Lookups these tests make on a parsed /metrics page (the project's parser,
+/// `dl7_testbed::metrics`), failing the test where the page is not as expected.
+pub trait Lookup {
     /// The value of the one sample of `name` with `labels`.
-    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let found: Vec<&Sample> = self.samples(name, labels).collect();
-        assert_eq!(
-            found.len(),
-            1,
-            "samples of {name} with {labels:?}: {found:?}"
-        );
-        value(found[0])
-    }
-
-    /// The sum of the samples of `name` with `labels` (0 when there is none).
-    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.samples(name, labels).map(value).sum()
-    }
-
-    pub fn real(&self, name: &str, real: Ipv4Addr) -> f64 {
-        self.get(name, &[("vip", VIP), ("real", &real.to_string())])
-    }
+    fn one(&self, name: &str, labels: &[(&str, &str)]) -> f64;
+    /// The value of `name` for `real` of the test's VIP.
+    fn real(&self, name: &str, real: Ipv4Addr) -> f64;
 }
 
-pub fn value(sample: &Sample) -> f64 {
-    match sample.value {
-        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
-        ref other => panic!("{}: not a number: {other:?}", sample.metric),
+impl Lookup for Metrics {
+    fn one(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.get(name, labels)
+            .unwrap_or_else(|e| panic!("/metrics: {e:#}"))
+    }
+
+    fn real(&self, name: &str, real: Ipv4Addr) -> f64 {
+        self.one(name, &[("vip", VIP), ("real", &real.to_string())])
     }
 }
 
@@ -394,7 +345,7 @@ pub fn check_families(m: &Metrics, transitioned: bool) {
         } else {
             ("dl7_l4_events_total", "event")
         };
-        m.get(family, &[(label, counter.name())]);
+        m.one(family, &[(label, counter.name())]);
     }
     assert_eq!(
         m.samples("dl7_l4_frames_total", &[]).count()
@@ -419,16 +370,16 @@ pub struct Counts {
 impl Counts {
     pub fn of(m: &Metrics) -> Self {
         Counts {
-            vip_packets: m.get("dl7_l4_vip_packets_total", &[("vip", VIP)]),
-            vip_bytes: m.get("dl7_l4_vip_bytes_total", &[("vip", VIP)]),
+            vip_packets: m.one("dl7_l4_vip_packets_total", &[("vip", VIP)]),
+            vip_bytes: m.one("dl7_l4_vip_bytes_total", &[("vip", VIP)]),
             real_packets: REALS
                 .iter()
                 .map(|&(_, ip)| m.real("dl7_l4_real_packets_total", ip))
                 .collect(),
             real_bytes_sum: m.sum("dl7_l4_real_bytes_total", &[("vip", VIP)]),
-            tx: m.get("dl7_l4_frames_total", &[("outcome", "tx")]),
-            new_flows: m.get("dl7_l4_events_total", &[("event", "new_flows")]),
-            conn_hits: m.get("dl7_l4_events_total", &[("event", "conn_hits")]),
+            tx: m.one("dl7_l4_frames_total", &[("outcome", "tx")]),
+            new_flows: m.one("dl7_l4_events_total", &[("event", "new_flows")]),
+            conn_hits: m.one("dl7_l4_events_total", &[("event", "conn_hits")]),
         }
     }
 }
@@ -630,7 +581,10 @@ impl Bed {
         Bed {
             daemon: None,
             front: Front::new(&net),
-            files: TempDir::new(net.prefix()),
+            files: tempfile::Builder::new()
+                .prefix(&format!("{}-", net.prefix()))
+                .tempdir()
+                .expect("create a temp dir"),
             servers: Vec::new(),
             net,
         }
@@ -700,8 +654,8 @@ impl Running {
         bed.front
             .ok(&["load", "--iface", IFACE, "--mode", "generic"]);
         // The daemon applies the file (resolving the reals' MACs) before it serves /metrics.
-        let config_path = bed.files.write("dl7.toml", &config([1, 1, 1], TIMEOUT_MS));
-        let log = bed.files.0.join("daemon.log");
+        let config_path = write_file(&bed.files, "dl7.toml", &config([1, 1, 1], TIMEOUT_MS));
+        let log = bed.files.path().join("daemon.log");
         bed.daemon = Some(Daemon::start(&bed.front, &config_path, log));
         wait_for(DEADLINE, "the daemon serves /healthz", || {
             bed.daemon().assert_running();

@@ -5,10 +5,8 @@
 //! thread on drop, also when an assertion fails half-way through a setup.
 
 use std::{
-    fs::File,
     io::{self, Read, Write},
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
-    os::fd::AsRawFd,
     process::{Command, Output, Stdio},
     sync::{
         Arc,
@@ -86,26 +84,16 @@ pub fn require_tools(tools: &[(&str, &str, &str)]) {
     }
 }
 
-/// Moves the calling thread into network namespace `ns` (only this thread: sockets it opens
-/// and interface names it resolves are then those of `ns`).
+/// Moves the calling thread into network namespace `ns` (the project's helper; a failure
+/// fails the test).
 pub fn enter_netns(ns: &str) {
-    let path = format!("/run/netns/{ns}");
-    let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-    // SAFETY: a valid namespace fd; setns changes only this thread's network namespace.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns({path}): {}", io::Error::last_os_error());
+    dl7_testbed::enter_netns(ns).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
-/// Runs `f` on a thread inside namespace `ns` and returns its result (re-raising its panic).
+/// Runs `f` on a thread inside namespace `ns` and returns its result (the project's helper;
+/// a failure to enter fails the test, a panic in `f` is raised again).
 pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    thread::scope(|s| {
-        s.spawn(|| {
-            enter_netns(ns);
-            f()
-        })
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
+    dl7_testbed::in_netns(ns, f).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Sets sysctls inside namespace `ns`.

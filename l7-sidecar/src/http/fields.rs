@@ -7,7 +7,44 @@
 //! `X-Forwarded-For`. [`HOP`] is dl7's own marking field: a request carrying it came from a
 //! peer sidecar, its value counts the hops so far.
 
-use super::Field;
+/// A byte range of a head inside the buffer it was parsed from; heads keep ranges instead of
+/// slices so that the buffer can be reused without borrowing trouble.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// The range that `part` (a subslice of `base`) occupies in `base`.
+    pub(super) fn within(base: &[u8], part: &[u8]) -> Self {
+        let start = (part.as_ptr() as usize).saturating_sub(base.as_ptr() as usize);
+        let end = start + part.len();
+        debug_assert!(end <= base.len());
+        // Heads are bounded far below 4 GiB by the limits.
+        Self {
+            start: start as u32,
+            end: end as u32,
+        }
+    }
+
+    /// The bytes of this range in `buf` (the buffer the head was parsed from).
+    pub fn of<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        buf.get(self.start as usize..self.end as usize)
+            .unwrap_or_default()
+    }
+}
+
+/// One header field of a parsed head: where its name and value are, and what it means to us.
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    /// The field name's range.
+    pub name: Span,
+    /// The field value's range (without surrounding whitespace).
+    pub value: Span,
+    /// What the sidecar does with it.
+    pub kind: Kind,
+}
 
 /// dl7's marking field, sent on every forwarded request with the hop count.
 pub const HOP: &str = "X-Dl7-Hop";

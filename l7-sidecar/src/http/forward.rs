@@ -15,7 +15,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::Field;
+use super::fields::Field;
 use super::fields::{self, Kind};
 use super::request::{BodyKind, RequestHead};
 use super::response::ResponseHead;

@@ -45,7 +45,7 @@
 use std::mem::MaybeUninit;
 
 use super::fields::{self, Kind};
-use super::{Field, Span};
+use super::fields::{Field, Span};
 
 /// The most header fields [`Limits::headers`] may allow (the parser's array size).
 pub const MAX_HEADERS_CAP: usize = 512;

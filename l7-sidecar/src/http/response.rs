@@ -7,7 +7,7 @@ use std::mem::MaybeUninit;
 
 use super::body::Framing;
 use super::fields::{self, Kind};
-use super::{Field, Span};
+use super::fields::{Field, Span};
 
 /// Most header fields accepted in a response.
 pub const MAX_FIELDS: usize = 256;

@@ -14,8 +14,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::contract::{BuildError, Member, Scheme, key_hash, total_weight};
 use super::ring::Ring;
-use super::{BuildError, Member, Scheme, key_hash, total_weight};
 
 /// HAProxy's usual `hash-balance-factor`, used when the scheme is built by name.
 pub const DEFAULT_BALANCE_FACTOR: u32 = 125;

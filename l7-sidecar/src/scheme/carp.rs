@@ -27,8 +27,8 @@
 
 use std::cmp::Ordering;
 
+use super::contract::{BuildError, Member, Scheme, first_by, name_ranks, total_weight, validate};
 use super::detmath;
-use super::{BuildError, Member, Scheme, first_by, name_ranks, total_weight, validate};
 
 const MULTIPLIER: u32 = 0x6253_1965;
 
@@ -166,7 +166,7 @@ mod tests {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         let mut next_unit = || {
             state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            (super::super::mix64(state) >> 11) as f64 / (1u64 << 53) as f64
+            (super::super::contract::mix64(state) >> 11) as f64 / (1u64 << 53) as f64
         };
         let rounds = 200_000;
         let mut wins = [0u32; 5];

@@ -6,7 +6,7 @@
 
 use std::cmp::Reverse;
 
-use super::{Member, key_hash, mix64};
+use super::contract::{Member, key_hash, mix64};
 
 /// Per-member seeds for ranking the non-owners.
 #[derive(Debug, Clone)]

@@ -19,9 +19,9 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::contract::{BuildError, Member, Scheme, key_hash, validate};
 use super::failover::Failover;
 use super::weighted_turns::WeightedTurns;
-use super::{BuildError, Member, Scheme, key_hash, validate};
 
 /// log2 of the table size.
 const SLOT_BITS: u32 = 16;

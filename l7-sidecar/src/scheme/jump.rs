@@ -9,8 +9,8 @@
 //! uses the paper's LCG and one floating-point division, exact in IEEE-754 on every
 //! architecture. Failover: the owner, then the shared HRW order.
 
+use super::contract::{BuildError, Member, Scheme, key_hash, reduced_weights, validate};
 use super::failover::Failover;
-use super::{BuildError, Member, Scheme, key_hash, reduced_weights, validate};
 
 /// Largest bucket count (sum of weights / their gcd).
 const MAX_BUCKETS: u64 = 1 << 20;

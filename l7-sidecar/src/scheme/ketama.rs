@@ -19,8 +19,8 @@
 
 use md5::{Digest, Md5};
 
+use super::contract::{BuildError, Member, Scheme, name_ranks, total_weight, validate};
 use super::ring::Ring;
-use super::{BuildError, Member, Scheme, name_ranks, total_weight, validate};
 
 /// libketama's `ketama_hashi`: first four bytes of MD5(key), little-endian.
 pub(crate) fn hashi(key: &[u8]) -> u32 {

@@ -15,8 +15,8 @@
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use super::contract::{BuildError, Member, Scheme, key_hash, reduced_weights, validate};
 use super::failover::Failover;
-use super::{BuildError, Member, Scheme, key_hash, reduced_weights, validate};
 
 /// Table size.
 pub const TABLE_SIZE: usize = 65_537;

@@ -8,8 +8,8 @@
 
 use md5::{Digest, Md5};
 
+use super::contract::{BuildError, Member, Scheme, validate};
 use super::failover::Failover;
-use super::{BuildError, Member, Scheme, validate};
 
 /// MD5(key) mod total weight, weighted by residue ranges.
 #[derive(Debug)]

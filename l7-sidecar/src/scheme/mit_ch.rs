@@ -10,8 +10,8 @@
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use super::contract::{BuildError, Member, Scheme, key_hash, name_ranks, total_weight, validate};
 use super::ring::Ring;
-use super::{BuildError, Member, Scheme, key_hash, name_ranks, total_weight, validate};
 
 /// Ring points per unit of weight.
 pub(crate) const VNODES_PER_WEIGHT: u64 = 160;

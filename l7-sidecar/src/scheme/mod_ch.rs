@@ -11,8 +11,8 @@
 //! granularity (1/4096). Independent of member order. Failover: the ring walk from the
 //! segment's point.
 
+use super::contract::{BuildError, Member, Scheme, key_hash};
 use super::ring::Ring;
-use super::{BuildError, Member, Scheme, key_hash};
 
 /// Number of equal segments of the hash space.
 pub const SEGMENTS: usize = 4096;

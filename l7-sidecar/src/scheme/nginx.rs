@@ -22,8 +22,8 @@
 
 use crc32fast::Hasher;
 
+use super::contract::{BuildError, Member, Scheme, total_weight, validate};
 use super::ring::Ring;
-use super::{BuildError, Member, Scheme, total_weight, validate};
 
 /// nginx's points per unit of weight.
 const POINTS_PER_WEIGHT: u64 = 160;

@@ -12,8 +12,10 @@
 
 use std::cmp::Ordering;
 
+use super::contract::{
+    BuildError, Member, Scheme, first_by, key_hash, mix64, name_ranks, validate,
+};
 use super::detmath;
-use super::{BuildError, Member, Scheme, first_by, key_hash, mix64, name_ranks, validate};
 
 /// Weighted highest random weight.
 #[derive(Debug)]

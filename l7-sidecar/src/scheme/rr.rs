@@ -6,8 +6,8 @@
 //! `n`-th pick of a fresh instance is the same on every host. The key is ignored.
 //! Failover: the next member in rotation order after the chosen one.
 
+use super::contract::{BuildError, Member, Scheme, validate};
 use super::weighted_turns::WeightedTurns;
-use super::{BuildError, Member, Scheme, validate};
 
 /// Smooth weighted round robin.
 #[derive(Debug)]

@@ -1,6 +1,6 @@
 //! Helpers shared by the scheme tests: member lists, keys, shares and moved fractions.
 
-use super::{Member, Scheme};
+use super::contract::{Member, Scheme};
 
 /// `n` members named like real servers, with weights from `weight(i)`.
 pub(crate) fn members(n: usize, weight: impl Fn(usize) -> u32) -> Vec<Member> {

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{BuildError, Member, reduced_weights};
+use super::contract::{BuildError, Member, reduced_weights};
 
 /// Longest turn sequence built (after dividing the weights by their gcd).
 const MAX_TURNS: u64 = 1 << 20;

@@ -1,5 +1,6 @@
 //! Shared by l7-sidecar's end-to-end tests: sidecar processes that are killed on drop
-//! ([`process`]), a test origin that counts what it is asked ([`origin`]), a raw HTTP/1.1
+//! ([`process`]), the project's origin (dl7-traffic's, with its test routes and scripts), a
+//! raw HTTP/1.1
 //! client that can send anything and checks how connections end ([`client`]), and clusters
 //! of sidecars in front of one origin.
 //!
@@ -8,42 +9,32 @@
 #![allow(dead_code)]
 
 pub mod client;
-pub mod origin;
 pub mod process;
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::Path;
+
+#[allow(unused_imports, reason = "each test binary uses its share")]
+pub use dl7_traffic::origin::{Origin, Step, body};
+pub use tempfile::TempDir;
 
 use l7_sidecar::scheme::{self, Member};
 
-use origin::Origin;
 use process::Sidecar;
 
-/// A fresh, empty directory under the system temp dir, removed when dropped.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let dir = std::env::temp_dir().join(format!("dl7-{tag}-{}-{nanos}", std::process::id()));
-        fs::create_dir_all(&dir).expect("create temp dir");
-        Self(dir)
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
+/// A fresh, empty directory for a test's files (`dl7-TAG-...` under the system temp dir),
+/// removed when dropped.
+pub fn temp_dir(tag: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("dl7-{tag}-"))
+        .tempdir()
+        .expect("create a temp dir")
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// The project's origin (`dl7_traffic::origin`) on `ip`, on a free port.
+pub fn start_origin(ip: Ipv4Addr) -> Origin {
+    Origin::start(SocketAddr::from((ip, 0))).expect("start the origin")
 }
 
 /// `127.0.net.host`.
@@ -83,8 +74,8 @@ impl Cluster {
     /// `n` sidecars on `127.0.net.11..` with the origin on `127.0.net.1`; `extra` are more
     /// `serve` flags for every sidecar.
     pub fn start(net: u8, n: usize, extra: &[&str]) -> Cluster {
-        let dir = TempDir::new("cluster");
-        let origin = Origin::start(ip(net, 1));
+        let dir = temp_dir("cluster");
+        let origin = start_origin(ip(net, 1));
         let names: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
         let hosts: Vec<Ipv4Addr> = (0..n).map(|i| ip(net, 11 + i as u8)).collect();
         let peers: Vec<SocketAddr> = hosts.iter().map(|&h| free_addr(h)).collect();
@@ -96,7 +87,7 @@ impl Cluster {
         let members = members.join(",");
         let mut sidecars = Vec::new();
         for (i, name) in names.iter().enumerate() {
-            let config = dir.path(&format!("{name}.toml"));
+            let config = dir.path().join(format!("{name}.toml"));
             write_config(&config, name, &members, &origin.url());
             let listen = free_addr(hosts[i]);
             let metrics = free_addr(hosts[i]);
@@ -119,7 +110,7 @@ impl Cluster {
                 listen,
                 Some(peers[i]),
                 metrics,
-                dir.path(&format!("{name}.log")),
+                dir.path().join(format!("{name}.log")),
             ));
         }
         Cluster {
@@ -174,7 +165,7 @@ pub fn central(net: u8, members: &[String], extra: &[&str], dir: &TempDir) -> Si
     .map(|s| (*s).to_owned())
     .collect();
     args.extend(extra.iter().map(|s| (*s).to_owned()));
-    Sidecar::start(&args, listen, None, metrics, dir.path("central.log"))
+    Sidecar::start(&args, listen, None, metrics, dir.path().join("central.log"))
 }
 
 /// Writes a sidecar's TOML file (the membership and the origin; the rest are flags).

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::client;
+use dl7_testbed::metrics::Metrics;
 
 /// A running sidecar.
 pub struct Sidecar {
@@ -93,27 +93,16 @@ impl Sidecar {
         None
     }
 
-    /// The /metrics page.
-    pub fn metrics_text(&self) -> String {
-        let r = client::get(self.metrics, "/metrics");
-        assert_eq!(r.status, 200);
-        String::from_utf8(r.body).expect("utf-8 metrics")
+    /// The /metrics page, parsed.
+    pub fn metrics(&self) -> Metrics {
+        dl7_testbed::metrics::scrape(self.metrics).expect("scrape /metrics")
     }
 
     /// The value of one series, e.g. `dl7_l7_cache_objects` or
-    /// `dl7_l7_pool_connects_total{pool="s1"}`; 0 when absent.
+    /// `dl7_l7_pool_connects_total{pool="s1"}` (the sum of the samples whose labels include
+    /// these); 0 when absent.
     pub fn metric(&self, series: &str) -> f64 {
-        metric_in(&self.metrics_text(), series)
-    }
-
-    /// Sum of every series of a metric whose labels contain all of `labels`.
-    pub fn metric_sum(&self, name: &str, labels: &[&str]) -> f64 {
-        self.metrics_text()
-            .lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-            .filter(|l| labels.iter().all(|lab| l.contains(lab)))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        self.metrics().series(series)
     }
 
     /// A field of /proc/PID/status in kB (`VmHWM`, `VmRSS`).
@@ -133,12 +122,4 @@ impl Drop for Sidecar {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The value of `series` in a metrics page; 0 when absent.
-pub fn metric_in(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
