@@ -17,6 +17,7 @@ use clap::Args;
 use dl7_traffic::load::LoadReport;
 use plotters::prelude::*;
 
+use crate::build::Profile;
 use dl7_testbed::{Mode, Spec, Testbed, in_netns, process as cmd};
 
 use crate::bench::plot;
@@ -65,7 +66,7 @@ struct ServerNumbers {
 pub fn run(root: &Path, args: DemoArgs) -> Result<()> {
     // The chart's font; everything else the testbed installs itself.
     crate::setup::ensure_debian_packages(&["fonts-dejavu-core"])?;
-    let parts = crate::build::testbed_parts(root)?;
+    let parts = crate::build::testbed_parts(root, Profile::Release)?;
     let spec = Spec {
         mode: args.mode,
         cache_bytes: 1 << 30,

@@ -35,6 +35,7 @@ use dl7_traffic::{
 };
 use l7_sidecar::scheme::{self, Member};
 
+use crate::build::Profile;
 use dl7_testbed::{Parts, Spec, Testbed, http_get, in_netns};
 
 const NAME: &str = "dl7e2e";
@@ -45,7 +46,7 @@ const MAX_SIZE: u64 = 32 << 10;
 
 /// Runs every scenario; the testbed is removed whatever happens.
 pub fn run(root: &std::path::Path) -> Result<()> {
-    let parts = crate::build::testbed_parts(root)?;
+    let parts = crate::build::testbed_parts(root, Profile::Test)?;
     let result = scenarios(&parts);
     dl7_testbed::down(NAME)?;
     result

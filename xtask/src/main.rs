@@ -137,7 +137,9 @@ fn run(task: Task) -> Result<()> {
         }
         Task::BuildEbpf => ebpf::build(&root),
         Task::BuildAndLoad { iface, mode } => build::build_and_load(&root, &iface, &mode),
-        Task::Testbed { command } => dl7_testbed::cli::run(command, || build::testbed_parts(&root)),
+        Task::Testbed { command } => dl7_testbed::cli::run(command, || {
+            build::testbed_parts(&root, build::Profile::Release)
+        }),
         #[cfg(feature = "full")]
         Task::Full(task) => run_full_task(&root, task),
     }

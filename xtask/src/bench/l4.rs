@@ -138,7 +138,7 @@ pub fn run(root: &Path, args: BenchL4Args) -> Result<()> {
     Reading::take(CPUS, FRONT_CPU).context("the bench needs two CPUs (0 and 1)")?;
     let name = opts.pick(NAME, QUICK_NAME);
     // The testbed's dl7-traffic (release) is also the load generator.
-    let parts = crate::build::testbed_parts(root)?;
+    let parts = crate::build::testbed_parts(root, opts.profile())?;
 
     // Dropped in reverse: the testbed (inside `bench`), xtask's CPU, the signal handlers,
     // then stdout comes back.

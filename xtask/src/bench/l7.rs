@@ -175,7 +175,7 @@ pub fn run(root: &Path, args: BenchL7Args) -> Result<()> {
     setup::ensure_debian_packages(PACKAGES)?;
     CpuTimes::read(TIER_CPU).context("the bench needs two CPUs (0 and 1)")?;
     let sidecar = if tiers.contains(&Tier::Dl7) {
-        Some(build_sidecar(root)?)
+        Some(build_sidecar(root, opts.profile())?)
     } else {
         None
     };
@@ -248,10 +248,10 @@ pub fn run(root: &Path, args: BenchL7Args) -> Result<()> {
     Ok(())
 }
 
-/// Builds the sidecar in release mode; returns its path once `serve --help` works.
-fn build_sidecar(root: &Path) -> Result<PathBuf> {
-    eprintln!("bench l7: building l7-sidecar (release)");
-    let exe = crate::build::release_binary(root, "l7-sidecar", "l7-sidecar")?;
+/// Builds the sidecar (release, or the test build for a smoke run); returns its path once
+/// `serve --help` works.
+fn build_sidecar(root: &Path, profile: crate::build::Profile) -> Result<PathBuf> {
+    let exe = crate::build::binaries(root, profile)?.sidecar;
     cmd::output(Command::new(&exe).args(["serve", "--help"]))
         .context("l7-sidecar has no `serve` subcommand yet: run with --tiers nginx,haproxy")?;
     Ok(exe)

@@ -77,6 +77,12 @@ impl BenchOpts {
         if self.quick { quick } else { full }
     }
 
+    /// The build a run measures: release, or for a smoke run (`--quick`) the programs
+    /// `cargo test` builds, which compile once with the tests (their figures mean nothing).
+    pub fn profile(&self) -> crate::build::Profile {
+        self.pick(crate::build::Profile::Release, crate::build::Profile::Test)
+    }
+
     /// `--duration`, else the bench's default for a full or a quick run.
     pub fn duration_s(&self, full: f64, quick: f64) -> f64 {
         self.duration.unwrap_or(self.pick(full, quick))

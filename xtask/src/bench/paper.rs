@@ -200,7 +200,7 @@ struct Plan {
 pub fn run(root: &Path, args: BenchPaperArgs) -> Result<()> {
     let plan = plan(&args, online_cpus())?;
     let _lock = super::opts::lock("bench paper")?;
-    let parts = crate::build::testbed_parts(root)?;
+    let parts = crate::build::testbed_parts(root, args.opts.profile())?;
     let _interrupts = CatchInterrupts::install();
     fs::create_dir_all(&plan.out).with_context(|| format!("creating {}", plan.out.display()))?;
     let mut runs = Vec::new();
