@@ -147,8 +147,10 @@ settings! {
     /// Largest object the cache stores; larger ones stream through (default 8388608, 8 MiB).
     #[arg(long, value_name = "N")]
     max_object_bytes: u64,
-    /// Freshness of cached responses without max-age (default 60s).
-    #[arg(long, value_name = "DURATION")]
+    /// Freshness of cached responses the origin gives none (no s-maxage, max-age or
+    /// Expires), in place of the heuristic; never makes a response storable that forbids
+    /// storing; `off` (default off).
+    #[arg(long, value_name = "DURATION|off")]
     cache_ttl: String,
     /// Prometheus /metrics and /healthz, ADDR:PORT (default: none).
     #[arg(long, value_name = "ADDR:PORT")]
@@ -247,7 +249,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("scheme", "ketama"),
     ("cache-bytes", "268435456"),
     ("max-object-bytes", "8388608"),
-    ("cache-ttl", "60s"),
+    ("cache-ttl", "off"),
     ("max-connections", "10000"),
     ("max-head-bytes", "16384"),
     ("max-headers", "100"),
@@ -330,8 +332,8 @@ pub enum Local {
         bytes: u64,
         /// Largest object stored.
         max_object: u64,
-        /// Freshness when the origin gives no max-age.
-        ttl: Duration,
+        /// Freshness when the origin gives none (`cache-ttl`), else the heuristic.
+        default_ttl: Option<Duration>,
     },
     /// Through a local upstream server.
     Upstream(SocketAddr),
@@ -718,7 +720,14 @@ impl Settings {
                     host: with_port,
                     bytes,
                     max_object,
-                    ttl: self.duration("cache-ttl", &self.cache_ttl)?,
+                    default_ttl: match self
+                        .cache_ttl
+                        .as_deref()
+                        .unwrap_or(default_text("cache-ttl"))
+                    {
+                        "off" => None,
+                        _ => Some(self.duration("cache-ttl", &self.cache_ttl)?),
+                    },
                 })
             }
         }

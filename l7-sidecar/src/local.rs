@@ -12,7 +12,8 @@ use crate::client::{self, ClientIo, Outcome};
 use crate::config::{self, Config};
 use crate::context::Ctx;
 use crate::http::body::{BodyReader, Framing};
-use crate::http::forward::{self, Length, Stamp};
+use crate::http::date;
+use crate::http::forward::{self, Stamp};
 use crate::http::request::{BodyKind, Method, RequestHead};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
@@ -78,9 +79,9 @@ impl LocalServer {
                 ref host,
                 bytes,
                 max_object,
-                ttl,
+                default_ttl,
             } => Some(LocalServer::Cache {
-                cache: Cache::new(bytes, max_object, ttl),
+                cache: Cache::new(bytes, max_object, default_ttl),
                 origin: pool("origin", origin),
                 host: host.as_bytes().into(),
             }),
@@ -238,6 +239,7 @@ async fn fill(
 ) -> Outcome {
     let (config, metrics) = (cx.config, cx.metrics);
     upstream_head(scratch, req, io, true, Upstream::Origin(host));
+    let requested = date::now();
     let mut conn = match proxy::request(cx, origin, scratch, io, None).await {
         Ok(conn) => conn,
         Err(Failure::Retry(status)) => {
@@ -251,20 +253,30 @@ async fn fill(
         // Not the origin's failure: the guard's drop lets a waiter lead a new fill.
         Err(Failure::Gone) => return Failure::GONE,
     };
+    let arrived = date::now();
     let framing = io.resp.framing(false);
-    let ttl = cache.freshness(io.resp.status, io.resp.fields(), &conn.buf);
+    let admission = cache.admit(
+        io.resp.status,
+        io.resp.fields(),
+        &conn.buf,
+        req.head.authorization,
+        (requested, arrived),
+    );
     let fits = match framing {
         Framing::Length(n) => n <= cache.max_object(),
+        // A stored 204 or 304 has no body to frame.
+        Framing::Empty => true,
         Framing::Chunked => true,
-        Framing::Empty | Framing::UntilClose => false,
+        Framing::UntilClose => false,
     };
-    let Some(ttl) = ttl.filter(|_| fits) else {
+    let Some(admission) = admission.filter(|_| fits) else {
         guard.finish(Fill::Uncacheable);
         return proxy::relay(cx, origin, conn, io).await;
     };
     // The head to store, and the client's head in case the object turns out too large.
     let mut stored = BytesMut::with_capacity(io.resp.len + 64);
-    forward::response(&mut stored, &io.resp, &conn.buf, VIA, Length::Close);
+    forward::stored(&mut stored, &io.resp, &conn.buf, VIA, arrived);
+    let status = io.resp.status;
     let plan = proxy::plan(io, &conn.buf);
     conn.buf.advance(io.resp.len);
 
@@ -304,16 +316,20 @@ async fn fill(
         conn.buf.advance(n);
     }
     proxy::finished(origin, conn, plan.reusable());
-    let mut n = itoa::Buffer::new();
-    stored.extend_from_slice(b"Content-Length: ");
-    stored.extend_from_slice(n.format(data.len()).as_bytes());
-    stored.extend_from_slice(b"\r\n");
+    if status != 204 && status != 304 {
+        let mut n = itoa::Buffer::new();
+        stored.extend_from_slice(b"Content-Length: ");
+        stored.extend_from_slice(n.format(data.len()).as_bytes());
+        stored.extend_from_slice(b"\r\n");
+    }
     let now = Instant::now();
     let entry = Arc::new(Entry {
+        status,
         head: stored.freeze(),
         body: data.freeze(),
         stored: now,
-        expires: now + ttl,
+        initial_age: admission.initial_age,
+        expires: now + admission.fresh_for,
     });
     guard.finish(Fill::Stored(entry.clone()));
     serve_entry(&entry, io).await
@@ -325,8 +341,7 @@ async fn serve_entry(entry: &Entry, io: &mut ClientIo) -> Outcome {
     io.out.extend_from_slice(&entry.head);
     let mut n = itoa::Buffer::new();
     io.out.extend_from_slice(b"Age: ");
-    io.out
-        .extend_from_slice(n.format(entry.stored.elapsed().as_secs()).as_bytes());
+    io.out.extend_from_slice(n.format(entry.age()).as_bytes());
     io.out.extend_from_slice(b"\r\n");
     let close = io.closing();
     let connection = io.connection(close);
@@ -338,7 +353,7 @@ async fn serve_entry(entry: &Entry, io: &mut ClientIo) -> Outcome {
     };
     let sent = io.write_head_and([body, &[]], false, true).await;
     Outcome {
-        status: 200,
+        status: entry.status,
         close: close || sent.is_err(),
     }
 }

@@ -82,9 +82,28 @@ pub enum Kind {
     CacheControl,
     /// `Set-Cookie` and `Vary` in responses: such responses are not cached.
     Uncacheable,
+    /// `Date`: read by the cache (age, freshness).
+    Date,
+    /// `Expires`: read by the cache (freshness).
+    Expires,
+    /// `Age`: read by the cache, replaced on what it serves.
+    Age,
+    /// `Last-Modified`: a validator, and the base of heuristic freshness.
+    LastModified,
+    /// `ETag`: a validator.
+    ETag,
 }
 
 impl Kind {
+    /// True for end-to-end fields the sidecar passes on unchanged (it may read them): those
+    /// that a `Connection` field may name as hop-by-hop.
+    pub fn is_plain(self) -> bool {
+        matches!(
+            self,
+            Kind::Other | Kind::Date | Kind::Expires | Kind::Age | Kind::LastModified | Kind::ETag
+        )
+    }
+
     /// True for the fields a proxy must not forward as they are.
     pub fn is_hop_by_hop(self) -> bool {
         matches!(
@@ -100,11 +119,15 @@ pub fn classify(name: &[u8]) -> Kind {
     match name.len() {
         2 if is("TE") => Kind::HopByHop,
         3 if is("Via") => Kind::Via,
+        3 if is("Age") => Kind::Age,
         4 if is("Host") => Kind::Host,
+        4 if is("Date") => Kind::Date,
+        4 if is("ETag") => Kind::ETag,
         4 if is("Vary") => Kind::Uncacheable,
         5 if is("Range") => Kind::Conditional,
         6 if is("Expect") => Kind::Expect,
         7 if is("Upgrade") => Kind::HopByHop,
+        7 if is("Expires") => Kind::Expires,
         8 if is("If-Match") || is("If-Range") => Kind::Conditional,
         9 if is(HOP) => Kind::Hop,
         10 if is("Connection") => Kind::Connection,
@@ -113,6 +136,7 @@ pub fn classify(name: &[u8]) -> Kind {
         13 if is("If-None-Match") => Kind::Conditional,
         13 if is("Authorization") => Kind::Authorization,
         13 if is("Cache-Control") => Kind::CacheControl,
+        13 if is("Last-Modified") => Kind::LastModified,
         14 if is("Content-Length") => Kind::ContentLength,
         15 if is("X-Forwarded-For") => Kind::ForwardedFor,
         16 if is("Proxy-Connection") => Kind::HopByHop,

@@ -15,6 +15,7 @@
 
 use bytes::{BufMut, BytesMut};
 
+use super::date;
 use super::fields::Field;
 use super::fields::{self, Kind};
 use super::request::{BodyKind, RequestHead};
@@ -124,6 +125,30 @@ pub fn request(out: &mut BytesMut, head: &RequestHead, buf: &[u8], stamp: &Stamp
 /// Appends the response head for the client, without `Connection` and the final empty line
 /// (see [`finish`]): cached heads are stored in this form.
 pub fn response(out: &mut BytesMut, head: &ResponseHead, buf: &[u8], via: &[u8], length: Length) {
+    response_with(out, head, buf, via, length, |_| false);
+}
+
+/// The head a cache stores: as [`response`] without a length (the cache writes the stored
+/// body's), without `Age` (the cache writes the current one whenever it serves the entry), and
+/// with a `Date` of `arrived` when the origin sent none (RFC 9110 6.6.1).
+pub fn stored(out: &mut BytesMut, head: &ResponseHead, buf: &[u8], via: &[u8], arrived: u64) {
+    response_with(out, head, buf, via, Length::Close, |kind| kind == Kind::Age);
+    if !head.fields().iter().any(|f| f.kind == Kind::Date) {
+        out.put_slice(b"Date: ");
+        out.put_slice(&date::format(arrived));
+        out.put_slice(b"\r\n");
+    }
+}
+
+/// [`response`], also leaving out the fields for which `drop` holds.
+fn response_with(
+    out: &mut BytesMut,
+    head: &ResponseHead,
+    buf: &[u8],
+    via: &[u8],
+    length: Length,
+    drop: impl Fn(Kind) -> bool,
+) {
     let mut n = itoa::Buffer::new();
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(n.format(head.status).as_bytes());
@@ -135,7 +160,7 @@ pub fn response(out: &mut BytesMut, head: &ResponseHead, buf: &[u8], via: &[u8],
             // RFC 9110 8.6: never in a 204.
             Kind::ContentLength => length != Length::AsReceived || head.status == 204,
             Kind::Via => true,
-            kind => kind.is_hop_by_hop(),
+            kind => kind.is_hop_by_hop() || drop(kind),
         };
         if !skip {
             field(out, f, buf);

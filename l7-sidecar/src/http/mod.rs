@@ -7,6 +7,7 @@
 //! - [`response`]: the response-head reader for what peers, origins and upstreams send.
 //! - [`fields`]: which header fields a proxy consumes, rewrites or drops (RFC 9110 7.6.1).
 //! - [`chunked`]: the chunked transfer-coding decoder and encoder.
+//! - [`date`]: HTTP dates, read in the three formats and written as IMF-fixdate.
 //! - [`body`]: reading a body of any framing, piece by piece.
 //! - [`forward`]: building the heads a proxy sends on (request upstream, response downstream).
 //! - [`canned`]: the sidecar's own small responses (errors, `100 Continue`).
@@ -15,6 +16,7 @@
 pub mod body;
 pub mod canned;
 pub mod chunked;
+pub mod date;
 pub mod fields;
 pub mod forward;
 pub mod request;

@@ -398,10 +398,11 @@ pub fn parse(buf: &[u8], limits: &Limits, head: &mut RequestHead) -> Result<bool
     }
     if connection.names_fields {
         fields::mark_named(buf, &mut head.fields, |kind| {
-            matches!(
-                kind,
-                Kind::Other | Kind::Conditional | Kind::Authorization | Kind::CacheControl
-            )
+            kind.is_plain()
+                || matches!(
+                    kind,
+                    Kind::Conditional | Kind::Authorization | Kind::CacheControl
+                )
         });
     }
     head.body = match (chunked, length) {

@@ -126,7 +126,7 @@ pub fn parse(buf: &[u8], max_bytes: usize, head: &mut ResponseHead) -> Result<bo
         return Err(ResponseError::Framing);
     }
     if connection.names_fields {
-        fields::mark_named(buf, &mut head.fields, |kind| kind == Kind::Other);
+        fields::mark_named(buf, &mut head.fields, Kind::is_plain);
     }
     head.close = connection.closes(minor);
     Ok(true)

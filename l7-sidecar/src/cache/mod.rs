@@ -2,14 +2,18 @@
 //! sharded, CLOCK-Pro eviction, weighted by bytes) and request coalescing, so that any
 //! number of concurrent misses for one key make one origin fetch.
 //!
-//! What is stored (RFC 9111, simplified for a shared cache that keys on the URL alone):
+//! What is stored ([`policy`] has the rules of RFC 9111 for a shared cache):
 //! - requests: `GET` without a body and without `Authorization`; a request with
 //!   `Cache-Control: no-store` or `no-cache` bypasses the cache (and is not stored);
-//! - responses: status 200 with a known size up to the object limit (`Content-Length`, or
-//!   chunked and found to fit); not with `Cache-Control: no-store`, `private` or `no-cache`,
-//!   nor with `Set-Cookie` or `Vary` (the key would not capture what varies);
-//! - freshness: `s-maxage`, else `max-age` (0 means not stored), else `--cache-ttl`.
-//!   `Expires` and validators are not interpreted; a stale entry is simply fetched again.
+//! - responses that a shared cache may store (any final status with explicit freshness, or a
+//!   heuristically cacheable one; not `no-store`, `private`, `Set-Cookie` or `Vary`), with a
+//!   known size up to the object limit (`Content-Length`, or chunked and found to fit), and
+//!   fresh when they arrive: this cache does not revalidate, so it keeps only what it can
+//!   serve;
+//! - freshness: `s-maxage`, else `max-age`, else `Expires` minus `Date`; without them the
+//!   operator's `cache-ttl` when set, else the heuristic (10 % of the time since
+//!   `Last-Modified`). The age starts at the corrected initial age of RFC 9111 4.2.3, and every
+//!   answer from the cache carries its current `Age`.
 //!
 //! Coalescing: the first miss for a key becomes the fill's leader ([`Lookup::Fill`]); later
 //! misses for the key wait ([`Lookup::Wait`]) for the leader's [`Fill`] result: the stored
@@ -25,8 +29,12 @@ use bytes::Bytes;
 use quick_cache::{OptionsBuilder, Weighter};
 use tokio::sync::watch;
 
+pub mod policy;
+
 use crate::http::Field;
 use crate::http::fields::{self, Kind};
+
+use policy::Facts;
 
 /// Bookkeeping bytes counted per entry on top of its key, head and body.
 const ENTRY_OVERHEAD: u64 = 128;
@@ -34,14 +42,35 @@ const ENTRY_OVERHEAD: u64 = 128;
 /// One stored response.
 #[derive(Debug)]
 pub struct Entry {
-    /// Status line and fields, ending with `Content-Length` and without the empty line.
+    /// Its status code.
+    pub status: u16,
+    /// Status line and fields, ending with `Content-Length` and without the empty line (no
+    /// `Age`: [`Entry::age`] is written when it is served).
     pub head: Bytes,
     /// The body.
     pub body: Bytes,
     /// When it was stored.
     pub stored: Instant,
+    /// Its age when it was stored, in seconds (RFC 9111 4.2.3).
+    pub initial_age: u64,
     /// When it stops being fresh.
     pub expires: Instant,
+}
+
+impl Entry {
+    /// Its current age in seconds (RFC 9111 4.2.3: the initial age plus the time stored).
+    pub fn age(&self) -> u64 {
+        self.initial_age + self.stored.elapsed().as_secs()
+    }
+}
+
+/// How long a response may be served from the cache, decided when it arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// Its age on arrival, seconds.
+    pub initial_age: u64,
+    /// How much longer it is fresh.
+    pub fresh_for: Duration,
 }
 
 /// The result of a fill, as its waiters see it.
@@ -84,7 +113,9 @@ pub struct Cache {
     store: Store,
     fills: Mutex<HashMap<Box<[u8]>, watch::Receiver<Fill>>>,
     max_object: u64,
-    ttl: Duration,
+    /// The operator's `cache-ttl`, seconds: the lifetime of responses without explicit
+    /// freshness.
+    default_ttl: Option<u64>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -97,9 +128,10 @@ impl std::fmt::Debug for Cache {
 }
 
 impl Cache {
-    /// A cache of `bytes` bytes that stores objects up to `max_object` bytes, fresh for
-    /// `ttl` when the origin does not say.
-    pub fn new(bytes: u64, max_object: u64, ttl: Duration) -> Self {
+    /// A cache of `bytes` bytes that stores objects up to `max_object` bytes; responses the
+    /// origin gives no freshness are fresh for `default_ttl` when it is set (else by the
+    /// heuristic).
+    pub fn new(bytes: u64, max_object: u64, default_ttl: Option<Duration>) -> Self {
         // Each shard holds 1/shards of the bytes; keep a shard able to hold the largest object.
         let per_object = max_object.max(1);
         let shards = (bytes / per_object).clamp(1, 64);
@@ -123,7 +155,7 @@ impl Cache {
             store,
             fills: Mutex::new(HashMap::new()),
             max_object,
-            ttl,
+            default_ttl: default_ttl.map(|t| t.as_secs()),
         }
     }
 
@@ -173,52 +205,29 @@ impl Cache {
         })
     }
 
-    /// How long a response with these fields may be served, or `None` when it must not be
-    /// stored.
-    pub fn freshness(&self, status: u16, fields: &[Field], buf: &[u8]) -> Option<Duration> {
-        if status != 200 {
+    /// Whether a response to a `GET` may be stored, and for how long it is fresh: `None` when
+    /// a shared cache must not store it or it is stale on arrival. `requested` and `arrived`
+    /// are the wall clock (seconds since the epoch) when the request went out and when the
+    /// response head came back.
+    pub fn admit(
+        &self,
+        status: u16,
+        fields: &[Field],
+        buf: &[u8],
+        authorization: bool,
+        (requested, arrived): (u64, u64),
+    ) -> Option<Admission> {
+        let facts = Facts::of(fields, buf);
+        if !policy::storable(status, &facts, authorization) {
             return None;
         }
-        let mut max_age = None;
-        let mut s_maxage = None;
-        for f in fields {
-            match f.kind {
-                Kind::Uncacheable => return None,
-                Kind::CacheControl => {
-                    for directive in fields::list(f.value.of(buf)) {
-                        let (name, value) = match directive.iter().position(|&b| b == b'=') {
-                            Some(i) => (&directive[..i], Some(&directive[i + 1..])),
-                            None => (directive, None),
-                        };
-                        let seconds = || value.and_then(|v| fields::decimal(unquote(v)));
-                        if name.eq_ignore_ascii_case(b"no-store")
-                            || name.eq_ignore_ascii_case(b"private")
-                            || name.eq_ignore_ascii_case(b"no-cache")
-                        {
-                            return None;
-                        } else if name.eq_ignore_ascii_case(b"max-age") {
-                            max_age = Some(seconds()?);
-                        } else if name.eq_ignore_ascii_case(b"s-maxage") {
-                            s_maxage = Some(seconds()?);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        match s_maxage.or(max_age) {
-            Some(0) => None,
-            Some(s) => Some(Duration::from_secs(s.min(365 * 24 * 3600))),
-            None => Some(self.ttl),
-        }
+        let lifetime = policy::lifetime(status, &facts, arrived, self.default_ttl);
+        let initial_age = policy::initial_age(&facts, requested, arrived);
+        policy::fresh(&facts, lifetime, initial_age).then(|| Admission {
+            initial_age,
+            fresh_for: Duration::from_secs(lifetime - initial_age),
+        })
     }
-}
-
-/// `v` without one pair of surrounding double quotes.
-fn unquote(v: &[u8]) -> &[u8] {
-    v.strip_prefix(b"\"")
-        .and_then(|v| v.strip_suffix(b"\""))
-        .unwrap_or(v)
 }
 
 /// True when a request's `Cache-Control` asks to bypass the cache (`no-store`, `no-cache`).
@@ -263,16 +272,18 @@ mod tests {
 
     fn entry(body: usize, ttl: Duration) -> Arc<Entry> {
         Arc::new(Entry {
+            status: 200,
             head: Bytes::from_static(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n"),
             body: Bytes::from(vec![0; body]),
             stored: Instant::now(),
+            initial_age: 0,
             expires: Instant::now() + ttl,
         })
     }
 
     #[tokio::test]
     async fn coalesces_and_stores() {
-        let cache = Cache::new(1 << 20, 1 << 16, Duration::from_secs(60));
+        let cache = Cache::new(1 << 20, 1 << 16, None);
         let Lookup::Fill(lead) = cache.lookup(b"/a") else {
             panic!("first miss leads")
         };
@@ -293,7 +304,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_vanished_leader_releases_waiters_and_stale_entries_miss() {
-        let cache = Cache::new(1 << 20, 1 << 16, Duration::from_secs(60));
+        let cache = Cache::new(1 << 20, 1 << 16, None);
         let Lookup::Fill(lead) = cache.lookup(b"/a") else {
             panic!()
         };
@@ -311,7 +322,7 @@ mod tests {
 
     #[test]
     fn byte_bound() {
-        let cache = Cache::new(100_000, 10_000, Duration::from_secs(60));
+        let cache = Cache::new(100_000, 10_000, None);
         for i in 0..100u32 {
             let Lookup::Fill(lead) = cache.lookup(&i.to_be_bytes()) else {
                 panic!()
@@ -323,29 +334,39 @@ mod tests {
     }
 
     #[test]
-    fn freshness_rules() {
-        let cache = Cache::new(1 << 20, 1 << 16, Duration::from_secs(7));
-        let check = |status: u16, fields: &str| {
+    fn admission_decides_storing_and_freshness() {
+        const T: u64 = 1_000_000;
+        let check = |cache: &Cache, status: u16, fields: &str, times: (u64, u64)| {
             let text = format!("HTTP/1.1 {status} X\r\n{fields}\r\n");
             let mut head = ResponseHead::default();
             assert!(response::parse(text.as_bytes(), 4096, &mut head).unwrap());
-            cache.freshness(head.status, head.fields(), text.as_bytes())
+            cache
+                .admit(head.status, head.fields(), text.as_bytes(), false, times)
+                .map(|a| (a.initial_age, a.fresh_for.as_secs()))
         };
-        assert_eq!(check(200, ""), Some(Duration::from_secs(7)));
+        let cache = Cache::new(1 << 20, 1 << 16, None);
         assert_eq!(
-            check(200, "Cache-Control: public, max-age=30\r\n"),
-            Some(Duration::from_secs(30))
+            check(&cache, 200, "", (T, T)),
+            None,
+            "no freshness: stale on arrival"
         );
+        let with_ttl = Cache::new(1 << 20, 1 << 16, Some(Duration::from_secs(7)));
+        assert_eq!(check(&with_ttl, 200, "", (T, T)), Some((0, 7)));
         assert_eq!(
-            check(200, "Cache-Control: max-age=30, s-maxage=\"5\"\r\n"),
-            Some(Duration::from_secs(5))
+            check(&with_ttl, 200, "Cache-Control: no-store\r\n", (T, T)),
+            None
         );
-        assert_eq!(check(200, "Cache-Control: max-age=0\r\n"), None);
-        assert_eq!(check(200, "Cache-Control: no-store\r\n"), None);
-        assert_eq!(check(200, "cache-control: Private\r\n"), None);
-        assert_eq!(check(200, "Cache-Control: max-age=abc\r\n"), None);
-        assert_eq!(check(200, "Set-Cookie: a=b\r\n"), None);
-        assert_eq!(check(200, "Vary: Accept\r\n"), None);
-        assert_eq!(check(404, ""), None);
+        let aged = "Cache-Control: max-age=30\r\nAge: 10\r\n";
+        assert_eq!(check(&cache, 200, aged, (T, T + 2)), Some((12, 18)));
+        let not_found = "Cache-Control: max-age=30\r\n";
+        assert_eq!(check(&cache, 404, not_found, (T, T)), Some((0, 30)));
+        let too_old = "Cache-Control: max-age=30\r\nAge: 40\r\n";
+        assert_eq!(check(&cache, 200, too_old, (T, T)), None);
+        assert_eq!(
+            check(&cache, 200, "Cache-Control: max-age=0\r\n", (T, T)),
+            None
+        );
+        let no_cache = "Cache-Control: no-cache, max-age=9\r\n";
+        assert_eq!(check(&cache, 200, no_cache, (T, T)), None);
     }
 }
