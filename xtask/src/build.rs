@@ -104,9 +104,15 @@ pub fn binaries(root: &Path, profile: Profile) -> Result<Binaries> {
     })
 }
 
-/// The binaries of [`BINARIES`] as `cargo test --workspace` builds them (for the packages'
-/// integration tests); builds them when that has not happened yet.
+/// The binaries of [`BINARIES`] as `cargo test --workspace` builds them.
 fn test_binaries(root: &Path) -> Result<Vec<PathBuf>> {
+    test_build_executables(root, &BINARIES)
+}
+
+/// `(package, bin)` executables as `cargo test --workspace` builds them (for the packages'
+/// integration tests, with the workspace's features); builds them when that has not happened
+/// yet.
+pub fn test_build_executables(root: &Path, bins: &[(&str, &str)]) -> Result<Vec<PathBuf>> {
     let out = cmd::output(cmd::cargo(root).args([
         "test",
         "--workspace",
@@ -118,8 +124,7 @@ fn test_binaries(root: &Path) -> Result<Vec<PathBuf>> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|m| m["reason"] == "compiler-artifact" && m["profile"]["test"] == false)
         .collect();
-    BINARIES
-        .iter()
+    bins.iter()
         .map(|(package, bin)| {
             artifacts
                 .iter()

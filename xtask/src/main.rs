@@ -3,10 +3,11 @@
 //! machine needs nothing done by hand.
 //!
 //! Two builds of one crate. The alias builds xtask without its default feature `full`: the
-//! glue that a fresh machine needs first (`setup`, `build-ebpf`, `build-and-load`, `testbed`)
-//! and nothing that waits for tokio, plotters or the sidecar to compile. Every other command
-//! (`test`, `demo`, `e2e`, `bench`, `load`, `origin`) is in the `full` build, which the light
-//! one runs with `cargo run` (after `setup`, for the commands that install what they need).
+//! glue that a fresh machine needs first (`setup`, `build-ebpf`, `build-and-load`, `testbed`,
+//! and `test`, which compiles the rest with the tests) and nothing that waits for tokio,
+//! plotters or the sidecar to compile. Every other command (`demo`, `e2e`, `bench`, `load`,
+//! `origin`) is in the `full` build, which the light one runs with `cargo run` (after `setup`,
+//! for the commands that install what they need).
 //! Modules depend one way: the glue (main, test, demo, e2e) -> the benches (`bench/`) ->
 //! {dl7-testbed, dl7-traffic}; build, cmd, ebpf and setup are leaves every one may use.
 
@@ -20,12 +21,13 @@ mod demo;
 mod e2e;
 mod ebpf;
 mod setup;
-#[cfg(feature = "full")]
 mod test;
 
 #[cfg(feature = "full")]
 use std::path::Path;
 
+#[cfg(feature = "full")]
+use anyhow::Context;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use dl7_testbed::cli::TestbedCommand;
@@ -64,6 +66,8 @@ enum Task {
         #[command(subcommand)]
         command: TestbedCommand,
     },
+    /// Run every test (installs what the tests need first).
+    Test,
     #[cfg(feature = "full")]
     #[command(flatten)]
     Full(FullTask),
@@ -77,8 +81,10 @@ enum FullTask {
     Demo(demo::DemoArgs),
     /// End-to-end scenarios on the namespace testbed (part of `test`).
     E2e,
-    /// Run every test (installs what the tests need first).
-    Test,
+    /// What `test` runs after the workspace's tests: the end-to-end scenarios and the smoke
+    /// runs of the benchmarks.
+    #[command(hide = true)]
+    TestScenarios,
     /// Run a benchmark.
     Bench {
         #[command(subcommand)]
@@ -93,10 +99,10 @@ enum FullTask {
 }
 
 /// The subcommands the light build runs itself.
-const LIGHT: &[&str] = &["setup", "build-ebpf", "build-and-load", "testbed"];
+const LIGHT: &[&str] = &["setup", "build-ebpf", "build-and-load", "testbed", "test"];
 /// Full-build commands that install what they need: the light build runs `setup` first, so
 /// that a fresh machine installs before the long compile.
-const SETUP_FIRST: &[&str] = &["test", "demo", "e2e", "bench"];
+const SETUP_FIRST: &[&str] = &["demo", "e2e", "bench"];
 
 fn main() {
     let first = std::env::args().nth(1).unwrap_or_default();
@@ -137,6 +143,7 @@ fn run(task: Task) -> Result<()> {
         }
         Task::BuildEbpf => ebpf::build(&root),
         Task::BuildAndLoad { iface, mode } => build::build_and_load(&root, &iface, &mode),
+        Task::Test => test::run_all(&root),
         Task::Testbed { command } => dl7_testbed::cli::run(command, || {
             build::testbed_parts(&root, build::Profile::Release)
         }),
@@ -150,7 +157,10 @@ fn run_full_task(root: &Path, task: FullTask) -> Result<()> {
     match task {
         FullTask::Demo(args) => demo::run(root, args),
         FullTask::E2e => e2e::run(root),
-        FullTask::Test => test::run_all(root),
+        FullTask::TestScenarios => {
+            e2e::run(root).context("the end-to-end scenarios failed")?;
+            bench::run_quick(root)
+        }
         FullTask::Bench { bench } => bench::run(root, bench),
         FullTask::Load(args) => dl7_traffic::load::run_cli(args),
         FullTask::Origin(args) => dl7_traffic::origin::run(args),

@@ -1,14 +1,18 @@
 //! `cargo xtask test`: every test of the project, on a fresh machine as root. It installs what
 //! the tests use, builds the eBPF objects, runs the workspace's tests (unit, golden-packet,
-//! namespace end-to-end, real nginx comparisons), the end-to-end scenarios on the testbed
+//! namespace end-to-end, real nginx comparisons), then the end-to-end scenarios on the testbed
 //! (`cargo xtask e2e`) and the quick variants of the benchmarks.
+//!
+//! It runs from the light build: the workspace's tests build the full xtask binary too (its
+//! integration test needs it), and that binary then runs the scenarios and the smoke benches
+//! (`test-scenarios`, hidden), so the tree is compiled once, with the tests' features.
 
 use std::{path::Path, process::Command};
 
 use anyhow::{Context, Result};
 
 use crate::cmd::{cargo, run};
-use crate::{bench, ebpf, setup};
+use crate::{build, ebpf, setup};
 
 /// Debian packages the tests drive: nginx (hashing comparison), iproute2 and ethtool
 /// (namespaces, veths, offloads), procps (sysctl inside namespaces), curl (HTTP clients),
@@ -26,8 +30,8 @@ pub fn run_all(root: &Path) -> Result<()> {
     ebpf::build(root)?;
     remove_leftovers()?;
     run(cargo(root).args(["test", "--workspace", "--no-fail-fast"])).context("tests failed")?;
-    crate::e2e::run(root).context("the end-to-end scenarios failed")?;
-    bench::run_quick(root)
+    let xtask = build::test_build_executables(root, &[("xtask", "xtask")])?.remove(0);
+    run(Command::new(xtask).arg("test-scenarios").current_dir(root))
 }
 
 /// Removes test namespaces and pin directories that a killed test run left behind.

@@ -31,8 +31,13 @@ pub fn run(root: &Path, args: BenchXdpArgs) -> Result<()> {
     let mut bench = cmd::cargo(root);
     // A smoke run builds the harness with the tests (the kernel does the measured work
     // either way); figures come from the release (bench) profile.
-    let how = if opts.quick { "test" } else { "bench" };
-    bench.args([how, "-q", "-p", "l4-ctl", "--bench", "xdp", "--"]);
+    // The whole workspace, as `cargo test` resolves its features, so the test build's
+    // artifacts serve.
+    if opts.quick {
+        bench.args(["test", "-q", "--workspace", "--bench", "xdp", "--"]);
+    } else {
+        bench.args(["bench", "-q", "-p", "l4-ctl", "--bench", "xdp", "--"]);
+    }
     if opts.json {
         bench.arg("--json");
     }
