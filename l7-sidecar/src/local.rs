@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 
+use crate::cache::conditional::{self, Answer, Validators};
 use crate::cache::{self, Cache, Entry, Fill, FillGuard, Lookup};
 use crate::client::{self, ClientIo, Outcome};
 use crate::config::{self, Config};
@@ -131,7 +132,7 @@ impl LocalServer {
                 && let Some(entry) = cache.get(req.key)
             {
                 metrics.cache_hits.inc();
-                return serve_entry(&entry, io).await;
+                return serve_entry(&entry, req, io).await;
             }
             metrics.origin_fetches.inc();
             return pass(cx, pool, host, req, io, scratch).await;
@@ -141,7 +142,7 @@ impl LocalServer {
             match cache.lookup(req.key) {
                 Lookup::Hit(entry) => {
                     metrics.cache_hits.inc();
-                    return serve_entry(&entry, io).await;
+                    return serve_entry(&entry, req, io).await;
                 }
                 Lookup::Fill(guard) => {
                     metrics.cache_misses.inc();
@@ -173,7 +174,7 @@ impl LocalServer {
                     match fill {
                         Fill::Stored(entry) => {
                             metrics.cache_hits.inc();
-                            return serve_entry(&entry, io).await;
+                            return serve_entry(&entry, req, io).await;
                         }
                         Fill::Failed(status) => return io.error(status, false).await,
                         Fill::Uncacheable | Fill::Pending => break,
@@ -277,6 +278,7 @@ async fn fill(
     let mut stored = BytesMut::with_capacity(io.resp.len + 64);
     forward::stored(&mut stored, &io.resp, &conn.buf, VIA, arrived);
     let status = io.resp.status;
+    let validators = Validators::of(io.resp.fields(), &conn.buf);
     let plan = proxy::plan(io, &conn.buf);
     conn.buf.advance(io.resp.len);
 
@@ -330,15 +332,44 @@ async fn fill(
         stored: now,
         initial_age: admission.initial_age,
         expires: now + admission.fresh_for,
+        validators,
     });
     guard.finish(Fill::Stored(entry.clone()));
-    serve_entry(&entry, io).await
+    serve_entry(&entry, req, io).await
 }
 
-/// Answers from a stored entry: its head, `Age`, `Connection`, and the body (unless HEAD).
-async fn serve_entry(entry: &Entry, io: &mut ClientIo) -> Outcome {
+/// Answers `req` from a stored entry: its head, `Age`, `Connection`, and the body (unless
+/// HEAD); or 304 or 412 when the request's preconditions say so (RFC 9110 13.2.2).
+async fn serve_entry(entry: &Entry, req: Request<'_>, io: &mut ClientIo) -> Outcome {
+    let conditional = req
+        .head
+        .fields()
+        .iter()
+        .any(|f| f.kind == crate::http::fields::Kind::Conditional);
+    let answer = if conditional {
+        conditional::evaluate(req.head.fields(), req.buf, entry.status, &entry.validators)
+    } else {
+        Answer::Full
+    };
     io.out.clear();
-    io.out.extend_from_slice(&entry.head);
+    let status = match answer {
+        Answer::PreconditionFailed => return io.error(412, false).await,
+        Answer::Full => {
+            io.out.extend_from_slice(&entry.head);
+            entry.status
+        }
+        Answer::NotModified => {
+            io.out.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\n");
+            for line in entry.head.split(|&b| b == b'\n').skip(1) {
+                let name = line.split(|&b| b == b':').next().unwrap_or_default();
+                if conditional::kept_in_304(name) {
+                    io.out.extend_from_slice(line);
+                    io.out.extend_from_slice(b"\n");
+                }
+            }
+            304
+        }
+    };
     let mut n = itoa::Buffer::new();
     io.out.extend_from_slice(b"Age: ");
     io.out.extend_from_slice(n.format(entry.age()).as_bytes());
@@ -346,14 +377,14 @@ async fn serve_entry(entry: &Entry, io: &mut ClientIo) -> Outcome {
     let close = io.closing();
     let connection = io.connection(close);
     forward::finish(&mut io.out, connection);
-    let body: &[u8] = if io.method == Method::Head {
+    let body: &[u8] = if io.method == Method::Head || status == 304 {
         &[]
     } else {
         &entry.body
     };
     let sent = io.write_head_and([body, &[]], false, true).await;
     Outcome {
-        status: entry.status,
+        status,
         close: close || sent.is_err(),
     }
 }

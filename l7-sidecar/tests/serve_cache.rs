@@ -109,3 +109,62 @@ fn answers_carry_one_corrected_age_and_a_date() {
     }
     assert_eq!(c.origin.fetches("/script/aged/1"), 1);
 }
+
+/// Sends `GET target` with `fields` on `client` and reads the answer.
+fn get_with(client: &mut Client, target: &str, fields: &str) -> support::client::Response {
+    client.send(format!("GET {target} HTTP/1.1\r\nHost: test\r\n{fields}\r\n").as_bytes());
+    client.read_response(false).expect("a response")
+}
+
+#[test]
+fn conditional_requests_are_answered_from_the_stored_response() {
+    let c = Cluster::start(143, 2, &[]);
+    let t = c.keys_owned_by(1, "cond", 500, 1).remove(0);
+    // Straight to the owner, and through the other sidecar, which forwards to it.
+    for (via, entry) in [("owner", 1), ("forwarded", 0)] {
+        let mut client = Client::connect(c.sidecars[entry].listen);
+        let full = client.get(&t);
+        assert_eq!((full.status, full.body.len()), (200, 500), "{via}");
+        let etag = full.header("etag").expect("the origin's ETag").to_owned();
+
+        let r = get_with(&mut client, &t, &format!("If-None-Match: {etag}\r\n"));
+        assert_eq!((r.status, r.body.len()), (304, 0), "{via}: If-None-Match");
+        assert_eq!(
+            r.header("etag"),
+            Some(etag.as_str()),
+            "{via}: a 304 names the ETag"
+        );
+        assert!(
+            r.header("age").is_some() && r.header("content-length").is_none(),
+            "{via}"
+        );
+        let r = get_with(&mut client, &t, &format!("If-None-Match: W/{etag}\r\n"));
+        assert_eq!(r.status, 304, "{via}: weak comparison");
+        let r = get_with(&mut client, &t, "If-None-Match: \"other\"\r\n");
+        assert_eq!((r.status, r.body.len()), (200, 500), "{via}: another tag");
+        let r = get_with(&mut client, &t, "If-Match: \"other\"\r\n");
+        assert_eq!(r.status, 412, "{via}: If-Match fails");
+        let r = get_with(&mut client, &t, &format!("If-Match: {etag}\r\n"));
+        assert_eq!(
+            (r.status, r.body.len()),
+            (200, 500),
+            "{via}: If-Match holds"
+        );
+        // The connection is still in step after the 304s and the 412.
+        assert_eq!(client.get(&t).body, full.body, "{via}");
+    }
+    assert_eq!(
+        c.origin.fetches(&t),
+        1,
+        "every answer came from the owner's cache"
+    );
+
+    // A conditional request on a miss: the owner fetches the whole object, stores it, and
+    // answers the condition.
+    let t2 = c.keys_owned_by(1, "cond-miss", 300, 1).remove(0);
+    let mut client = Client::connect(c.sidecars[0].listen);
+    let r = get_with(&mut client, &t2, "If-None-Match: *\r\n");
+    assert_eq!(r.status, 304);
+    assert_eq!(client.get(&t2).body.len(), 300);
+    assert_eq!(c.origin.fetches(&t2), 1);
+}

@@ -29,11 +29,13 @@ use bytes::Bytes;
 use quick_cache::{OptionsBuilder, Weighter};
 use tokio::sync::watch;
 
+pub mod conditional;
 pub mod policy;
 
 use crate::http::Field;
 use crate::http::fields::{self, Kind};
 
+use conditional::Validators;
 use policy::Facts;
 
 /// Bookkeeping bytes counted per entry on top of its key, head and body.
@@ -55,6 +57,8 @@ pub struct Entry {
     pub initial_age: u64,
     /// When it stops being fresh.
     pub expires: Instant,
+    /// Its `ETag` and `Last-Modified`, for conditional requests.
+    pub validators: Validators,
 }
 
 impl Entry {
@@ -278,6 +282,7 @@ mod tests {
             stored: Instant::now(),
             initial_age: 0,
             expires: Instant::now() + ttl,
+            validators: Validators::default(),
         })
     }
 
