@@ -135,7 +135,16 @@ impl LocalServer {
                 return serve_entry(&entry, req, io).await;
             }
             metrics.origin_fetches.inc();
-            return pass(cx, pool, host, req, io, scratch).await;
+            let outcome = pass(cx, pool, host, req, io, scratch).await;
+            // RFC 9111 4.4: a non-error response to an unsafe request invalidates what is
+            // stored for its target. (In distributed mode the request was routed to this
+            // server because it owns the URL: the invalidation lands where the object lives.)
+            if (200..400).contains(&outcome.status)
+                && cache::unsafe_method(req.head.method_bytes(req.buf))
+            {
+                cache.invalidate(req.key);
+            }
+            return outcome;
         }
         // Bounded: a vanished leader is the only reason to look again.
         for _ in 0..4 {

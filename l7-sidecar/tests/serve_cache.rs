@@ -168,3 +168,58 @@ fn conditional_requests_are_answered_from_the_stored_response() {
     assert_eq!(client.get(&t2).body.len(), 300);
     assert_eq!(c.origin.fetches(&t2), 1);
 }
+
+#[test]
+fn a_successful_unsafe_request_invalidates_the_stored_response_on_its_owner() {
+    let c = Cluster::start(144, 2, &[]);
+    let cacheable = "Cache-Control: max-age=600\r\n";
+    c.origin.script("inv", respond(cacheable));
+    c.origin.script(
+        "inv-fails",
+        vec![Step::Send(
+            format!("HTTP/1.1 500 Oops\r\n{cacheable}Content-Length: 2\r\n\r\nno").into_bytes(),
+        )],
+    );
+    // Keys owned by sidecar 1; every request enters at sidecar 0, which forwards them.
+    let owned = |name: &str| {
+        (0..1000)
+            .map(|i| format!("/script/{name}/{i}"))
+            .find(|k| c.owner(k) == 1)
+            .expect("a key owned by sidecar 1")
+    };
+    let mut client = Client::connect(c.sidecars[0].listen);
+    let post = |client: &mut Client, target: &str| {
+        client.send(
+            format!("POST {target} HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\nab")
+                .as_bytes(),
+        );
+        client
+            .read_response(false)
+            .expect("the POST's response")
+            .status
+    };
+    let t = owned("inv");
+    assert_eq!(client.get(&t).status, 200);
+    assert_eq!(client.get(&t).status, 200);
+    assert_eq!(c.origin.fetches(&t), 1, "stored at the owner");
+    assert_eq!(post(&mut client, &t), 200);
+    assert_eq!(client.get(&t).status, 200);
+    assert_eq!(
+        c.origin.fetches(&t),
+        3,
+        "the POST, then a new fetch: the GET was invalidated"
+    );
+    assert_eq!(client.get(&t).status, 200);
+    assert_eq!(c.origin.fetches(&t), 3, "stored again");
+
+    // An error answer to the unsafe request leaves the stored response alone.
+    let t = owned("inv-fails");
+    assert_eq!(client.get(&t).status, 500);
+    assert_eq!(post(&mut client, &t), 500);
+    assert_eq!(client.get(&t).status, 500);
+    assert_eq!(
+        c.origin.fetches(&t),
+        2,
+        "the GET and the POST; the second GET came from the cache"
+    );
+}

@@ -187,6 +187,11 @@ impl Cache {
         None
     }
 
+    /// Drops what is stored for `key`; true when there was something.
+    pub fn invalidate(&self, key: &[u8]) -> bool {
+        self.store.remove(key).is_some()
+    }
+
     /// Looks `key` up: a hit, the lead of a new fill, or a fill to wait for.
     pub fn lookup(&self, key: &[u8]) -> Lookup<'_> {
         if let Some(entry) = self.get(key) {
@@ -232,6 +237,12 @@ impl Cache {
             fresh_for: Duration::from_secs(lifetime - initial_age),
         })
     }
+}
+
+/// True for a method that is not safe (RFC 9110 9.2.1: anything but GET, HEAD, OPTIONS and
+/// TRACE): its success invalidates the stored response for its target (RFC 9111 4.4).
+pub fn unsafe_method(method: &[u8]) -> bool {
+    !matches!(method, b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE")
 }
 
 /// True when a request's `Cache-Control` asks to bypass the cache (`no-store`, `no-cache`).
