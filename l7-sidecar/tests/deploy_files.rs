@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use l7_sidecar::config::Settings;
 use support::process::Sidecar;
-use support::{free_addr, ip, temp_dir};
+use support::{free_addrs, ip, temp_dir};
 
 fn deploy(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -78,11 +78,7 @@ fn the_unit_starts_a_sidecar_that_drains_on_stop() {
 
     // The example's addresses are not this host's: flags put the sidecar on loopback.
     let dir = temp_dir("unit");
-    let (listen, peer, metrics) = (
-        free_addr(ip(130, 11)),
-        free_addr(ip(130, 11)),
-        free_addr(ip(130, 11)),
-    );
+    let [listen, peer, metrics] = free_addrs(ip(130, 11));
     for (flag, value) in [
         ("--listen", listen.to_string()),
         ("--peer-listen", peer.to_string()),

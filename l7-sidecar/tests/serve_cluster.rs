@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use support::client::{Client, get};
 use support::process::Sidecar;
-use support::{Cluster, free_addr, ip, temp_dir};
+use support::{Cluster, free_addrs, ip, temp_dir};
 use support::{Origin, body, start_origin};
 
 #[test]
@@ -359,11 +359,7 @@ fn sigterm_drains_in_flight_requests() {
 fn upstream_mode_serves_through_a_pooled_local_upstream() {
     let dir = temp_dir("upstream");
     let upstream = start_origin(ip(109, 1));
-    let (listen, peer, metrics) = (
-        free_addr(ip(109, 11)),
-        free_addr(ip(109, 11)),
-        free_addr(ip(109, 11)),
-    );
+    let [listen, peer, metrics] = free_addrs(ip(109, 11));
     let args: Vec<String> = [
         "serve",
         "--listen",

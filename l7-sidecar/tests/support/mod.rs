@@ -42,11 +42,12 @@ pub fn ip(net: u8, host: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, net, host)
 }
 
-/// A currently free port on `ip`.
-pub fn free_addr(ip: Ipv4Addr) -> SocketAddr {
-    TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port")
+/// `N` currently free, distinct ports on `ip` (the listeners are held until all are chosen,
+/// so the kernel cannot hand out one port twice).
+pub fn free_addrs<const N: usize>(ip: Ipv4Addr) -> [SocketAddr; N] {
+    let listeners: [TcpListener; N] =
+        std::array::from_fn(|_| TcpListener::bind((ip, 0)).expect("bind a free port"));
+    listeners.map(|l| l.local_addr().expect("local addr"))
 }
 
 /// `n` currently free loopback ports (held together so they are distinct).
@@ -78,7 +79,9 @@ impl Cluster {
         let origin = start_origin(ip(net, 1));
         let names: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
         let hosts: Vec<Ipv4Addr> = (0..n).map(|i| ip(net, 11 + i as u8)).collect();
-        let peers: Vec<SocketAddr> = hosts.iter().map(|&h| free_addr(h)).collect();
+        // Peer, client and metrics port of each host.
+        let ports: Vec<[SocketAddr; 3]> = hosts.iter().map(|&h| free_addrs(h)).collect();
+        let peers: Vec<SocketAddr> = ports.iter().map(|p| p[0]).collect();
         let members: Vec<String> = names
             .iter()
             .zip(&peers)
@@ -89,8 +92,7 @@ impl Cluster {
         for (i, name) in names.iter().enumerate() {
             let config = dir.path().join(format!("{name}.toml"));
             write_config(&config, name, &members, &origin.url());
-            let listen = free_addr(hosts[i]);
-            let metrics = free_addr(hosts[i]);
+            let [_, listen, metrics] = ports[i];
             let mut args = vec![
                 "serve".to_owned(),
                 "--config".to_owned(),
@@ -149,7 +151,7 @@ impl Cluster {
 /// A central-mode balancer on `127.0.net.11` in front of `members` (its backends), with
 /// `extra` more `serve` flags; its log goes to `dir`.
 pub fn central(net: u8, members: &[String], extra: &[&str], dir: &TempDir) -> Sidecar {
-    let (listen, metrics) = (free_addr(ip(net, 11)), free_addr(ip(net, 11)));
+    let [listen, metrics] = free_addrs(ip(net, 11));
     let mut args: Vec<String> = [
         "serve",
         "--mode",
