@@ -22,7 +22,7 @@
 //! Host names in addresses are resolved when the configuration is validated (at start and on
 //! every reload), never per connection.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -237,6 +237,10 @@ settings! {
     /// Hops after which a request is never forwarded again (default 2).
     #[arg(long, value_name = "N")]
     hop_limit: u8,
+    /// Client networks that may send `PURGE`, comma-separated CIDRs (10.0.0.0/8, ::1/128),
+    /// or none; checked where the request enters, on the client listener (default none).
+    #[arg(long, value_name = "CIDR,..|none")]
+    purge_allow: String,
 }
 
 /// Every default of `serve`, written once, as an operator would write the value:
@@ -274,6 +278,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("health-rise", "2"),
     ("health-path", "/healthz"),
     ("hop-limit", "2"),
+    ("purge-allow", "none"),
 ];
 
 /// The default of `field` as written in [`DEFAULTS`] (empty for a field without one, which
@@ -432,6 +437,8 @@ pub struct Config {
     pub health: HealthSettings,
     /// Hop limit.
     pub hop_limit: u8,
+    /// Who may send `PURGE`.
+    pub purge_allow: Networks,
 }
 
 impl Config {
@@ -463,6 +470,7 @@ impl Config {
         check("eject", self.outlier != other.outlier);
         check("health", self.health != other.health);
         check("hop-limit", self.hop_limit != other.hop_limit);
+        check("purge-allow", self.purge_allow != other.purge_allow);
         changed
     }
 }
@@ -610,6 +618,13 @@ impl Settings {
             },
             health,
             hop_limit: in_range("hop-limit", number("hop-limit", self.hop_limit)?, 1, 100)?,
+            purge_allow: {
+                let text = self
+                    .purge_allow
+                    .as_deref()
+                    .unwrap_or(default_text("purge-allow"));
+                Networks::parse(text).map_err(|why| invalid("purge-allow", text, why))?
+            },
         })
     }
 
@@ -829,6 +844,57 @@ fn number<T: std::str::FromStr>(field: &'static str, value: Option<T>) -> Result
     }
 }
 
+/// A list of IP networks (CIDR prefixes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Networks(Vec<(IpAddr, u8)>);
+
+impl Networks {
+    /// `none`, or comma-separated `ADDR/BITS` (a bare address is one host).
+    pub fn parse(text: &str) -> Result<Self, &'static str> {
+        if text.trim() == "none" {
+            return Ok(Networks::default());
+        }
+        let mut nets = Vec::new();
+        for item in text.split(',').map(str::trim) {
+            let (addr, bits) = match item.split_once('/') {
+                Some((a, b)) => (a, Some(b)),
+                None => (item, None),
+            };
+            let addr: IpAddr = addr
+                .parse()
+                .map_err(|_| "is not none or a list of CIDRs like 10.0.0.0/8,::1/128")?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let bits = match bits {
+                None => max,
+                Some(b) => b
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|&b| b <= max)
+                    .ok_or("has a prefix length beyond the address's bits")?,
+            };
+            nets.push((addr, bits));
+        }
+        Ok(Networks(nets))
+    }
+
+    /// True when `ip` is in one of the networks (an IPv4-mapped IPv6 address counts as its
+    /// IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|&(net, bits)| match (net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        })
+    }
+}
+
 fn invalid(field: &'static str, value: &str, problem: &str) -> ConfigError {
     ConfigError::Invalid {
         field,
@@ -988,6 +1054,24 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(flags.over(file).validate().unwrap().listen.port(), 7);
+    }
+
+    #[test]
+    fn purge_networks() {
+        let n = Networks::parse("10.0.0.0/8, 192.0.2.7, ::1/128").unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(n.contains(ip("10.200.1.2")) && n.contains(ip("192.0.2.7")));
+        assert!(n.contains(ip("::1")) && n.contains(ip("::ffff:10.0.0.1")));
+        assert!(!n.contains(ip("11.0.0.1")) && !n.contains(ip("192.0.2.8")));
+        assert!(!Networks::parse("none").unwrap().contains(ip("127.0.0.1")));
+        assert!(
+            Networks::parse("0.0.0.0/0")
+                .unwrap()
+                .contains(ip("203.0.113.9"))
+        );
+        for bad in ["", "10.0.0.0/33", "::1/129", "localhost", "10.0.0.0/8,"] {
+            assert!(Networks::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -215,6 +215,17 @@ async fn answer(
         return (Route::Rejected, io.error(413, true).await);
     }
     let hops = s.head.hop.unwrap_or(0);
+    // PURGE is checked where it enters, on the client listener; peers carry it on to the
+    // owner like any request.
+    if listener == Listener::Client && s.head.method_bytes(&s.buf) == b"PURGE" {
+        let client = std::str::from_utf8(&io.addr)
+            .ok()
+            .and_then(|a| a.parse().ok());
+        if !client.is_some_and(|ip| config.purge_allow.contains(ip)) {
+            sidecar.metrics.purge("refused");
+            return (Route::Rejected, io.error(405, false).await);
+        }
+    }
     let key = router::key(config.key, &s.head, &s.buf, &mut s.key);
     // The routing key until the request is served locally (see `serve_local`).
     let req = Request {

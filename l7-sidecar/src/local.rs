@@ -123,6 +123,14 @@ impl LocalServer {
                 host,
             } => (cache, origin, &**host),
         };
+        if req.head.method_bytes(req.buf) == b"PURGE" {
+            // Allowed where it entered (connection.rs); here, at the owner, it empties the
+            // URL's entry.
+            let found = cache.invalidate(req.key);
+            metrics.purge(if found { "purged" } else { "absent" });
+            // The canned answer: the status line's text as the body.
+            return io.error(if found { 200 } else { 404 }, false).await;
+        }
         let cacheable = io.body == BodyKind::None
             && !req.head.authorization
             && !cache::bypass(req.head.fields(), req.buf);

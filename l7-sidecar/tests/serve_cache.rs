@@ -223,3 +223,55 @@ fn a_successful_unsafe_request_invalidates_the_stored_response_on_its_owner() {
         "the GET and the POST; the second GET came from the cache"
     );
 }
+
+/// Sends `PURGE target` and reads the status.
+fn purge(client: &mut Client, target: &str) -> u16 {
+    client.send(format!("PURGE {target} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+    client
+        .read_response(false)
+        .expect("the PURGE's response")
+        .status
+}
+
+#[test]
+fn purge_from_an_allowed_network_empties_the_owners_entry() {
+    let c = Cluster::start(145, 2, &["--purge-allow", "127.0.0.0/8"]);
+    let t = c.keys_owned_by(1, "purge", 100, 1).remove(0);
+    // Entering at sidecar 0, which forwards to the owner.
+    let mut client = Client::connect(c.sidecars[0].listen);
+    assert_eq!(client.get(&t).status, 200);
+    assert_eq!(purge(&mut client, &t), 200, "an entry removed");
+    assert_eq!(purge(&mut client, &t), 404, "none left");
+    assert_eq!(client.get(&t).status, 200);
+    assert_eq!(c.origin.fetches(&t), 2, "fetched again after the purge");
+    assert_eq!(
+        c.sidecars[1].metric("dl7_l7_cache_purges_total{result=\"purged\"}"),
+        1.0
+    );
+    assert_eq!(
+        c.sidecars[1].metric("dl7_l7_cache_purges_total{result=\"absent\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn purge_from_elsewhere_is_refused_and_changes_nothing() {
+    let c = Cluster::start(146, 1, &["--purge-allow", "10.0.0.0/8"]);
+    let mut client = Client::connect(c.sidecars[0].listen);
+    assert_eq!(client.get("/obj/kept?size=10").status, 200);
+    assert_eq!(purge(&mut client, "/obj/kept?size=10"), 405);
+    assert_eq!(client.get("/obj/kept?size=10").status, 200);
+    assert_eq!(
+        c.origin.fetches("/obj/kept?size=10"),
+        1,
+        "still served from the cache"
+    );
+    assert_eq!(
+        c.sidecars[0].metric("dl7_l7_cache_purges_total{result=\"refused\"}"),
+        1.0
+    );
+    // The default lets nobody purge.
+    let c = Cluster::start(147, 1, &[]);
+    let mut client = Client::connect(c.sidecars[0].listen);
+    assert_eq!(purge(&mut client, "/obj/x"), 405);
+}
