@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 
 use crate::cache::conditional::{self, Answer, Validators};
+use crate::cache::range::{self, Ranges};
 use crate::cache::{self, Cache, Entry, Fill, FillGuard, Lookup};
 use crate::client::{self, ClientIo, Outcome};
 use crate::config::{self, Config};
@@ -356,7 +357,8 @@ async fn fill(
 }
 
 /// Answers `req` from a stored entry: its head, `Age`, `Connection`, and the body (unless
-/// HEAD); or 304 or 412 when the request's preconditions say so (RFC 9110 13.2.2).
+/// HEAD); or 304 or 412 when the request's preconditions say so (RFC 9110 13.2.2); or, for a
+/// `GET` with `Range` of a stored 200, 206 with the ranges asked for or 416 (RFC 9110 14).
 async fn serve_entry(entry: &Entry, req: Request<'_>, io: &mut ClientIo) -> Outcome {
     let conditional = req
         .head
@@ -368,40 +370,97 @@ async fn serve_entry(entry: &Entry, req: Request<'_>, io: &mut ClientIo) -> Outc
     } else {
         Answer::Full
     };
+    let ranges =
+        if conditional && answer == Answer::Full && io.method == Method::Get && entry.status == 200
+        {
+            let len = entry.body.len() as u64;
+            range::select(req.head.fields(), req.buf, len, &entry.validators)
+        } else {
+            Ranges::Whole
+        };
     io.out.clear();
-    let status = match answer {
-        Answer::PreconditionFailed => return io.error(412, false).await,
-        Answer::Full => {
-            io.out.extend_from_slice(&entry.head);
-            entry.status
-        }
-        Answer::NotModified => {
+    let mut n = itoa::Buffer::new();
+    let multipart;
+    let (status, body): (u16, &[u8]) = match (answer, ranges) {
+        (Answer::PreconditionFailed, _) => return io.error(412, false).await,
+        (Answer::NotModified, _) => {
             io.out.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\n");
-            for line in entry.head.split(|&b| b == b'\n').skip(1) {
-                let name = line.split(|&b| b == b':').next().unwrap_or_default();
-                if conditional::kept_in_304(name) {
-                    io.out.extend_from_slice(line);
-                    io.out.extend_from_slice(b"\n");
-                }
-            }
-            304
+            stored_fields(&mut io.out, &entry.head, conditional::kept_in_304);
+            (304, &[])
+        }
+        (Answer::Full, Ranges::Whole) => {
+            io.out.extend_from_slice(&entry.head);
+            (entry.status, &entry.body)
+        }
+        (Answer::Full, Ranges::Unsatisfiable) => {
+            io.out
+                .extend_from_slice(b"HTTP/1.1 416 Range Not Satisfiable\r\n");
+            stored_fields(&mut io.out, &entry.head, |name| {
+                name.eq_ignore_ascii_case(b"Date")
+            });
+            io.out.extend_from_slice(b"Content-Range: bytes */");
+            io.out
+                .extend_from_slice(n.format(entry.body.len()).as_bytes());
+            io.out.extend_from_slice(b"\r\nContent-Length: 0\r\n");
+            (416, &[])
+        }
+        (Answer::Full, Ranges::Parts(parts)) => {
+            io.out
+                .extend_from_slice(b"HTTP/1.1 206 Partial Content\r\n");
+            let not_length = |name: &[u8]| !name.eq_ignore_ascii_case(b"Content-Length");
+            let body: &[u8] = if let [(first, last)] = parts[..] {
+                stored_fields(&mut io.out, &entry.head, not_length);
+                io.out.extend_from_slice(
+                    format!(
+                        "Content-Range: bytes {first}-{last}/{}\r\n",
+                        entry.body.len()
+                    )
+                    .as_bytes(),
+                );
+                &entry.body[first as usize..=last as usize]
+            } else {
+                let is_type = |name: &[u8]| name.eq_ignore_ascii_case(b"Content-Type");
+                let content_type = entry.head.split(|&b| b == b'\n').find_map(|line| {
+                    let (name, value) = line.split_at(line.iter().position(|&b| b == b':')?);
+                    is_type(name).then(|| crate::http::fields::trim(value[1..].trim_ascii_end()))
+                });
+                stored_fields(&mut io.out, &entry.head, |name| {
+                    not_length(name) && !is_type(name)
+                });
+                io.out
+                    .extend_from_slice(b"Content-Type: multipart/byteranges; boundary=");
+                io.out.extend_from_slice(range::BOUNDARY.as_bytes());
+                io.out.extend_from_slice(b"\r\n");
+                multipart = range::multipart(&entry.body, &parts, content_type);
+                &multipart
+            };
+            io.out.extend_from_slice(b"Content-Length: ");
+            io.out.extend_from_slice(n.format(body.len()).as_bytes());
+            io.out.extend_from_slice(b"\r\n");
+            (206, body)
         }
     };
-    let mut n = itoa::Buffer::new();
     io.out.extend_from_slice(b"Age: ");
     io.out.extend_from_slice(n.format(entry.age()).as_bytes());
     io.out.extend_from_slice(b"\r\n");
     let close = io.closing();
     let connection = io.connection(close);
     forward::finish(&mut io.out, connection);
-    let body: &[u8] = if io.method == Method::Head || status == 304 {
-        &[]
-    } else {
-        &entry.body
-    };
+    let body: &[u8] = if io.method == Method::Head { &[] } else { body };
     let sent = io.write_head_and([body, &[]], false, true).await;
     Outcome {
         status,
         close: close || sent.is_err(),
+    }
+}
+
+/// Appends the field lines of a stored head (after its status line) whose names pass `keep`.
+fn stored_fields(out: &mut BytesMut, head: &[u8], keep: impl Fn(&[u8]) -> bool) {
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        let name = line.split(|&b| b == b':').next().unwrap_or_default();
+        if !line.is_empty() && keep(name) {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\n");
+        }
     }
 }

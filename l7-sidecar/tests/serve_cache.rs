@@ -275,3 +275,59 @@ fn purge_from_elsewhere_is_refused_and_changes_nothing() {
     let mut client = Client::connect(c.sidecars[0].listen);
     assert_eq!(purge(&mut client, "/obj/x"), 405);
 }
+
+#[test]
+fn ranges_are_cut_from_the_stored_object_on_hits_and_misses() {
+    let c = Cluster::start(148, 2, &[]);
+    let t = c.keys_owned_by(1, "range", 500, 1).remove(0);
+    let whole = support::body(&t, 500);
+    // Entering at the non-owner, which forwards to the owner.
+    let mut client = Client::connect(c.sidecars[0].listen);
+    // A range on a miss: the owner stores the whole object and answers the range.
+    let r = get_with(&mut client, &t, "Range: bytes=-5\r\n");
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, whole[495..]);
+    assert_eq!(r.header("content-range"), Some("bytes 495-499/500"));
+    // On a hit.
+    let r = get_with(&mut client, &t, "Range: bytes=0-9\r\n");
+    assert_eq!((r.status, r.body.as_slice()), (206, &whole[..10]));
+    assert_eq!(r.header("content-length"), Some("10"));
+    let etag = r.header("etag").expect("an ETag").to_owned();
+    // Two ranges: multipart/byteranges.
+    let r = get_with(&mut client, &t, "Range: bytes=0-1, 498-499\r\n");
+    assert_eq!(r.status, 206);
+    let content_type = r.header("content-type").unwrap_or_default().to_owned();
+    assert!(
+        content_type.starts_with("multipart/byteranges; boundary="),
+        "{content_type}"
+    );
+    let boundary = content_type.rsplit('=').next().unwrap_or_default();
+    let text = String::from_utf8_lossy(&r.body);
+    assert_eq!(text.matches(&format!("--{boundary}")).count(), 3, "{text}");
+    assert!(
+        text.contains("Content-Range: bytes 0-1/500")
+            && text.contains("Content-Range: bytes 498-499/500")
+    );
+    // Nothing satisfiable: 416.
+    let r = get_with(&mut client, &t, "Range: bytes=600-700\r\n");
+    assert_eq!(
+        (r.status, r.header("content-range")),
+        (416, Some("bytes */500"))
+    );
+    // If-Range: the range only while the object is the one named.
+    let r = get_with(
+        &mut client,
+        &t,
+        &format!("Range: bytes=0-9\r\nIf-Range: {etag}\r\n"),
+    );
+    assert_eq!(r.status, 206);
+    let r = get_with(
+        &mut client,
+        &t,
+        "Range: bytes=0-9\r\nIf-Range: \"other\"\r\n",
+    );
+    assert_eq!((r.status, r.body.len()), (200, 500));
+    // The connection is still in step, and the origin was asked once.
+    assert_eq!(client.get(&t).body, whole);
+    assert_eq!(c.origin.fetches(&t), 1);
+}

@@ -31,6 +31,7 @@ use tokio::sync::watch;
 
 pub mod conditional;
 pub mod policy;
+pub mod range;
 
 use crate::http::Field;
 use crate::http::fields::{self, Kind};
