@@ -49,14 +49,7 @@ pub fn evaluate(fields: &[Field], buf: &[u8], status: u16, stored: &Validators) 
     if !(200..300).contains(&status) {
         return Answer::Full;
     }
-    let field = |name: &str| {
-        fields
-            .iter()
-            .find(|f| {
-                f.kind == Kind::Conditional && f.name.of(buf).eq_ignore_ascii_case(name.as_bytes())
-            })
-            .map(|f| f.value.of(buf))
-    };
+    let field = |name| conditional_field(fields, buf, name);
     // 1. If-Match (strong comparison), else 2. If-Unmodified-Since.
     if let Some(value) = field("If-Match") {
         if !matches_any(value, stored.etag.as_deref(), true) {
@@ -81,6 +74,16 @@ pub fn evaluate(fields: &[Field], buf: &[u8], status: u16, stored: &Validators) 
         return Answer::NotModified;
     }
     Answer::Full
+}
+
+/// The value of the first conditional field (`If-*`, `Range`) called `name`.
+pub fn conditional_field<'b>(fields: &[Field], buf: &'b [u8], name: &str) -> Option<&'b [u8]> {
+    fields
+        .iter()
+        .find(|f| {
+            f.kind == Kind::Conditional && f.name.of(buf).eq_ignore_ascii_case(name.as_bytes())
+        })
+        .map(|f| f.value.of(buf))
 }
 
 /// True when the list `value` (`*` or entity tags) matches `etag`; `strong`: the strong

@@ -2,10 +2,10 @@
 //! `GET` asks for, whether `If-Range` lets it have them, and the `multipart/byteranges` body
 //! for more than one.
 
-use super::conditional::Validators;
+use super::conditional::{Validators, conditional_field};
 use crate::http::Field;
 use crate::http::date;
-use crate::http::fields::{self, Kind};
+use crate::http::fields;
 
 /// Ranges asked for in one request at most; more are answered with the whole object (RFC 9110
 /// 14.2 lets a server ignore a request with many ranges).
@@ -28,14 +28,7 @@ pub enum Ranges {
 /// The ranges a request (its fields, parsed from `buf`) asks of a stored response of `len`
 /// bytes with these validators.
 pub fn select(fields: &[Field], buf: &[u8], len: u64, stored: &Validators) -> Ranges {
-    let field = |name: &str| {
-        fields
-            .iter()
-            .find(|f| {
-                f.kind == Kind::Conditional && f.name.of(buf).eq_ignore_ascii_case(name.as_bytes())
-            })
-            .map(|f| f.value.of(buf))
-    };
+    let field = |name| conditional_field(fields, buf, name);
     let Some(range) = field("Range") else {
         return Ranges::Whole;
     };
