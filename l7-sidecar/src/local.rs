@@ -15,6 +15,7 @@ use crate::config::{self, Config};
 use crate::context::Ctx;
 use crate::http::body::{BodyReader, Framing};
 use crate::http::date;
+use crate::http::fields::Kind;
 use crate::http::forward::{self, Stamp};
 use crate::http::request::{BodyKind, Method, RequestHead};
 use crate::metrics::Metrics;
@@ -258,6 +259,9 @@ async fn fill(
 ) -> Outcome {
     let (config, metrics) = (cx.config, cx.metrics);
     upstream_head(scratch, req, io, true, Upstream::Origin(host));
+    if let Some(stale) = guard.stale() {
+        validate_with(scratch, &stale.validators);
+    }
     let requested = date::now();
     let mut conn = match proxy::request(cx, origin, scratch, io, None).await {
         Ok(conn) => conn,
@@ -273,6 +277,27 @@ async fn fill(
         Err(Failure::Gone) => return Failure::GONE,
     };
     let arrived = date::now();
+    if let Some(stale) = guard.stale().cloned() {
+        let not_modified = io.resp.status == 304;
+        metrics.revalidation(if not_modified {
+            "not_modified"
+        } else {
+            "modified"
+        });
+        if not_modified {
+            return refresh(
+                guard,
+                cache,
+                origin,
+                conn,
+                &stale,
+                req,
+                io,
+                (requested, arrived),
+            )
+            .await;
+        }
+    }
     let framing = io.resp.framing(false);
     let admission = cache.admit(
         io.resp.status,
@@ -353,6 +378,121 @@ async fn fill(
         validators,
     });
     guard.finish(Fill::Stored(entry.clone()));
+    serve_entry(&entry, req, io).await
+}
+
+/// Makes the fill request (`head`, ending with its empty line) a conditional one that asks the
+/// origin whether the stale entry with `validators` is still current (RFC 9111 4.3.1).
+fn validate_with(head: &mut BytesMut, validators: &Validators) {
+    head.truncate(head.len().saturating_sub(2));
+    if let Some(etag) = &validators.etag {
+        head.extend_from_slice(b"If-None-Match: ");
+        head.extend_from_slice(etag);
+        head.extend_from_slice(b"\r\n");
+    }
+    if let Some(modified) = validators.last_modified {
+        head.extend_from_slice(b"If-Modified-Since: ");
+        head.extend_from_slice(&date::format(modified));
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+}
+
+/// The origin answered a revalidation with 304: the stale entry, its head updated with the
+/// fields of the 304 (RFC 9111 4.3.4), is stored again with its freshness decided anew, and
+/// answers the request. The 304's connection goes back to the pool.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one fill's state, passed on as fill has it"
+)]
+async fn refresh(
+    guard: FillGuard<'_>,
+    cache: &Cache,
+    origin: &Pool,
+    mut conn: crate::pool::Conn,
+    stale: &Entry,
+    req: Request<'_>,
+    io: &mut ClientIo,
+    times: (u64, u64),
+) -> Outcome {
+    let updates = |kind: Kind| {
+        !kind.is_hop_by_hop() && !matches!(kind, Kind::ContentLength | Kind::Age | Kind::Via)
+    };
+    let (fields, buf) = (io.resp.fields(), &conn.buf[..]);
+    // A 304 without Date is dated when it arrived, as a stored response would be (RFC 9110
+    // 6.6.1): the refreshed entry's age counts from now, not from the first fill.
+    let undated = !fields.iter().any(|f| f.kind == Kind::Date);
+    let replaced = |name: &[u8]| {
+        (undated && name.eq_ignore_ascii_case(b"Date"))
+            || fields
+                .iter()
+                .any(|f| updates(f.kind) && f.name.of(buf).eq_ignore_ascii_case(name))
+    };
+    let status_line = stale
+        .head
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let mut head = BytesMut::with_capacity(stale.head.len() + io.resp.len);
+    head.extend_from_slice(&stale.head[..status_line]);
+    stored_fields(&mut head, &stale.head, |name| {
+        !replaced(name) && !name.eq_ignore_ascii_case(b"Content-Length")
+    });
+    for f in fields.iter().filter(|f| updates(f.kind)) {
+        head.extend_from_slice(f.name.of(buf));
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(f.value.of(buf));
+        head.extend_from_slice(b"\r\n");
+    }
+    if undated {
+        head.extend_from_slice(b"Date: ");
+        head.extend_from_slice(&date::format(times.1));
+        head.extend_from_slice(b"\r\n");
+    }
+    if stale.status != 204 {
+        let mut n = itoa::Buffer::new();
+        head.extend_from_slice(b"Content-Length: ");
+        head.extend_from_slice(n.format(stale.body.len()).as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    // A 304 has no body: the connection is ready for the next request.
+    let reusable = !io.resp.close;
+    conn.buf.advance(io.resp.len);
+    proxy::finished(origin, conn, reusable);
+
+    // Freshness from the updated head, parsed as a response head.
+    let mut text = head.to_vec();
+    text.extend_from_slice(b"\r\n");
+    let mut parsed = crate::http::response::ResponseHead::default();
+    let complete = crate::http::response::parse(&text, text.len(), &mut parsed).unwrap_or(false);
+    let admission = complete
+        .then(|| {
+            cache.admit(
+                stale.status,
+                parsed.fields(),
+                &text,
+                req.head.authorization,
+                times,
+            )
+        })
+        .flatten();
+    let now = Instant::now();
+    let entry = Arc::new(Entry {
+        status: stale.status,
+        head: head.freeze(),
+        body: stale.body.clone(),
+        stored: now,
+        initial_age: admission.map_or(0, |a| a.initial_age),
+        expires: now + admission.map_or(std::time::Duration::ZERO, |a| a.fresh_for),
+        validators: Validators::of(parsed.fields(), &text),
+    });
+    if admission.is_some() {
+        guard.finish(Fill::Stored(entry.clone()));
+    } else {
+        // The update forbids storing it: served this once, and no longer kept.
+        cache.invalidate(req.key);
+        guard.finish(Fill::Uncacheable);
+    }
     serve_entry(&entry, req, io).await
 }
 

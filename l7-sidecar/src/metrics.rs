@@ -18,6 +18,7 @@
 //! | `dl7_l7_pool_connects_total` | pool | new upstream connections |
 //! | `dl7_l7_pool_retired_total` | pool, reason (`unsolicited`, `closed`) | pooled connections dropped because bytes nobody asked for arrived, or the other side closed |
 //! | `dl7_l7_client_errors_total` | reason | bad requests and client-side failures |
+//! | `dl7_l7_cache_revalidations_total` | result (`not_modified`, `modified`) | stale entries checked with the origin: a 304 refreshed the entry, or a full response replaced it |
 //! | `dl7_l7_cache_purges_total` | result (`purged`, `absent`, `refused`) | `PURGE` requests: an entry removed, none there, or a client outside `purge-allow` |
 //! | `dl7_l7_connections` | listener | open client connections |
 //! | `dl7_l7_connections_refused_total` | listener | connections refused at the cap |
@@ -88,6 +89,7 @@ pub struct Metrics {
     pool_retired: IntCounterVec,
     client_errors: IntCounterVec,
     cache_purges: IntCounterVec,
+    cache_revalidations: IntCounterVec,
     connections: IntGaugeVec,
     refused: IntCounterVec,
     reloads: IntCounterVec,
@@ -250,6 +252,11 @@ impl Metrics {
                 "Bad requests and client-side failures, by reason.",
                 &["reason"],
             )?,
+            cache_revalidations: counters(
+                "dl7_l7_cache_revalidations_total",
+                "Stale entries checked with the origin: refreshed by a 304, or replaced.",
+                &["result"],
+            )?,
             cache_purges: counters(
                 "dl7_l7_cache_purges_total",
                 "PURGE requests: an entry removed, none there, or the client not allowed.",
@@ -291,6 +298,11 @@ impl Metrics {
     /// Counts a client error.
     pub fn client_error(&self, reason: &str) {
         self.client_errors.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a revalidation by its result.
+    pub fn revalidation(&self, result: &str) {
+        self.cache_revalidations.with_label_values(&[result]).inc();
     }
 
     /// Counts a `PURGE` by its result.

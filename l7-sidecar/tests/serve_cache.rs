@@ -331,3 +331,41 @@ fn ranges_are_cut_from_the_stored_object_on_hits_and_misses() {
     assert_eq!(client.get(&t).body, whole);
     assert_eq!(c.origin.fetches(&t), 1);
 }
+
+#[test]
+fn stale_entries_are_revalidated_with_the_origin_and_refreshed_by_its_304() {
+    let c = Cluster::start(149, 2, &[]);
+    let mut client = Client::connect(c.sidecars[0].listen);
+    // no-cache: stored, but checked with the origin (If-None-Match) before every use.
+    // Keys owned by sidecar 1, entering at sidecar 0.
+    let owned = |query: &str| {
+        (0..1000)
+            .map(|i| format!("/obj/reval-{i}?{query}"))
+            .find(|k| c.owner(k) == 1)
+            .expect("a key owned by sidecar 1")
+    };
+    let t = owned("size=300&cc=no-cache");
+    let whole = support::body(&t, 300);
+    for round in 0..3 {
+        let r = client.get(&t);
+        assert_eq!((r.status, &r.body), (200, &whole), "round {round}");
+    }
+    assert_eq!(
+        c.origin.fetches(&t),
+        3,
+        "the fill, then a conditional request per use"
+    );
+    let owner = &c.sidecars[1];
+    assert_eq!(
+        owner.metric("dl7_l7_cache_revalidations_total{result=\"not_modified\"}"),
+        2.0
+    );
+
+    // max-age=1: stale after a second; the 304 makes it fresh for another second.
+    let t = owned("size=200&cc=max-age=1");
+    assert_eq!(client.get(&t).status, 200);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(client.get(&t).body, support::body(&t, 200), "revalidated");
+    assert_eq!(client.get(&t).status, 200, "fresh again: a hit");
+    assert_eq!(c.origin.fetches(&t), 2, "the fill and one revalidation");
+}

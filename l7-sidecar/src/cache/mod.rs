@@ -178,14 +178,25 @@ impl Cache {
         self.fills.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A fresh entry for `key` (stale ones are dropped).
+    /// A fresh entry for `key`.
     pub fn get(&self, key: &[u8]) -> Option<Arc<Entry>> {
-        let entry = self.store.get(key)?;
+        self.entry(key).ok().flatten()
+    }
+
+    /// What is stored for `key`: `Ok(Some)` a fresh entry, `Ok(None)` nothing, `Err` a stale
+    /// entry that can be revalidated (it has a validator). A stale one that cannot is dropped.
+    fn entry(&self, key: &[u8]) -> Result<Option<Arc<Entry>>, Arc<Entry>> {
+        let Some(entry) = self.store.get(key) else {
+            return Ok(None);
+        };
         if entry.expires > Instant::now() {
-            return Some(entry);
+            return Ok(Some(entry));
+        }
+        if entry.validators.etag.is_some() || entry.validators.last_modified.is_some() {
+            return Err(entry);
         }
         self.store.remove(key);
-        None
+        Ok(None)
     }
 
     /// Drops what is stored for `key`; true when there was something.
@@ -195,7 +206,7 @@ impl Cache {
 
     /// Looks `key` up: a hit, the lead of a new fill, or a fill to wait for.
     pub fn lookup(&self, key: &[u8]) -> Lookup<'_> {
-        if let Some(entry) = self.get(key) {
+        if let Ok(Some(entry)) = self.entry(key) {
             return Lookup::Hit(entry);
         }
         let mut fills = self.fills();
@@ -203,15 +214,18 @@ impl Cache {
             return Lookup::Wait(waiting.clone());
         }
         // A fill may have finished between the first look and taking the lock.
-        if let Some(entry) = self.get(key) {
-            return Lookup::Hit(entry);
-        }
+        let stale = match self.entry(key) {
+            Ok(Some(entry)) => return Lookup::Hit(entry),
+            Ok(None) => None,
+            Err(stale) => Some(stale),
+        };
         let (tx, rx) = watch::channel(Fill::Pending);
         fills.insert(key.into(), rx);
         Lookup::Fill(FillGuard {
             cache: self,
             key: key.into(),
             tx,
+            stale,
         })
     }
 
@@ -233,9 +247,18 @@ impl Cache {
         }
         let lifetime = policy::lifetime(status, &facts, arrived, self.default_ttl);
         let initial_age = policy::initial_age(&facts, requested, arrived);
-        policy::fresh(&facts, lifetime, initial_age).then(|| Admission {
+        // A response that is stale on arrival (or `no-cache`) is kept only when it can be
+        // revalidated before it is served again.
+        let fresh_for = if policy::fresh(&facts, lifetime, initial_age) {
+            lifetime - initial_age
+        } else if facts.validator {
+            0
+        } else {
+            return None;
+        };
+        Some(Admission {
             initial_age,
-            fresh_for: Duration::from_secs(lifetime - initial_age),
+            fresh_for: Duration::from_secs(fresh_for),
         })
     }
 }
@@ -263,9 +286,15 @@ pub struct FillGuard<'a> {
     cache: &'a Cache,
     key: Box<[u8]>,
     tx: watch::Sender<Fill>,
+    stale: Option<Arc<Entry>>,
 }
 
 impl FillGuard<'_> {
+    /// The stale entry this fill revalidates, if there is one (RFC 9111 4.3).
+    pub fn stale(&self) -> Option<&Arc<Entry>> {
+        self.stale.as_ref()
+    }
+
     /// Reports the result (storing the entry first, so nobody misses it in between).
     pub fn finish(self, fill: Fill) {
         if let Fill::Stored(entry) = &fill {
@@ -385,5 +414,10 @@ mod tests {
         );
         let no_cache = "Cache-Control: no-cache, max-age=9\r\n";
         assert_eq!(check(&cache, 200, no_cache, (T, T)), None);
+        // With a validator, kept stale, to be revalidated before it is served.
+        let no_cache = "Cache-Control: no-cache, max-age=9\r\nETag: \"x\"\r\n";
+        assert_eq!(check(&cache, 200, no_cache, (T, T)), Some((0, 0)));
+        let modified = "Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\nExpires: 0\r\n";
+        assert_eq!(check(&cache, 200, modified, (T, T)), Some((0, 0)));
     }
 }
