@@ -266,6 +266,9 @@ async fn fill(
     let mut conn = match proxy::request(cx, origin, scratch, io, None).await {
         Ok(conn) => conn,
         Err(Failure::Retry(status)) => {
+            if let Some(stale) = guard.stale().filter(|s| s.serves_on_error()).cloned() {
+                return serve_stale(guard, stale, req, io, metrics).await;
+            }
             guard.finish(Fill::Failed(status));
             return io.error(status, false).await;
         }
@@ -278,6 +281,11 @@ async fn fill(
     };
     let arrived = date::now();
     if let Some(stale) = guard.stale().cloned() {
+        if matches!(io.resp.status, 500 | 502 | 503 | 504) && stale.serves_on_error() {
+            // The origin's error answer is dropped with its connection.
+            drop(conn);
+            return serve_stale(guard, stale, req, io, metrics).await;
+        }
         let not_modified = io.resp.status == 304;
         metrics.revalidation(if not_modified {
             "not_modified"
@@ -376,9 +384,24 @@ async fn fill(
         initial_age: admission.initial_age,
         expires: now + admission.fresh_for,
         validators,
+        stale_if_error: admission.stale_if_error,
     });
     guard.finish(Fill::Stored(entry.clone()));
     serve_entry(&entry, req, io).await
+}
+
+/// The origin failed while a stale entry that allows it (`stale-if-error`) was being
+/// revalidated: the entry answers, and so do the requests waiting for this fill.
+async fn serve_stale(
+    guard: FillGuard<'_>,
+    stale: Arc<Entry>,
+    req: Request<'_>,
+    io: &mut ClientIo,
+    metrics: &Metrics,
+) -> Outcome {
+    metrics.stale_served.inc();
+    guard.finish(Fill::Stored(stale.clone()));
+    serve_entry(&stale, req, io).await
 }
 
 /// Makes the fill request (`head`, ending with its empty line) a conditional one that asks the
@@ -485,6 +508,7 @@ async fn refresh(
         initial_age: admission.map_or(0, |a| a.initial_age),
         expires: now + admission.map_or(std::time::Duration::ZERO, |a| a.fresh_for),
         validators: Validators::of(parsed.fields(), &text),
+        stale_if_error: admission.map_or(std::time::Duration::ZERO, |a| a.stale_if_error),
     });
     if admission.is_some() {
         guard.finish(Fill::Stored(entry.clone()));

@@ -18,6 +18,7 @@
 //! | `dl7_l7_pool_connects_total` | pool | new upstream connections |
 //! | `dl7_l7_pool_retired_total` | pool, reason (`unsolicited`, `closed`) | pooled connections dropped because bytes nobody asked for arrived, or the other side closed |
 //! | `dl7_l7_client_errors_total` | reason | bad requests and client-side failures |
+//! | `dl7_l7_cache_stale_served_total` | | stale entries served because the origin failed (`stale-if-error`) |
 //! | `dl7_l7_cache_revalidations_total` | result (`not_modified`, `modified`) | stale entries checked with the origin: a 304 refreshed the entry, or a full response replaced it |
 //! | `dl7_l7_cache_purges_total` | result (`purged`, `absent`, `refused`) | `PURGE` requests: an entry removed, none there, or a client outside `purge-allow` |
 //! | `dl7_l7_connections` | listener | open client connections |
@@ -90,6 +91,8 @@ pub struct Metrics {
     client_errors: IntCounterVec,
     cache_purges: IntCounterVec,
     cache_revalidations: IntCounterVec,
+    /// Stale entries served because the origin failed.
+    pub stale_served: IntCounter,
     connections: IntGaugeVec,
     refused: IntCounterVec,
     reloads: IntCounterVec,
@@ -251,6 +254,10 @@ impl Metrics {
                 "dl7_l7_client_errors_total",
                 "Bad requests and client-side failures, by reason.",
                 &["reason"],
+            )?,
+            stale_served: counter(
+                "dl7_l7_cache_stale_served_total",
+                "Stale entries served because the origin failed (stale-if-error).",
             )?,
             cache_revalidations: counters(
                 "dl7_l7_cache_revalidations_total",

@@ -369,3 +369,47 @@ fn stale_entries_are_revalidated_with_the_origin_and_refreshed_by_its_304() {
     assert_eq!(client.get(&t).status, 200, "fresh again: a hit");
     assert_eq!(c.origin.fetches(&t), 2, "the fill and one revalidation");
 }
+
+#[test]
+fn stale_if_error_serves_the_stale_entry_while_the_origin_fails() {
+    let c = Cluster::start(150, 1, &[]);
+    let mut client = Client::connect(c.sidecars[0].listen);
+    let failing = |status: &str| {
+        vec![Step::Send(
+            format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\nno").into_bytes(),
+        )]
+    };
+    for (name, directives, rescued) in [
+        ("sie", "max-age=1, stale-if-error=60", true),
+        (
+            "sie-must",
+            "max-age=1, stale-if-error=60, must-revalidate",
+            false,
+        ),
+    ] {
+        let fields = format!("Cache-Control: {directives}\r\nETag: \"a\"\r\n");
+        c.origin.script(name, respond(&fields));
+        let t = format!("/script/{name}/1");
+        assert_eq!(client.get(&t).body, b"ok");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        c.origin.script(name, failing("503 Busy"));
+        let r = client.get(&t);
+        let want: (u16, &[u8]) = if rescued { (200, b"ok") } else { (503, b"no") };
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            want,
+            "{name}: an error answer"
+        );
+        if rescued {
+            // An origin that drops the connection instead.
+            c.origin.script(name, vec![Step::Close]);
+            let r = client.get(&t);
+            assert_eq!(
+                (r.status, r.body.as_slice()),
+                (200, &b"ok"[..]),
+                "{name}: a close"
+            );
+        }
+    }
+    assert_eq!(c.sidecars[0].metric("dl7_l7_cache_stale_served_total"), 2.0);
+}

@@ -60,12 +60,21 @@ pub struct Entry {
     pub expires: Instant,
     /// Its `ETag` and `Last-Modified`, for conditional requests.
     pub validators: Validators,
+    /// How long past its freshness it may still be served when the origin fails
+    /// (`stale-if-error`, RFC 5861 4; zero when it may not).
+    pub stale_if_error: Duration,
 }
 
 impl Entry {
     /// Its current age in seconds (RFC 9111 4.2.3: the initial age plus the time stored).
     pub fn age(&self) -> u64 {
         self.initial_age + self.stored.elapsed().as_secs()
+    }
+
+    /// True when it may stand in for an origin that failed (RFC 5861 4): within its
+    /// `stale-if-error` time past its freshness.
+    pub fn serves_on_error(&self) -> bool {
+        Instant::now() <= self.expires + self.stale_if_error
     }
 }
 
@@ -76,6 +85,10 @@ pub struct Admission {
     pub initial_age: u64,
     /// How much longer it is fresh.
     pub fresh_for: Duration,
+    /// Its `stale-if-error` time; zero when `must-revalidate`, `proxy-revalidate` or
+    /// `s-maxage` (which implies `proxy-revalidate` for a shared cache, RFC 9111 5.2.2.10)
+    /// forbid serving it stale.
+    pub stale_if_error: Duration,
 }
 
 /// The result of a fill, as its waiters see it.
@@ -256,9 +269,16 @@ impl Cache {
         } else {
             return None;
         };
+        let d = &facts.directives;
+        let revalidate = d.must_revalidate || d.proxy_revalidate || d.s_maxage.is_present();
+        let stale_if_error = match d.stale_if_error {
+            policy::Seconds::Valid(n) if !revalidate => n,
+            _ => 0,
+        };
         Some(Admission {
             initial_age,
             fresh_for: Duration::from_secs(fresh_for),
+            stale_if_error: Duration::from_secs(stale_if_error),
         })
     }
 }
@@ -324,6 +344,7 @@ mod tests {
             initial_age: 0,
             expires: Instant::now() + ttl,
             validators: Validators::default(),
+            stale_if_error: Duration::ZERO,
         })
     }
 

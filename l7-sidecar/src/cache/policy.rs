@@ -43,7 +43,8 @@ impl Seconds {
         };
     }
 
-    fn is_present(self) -> bool {
+    /// True when the directive was given (validly or not).
+    pub fn is_present(self) -> bool {
         self != Seconds::Absent
     }
 
