@@ -9,6 +9,7 @@ use bytes::{Buf, BytesMut};
 
 use crate::cache::conditional::{self, Answer, Validators};
 use crate::cache::range::{self, Ranges};
+use crate::cache::vary;
 use crate::cache::{self, Cache, Entry, Fill, FillGuard, Lookup};
 use crate::client::{self, ClientIo, Outcome};
 use crate::config::{self, Config};
@@ -133,6 +134,14 @@ impl LocalServer {
             // The canned answer: the status line's text as the body.
             return io.error(if found { 200 } else { 404 }, false).await;
         }
+        // This request's variant when the URL's responses vary (RFC 9111 4.1); an unsafe
+        // request invalidates the URL, all its variants with it.
+        let primary = req.key;
+        let variant = cache.variant_key(primary, req.head.fields(), req.buf);
+        let req = Request {
+            key: variant.as_deref().unwrap_or(primary),
+            ..req
+        };
         let cacheable = io.body == BodyKind::None
             && !req.head.authorization
             && !cache::bypass(req.head.fields(), req.buf);
@@ -152,7 +161,7 @@ impl LocalServer {
             if (200..400).contains(&outcome.status)
                 && cache::unsafe_method(req.head.method_bytes(req.buf))
             {
-                cache.invalidate(req.key);
+                cache.invalidate(primary);
             }
             return outcome;
         }
@@ -167,7 +176,7 @@ impl LocalServer {
                     metrics.cache_misses.inc();
                     metrics.origin_fetches.inc();
                     let origin = (pool.as_ref(), host);
-                    return fill(cx, guard, cache, origin, req, io, scratch).await;
+                    return fill(cx, guard, cache, origin, (req, primary), io, scratch).await;
                 }
                 Lookup::Wait(mut rx) => {
                     let wait = async {
@@ -253,7 +262,7 @@ async fn fill(
     guard: FillGuard<'_>,
     cache: &Cache,
     (origin, host): (&Pool, &[u8]),
-    req: Request<'_>,
+    (req, primary): (Request<'_>, &[u8]),
     io: &mut ClientIo,
     scratch: &mut BytesMut,
 ) -> Outcome {
@@ -330,6 +339,7 @@ async fn fill(
     forward::stored(&mut stored, &io.resp, &conn.buf, VIA, arrived);
     let status = io.resp.status;
     let validators = Validators::of(io.resp.fields(), &conn.buf);
+    let variants = vary::names(io.resp.fields(), &conn.buf);
     let plan = proxy::plan(io, &conn.buf);
     conn.buf.advance(io.resp.len);
 
@@ -385,9 +395,37 @@ async fn fill(
         expires: now + admission.fresh_for,
         validators,
         stale_if_error: admission.stale_if_error,
+        variants: None,
     });
-    guard.finish(Fill::Stored(entry.clone()));
+    keep(cache, guard, primary, variants, &entry, req);
     serve_entry(&entry, req, io).await
+}
+
+/// Stores a filled entry where this request's variant belongs: under the URL's key, or, when
+/// the response varies, under the variant's key with a marker naming the fields under the
+/// URL's key. When that is not the key the fill was led for (the URL's responses started or
+/// stopped varying), the waiters fetch on their own.
+fn keep(
+    cache: &Cache,
+    guard: FillGuard<'_>,
+    primary: &[u8],
+    variants: Option<vary::Names>,
+    entry: &Arc<Entry>,
+    req: Request<'_>,
+) {
+    let key = match variants {
+        Some(names) => {
+            let variants = cache.mark_variants(primary, names);
+            vary::key(primary, &variants, req.head.fields(), req.buf)
+        }
+        None => primary.to_vec(),
+    };
+    if key == guard.key() {
+        guard.finish(Fill::Stored(entry.clone()));
+    } else {
+        cache.insert(&key, entry.clone());
+        guard.finish(Fill::Uncacheable);
+    }
 }
 
 /// The origin failed while a stale entry that allows it (`stale-if-error`) was being
@@ -509,6 +547,7 @@ async fn refresh(
         expires: now + admission.map_or(std::time::Duration::ZERO, |a| a.fresh_for),
         validators: Validators::of(parsed.fields(), &text),
         stale_if_error: admission.map_or(std::time::Duration::ZERO, |a| a.stale_if_error),
+        variants: None,
     });
     if admission.is_some() {
         guard.finish(Fill::Stored(entry.clone()));

@@ -413,3 +413,48 @@ fn stale_if_error_serves_the_stale_entry_while_the_origin_fails() {
     }
     assert_eq!(c.sidecars[0].metric("dl7_l7_cache_stale_served_total"), 2.0);
 }
+
+#[test]
+fn responses_that_vary_are_stored_as_one_variant_per_request_value() {
+    let c = Cluster::start(151, 2, &["--purge-allow", "127.0.0.0/8"]);
+    let owned = |query: &str| {
+        (0..1000)
+            .map(|i| format!("/obj/vary-{i}?{query}"))
+            .find(|k| c.owner(k) == 1)
+            .expect("a key owned by sidecar 1")
+    };
+    let t = owned("size=50&vary=accept-language");
+    let mut client = Client::connect(c.sidecars[0].listen);
+    let get = |client: &mut Client, language: Option<&str>| {
+        let field = language.map_or(String::new(), |l| format!("Accept-Language: {l}\r\n"));
+        let r = get_with(client, &t, &field);
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.body,
+            support::body(&dl7_traffic::origin::varied(&t, language), 50),
+            "the variant for {language:?}"
+        );
+    };
+    for round in 0..2 {
+        for language in [Some("en"), Some("fr"), None] {
+            get(&mut client, language);
+        }
+        assert_eq!(
+            c.origin.fetches(&t),
+            3,
+            "round {round}: one fetch per variant"
+        );
+    }
+    // Invalidating the URL (here a PURGE) drops every variant.
+    assert_eq!(purge(&mut client, &t), 200);
+    get(&mut client, Some("en"));
+    get(&mut client, Some("fr"));
+    assert_eq!(c.origin.fetches(&t), 5, "both fetched again");
+
+    // Vary: * never matches: not stored.
+    let star = owned("size=10&vary=*");
+    let mut client = Client::connect(c.sidecars[0].listen);
+    assert_eq!(client.get(&star).status, 200);
+    assert_eq!(client.get(&star).status, 200);
+    assert_eq!(c.origin.fetches(&star), 2);
+}

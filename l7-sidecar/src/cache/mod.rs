@@ -6,7 +6,8 @@
 //! - requests: `GET` without a body and without `Authorization`; a request with
 //!   `Cache-Control: no-store` or `no-cache` bypasses the cache (and is not stored);
 //! - responses that a shared cache may store (any final status with explicit freshness, or a
-//!   heuristically cacheable one; not `no-store`, `private`, `Set-Cookie` or `Vary`), with a
+//!   heuristically cacheable one; not `no-store`, `private`, `Set-Cookie` or `Vary: *`; a
+//!   response with `Vary` is stored as a variant, [`vary`]), with a
 //!   known size up to the object limit (`Content-Length`, or chunked and found to fit), and
 //!   fresh when they arrive: this cache does not revalidate, so it keeps only what it can
 //!   serve;
@@ -32,6 +33,7 @@ use tokio::sync::watch;
 pub mod conditional;
 pub mod policy;
 pub mod range;
+pub mod vary;
 
 use crate::http::Field;
 use crate::http::fields::{self, Kind};
@@ -63,6 +65,9 @@ pub struct Entry {
     /// How long past its freshness it may still be served when the origin fails
     /// (`stale-if-error`, RFC 5861 4; zero when it may not).
     pub stale_if_error: Duration,
+    /// Set on the marker stored under a URL's key when its responses vary: the names their
+    /// variants' keys are made of ([`vary`]). A marker is never served.
+    pub variants: Option<vary::Variants>,
 }
 
 impl Entry {
@@ -131,6 +136,8 @@ pub struct Cache {
     store: Store,
     fills: Mutex<HashMap<Box<[u8]>, watch::Receiver<Fill>>>,
     max_object: u64,
+    /// The next variant marker's epoch.
+    epochs: std::sync::atomic::AtomicU64,
     /// The operator's `cache-ttl`, seconds: the lifetime of responses without explicit
     /// freshness.
     default_ttl: Option<u64>,
@@ -173,6 +180,7 @@ impl Cache {
             store,
             fills: Mutex::new(HashMap::new()),
             max_object,
+            epochs: std::sync::atomic::AtomicU64::new(0),
             default_ttl: default_ttl.map(|t| t.as_secs()),
         }
     }
@@ -202,6 +210,10 @@ impl Cache {
         let Some(entry) = self.store.get(key) else {
             return Ok(None);
         };
+        if entry.variants.is_some() {
+            // A URL that varies: its variants are under their own keys (see `variant_key`).
+            return Ok(None);
+        }
         if entry.expires > Instant::now() {
             return Ok(Some(entry));
         }
@@ -210,6 +222,49 @@ impl Cache {
         }
         self.store.remove(key);
         Ok(None)
+    }
+
+    /// The key under which `key`'s response for this request (its fields, parsed from `buf`)
+    /// is stored: `key` itself, or, when the URL's responses vary, its variant's key.
+    pub fn variant_key(&self, key: &[u8], fields: &[Field], buf: &[u8]) -> Option<Vec<u8>> {
+        let marker = self.store.get(key)?;
+        let variants = marker.variants.as_ref()?;
+        Some(vary::key(key, variants, fields, buf))
+    }
+
+    /// Stores `entry` under `key`, outside a fill (a variant, or a URL that stopped varying).
+    pub fn insert(&self, key: &[u8], entry: Arc<Entry>) {
+        self.store.insert(key.into(), entry);
+    }
+
+    /// Remembers that `key`'s responses vary on `names` (a marker under `key`): the marker
+    /// there when it names the same fields, else a new one with a new epoch.
+    pub fn mark_variants(&self, key: &[u8], names: vary::Names) -> vary::Variants {
+        if let Some(marker) = self.store.get(key)
+            && let Some(variants) = marker.variants.as_ref()
+            && variants.names == names
+        {
+            return variants.clone();
+        }
+        let variants = vary::Variants {
+            names,
+            epoch: self
+                .epochs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        };
+        let marker = Entry {
+            status: 0,
+            head: Bytes::new(),
+            body: Bytes::new(),
+            stored: Instant::now(),
+            initial_age: 0,
+            expires: Instant::now(),
+            validators: Validators::default(),
+            stale_if_error: Duration::ZERO,
+            variants: Some(variants.clone()),
+        };
+        self.store.insert(key.into(), Arc::new(marker));
+        variants
     }
 
     /// Drops what is stored for `key`; true when there was something.
@@ -315,6 +370,11 @@ impl FillGuard<'_> {
         self.stale.as_ref()
     }
 
+    /// The key the fill stores under.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
     /// Reports the result (storing the entry first, so nobody misses it in between).
     pub fn finish(self, fill: Fill) {
         if let Fill::Stored(entry) = &fill {
@@ -345,6 +405,7 @@ mod tests {
             expires: Instant::now() + ttl,
             validators: Validators::default(),
             stale_if_error: Duration::ZERO,
+            variants: None,
         })
     }
 

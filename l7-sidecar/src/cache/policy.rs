@@ -188,9 +188,10 @@ pub struct Facts {
     pub last_modified: Option<u64>,
     /// An `ETag` or a `Last-Modified`: the response can be revalidated.
     pub validator: bool,
-    /// `Vary`, `Set-Cookie`: not stored by this cache (no secondary keys yet; cookies are
-    /// per client).
+    /// `Set-Cookie`: not stored by this cache (cookies are per client).
     pub uncacheable_field: bool,
+    /// `Vary: *`: no request can ever match it, so it is not stored.
+    pub vary_star: bool,
 }
 
 impl Facts {
@@ -218,6 +219,9 @@ impl Facts {
                 }
                 Kind::ETag => facts.validator = true,
                 Kind::Uncacheable => facts.uncacheable_field = true,
+                Kind::Vary => {
+                    facts.vary_star |= fields::list(value).any(|name| name == b"*");
+                }
                 _ => {}
             }
         }
@@ -246,7 +250,12 @@ pub fn heuristically_cacheable(status: u16) -> bool {
 /// cacheable status. (The request's own `no-store` is the caller's to check.)
 pub fn storable(status: u16, facts: &Facts, authorization: bool) -> bool {
     let d = &facts.directives;
-    if !(200..600).contains(&status) || d.no_store || d.private || facts.uncacheable_field {
+    if !(200..600).contains(&status)
+        || d.no_store
+        || d.private
+        || facts.uncacheable_field
+        || facts.vary_star
+    {
         return false;
     }
     if authorization && !(d.public || d.must_revalidate || d.s_maxage.is_present()) {
@@ -423,7 +432,11 @@ mod tests {
             ok(200, "Cache-Control: no-cache\r\n", false),
             "stored, revalidated"
         );
-        assert!(!ok(200, "Vary: Accept\r\n", false));
+        assert!(ok(200, "Vary: Accept\r\n", false), "a variant");
+        assert!(
+            !ok(200, "Vary: Accept, *\r\n", false),
+            "Vary: * never matches"
+        );
         assert!(!ok(200, "Set-Cookie: a=b\r\n", false));
         assert!(
             !ok(200, "Cache-Control: max-age=60\r\n", true),

@@ -80,8 +80,10 @@ pub enum Kind {
     Authorization,
     /// `Cache-Control`.
     CacheControl,
-    /// `Set-Cookie` and `Vary` in responses: such responses are not cached.
+    /// `Set-Cookie` in responses: such responses are not cached.
     Uncacheable,
+    /// `Vary`: the request fields a response varies on (the cache keeps variants).
+    Vary,
     /// `Date`: read by the cache (age, freshness).
     Date,
     /// `Expires`: read by the cache (freshness).
@@ -100,7 +102,13 @@ impl Kind {
     pub fn is_plain(self) -> bool {
         matches!(
             self,
-            Kind::Other | Kind::Date | Kind::Expires | Kind::Age | Kind::LastModified | Kind::ETag
+            Kind::Other
+                | Kind::Date
+                | Kind::Expires
+                | Kind::Age
+                | Kind::LastModified
+                | Kind::ETag
+                | Kind::Vary
         )
     }
 
@@ -123,7 +131,7 @@ pub fn classify(name: &[u8]) -> Kind {
         4 if is("Host") => Kind::Host,
         4 if is("Date") => Kind::Date,
         4 if is("ETag") => Kind::ETag,
-        4 if is("Vary") => Kind::Uncacheable,
+        4 if is("Vary") => Kind::Vary,
         5 if is("Range") => Kind::Conditional,
         6 if is("Expect") => Kind::Expect,
         7 if is("Upgrade") => Kind::HopByHop,

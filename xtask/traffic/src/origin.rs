@@ -16,6 +16,8 @@
 //!   304.
 //! - **Methods**: GET and HEAD; others 405 with `Allow: GET, HEAD` (but see `/echo`). Request
 //!   bodies (Content-Length or chunked) are read.
+//! - **Variants**: `vary=NAME` in the query sends `Vary: NAME`, and the body and ETag depend
+//!   on the request's values of field NAME as well ([`varied`]).
 //! - **Delay**: `ms=M` in the query (at most 60,000) and `--delay-ms` (or
 //!   [`Options::delay`]) delay the response, to emulate a slow origin.
 //! - **Routes for tests** (by path):
@@ -318,6 +320,9 @@ struct Request {
     if_none_match: Option<String>,
     /// The head as received, kept for `/headers` only.
     head: Vec<u8>,
+    /// With `vary=NAME` in the query: the request's values of field NAME (joined by commas),
+    /// `None` when it has none.
+    varies_with: Option<String>,
 }
 
 fn parse_request(buf: &[u8]) -> Result<Option<(usize, Request)>, String> {
@@ -337,6 +342,16 @@ fn parse_request(buf: &[u8]) -> Result<Option<(usize, Request)>, String> {
     } else {
         Vec::new()
     };
+    let varies_with = param(target, "vary").and_then(|name| {
+        let values: Vec<&str> = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .filter_map(|h| std::str::from_utf8(h.value).ok())
+            .map(str::trim)
+            .collect();
+        (!values.is_empty()).then(|| values.join(","))
+    });
     Ok(Some((
         n,
         Request {
@@ -346,6 +361,7 @@ fn parse_request(buf: &[u8]) -> Result<Option<(usize, Request)>, String> {
             close: http1::closes(req.version.unwrap_or(1), req.headers),
             if_none_match: http1::header(req.headers, "if-none-match").map(str::to_owned),
             head,
+            varies_with,
         },
     )))
 }
@@ -438,10 +454,19 @@ async fn respond(
         let msg = format!("size must be 0 to {MAX_SIZE} bytes\n");
         return reply(conn, 400, "Bad Request", TEXT, msg.as_bytes(), close).await;
     };
-    let seed = fnv1a(req.target.as_bytes());
+    // With `vary=NAME`, the body (and its ETag) depend on the request's field NAME too.
+    let vary = param(&req.target, "vary");
+    let seeded = match vary {
+        Some(_) => varied(&req.target, req.varies_with.as_deref()),
+        None => req.target.clone(),
+    };
+    let seed = fnv1a(seeded.as_bytes());
     let etag = format!("\"{seed:016x}\"");
     let cache_control = param(&req.target, "cc").unwrap_or("max-age=3600");
-    let cache = format!("{CONTENT_TYPE}Cache-Control: {cache_control}\r\nETag: {etag}\r\n");
+    let mut cache = format!("{CONTENT_TYPE}Cache-Control: {cache_control}\r\nETag: {etag}\r\n");
+    if let Some(name) = vary {
+        cache.push_str(&format!("Vary: {name}\r\n"));
+    }
     if req
         .if_none_match
         .as_deref()
@@ -454,7 +479,7 @@ async fn respond(
     if path.starts_with("/chunked/") {
         let mut out = head_bytes(200, "OK", &format!("{cache}{CHUNKED}"), None, close);
         if !head {
-            let data = self::body(&req.target, size);
+            let data = self::body(&seeded, size);
             chunk(&mut out, data.chunks(1000));
         }
         return conn.get_mut().write_all(&out).await;
@@ -484,6 +509,12 @@ async fn respond(
         return Err(std::io::Error::other("a body delimited by the close"));
     }
     Ok(())
+}
+
+/// What the body of a `vary=NAME` target is seeded with: the target and the request's
+/// values of field NAME (`-` when it had none). [`body`] of this is what such a request gets.
+pub fn varied(target: &str, value: Option<&str>) -> String {
+    format!("{target}|{}", value.unwrap_or("-"))
 }
 
 /// The path of a target (without the query).
