@@ -181,12 +181,7 @@ fn a_successful_unsafe_request_invalidates_the_stored_response_on_its_owner() {
         )],
     );
     // Keys owned by sidecar 1; every request enters at sidecar 0, which forwards them.
-    let owned = |name: &str| {
-        (0..1000)
-            .map(|i| format!("/script/{name}/{i}"))
-            .find(|k| c.owner(k) == 1)
-            .expect("a key owned by sidecar 1")
-    };
+    let owned = |name: &str| c.owned_key(1, |i| format!("/script/{name}/{i}"));
     let mut client = Client::connect(c.sidecars[0].listen);
     let post = |client: &mut Client, target: &str| {
         client.send(
@@ -338,12 +333,7 @@ fn stale_entries_are_revalidated_with_the_origin_and_refreshed_by_its_304() {
     let mut client = Client::connect(c.sidecars[0].listen);
     // no-cache: stored, but checked with the origin (If-None-Match) before every use.
     // Keys owned by sidecar 1, entering at sidecar 0.
-    let owned = |query: &str| {
-        (0..1000)
-            .map(|i| format!("/obj/reval-{i}?{query}"))
-            .find(|k| c.owner(k) == 1)
-            .expect("a key owned by sidecar 1")
-    };
+    let owned = |query: &str| c.owned_key(1, |i| format!("/obj/reval-{i}?{query}"));
     let t = owned("size=300&cc=no-cache");
     let whole = support::body(&t, 300);
     for round in 0..3 {
@@ -417,12 +407,7 @@ fn stale_if_error_serves_the_stale_entry_while_the_origin_fails() {
 #[test]
 fn responses_that_vary_are_stored_as_one_variant_per_request_value() {
     let c = Cluster::start(151, 2, &["--purge-allow", "127.0.0.0/8"]);
-    let owned = |query: &str| {
-        (0..1000)
-            .map(|i| format!("/obj/vary-{i}?{query}"))
-            .find(|k| c.owner(k) == 1)
-            .expect("a key owned by sidecar 1")
-    };
+    let owned = |query: &str| c.owned_key(1, |i| format!("/obj/vary-{i}?{query}"));
     let t = owned("size=50&vary=accept-language");
     let mut client = Client::connect(c.sidecars[0].listen);
     let get = |client: &mut Client, language: Option<&str>| {

@@ -132,6 +132,14 @@ impl Cluster {
             .pick(key.as_bytes())
     }
 
+    /// The first of the keys `key(0)`, `key(1)`, .. that member `owner` owns.
+    pub fn owned_key(&self, owner: usize, key: impl Fn(usize) -> String) -> String {
+        (0..10_000)
+            .map(key)
+            .find(|k| self.owner(k) == owner)
+            .expect("a key the member owns")
+    }
+
     /// The first `count` keys `/obj/<prefix>-<i>?size=<size>` owned by member `owner`.
     pub fn keys_owned_by(
         &self,
