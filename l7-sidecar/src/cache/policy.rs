@@ -93,11 +93,19 @@ impl Default for Directives {
 }
 
 impl Directives {
-    /// Reads every `Cache-Control` field of a head (directive names are case-insensitive;
-    /// unknown directives are ignored, 5.2.3).
+    /// Reads the directives of a head: those of its `CDN-Cache-Control` fields when it has any
+    /// (RFC 9213: a shared cache that honours them uses them instead of `Cache-Control`), else
+    /// those of `Cache-Control` (directive names are case-insensitive; unknown directives are
+    /// ignored, RFC 9111 5.2.3).
     pub fn of(fields: &[Field], buf: &[u8]) -> Self {
+        let cdn = fields.iter().any(|f| f.kind == Kind::CdnCacheControl);
+        let kind = if cdn {
+            Kind::CdnCacheControl
+        } else {
+            Kind::CacheControl
+        };
         let mut d = Directives::default();
-        for f in fields.iter().filter(|f| f.kind == Kind::CacheControl) {
+        for f in fields.iter().filter(|f| f.kind == kind) {
             for directive in cache_control_list(f.value.of(buf)) {
                 let (name, value) = match directive.iter().position(|&b| b == b'=') {
                     Some(i) => (
@@ -352,6 +360,14 @@ mod tests {
             .directives;
         assert!(d.private && d.must_revalidate);
         assert_eq!(d.stale_if_error, Seconds::Valid(60));
+    }
+
+    #[test]
+    fn cdn_cache_control_goes_first() {
+        let d = facts("Cache-Control: no-store\r\nCDN-Cache-Control: max-age=60\r\n").directives;
+        assert_eq!((d.max_age, d.no_store), (Seconds::Valid(60), false));
+        let d = facts("Cache-Control: max-age=60\r\ncdn-cache-control: no-store\r\n").directives;
+        assert_eq!((d.max_age, d.no_store), (Seconds::Absent, true));
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub enum Kind {
     Authorization,
     /// `Cache-Control`.
     CacheControl,
+    /// `CDN-Cache-Control` (RFC 9213): a shared cache's directives, ahead of `Cache-Control`.
+    CdnCacheControl,
     /// `Set-Cookie` in responses: such responses are not cached.
     Uncacheable,
     /// `Vary`: the request fields a response varies on (the cache keeps variants).
@@ -109,6 +111,7 @@ impl Kind {
                 | Kind::LastModified
                 | Kind::ETag
                 | Kind::Vary
+                | Kind::CdnCacheControl
         )
     }
 
@@ -150,6 +153,7 @@ pub fn classify(name: &[u8]) -> Kind {
         16 if is("Proxy-Connection") => Kind::HopByHop,
         17 if is("Transfer-Encoding") => Kind::TransferEncoding,
         17 if is("If-Modified-Since") => Kind::Conditional,
+        17 if is("CDN-Cache-Control") => Kind::CdnCacheControl,
         19 if is("If-Unmodified-Since") => Kind::Conditional,
         _ => Kind::Other,
     }
