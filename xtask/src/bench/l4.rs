@@ -52,7 +52,7 @@
 //! target/bench-results/l4/results.{json,txt}. The testbed (and with it HAProxy, the nftables table,
 //! the routes and every device setting) is removed at the end, also on errors and Ctrl-C.
 //!
-//! `--quick` (the smoke test of `cargo xtask test`): 2 s runs, at most 5 s of waiting for
+//! `--quick` (the smoke test of `cargo xtask test`): 1 s runs, at most 5 s of waiting for
 //! quiet and no second run, and the load from this xtask itself rather than a release build,
 //! so its figures are not for reading (a debug generator halves req/s and so raises the
 //! per-request costs).
@@ -110,7 +110,7 @@ const MAX_FAILED_SHARE: f64 = 0.001;
 /// Options of `cargo xtask bench l4`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(
-    after_help = "--duration [default: 10, --quick 2], --warmup [default: 2, --quick 1], --concurrency: keep-alive connections of the load [default: 32]."
+    after_help = "--duration [default: 10, --quick 1], --warmup [default: 2, --quick 0.5], --concurrency: keep-alive connections of the load [default: 32]."
 )]
 pub struct BenchL4Args {
     #[command(flatten)]
@@ -506,7 +506,7 @@ mod tests {
                 l.background_s,
                 l.attempts
             ),
-            (2.0, 1.0, 3.0, 1.0, 1)
+            (1.0, 0.5, 1.5, 0.5, 1)
         );
         let mut bad = a.opts.clone();
         bad.duration = Some(0.0);

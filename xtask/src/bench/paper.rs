@@ -84,7 +84,7 @@ const DEFAULT_OBJECTS: usize = 4000;
 /// Options of `cargo xtask bench paper`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(
-    after_help = "--quick: 1 and 2 servers, carp, 1,000 objects; --duration [default: 5, --quick 2], --warmup after the catalogue was requested once [default: 1], --concurrency: closed-loop keep-alive client connections [default: 256, --quick 32]."
+    after_help = "--quick: 1 and 2 servers, carp, 1,000 objects; --duration [default: 5, --quick 1], --warmup after the catalogue was requested once [default: 1, --quick 0.5], --concurrency: closed-loop keep-alive client connections [default: 256, --quick 32]."
 )]
 pub struct BenchPaperArgs {
     #[command(flatten)]
@@ -324,8 +324,8 @@ fn plan(args: &BenchPaperArgs, cpus: f64) -> Result<Plan> {
     for s in &schemes {
         l7_sidecar::scheme::lookup(s).map_err(|e| anyhow::anyhow!("--schemes: {e}"))?;
     }
-    let warmup = opts.warmup_s(1.0, 1.0);
-    let duration = opts.duration_s(5.0, 2.0);
+    let warmup = opts.warmup_s(1.0, 0.5);
+    let duration = opts.duration_s(5.0, 1.0);
     let concurrency = opts.concurrency(256, 32);
     ensure!(args.objects >= 1, "--objects must be at least 1");
     ensure!(args.max_size >= 1, "--max-size must be at least 1");

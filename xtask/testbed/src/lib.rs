@@ -32,6 +32,7 @@ mod cgroup;
 pub mod cli;
 mod config;
 pub mod http;
+#[cfg(feature = "metrics")]
 pub mod metrics;
 mod netns;
 pub mod plan;

@@ -15,7 +15,9 @@ use crate::plan::{
     CENTRAL_ROLE, Central, Front, Mode, ORIGIN_HOST, ORIGIN_PORT, Origin, Parts, Server, Spec,
     VIP_HOST, VIP_PORT, host, pin_dir, run_dir,
 };
-use crate::{config, metrics, netns, process, roles};
+#[cfg(feature = "metrics")]
+use crate::metrics;
+use crate::{config, netns, process, roles};
 
 /// A running testbed: where everything is (what `status --json` prints and `up` records).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -315,6 +317,7 @@ impl Testbed {
     }
 
     /// The sidecars' metrics, scraped in their namespaces.
+    #[cfg(feature = "metrics")]
     pub fn scrape_servers(&self) -> Result<Vec<metrics::Metrics>> {
         self.servers
             .iter()

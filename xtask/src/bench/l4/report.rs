@@ -42,13 +42,13 @@ impl Lengths {
                 concurrency: true,
             },
         )?;
-        let duration_s = opts.duration_s(10.0, 2.0);
-        let warmup_s = opts.warmup_s(2.0, 1.0);
+        let duration_s = opts.duration_s(10.0, 1.0);
+        let warmup_s = opts.warmup_s(2.0, 0.5);
         Ok(Self {
             duration_s,
             warmup_s,
             prime_s: duration_s + warmup_s,
-            background_s: opts.pick(3.0, 1.0),
+            background_s: opts.pick(3.0, 0.5),
             // A smoke test does not wait for figures that nobody reads.
             quiet_wait_s: opts.pick(30.0, 5.0),
             attempts: opts.pick(3, 1),
