@@ -11,12 +11,12 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{self, CpuCgroups};
+#[cfg(feature = "metrics")]
+use crate::metrics;
 use crate::plan::{
     CENTRAL_ROLE, Central, Front, Mode, ORIGIN_HOST, ORIGIN_PORT, Origin, Parts, Server, Spec,
     VIP_HOST, VIP_PORT, host, pin_dir, run_dir,
 };
-#[cfg(feature = "metrics")]
-use crate::metrics;
 use crate::{config, netns, process, roles};
 
 /// A running testbed: where everything is (what `status --json` prints and `up` records).
