@@ -151,12 +151,12 @@ pub struct ConnValue {
 mod pod {
     // SAFETY: all of these are #[repr(C)], made only of integers and byte arrays, with no
     // implicit padding, so every bit pattern is valid and they can be copied as bytes.
-    unsafe impl aya::Pod for super::VipKey {}
-    unsafe impl aya::Pod for super::VipMeta {}
-    unsafe impl aya::Pod for super::VipAddrKey {}
-    unsafe impl aya::Pod for super::RealDef {}
-    unsafe impl aya::Pod for super::ConnValue {}
-    unsafe impl aya::Pod for super::HealthSpec {}
+    unsafe impl aya::Pod for crate::maps::VipKey {}
+    unsafe impl aya::Pod for crate::maps::VipMeta {}
+    unsafe impl aya::Pod for crate::maps::VipAddrKey {}
+    unsafe impl aya::Pod for crate::maps::RealDef {}
+    unsafe impl aya::Pod for crate::maps::ConnValue {}
+    unsafe impl aya::Pod for crate::maps::HealthSpec {}
     unsafe impl aya::Pod for crate::flow::FlowKey {}
     unsafe impl aya::Pod for crate::counters::TrafficCounters {}
 }
