@@ -159,21 +159,6 @@ fn the_unit_runs_command_lines_the_cli_accepts() {
     }
 }
 
-/// Every `dl7_l4_*` name in `text`.
-fn metric_names(text: &str) -> Vec<&str> {
-    let mut names = Vec::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("dl7_l4_") {
-        let tail = &rest[at..];
-        let len = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
-        names.push(&tail[..len]);
-        rest = &tail[len..];
-    }
-    names
-}
-
 #[test]
 fn the_alert_rules_use_metrics_the_daemon_exports() {
     let vip = "192.0.2.10:80/tcp".parse().unwrap();
@@ -198,26 +183,18 @@ fn the_alert_rules_use_metrics_the_daemon_exports() {
     health.check("192.0.2.10:80/tcp", "10.0.1.11", true);
     health.transition("192.0.2.10:80/tcp", "10.0.1.11", true);
     let exported = metrics::render(&snapshot, Some(&health));
-    let families: Vec<&str> = exported
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
     let rules = read("prometheus/dl7-front-alerts.yml");
-    let used = metric_names(&rules);
-    for want in [
-        "dl7_l4_real_up",
-        "dl7_l4_vip_active_reals",
-        "dl7_l4_frames_total",
-    ] {
-        assert!(used.contains(&want), "no alert on {want}");
-    }
-    for name in used {
-        assert!(
-            families.contains(&name),
-            "the rules use {name}, which is not exported"
-        );
-    }
+    let problems = dl7_testbed::metrics::check_rules(
+        &rules,
+        &exported,
+        "dl7_l4_",
+        &[
+            "dl7_l4_real_up",
+            "dl7_l4_vip_active_reals",
+            "dl7_l4_frames_total",
+        ],
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
     // The outcome label values the drop-rate rule selects with `drop_.*`.
     assert!(
         GlobalCounter::ALL

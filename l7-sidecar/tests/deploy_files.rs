@@ -187,21 +187,6 @@ fn documented_defaults_are_the_defaults() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-/// Every `dl7_l7_` name in `text`.
-fn metric_names(text: &str) -> Vec<&str> {
-    let mut names = Vec::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("dl7_l7_") {
-        let tail = &rest[at..];
-        let len = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
-        names.push(&tail[..len]);
-        rest = &tail[len..];
-    }
-    names
-}
-
 #[test]
 fn the_alert_rules_use_exported_metrics_and_the_scrape_job() {
     let m = l7_sidecar::metrics::Metrics::new().expect("metrics");
@@ -216,27 +201,19 @@ fn the_alert_rules_use_exported_metrics_and_the_scrape_job() {
         Duration::from_millis(1),
     );
     let exported = String::from_utf8(m.render()).expect("utf-8");
-    let families: Vec<&str> = exported
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
     let rules = read("prometheus/dl7-sidecar-alerts.yml");
-    let used = metric_names(&rules);
-    for want in [
-        "dl7_l7_peer_up",
-        "dl7_l7_peer_stalls_total",
-        "dl7_l7_pool_retired_total",
-        "dl7_l7_requests_total",
-    ] {
-        assert!(used.contains(&want), "no alert on {want}");
-    }
-    for name in used {
-        assert!(
-            families.contains(&name),
-            "the rules use {name}, which is not exported"
-        );
-    }
+    let problems = dl7_testbed::metrics::check_rules(
+        &rules,
+        &exported,
+        "dl7_l7_",
+        &[
+            "dl7_l7_peer_up",
+            "dl7_l7_peer_stalls_total",
+            "dl7_l7_pool_retired_total",
+            "dl7_l7_requests_total",
+        ],
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
     assert!(rules.contains("up{job=\"dl7-sidecar\"}"));
     let scrape = read("prometheus/dl7-sidecar-scrape.yml");
     assert!(scrape.contains("job_name: dl7-sidecar"));

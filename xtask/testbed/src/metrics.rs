@@ -75,6 +75,36 @@ impl Metrics {
     }
 }
 
+/// How rules that name metrics (Prometheus alert rules, dashboards) fit an exported page:
+/// the problems, none when each of `wanted` is used and every name starting with `prefix`
+/// that the rules use is a family the page declares (`# TYPE`).
+pub fn check_rules(rules: &str, page: &str, prefix: &str, wanted: &[&str]) -> Vec<String> {
+    let families: Vec<&str> = page
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let mut used = Vec::new();
+    let mut rest = rules;
+    while let Some(at) = rest.find(prefix) {
+        let tail = &rest[at..];
+        let len = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        used.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    let missing = wanted
+        .iter()
+        .filter(|w| !used.contains(w))
+        .map(|w| format!("no rule uses {w}"));
+    let unknown = used
+        .iter()
+        .filter(|u| !families.contains(u))
+        .map(|u| format!("the rules use {u}, which is not exported"));
+    missing.chain(unknown).collect()
+}
+
 /// A sample's number (counters, gauges and untyped samples).
 pub fn value(sample: &Sample) -> Result<f64> {
     match sample.value {
