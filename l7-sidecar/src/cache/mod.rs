@@ -138,6 +138,8 @@ pub struct Cache {
     max_object: u64,
     /// The next variant marker's epoch.
     epochs: std::sync::atomic::AtomicU64,
+    /// Set once any response varied: until then a lookup does not look for a marker.
+    varied: std::sync::atomic::AtomicBool,
     /// The operator's `cache-ttl`, seconds: the lifetime of responses without explicit
     /// freshness.
     default_ttl: Option<u64>,
@@ -181,6 +183,7 @@ impl Cache {
             fills: Mutex::new(HashMap::new()),
             max_object,
             epochs: std::sync::atomic::AtomicU64::new(0),
+            varied: std::sync::atomic::AtomicBool::new(false),
             default_ttl: default_ttl.map(|t| t.as_secs()),
         }
     }
@@ -227,6 +230,9 @@ impl Cache {
     /// The key under which `key`'s response for this request (its fields, parsed from `buf`)
     /// is stored: `key` itself, or, when the URL's responses vary, its variant's key.
     pub fn variant_key(&self, key: &[u8], fields: &[Field], buf: &[u8]) -> Option<Vec<u8>> {
+        if !self.varied.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         let marker = self.store.get(key)?;
         let variants = marker.variants.as_ref()?;
         Some(vary::key(key, variants, fields, buf))
@@ -246,6 +252,8 @@ impl Cache {
         {
             return variants.clone();
         }
+        self.varied
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let variants = vary::Variants {
             names,
             epoch: self
