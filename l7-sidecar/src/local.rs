@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 
 use crate::cache::conditional::{self, Answer, Validators};
+use crate::cache::policy;
 use crate::cache::range::{self, Ranges};
 use crate::cache::vary;
 use crate::cache::{self, Cache, Entry, Fill, FillGuard, Lookup};
@@ -63,8 +64,11 @@ pub struct Request<'a> {
 pub enum Upstream<'a> {
     /// A peer sidecar or central-mode backend: the target as received.
     Peer,
-    /// An origin server (or the local upstream): origin-form target, and this `Host` when
-    /// the request has none.
+    /// The local upstream server: origin-form target, and this `Host` when the request has
+    /// none.
+    Server(&'a [u8]),
+    /// The embedded cache's origin: as [`Upstream::Server`], and the cache announces itself
+    /// as a surrogate (`Surrogate-Capability`).
     Origin(&'a [u8]),
 }
 
@@ -118,7 +122,7 @@ impl LocalServer {
         let (config, metrics) = (cx.config, cx.metrics);
         let (cache, pool, host) = match self {
             LocalServer::Upstream { pool, host } => {
-                return pass(cx, pool, host, req, io, scratch).await;
+                return pass(cx, pool, Upstream::Server(host), req, io, scratch).await;
             }
             LocalServer::Cache {
                 cache,
@@ -142,32 +146,37 @@ impl LocalServer {
             key: variant.as_deref().unwrap_or(primary),
             ..req
         };
-        let cacheable = io.body == BodyKind::None
-            && !req.head.authorization
-            && !cache::bypass(req.head.fields(), req.buf);
+        if cache::unsafe_method(req.head.method_bytes(req.buf)) {
+            metrics.origin_fetches.inc();
+            let origin = (pool.as_ref(), host);
+            return pass_unsafe(cx, cache, origin, (req, primary), io, scratch).await;
+        }
+        let wants = cache::Wants::of(req.head.fields(), req.buf);
+        if wants.only_if_cached && io.body == BodyKind::None {
+            return match cache.get(req.key, &wants) {
+                Some(entry) => {
+                    metrics.cache_hits.inc();
+                    serve_entry(&entry, req, io).await
+                }
+                // RFC 9111 5.2.1.7.
+                None => io.error(504, false).await,
+            };
+        }
+        let cacheable = io.body == BodyKind::None && !wants.no_store;
         if !cacheable || io.method != Method::Get {
-            if cacheable
+            if io.body == BodyKind::None
                 && io.method == Method::Head
-                && let Some(entry) = cache.get(req.key)
+                && let Some(entry) = cache.get(req.key, &wants)
             {
                 metrics.cache_hits.inc();
                 return serve_entry(&entry, req, io).await;
             }
             metrics.origin_fetches.inc();
-            let outcome = pass(cx, pool, host, req, io, scratch).await;
-            // RFC 9111 4.4: a non-error response to an unsafe request invalidates what is
-            // stored for its target. (In distributed mode the request was routed to this
-            // server because it owns the URL: the invalidation lands where the object lives.)
-            if (200..400).contains(&outcome.status)
-                && cache::unsafe_method(req.head.method_bytes(req.buf))
-            {
-                cache.invalidate(primary);
-            }
-            return outcome;
+            return pass(cx, pool, Upstream::Origin(host), req, io, scratch).await;
         }
         // Bounded: a vanished leader is the only reason to look again.
         for _ in 0..4 {
-            match cache.lookup(req.key) {
+            match cache.lookup(req.key, &wants) {
                 Lookup::Hit(entry) => {
                     metrics.cache_hits.inc();
                     return serve_entry(&entry, req, io).await;
@@ -211,25 +220,61 @@ impl LocalServer {
             }
         }
         metrics.origin_fetches.inc();
-        pass(cx, pool, host, req, io, scratch).await
+        pass(cx, pool, Upstream::Origin(host), req, io, scratch).await
     }
 }
 
-/// Forwards the request as it is and relays the response (no caching).
+/// Forwards the request as it is to `to` and relays the response (no caching).
 async fn pass(
     cx: &Ctx<'_>,
     pool: &Pool,
-    host: &[u8],
+    to: Upstream<'_>,
     req: Request<'_>,
     io: &mut ClientIo,
     scratch: &mut BytesMut,
 ) -> Outcome {
-    upstream_head(scratch, req, io, false, Upstream::Origin(host));
+    upstream_head(scratch, req, io, false, to);
     match proxy::exchange(cx, pool, scratch, io, None).await {
         Ok(outcome) | Err(Failure::Done(outcome)) => outcome,
         Err(Failure::Gone) => Failure::GONE,
         Err(Failure::Retry(status)) => io.error(status, false).await,
     }
+}
+
+/// Forwards an unsafe request (RFC 9110 9.2.1) to the origin and relays the response. A
+/// non-error response invalidates what is stored for the target URI, and for the same-origin
+/// URIs in its `Location` and `Content-Location` (RFC 9111 4.4), when the head arrives. (In
+/// distributed mode the request was routed to this server because it owns the URL, so the
+/// target's invalidation lands where the object lives; a `Location` URL owned by another
+/// member is invalidated only here.)
+async fn pass_unsafe(
+    cx: &Ctx<'_>,
+    cache: &Cache,
+    (origin, host): (&Pool, &[u8]),
+    (req, primary): (Request<'_>, &[u8]),
+    io: &mut ClientIo,
+    scratch: &mut BytesMut,
+) -> Outcome {
+    upstream_head(scratch, req, io, false, Upstream::Origin(host));
+    let conn = match proxy::request(cx, origin, scratch, io, None).await {
+        Ok(conn) => conn,
+        Err(Failure::Done(outcome)) => return outcome,
+        Err(Failure::Gone) => return Failure::GONE,
+        Err(Failure::Retry(status)) => return io.error(status, false).await,
+    };
+    if (200..400).contains(&io.resp.status) {
+        cache.invalidate(primary);
+        for f in io.resp.fields() {
+            let name = f.name.of(&conn.buf);
+            if (name.eq_ignore_ascii_case(b"Location")
+                || name.eq_ignore_ascii_case(b"Content-Location"))
+                && let Some(key) = cache::related_key(primary, f.value.of(&conn.buf))
+            {
+                cache.invalidate(&key);
+            }
+        }
+    }
+    proxy::relay(cx, origin, conn, io).await
 }
 
 /// Writes the head to send to `to` into `out` (`fill`: for a cache fill).
@@ -241,9 +286,10 @@ pub fn upstream_head(
     to: Upstream<'_>,
 ) {
     out.clear();
-    let (default_host, origin_form) = match to {
-        Upstream::Peer => (&b""[..], false),
-        Upstream::Origin(host) => (host, true),
+    let (default_host, origin_form, capability) = match to {
+        Upstream::Peer => (&b""[..], false, &b""[..]),
+        Upstream::Server(host) => (host, true, &b""[..]),
+        Upstream::Origin(host) => (host, true, policy::SURROGATE_CAPABILITY.as_bytes()),
     };
     let stamp = Stamp {
         via: VIA,
@@ -251,6 +297,7 @@ pub fn upstream_head(
         hops: req.hops.saturating_add(1),
         default_host,
         origin_form,
+        capability,
     };
     forward::request(out, req.head, req.buf, &stamp, fill);
 }
@@ -395,6 +442,7 @@ async fn fill(
         expires: now + admission.fresh_for,
         validators,
         stale_if_error: admission.stale_if_error,
+        must_revalidate: admission.must_revalidate,
         variants: None,
     });
     keep(cache, guard, primary, variants, &entry, req);
@@ -476,10 +524,21 @@ async fn refresh(
     io: &mut ClientIo,
     times: (u64, u64),
 ) -> Outcome {
-    let updates = |kind: Kind| {
-        !kind.is_hop_by_hop() && !matches!(kind, Kind::ContentLength | Kind::Age | Kind::Via)
-    };
     let (fields, buf) = (io.resp.fields(), &conn.buf[..]);
+    // Not updated: what describes the stored bytes themselves (their length, coding, range,
+    // digest and entity tag: RFC 9111 3.2 lets a cache keep those that assure the stored
+    // response's integrity), and what this cache writes itself.
+    let updates = |f: &crate::http::Field| {
+        let name = f.name.of(buf);
+        !f.kind.is_hop_by_hop()
+            && !matches!(
+                f.kind,
+                Kind::ContentLength | Kind::Age | Kind::Via | Kind::ETag
+            )
+            && ![&b"Content-Encoding"[..], b"Content-Range", b"Content-MD5"]
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n))
+    };
     // A 304 without Date is dated when it arrived, as a stored response would be (RFC 9110
     // 6.6.1): the refreshed entry's age counts from now, not from the first fill.
     let undated = !fields.iter().any(|f| f.kind == Kind::Date);
@@ -487,7 +546,7 @@ async fn refresh(
         (undated && name.eq_ignore_ascii_case(b"Date"))
             || fields
                 .iter()
-                .any(|f| updates(f.kind) && f.name.of(buf).eq_ignore_ascii_case(name))
+                .any(|f| updates(f) && f.name.of(buf).eq_ignore_ascii_case(name))
     };
     let status_line = stale
         .head
@@ -499,7 +558,7 @@ async fn refresh(
     stored_fields(&mut head, &stale.head, |name| {
         !replaced(name) && !name.eq_ignore_ascii_case(b"Content-Length")
     });
-    for f in fields.iter().filter(|f| updates(f.kind)) {
+    for f in fields.iter().filter(|f| updates(f)) {
         head.extend_from_slice(f.name.of(buf));
         head.extend_from_slice(b": ");
         head.extend_from_slice(f.value.of(buf));
@@ -547,6 +606,7 @@ async fn refresh(
         expires: now + admission.map_or(std::time::Duration::ZERO, |a| a.fresh_for),
         validators: Validators::of(parsed.fields(), &text),
         stale_if_error: admission.map_or(std::time::Duration::ZERO, |a| a.stale_if_error),
+        must_revalidate: admission.is_none_or(|a| a.must_revalidate),
         variants: None,
     });
     if admission.is_some() {

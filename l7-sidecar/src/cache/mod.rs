@@ -3,14 +3,16 @@
 //! number of concurrent misses for one key make one origin fetch.
 //!
 //! What is stored ([`policy`] has the rules of RFC 9111 for a shared cache):
-//! - requests: `GET` without a body and without `Authorization`; a request with
-//!   `Cache-Control: no-store` or `no-cache` bypasses the cache (and is not stored);
+//! - requests: `GET` and `HEAD` without a body; what the request's own directives ask
+//!   ([`Wants`]: `no-store`, `no-cache` and `Pragma: no-cache`, `max-age`, `min-fresh`,
+//!   `max-stale`, `only-if-cached`) is honoured; a request with `Authorization` is stored
+//!   only when the response allows it (RFC 9111 3.5);
 //! - responses that a shared cache may store (any final status with explicit freshness, or a
 //!   heuristically cacheable one; not `no-store`, `private`, `Set-Cookie` or `Vary: *`; a
 //!   response with `Vary` is stored as a variant, [`vary`]), with a
-//!   known size up to the object limit (`Content-Length`, or chunked and found to fit), and
-//!   fresh when they arrive: this cache does not revalidate, so it keeps only what it can
-//!   serve;
+//!   known size up to the object limit (`Content-Length`, or chunked and found to fit); a
+//!   stale entry with a validator is revalidated with a conditional request (one per key,
+//!   coalesced like a miss), one without is dropped;
 //! - freshness: `s-maxage`, else `max-age`, else `Expires` minus `Date`; without them the
 //!   operator's `cache-ttl` when set, else the heuristic (10 % of the time since
 //!   `Last-Modified`). The age starts at the corrected initial age of RFC 9111 4.2.3, and every
@@ -45,7 +47,7 @@ use policy::Facts;
 const ENTRY_OVERHEAD: u64 = 128;
 
 /// One stored response.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Entry {
     /// Its status code.
     pub status: u16,
@@ -65,6 +67,9 @@ pub struct Entry {
     /// How long past its freshness it may still be served when the origin fails
     /// (`stale-if-error`, RFC 5861 4; zero when it may not).
     pub stale_if_error: Duration,
+    /// Never served stale, whatever the request allows (`must-revalidate`,
+    /// `proxy-revalidate`, `s-maxage`, `no-cache`).
+    pub must_revalidate: bool,
     /// Set on the marker stored under a URL's key when its responses vary: the names their
     /// variants' keys are made of ([`vary`]). A marker is never served.
     pub variants: Option<vary::Variants>,
@@ -94,6 +99,8 @@ pub struct Admission {
     /// `s-maxage` (which implies `proxy-revalidate` for a shared cache, RFC 9111 5.2.2.10)
     /// forbid serving it stale.
     pub stale_if_error: Duration,
+    /// See [`Entry::must_revalidate`].
+    pub must_revalidate: bool,
 }
 
 /// The result of a fill, as its waiters see it.
@@ -202,14 +209,15 @@ impl Cache {
         self.fills.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A fresh entry for `key`.
-    pub fn get(&self, key: &[u8]) -> Option<Arc<Entry>> {
-        self.entry(key).ok().flatten()
+    /// An entry for `key` that may answer a request that `wants` this.
+    pub fn get(&self, key: &[u8], wants: &Wants) -> Option<Arc<Entry>> {
+        self.entry(key, wants).ok().flatten()
     }
 
-    /// What is stored for `key`: `Ok(Some)` a fresh entry, `Ok(None)` nothing, `Err` a stale
-    /// entry that can be revalidated (it has a validator). A stale one that cannot is dropped.
-    fn entry(&self, key: &[u8]) -> Result<Option<Arc<Entry>>, Arc<Entry>> {
+    /// What is stored for `key`: `Ok(Some)` an entry that may answer (fresh, and as fresh as
+    /// the request `wants`), `Ok(None)` nothing usable, `Err` an entry to revalidate first (it
+    /// has a validator). A stale one that cannot be revalidated is dropped.
+    fn entry(&self, key: &[u8], wants: &Wants) -> Result<Option<Arc<Entry>>, Arc<Entry>> {
         let Some(entry) = self.store.get(key) else {
             return Ok(None);
         };
@@ -217,13 +225,16 @@ impl Cache {
             // A URL that varies: its variants are under their own keys (see `variant_key`).
             return Ok(None);
         }
-        if entry.expires > Instant::now() {
+        let now = Instant::now();
+        if wants.accepts(&entry, now) {
             return Ok(Some(entry));
         }
         if entry.validators.etag.is_some() || entry.validators.last_modified.is_some() {
             return Err(entry);
         }
-        self.store.remove(key);
+        if entry.expires <= now {
+            self.store.remove(key);
+        }
         Ok(None)
     }
 
@@ -269,6 +280,7 @@ impl Cache {
             expires: Instant::now(),
             validators: Validators::default(),
             stale_if_error: Duration::ZERO,
+            must_revalidate: true,
             variants: Some(variants.clone()),
         };
         self.store.insert(key.into(), Arc::new(marker));
@@ -280,9 +292,10 @@ impl Cache {
         self.store.remove(key).is_some()
     }
 
-    /// Looks `key` up: a hit, the lead of a new fill, or a fill to wait for.
-    pub fn lookup(&self, key: &[u8]) -> Lookup<'_> {
-        if let Ok(Some(entry)) = self.entry(key) {
+    /// Looks `key` up for a request that `wants` this: a hit, the lead of a new fill, or a
+    /// fill to wait for.
+    pub fn lookup(&self, key: &[u8], wants: &Wants) -> Lookup<'_> {
+        if let Ok(Some(entry)) = self.entry(key, wants) {
             return Lookup::Hit(entry);
         }
         let mut fills = self.fills();
@@ -290,7 +303,7 @@ impl Cache {
             return Lookup::Wait(waiting.clone());
         }
         // A fill may have finished between the first look and taking the lock.
-        let stale = match self.entry(key) {
+        let stale = match self.entry(key, wants) {
             Ok(Some(entry)) => return Lookup::Hit(entry),
             Ok(None) => None,
             Err(stale) => Some(stale),
@@ -342,6 +355,7 @@ impl Cache {
             initial_age,
             fresh_for: Duration::from_secs(fresh_for),
             stale_if_error: Duration::from_secs(stale_if_error),
+            must_revalidate: revalidate || d.no_cache,
         })
     }
 }
@@ -352,15 +366,143 @@ pub fn unsafe_method(method: &[u8]) -> bool {
     !matches!(method, b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE")
 }
 
-/// True when a request's `Cache-Control` asks to bypass the cache (`no-store`, `no-cache`).
-pub fn bypass(fields: &[Field], buf: &[u8]) -> bool {
-    fields
+/// The cache key of a `Location` or `Content-Location` reference in the response to a request
+/// whose key is `primary` (authority then path, [`crate::router::host_path`]), when it names a
+/// resource of the same origin (RFC 9111 4.4 allows invalidating only those): an `http` URI with
+/// the same authority, a network-path or absolute-path reference, or a relative path resolved
+/// against the request's path. `None` for other origins and schemes.
+pub fn related_key(primary: &[u8], reference: &[u8]) -> Option<Vec<u8>> {
+    let split = primary.iter().position(|&b| b == b'/')?;
+    let (authority, path) = primary.split_at(split);
+    let reference = fields::trim(reference);
+    let reference = match reference.iter().position(|&b| b == b'#') {
+        Some(i) => &reference[..i],
+        None => reference,
+    };
+    let scheme_end = reference.iter().position(|&b| b == b':');
+    let first_delimiter = reference.iter().position(|&b| matches!(b, b'/' | b'?'));
+    let network_path = match scheme_end {
+        Some(i) if first_delimiter.is_none_or(|d| i < d) => {
+            if !reference[..i].eq_ignore_ascii_case(b"http") {
+                return None;
+            }
+            reference[i + 1..].strip_prefix(b"//")?
+        }
+        _ => match reference.strip_prefix(b"//") {
+            Some(rest) => rest,
+            None => {
+                let mut key = authority.to_vec();
+                if reference.starts_with(b"/") {
+                    key.extend_from_slice(reference);
+                } else {
+                    let path = &path[..path.iter().position(|&b| b == b'?').unwrap_or(path.len())];
+                    let dir = path.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+                    key.extend_from_slice(&path[..dir]);
+                    key.extend_from_slice(reference);
+                }
+                return Some(key);
+            }
+        },
+    };
+    let end = network_path
         .iter()
-        .filter(|f| f.kind == Kind::CacheControl)
-        .any(|f| {
-            fields::list(f.value.of(buf))
-                .any(|d| d.eq_ignore_ascii_case(b"no-store") || d.eq_ignore_ascii_case(b"no-cache"))
-        })
+        .position(|&b| matches!(b, b'/' | b'?'))
+        .unwrap_or(network_path.len());
+    if !network_path[..end].eq_ignore_ascii_case(authority) {
+        return None;
+    }
+    let mut key = authority.to_vec();
+    if !network_path[end..].starts_with(b"/") {
+        key.push(b'/');
+    }
+    key.extend_from_slice(&network_path[end..]);
+    Some(key)
+}
+
+/// What a request's own directives ask of the cache (RFC 9111 5.2.1; `Pragma: no-cache` when
+/// it has no `Cache-Control`, 5.4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wants {
+    /// `no-store`: the response is not stored (a stored one may still answer).
+    pub no_store: bool,
+    /// `no-cache`: a stored response answers only once the origin has validated it.
+    pub no_cache: bool,
+    /// `max-age`: nothing older than this.
+    pub max_age: Option<u64>,
+    /// `min-fresh`: nothing that stays fresh for less than this.
+    pub min_fresh: Option<u64>,
+    /// `max-stale`: a stale response this far past its freshness will do (`u64::MAX` without
+    /// a value), unless it must be revalidated.
+    pub max_stale: Option<u64>,
+    /// `only-if-cached`: answer from the cache or with 504, never from the origin.
+    pub only_if_cached: bool,
+}
+
+impl Wants {
+    /// Reads a request's directives. An invalid number counts as 0 for `max-age` and
+    /// `max-stale` and as a year for `min-fresh` (the stricter reading).
+    pub fn of(fields: &[Field], buf: &[u8]) -> Self {
+        let mut wants = Wants::default();
+        let mut cache_control = false;
+        let mut pragma_no_cache = false;
+        for f in fields {
+            match f.kind {
+                Kind::CacheControl => cache_control = true,
+                Kind::Pragma => {
+                    pragma_no_cache |=
+                        fields::list(f.value.of(buf)).any(|d| d.eq_ignore_ascii_case(b"no-cache"));
+                    continue;
+                }
+                _ => continue,
+            }
+            for directive in fields::list(f.value.of(buf)) {
+                let (name, value) = match directive.iter().position(|&b| b == b'=') {
+                    Some(i) => (
+                        fields::trim(&directive[..i]),
+                        Some(fields::trim(&directive[i + 1..])),
+                    ),
+                    None => (directive, None),
+                };
+                let number = value.and_then(|v| fields::decimal(policy::unquote(v)));
+                let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+                if is("no-store") {
+                    wants.no_store = true;
+                } else if is("no-cache") {
+                    wants.no_cache = true;
+                } else if is("max-age") {
+                    wants.max_age = Some(number.unwrap_or(0));
+                } else if is("min-fresh") {
+                    wants.min_fresh = Some(number.unwrap_or(policy::MAX_SECONDS));
+                } else if is("max-stale") {
+                    wants.max_stale = Some(if value.is_some() {
+                        number.unwrap_or(0)
+                    } else {
+                        u64::MAX
+                    });
+                } else if is("only-if-cached") {
+                    wants.only_if_cached = true;
+                }
+            }
+        }
+        wants.no_cache |= pragma_no_cache && !cache_control;
+        wants
+    }
+
+    /// Whether `entry` may answer now without the origin.
+    pub fn accepts(&self, entry: &Entry, now: Instant) -> bool {
+        if self.no_cache || self.max_age.is_some_and(|max| entry.age() > max) {
+            return false;
+        }
+        if entry.expires > now {
+            let left = (entry.expires - now).as_secs();
+            return self.min_fresh.is_none_or(|min| left >= min);
+        }
+        !entry.must_revalidate
+            && self.min_fresh.is_none()
+            && self
+                .max_stale
+                .is_some_and(|max| (now - entry.expires).as_secs() <= max)
+    }
 }
 
 /// The lead of one fill; its waiters get what [`finish`](Self::finish) reports.
@@ -413,20 +555,82 @@ mod tests {
             expires: Instant::now() + ttl,
             validators: Validators::default(),
             stale_if_error: Duration::ZERO,
+            must_revalidate: false,
             variants: None,
         })
+    }
+
+    #[test]
+    fn request_directives_decide_what_may_answer() {
+        let wants = |lines: &str| {
+            let text = format!("GET / HTTP/1.1\r\nHost: h\r\n{lines}\r\n");
+            let mut head = crate::http::request::RequestHead::default();
+            let limits = crate::http::request::Limits::default();
+            assert!(crate::http::request::parse(text.as_bytes(), &limits, &mut head).unwrap());
+            Wants::of(head.fields(), text.as_bytes())
+        };
+        let now = Instant::now();
+        let fresh = entry(1, Duration::from_secs(60));
+        let mut old = Arc::unwrap_or_clone(entry(1, Duration::ZERO));
+        old.expires = now - Duration::from_secs(30);
+        assert!(wants("").accepts(&fresh, now));
+        assert!(!wants("").accepts(&old, now), "stale");
+        assert!(!wants("Cache-Control: no-cache\r\n").accepts(&fresh, now));
+        assert!(!wants("Pragma: no-cache\r\n").accepts(&fresh, now));
+        assert!(
+            wants("Pragma: no-cache\r\nCache-Control: max-stale\r\n").accepts(&fresh, now),
+            "Pragma counts only without Cache-Control"
+        );
+        assert!(!wants("Cache-Control: min-fresh=120\r\n").accepts(&fresh, now));
+        assert!(wants("Cache-Control: min-fresh=30\r\n").accepts(&fresh, now));
+        assert!(wants("Cache-Control: max-stale=60\r\n").accepts(&old, now));
+        assert!(!wants("Cache-Control: max-stale=10\r\n").accepts(&old, now));
+        assert!(wants("Cache-Control: max-stale\r\n").accepts(&old, now));
+        old.must_revalidate = true;
+        assert!(!wants("Cache-Control: max-stale\r\n").accepts(&old, now));
+        let mut aged = Arc::unwrap_or_clone(entry(1, Duration::from_secs(60)));
+        aged.initial_age = 20;
+        assert!(!wants("Cache-Control: max-age=10\r\n").accepts(&aged, now));
+        assert!(wants("Cache-Control: max-age=30\r\n").accepts(&aged, now));
+        assert!(
+            !wants("Cache-Control: max-age=x\r\n").accepts(&aged, now),
+            "invalid: 0"
+        );
+        let w = wants("cache-control: no-store, only-if-cached\r\n");
+        assert!(w.no_store && w.only_if_cached);
+    }
+
+    #[test]
+    fn related_keys_stay_within_the_origin() {
+        let primary = b"shop:8080/a/b?x=1";
+        let key =
+            |r: &str| related_key(primary, r.as_bytes()).map(|k| String::from_utf8(k).unwrap());
+        assert_eq!(key("/c/d").as_deref(), Some("shop:8080/c/d"));
+        assert_eq!(key("c?y#frag").as_deref(), Some("shop:8080/a/c?y"));
+        assert_eq!(key("http://SHOP:8080/z").as_deref(), Some("shop:8080/z"));
+        assert_eq!(key("//shop:8080").as_deref(), Some("shop:8080/"));
+        assert_eq!(key("http://other/z"), None, "another authority");
+        assert_eq!(
+            key("https://shop:8080/z"),
+            None,
+            "another scheme is another origin"
+        );
+        assert_eq!(key("mailto:x@shop"), None);
     }
 
     #[tokio::test]
     async fn coalesces_and_stores() {
         let cache = Cache::new(1 << 20, 1 << 16, None);
-        let Lookup::Fill(lead) = cache.lookup(b"/a") else {
+        let Lookup::Fill(lead) = cache.lookup(b"/a", &Wants::default()) else {
             panic!("first miss leads")
         };
-        let Lookup::Wait(mut rx) = cache.lookup(b"/a") else {
+        let Lookup::Wait(mut rx) = cache.lookup(b"/a", &Wants::default()) else {
             panic!("second miss waits")
         };
-        assert!(matches!(cache.lookup(b"/b"), Lookup::Fill(_)));
+        assert!(matches!(
+            cache.lookup(b"/b", &Wants::default()),
+            Lookup::Fill(_)
+        ));
         lead.finish(Fill::Stored(entry(10, Duration::from_secs(60))));
         let got = rx
             .wait_for(|f| !matches!(f, Fill::Pending))
@@ -434,33 +638,39 @@ mod tests {
             .unwrap()
             .clone();
         assert!(matches!(got, Fill::Stored(e) if e.body.len() == 10));
-        assert!(matches!(cache.lookup(b"/a"), Lookup::Hit(_)));
+        assert!(matches!(
+            cache.lookup(b"/a", &Wants::default()),
+            Lookup::Hit(_)
+        ));
         assert_eq!(cache.usage().0, 1);
     }
 
     #[tokio::test]
     async fn a_vanished_leader_releases_waiters_and_stale_entries_miss() {
         let cache = Cache::new(1 << 20, 1 << 16, None);
-        let Lookup::Fill(lead) = cache.lookup(b"/a") else {
+        let Lookup::Fill(lead) = cache.lookup(b"/a", &Wants::default()) else {
             panic!()
         };
-        let Lookup::Wait(mut rx) = cache.lookup(b"/a") else {
+        let Lookup::Wait(mut rx) = cache.lookup(b"/a", &Wants::default()) else {
             panic!()
         };
         drop(lead);
         assert!(rx.wait_for(|f| !matches!(f, Fill::Pending)).await.is_err());
-        let Lookup::Fill(lead) = cache.lookup(b"/a") else {
+        let Lookup::Fill(lead) = cache.lookup(b"/a", &Wants::default()) else {
             panic!()
         };
         lead.finish(Fill::Stored(entry(1, Duration::ZERO)));
-        assert!(matches!(cache.lookup(b"/a"), Lookup::Fill(_)));
+        assert!(matches!(
+            cache.lookup(b"/a", &Wants::default()),
+            Lookup::Fill(_)
+        ));
     }
 
     #[test]
     fn byte_bound() {
         let cache = Cache::new(100_000, 10_000, None);
         for i in 0..100u32 {
-            let Lookup::Fill(lead) = cache.lookup(&i.to_be_bytes()) else {
+            let Lookup::Fill(lead) = cache.lookup(&i.to_be_bytes(), &Wants::default()) else {
                 panic!()
             };
             lead.finish(Fill::Stored(entry(9_000, Duration::from_secs(60))));

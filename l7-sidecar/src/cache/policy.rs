@@ -7,7 +7,14 @@
 //! Where the RFC leaves a choice, this cache takes the conservative one: a directive with an
 //! invalid or repeated value makes the response stale (4.2.1), an `Expires` that is not a date
 //! is in the past (5.3), the qualified forms of `no-cache` and `private` act as unqualified
-//! (5.2.2.4, 5.2.2.7), and an invalid `Age` is ignored (5.1).
+//! (5.2.2.4, 5.2.2.7), and an `Age` whose first member is not a non-negative integer makes the
+//! response stale (5.1 says to ignore it; a shared cache that cannot tell how old a response is
+//! assumes the worst).
+//!
+//! Whose directives count: `CDN-Cache-Control` (RFC 9213) when the response has one, else
+//! `Surrogate-Control` (Edge Architecture 1.0) when it has directives for this cache
+//! (untargeted, or targeted at [`SURROGATE_TOKEN`], which the cache announces in
+//! `Surrogate-Capability`), else `Cache-Control`.
 
 use crate::http::Field;
 use crate::http::date;
@@ -15,6 +22,13 @@ use crate::http::fields::{self, Kind};
 
 /// A year: no lifetime or age is taken as longer (it keeps sums far from overflow).
 pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
+/// This cache's device token (Edge Architecture 1.0): announced to origins as
+/// `Surrogate-Capability: dl7="Surrogate/1.0"`, and the target (`max-age=60;dl7`) of the
+/// `Surrogate-Control` directives meant for it.
+pub const SURROGATE_TOKEN: &str = "dl7";
+/// The `Surrogate-Capability` value the cache sends its origin: its token, Edge Architecture
+/// 1.0's surrogate capability.
+pub const SURROGATE_CAPABILITY: &str = "dl7=\"Surrogate/1.0\"";
 /// The heuristic lifetime is this share of the time since `Last-Modified` (4.2.2's typical
 /// 10 %)...
 const HEURISTIC_PERCENT: u64 = 10;
@@ -73,6 +87,8 @@ pub struct Directives {
     pub proxy_revalidate: bool,
     pub stale_while_revalidate: Seconds,
     pub stale_if_error: Seconds,
+    /// `must-understand`: stored only when the cache knows the status code's semantics.
+    pub must_understand: bool,
 }
 
 impl Default for Directives {
@@ -88,6 +104,7 @@ impl Default for Directives {
             proxy_revalidate: false,
             stale_while_revalidate: Seconds::Absent,
             stale_if_error: Seconds::Absent,
+            must_understand: false,
         }
     }
 }
@@ -95,50 +112,107 @@ impl Default for Directives {
 impl Directives {
     /// Reads the directives of a head: those of its `CDN-Cache-Control` fields when it has any
     /// (RFC 9213: a shared cache that honours them uses them instead of `Cache-Control`), else
-    /// those of `Cache-Control` (directive names are case-insensitive; unknown directives are
-    /// ignored, RFC 9111 5.2.3).
+    /// the `Surrogate-Control` directives for this cache when there are any (targeted at it
+    /// when some are, else the untargeted ones), else those of `Cache-Control` (directive
+    /// names are case-insensitive; unknown directives are ignored, RFC 9111 5.2.3).
     pub fn of(fields: &[Field], buf: &[u8]) -> Self {
-        let cdn = fields.iter().any(|f| f.kind == Kind::CdnCacheControl);
-        let kind = if cdn {
-            Kind::CdnCacheControl
-        } else {
-            Kind::CacheControl
+        let of_kind = |kind: Kind| {
+            fields
+                .iter()
+                .filter(move |f| f.kind == kind)
+                .flat_map(|f| cache_control_list(f.value.of(buf)))
         };
         let mut d = Directives::default();
-        for f in fields.iter().filter(|f| f.kind == kind) {
-            for directive in cache_control_list(f.value.of(buf)) {
-                let (name, value) = match directive.iter().position(|&b| b == b'=') {
-                    Some(i) => (
-                        fields::trim(&directive[..i]),
-                        Some(fields::trim(&directive[i + 1..])),
-                    ),
-                    None => (directive, None),
+        if fields.iter().any(|f| f.kind == Kind::CdnCacheControl) {
+            of_kind(Kind::CdnCacheControl).for_each(|e| d.set(e));
+            return d;
+        }
+        let targeted = |target: Option<&'static [u8]>| {
+            of_kind(Kind::SurrogateControl).filter_map(move |element| {
+                let (directive, to) = match element.iter().position(|&b| b == b';') {
+                    Some(i) => (&element[..i], Some(fields::trim(&element[i + 1..]))),
+                    None => (element, None),
                 };
-                let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
-                if is("max-age") {
-                    d.max_age.set(value);
-                } else if is("s-maxage") {
-                    d.s_maxage.set(value);
-                } else if is("no-store") {
-                    d.no_store = true;
-                } else if is("no-cache") {
-                    d.no_cache = true;
-                } else if is("private") {
-                    d.private = true;
-                } else if is("public") {
-                    d.public = true;
-                } else if is("must-revalidate") {
-                    d.must_revalidate = true;
-                } else if is("proxy-revalidate") {
-                    d.proxy_revalidate = true;
-                } else if is("stale-while-revalidate") {
-                    d.stale_while_revalidate.set(value);
-                } else if is("stale-if-error") {
-                    d.stale_if_error.set(value);
-                }
-            }
+                let ours = match (to, target) {
+                    (Some(to), Some(target)) => to.eq_ignore_ascii_case(target),
+                    (None, None) => true,
+                    _ => false,
+                };
+                ours.then(|| fields::trim(directive))
+            })
+        };
+        let token = Some(SURROGATE_TOKEN.as_bytes());
+        if targeted(token).next().is_some() {
+            targeted(token).for_each(|e| d.set_surrogate(e));
+        } else if targeted(None).next().is_some() {
+            targeted(None).for_each(|e| d.set_surrogate(e));
+        } else {
+            of_kind(Kind::CacheControl).for_each(|e| d.set(e));
         }
         d
+    }
+
+    /// Applies one `Cache-Control` (or `CDN-Cache-Control`) directive.
+    fn set(&mut self, directive: &[u8]) {
+        let (name, value) = split_directive(directive);
+        let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+        if is("max-age") {
+            self.max_age.set(value);
+        } else if is("s-maxage") {
+            self.s_maxage.set(value);
+        } else if is("no-store") {
+            self.no_store = true;
+        } else if is("no-cache") {
+            self.no_cache = true;
+        } else if is("private") {
+            self.private = true;
+        } else if is("public") {
+            self.public = true;
+        } else if is("must-revalidate") {
+            self.must_revalidate = true;
+        } else if is("proxy-revalidate") {
+            self.proxy_revalidate = true;
+        } else if is("stale-while-revalidate") {
+            self.stale_while_revalidate.set(value);
+        } else if is("stale-if-error") {
+            self.stale_if_error.set(value);
+        } else if is("must-understand") {
+            self.must_understand = true;
+        }
+    }
+
+    /// Applies one `Surrogate-Control` directive (its target already stripped): `no-store`,
+    /// and `max-age=N[+M]`, whose `+M` is how long the response may stand in for a failing
+    /// origin once stale (as `stale-if-error`). The others (`content`, `no-store-remote`) are
+    /// for surrogates that process content.
+    fn set_surrogate(&mut self, directive: &[u8]) {
+        let (name, value) = split_directive(directive);
+        if name.eq_ignore_ascii_case(b"no-store") {
+            self.no_store = true;
+        } else if name.eq_ignore_ascii_case(b"max-age") {
+            let (fresh, stale) = match value.and_then(|v| v.iter().position(|&b| b == b'+')) {
+                Some(i) => {
+                    let v = value.unwrap_or_default();
+                    (Some(&v[..i]), Some(&v[i + 1..]))
+                }
+                None => (value, None),
+            };
+            self.max_age.set(fresh);
+            if stale.is_some() {
+                self.stale_if_error.set(stale);
+            }
+        }
+    }
+}
+
+/// A directive's name and, after `=`, its value.
+fn split_directive(directive: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match directive.iter().position(|&b| b == b'=') {
+        Some(i) => (
+            fields::trim(&directive[..i]),
+            Some(fields::trim(&directive[i + 1..])),
+        ),
+        None => (directive, None),
     }
 }
 
@@ -176,7 +250,7 @@ fn cache_control_list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// `v` without one pair of surrounding double quotes.
-fn unquote(v: &[u8]) -> &[u8] {
+pub fn unquote(v: &[u8]) -> &[u8] {
     v.strip_prefix(b"\"")
         .and_then(|v| v.strip_suffix(b"\""))
         .unwrap_or(v)
@@ -190,7 +264,7 @@ pub struct Facts {
     pub date: Option<u64>,
     /// `Expires`: `None` when absent, `Some(None)` when not a date (already expired).
     pub expires: Option<Option<u64>>,
-    /// `Age` (its first member), when valid.
+    /// `Age`: its first member, or [`MAX_SECONDS`] when that is not a non-negative integer.
     pub age: Option<u64>,
     /// `Last-Modified`, when present and valid.
     pub last_modified: Option<u64>,
@@ -219,7 +293,8 @@ impl Facts {
                 }
                 Kind::Age if facts.age.is_none() => {
                     let first = fields::list(value).next().unwrap_or_default();
-                    facts.age = fields::decimal(first).map(|a| a.min(MAX_SECONDS));
+                    facts.age =
+                        Some(fields::decimal(first).map_or(MAX_SECONDS, |a| a.min(MAX_SECONDS)));
                 }
                 Kind::LastModified => {
                     facts.last_modified = facts.last_modified.or(date::parse(value));
@@ -252,6 +327,15 @@ pub fn heuristically_cacheable(status: u16) -> bool {
     )
 }
 
+/// The status codes whose semantics this cache knows (RFC 9111 5.2.2.3 `must-understand`):
+/// those RFC 9110 defines, and 206 and 304, which it handles itself.
+fn understood(status: u16) -> bool {
+    matches!(
+        status,
+        200..=206 | 300..=305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
+    )
+}
+
 /// Whether a shared cache may store a response to a `GET` (RFC 9111 3 and 3.5): a final
 /// status, no `no-store` or `private`, a request with `Authorization` only when the response
 /// says a shared cache may store it, and explicit freshness, `public`, or a heuristically
@@ -259,6 +343,7 @@ pub fn heuristically_cacheable(status: u16) -> bool {
 pub fn storable(status: u16, facts: &Facts, authorization: bool) -> bool {
     let d = &facts.directives;
     if !(200..600).contains(&status)
+        || (d.must_understand && !understood(status))
         || d.no_store
         || d.private
         || facts.uncacheable_field
@@ -371,6 +456,30 @@ mod tests {
     }
 
     #[test]
+    fn surrogate_control_for_this_cache_goes_before_cache_control() {
+        let d = |lines: &str| facts(lines).directives;
+        let both = d("Cache-Control: no-store\r\nSurrogate-Control: max-age=60\r\n");
+        assert_eq!((both.max_age, both.no_store), (Seconds::Valid(60), false));
+        let ours = d("Cache-Control: max-age=60\r\nSurrogate-Control: no-store;dl7\r\n");
+        assert_eq!((ours.max_age, ours.no_store), (Seconds::Absent, true));
+        let theirs = d("Cache-Control: max-age=60\r\nSurrogate-Control: no-store;other\r\n");
+        assert_eq!(
+            (theirs.max_age, theirs.no_store),
+            (Seconds::Valid(60), false),
+            "targeted at another surrogate: Cache-Control counts"
+        );
+        let targeted_first = d("Surrogate-Control: max-age=5, max-age=50;DL7\r\n");
+        assert_eq!(targeted_first.max_age, Seconds::Valid(50));
+        let plus = d("Surrogate-Control: max-age=30+600\r\n");
+        assert_eq!(
+            (plus.max_age, plus.stale_if_error),
+            (Seconds::Valid(30), Seconds::Valid(600))
+        );
+        let cdn = d("CDN-Cache-Control: max-age=7\r\nSurrogate-Control: max-age=60\r\n");
+        assert_eq!(cdn.max_age, Seconds::Valid(7), "CDN-Cache-Control first");
+    }
+
+    #[test]
     fn lifetime_follows_the_order_of_4_2_1() {
         let at = |lines: &str| lifetime(200, &facts(lines), T, None);
         assert_eq!(at("Cache-Control: max-age=30, s-maxage=5\r\n"), 5);
@@ -468,6 +577,13 @@ mod tests {
             !ok(101, "Cache-Control: max-age=60\r\n", false),
             "not final"
         );
+        let understand = "Cache-Control: max-age=60, must-understand\r\n";
+        assert!(ok(200, understand, false));
+        assert!(
+            !ok(599, understand, false),
+            "must-understand, unknown status"
+        );
+        assert!(ok(599, "Cache-Control: max-age=60\r\n", false));
     }
 
     #[test]
@@ -482,7 +598,11 @@ mod tests {
             "first Age member plus the delay"
         );
         let f = facts("Age: abc\r\n");
-        assert_eq!(initial_age(&f, T, T + 1), 1, "an invalid Age is ignored");
+        assert_eq!(
+            initial_age(&f, T, T + 1),
+            MAX_SECONDS,
+            "an invalid Age makes the response as old as can be"
+        );
         // A Date in the future makes no negative age.
         let f = facts(&format!("Date: {DATE}\r\n"));
         assert_eq!(initial_age(&f, T - 20, T - 20), 0);

@@ -82,6 +82,11 @@ pub enum Kind {
     CacheControl,
     /// `CDN-Cache-Control` (RFC 9213): a shared cache's directives, ahead of `Cache-Control`.
     CdnCacheControl,
+    /// `Surrogate-Control` (Edge Architecture 1.0): directives for surrogates, after
+    /// `CDN-Cache-Control` and ahead of `Cache-Control`.
+    SurrogateControl,
+    /// `Pragma`: `no-cache` in a request without `Cache-Control` (RFC 9111 5.4).
+    Pragma,
     /// `Set-Cookie` in responses: such responses are not cached.
     Uncacheable,
     /// `Vary`: the request fields a response varies on (the cache keeps variants).
@@ -112,6 +117,8 @@ impl Kind {
                 | Kind::ETag
                 | Kind::Vary
                 | Kind::CdnCacheControl
+                | Kind::SurrogateControl
+                | Kind::Pragma
         )
     }
 
@@ -137,6 +144,7 @@ pub fn classify(name: &[u8]) -> Kind {
         4 if is("Vary") => Kind::Vary,
         5 if is("Range") => Kind::Conditional,
         6 if is("Expect") => Kind::Expect,
+        6 if is("Pragma") => Kind::Pragma,
         7 if is("Upgrade") => Kind::HopByHop,
         7 if is("Expires") => Kind::Expires,
         8 if is("If-Match") || is("If-Range") => Kind::Conditional,
@@ -154,6 +162,7 @@ pub fn classify(name: &[u8]) -> Kind {
         17 if is("Transfer-Encoding") => Kind::TransferEncoding,
         17 if is("If-Modified-Since") => Kind::Conditional,
         17 if is("CDN-Cache-Control") => Kind::CdnCacheControl,
+        17 if is("Surrogate-Control") => Kind::SurrogateControl,
         19 if is("If-Unmodified-Since") => Kind::Conditional,
         _ => Kind::Other,
     }

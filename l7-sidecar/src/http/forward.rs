@@ -36,6 +36,9 @@ pub struct Stamp<'a> {
     pub default_host: &'a [u8],
     /// Write an absolute-form target in origin-form (the destination is an origin server).
     pub origin_form: bool,
+    /// A `Surrogate-Capability` value to announce (the embedded cache to its origin), or
+    /// empty.
+    pub capability: &'a [u8],
 }
 
 /// How the body of a response to the client is framed.
@@ -97,6 +100,11 @@ pub fn request(out: &mut BytesMut, head: &RequestHead, buf: &[u8], stamp: &Stamp
         }
     }
     appended(out, b"Via: ", head.fields(), Kind::Via, buf, stamp.via);
+    if !stamp.capability.is_empty() {
+        out.put_slice(b"Surrogate-Capability: ");
+        out.put_slice(stamp.capability);
+        out.put_slice(b"\r\n");
+    }
     appended(
         out,
         b"X-Forwarded-For: ",
@@ -220,6 +228,7 @@ mod tests {
         hops: 1,
         default_host: b"",
         origin_form: false,
+        capability: b"",
     };
 
     fn forwarded(buf: &[u8], stamp: &Stamp<'_>) -> String {
