@@ -156,7 +156,7 @@ impl LocalServer {
             return match cache.get(req.key, &wants) {
                 Some(entry) => {
                     metrics.cache_hits.inc();
-                    serve_entry(&entry, req, io).await
+                    serve_entry(&entry, req, io, metrics).await
                 }
                 // RFC 9111 5.2.1.7.
                 None => io.error(504, false).await,
@@ -169,7 +169,7 @@ impl LocalServer {
                 && let Some(entry) = cache.get(req.key, &wants)
             {
                 metrics.cache_hits.inc();
-                return serve_entry(&entry, req, io).await;
+                return serve_entry(&entry, req, io, metrics).await;
             }
             metrics.origin_fetches.inc();
             return pass(cx, pool, Upstream::Origin(host), req, io, scratch).await;
@@ -179,7 +179,7 @@ impl LocalServer {
             match cache.lookup(req.key, &wants) {
                 Lookup::Hit(entry) => {
                     metrics.cache_hits.inc();
-                    return serve_entry(&entry, req, io).await;
+                    return serve_entry(&entry, req, io, metrics).await;
                 }
                 Lookup::Fill(guard) => {
                     metrics.cache_misses.inc();
@@ -211,7 +211,7 @@ impl LocalServer {
                     match fill {
                         Fill::Stored(entry) => {
                             metrics.cache_hits.inc();
-                            return serve_entry(&entry, req, io).await;
+                            return serve_entry(&entry, req, io, metrics).await;
                         }
                         Fill::Failed(status) => return io.error(status, false).await,
                         Fill::Uncacheable | Fill::Pending => break,
@@ -358,6 +358,7 @@ async fn fill(
                 req,
                 io,
                 (requested, arrived),
+                metrics,
             )
             .await;
         }
@@ -446,7 +447,7 @@ async fn fill(
         variants: None,
     });
     keep(cache, guard, primary, variants, &entry, req);
-    serve_entry(&entry, req, io).await
+    serve_entry(&entry, req, io, metrics).await
 }
 
 /// Stores a filled entry where this request's variant belongs: under the URL's key, or, when
@@ -485,9 +486,9 @@ async fn serve_stale(
     io: &mut ClientIo,
     metrics: &Metrics,
 ) -> Outcome {
-    metrics.stale_served.inc();
+    metrics.stale_served[0].inc();
     guard.finish(Fill::Stored(stale.clone()));
-    serve_entry(&stale, req, io).await
+    serve_entry(&stale, req, io, metrics).await
 }
 
 /// Makes the fill request (`head`, ending with its empty line) a conditional one that asks the
@@ -523,6 +524,7 @@ async fn refresh(
     req: Request<'_>,
     io: &mut ClientIo,
     times: (u64, u64),
+    metrics: &Metrics,
 ) -> Outcome {
     let (fields, buf) = (io.resp.fields(), &conn.buf[..]);
     // Not updated: what describes the stored bytes themselves (their length, coding, range,
@@ -616,13 +618,18 @@ async fn refresh(
         cache.invalidate(req.key);
         guard.finish(Fill::Uncacheable);
     }
-    serve_entry(&entry, req, io).await
+    serve_entry(&entry, req, io, metrics).await
 }
 
 /// Answers `req` from a stored entry: its head, `Age`, `Connection`, and the body (unless
 /// HEAD); or 304 or 412 when the request's preconditions say so (RFC 9110 13.2.2); or, for a
 /// `GET` with `Range` of a stored 200, 206 with the ranges asked for or 416 (RFC 9110 14).
-async fn serve_entry(entry: &Entry, req: Request<'_>, io: &mut ClientIo) -> Outcome {
+async fn serve_entry(
+    entry: &Entry,
+    req: Request<'_>,
+    io: &mut ClientIo,
+    metrics: &Metrics,
+) -> Outcome {
     let conditional = req
         .head
         .fields()
@@ -645,7 +652,10 @@ async fn serve_entry(entry: &Entry, req: Request<'_>, io: &mut ClientIo) -> Outc
     let mut n = itoa::Buffer::new();
     let multipart;
     let (status, body): (u16, &[u8]) = match (answer, ranges) {
-        (Answer::PreconditionFailed, _) => return io.error(412, false).await,
+        (Answer::PreconditionFailed, _) => {
+            metrics.cache_answer(412);
+            return io.error(412, false).await;
+        }
         (Answer::NotModified, _) => {
             io.out.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\n");
             stored_fields(&mut io.out, &entry.head, conditional::kept_in_304);
@@ -710,6 +720,7 @@ async fn serve_entry(entry: &Entry, req: Request<'_>, io: &mut ClientIo) -> Outc
     let connection = io.connection(close);
     forward::finish(&mut io.out, connection);
     let body: &[u8] = if io.method == Method::Head { &[] } else { body };
+    metrics.cache_answer(status);
     let sent = io.write_head_and([body, &[]], false, true).await;
     Outcome {
         status,

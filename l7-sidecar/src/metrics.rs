@@ -9,6 +9,9 @@
 //! | `dl7_l7_request_duration_seconds` | route | head received to response sent |
 //! | `dl7_l7_cache_hits_total`, `dl7_l7_cache_misses_total` | | embedded cache lookups (a request that waited for another one's fill counts as a hit) |
 //! | `dl7_l7_cache_bytes`, `dl7_l7_cache_objects` | | embedded cache contents |
+//! | `dl7_l7_cache_capacity_bytes` | | the embedded cache's size (`cache-bytes`) |
+//! | `dl7_l7_cache_evictions_total` | | entries evicted to make room for others |
+//! | `dl7_l7_cache_answers_total` | status (`304`, `206`, `412`, `416`) | conditional and range requests answered from a stored response without its whole body |
 //! | `dl7_l7_origin_fetches_total` | | requests sent to the origin (fills and pass-through) |
 //! | `dl7_l7_peer_forwards_total`, `dl7_l7_peer_errors_total`, `dl7_l7_peer_ejections_total` | peer | forwarding to a member (peer or central backend) |
 //! | `dl7_l7_peer_stalls_total` | peer | forwards whose first response byte did not come within `peer-first-byte-timeout` |
@@ -18,7 +21,7 @@
 //! | `dl7_l7_pool_connects_total` | pool | new upstream connections |
 //! | `dl7_l7_pool_retired_total` | pool, reason (`unsolicited`, `closed`) | pooled connections dropped because bytes nobody asked for arrived, or the other side closed |
 //! | `dl7_l7_client_errors_total` | reason | bad requests and client-side failures |
-//! | `dl7_l7_cache_stale_served_total` | | stale entries served because the origin failed (`stale-if-error`) |
+//! | `dl7_l7_cache_stale_served_total` | reason (`error`, `revalidating`) | stale entries served: the origin failed (`stale-if-error`), or a revalidation in the background was started (`stale-while-revalidate`) |
 //! | `dl7_l7_cache_revalidations_total` | result (`not_modified`, `modified`) | stale entries checked with the origin: a 304 refreshed the entry, or a full response replaced it |
 //! | `dl7_l7_cache_purges_total` | result (`purged`, `absent`, `refused`) | `PURGE` requests: an entry removed, none there, or a client outside `purge-allow` |
 //! | `dl7_l7_connections` | listener | open client connections |
@@ -61,6 +64,8 @@ impl Route {
 
 /// The status codes a request counter exists for (100 to 599).
 const STATUSES: usize = 500;
+/// The statuses of `dl7_l7_cache_answers_total`.
+const CACHE_ANSWERS: [&str; 4] = ["304", "206", "412", "416"];
 
 /// The sidecar's metrics and their registry.
 #[derive(Debug)]
@@ -77,6 +82,12 @@ pub struct Metrics {
     pub cache_bytes: IntGauge,
     /// Objects in the cache.
     pub cache_objects: IntGauge,
+    /// The cache's size.
+    pub cache_capacity: IntGauge,
+    /// Entries evicted.
+    pub cache_evictions: IntCounter,
+    /// Answers from stored responses by status: 304, 206, 412, 416.
+    cache_answers: [IntCounter; 4],
     /// Requests sent to the origin.
     pub origin_fetches: IntCounter,
     peer_forwards: IntCounterVec,
@@ -91,8 +102,8 @@ pub struct Metrics {
     client_errors: IntCounterVec,
     cache_purges: IntCounterVec,
     cache_revalidations: IntCounterVec,
-    /// Stale entries served because the origin failed.
-    pub stale_served: IntCounter,
+    /// Stale entries served because the origin failed, and while one revalidates.
+    pub stale_served: [IntCounter; 2],
     connections: IntGaugeVec,
     refused: IntCounterVec,
     reloads: IntCounterVec,
@@ -200,6 +211,23 @@ impl Metrics {
                 "dl7_l7_cache_objects",
                 "Objects held by the embedded cache.",
             )?,
+            cache_capacity: gauge(
+                "dl7_l7_cache_capacity_bytes",
+                "The embedded cache's size in bytes (cache-bytes).",
+            )?,
+            cache_evictions: counter(
+                "dl7_l7_cache_evictions_total",
+                "Entries the embedded cache evicted to make room.",
+            )?,
+            cache_answers: {
+                let answers = counters(
+                    "dl7_l7_cache_answers_total",
+                    "Conditional and range requests answered from a stored response, by status \
+                     (304, 206, 412, 416).",
+                    &["status"],
+                )?;
+                CACHE_ANSWERS.map(|status| answers.with_label_values(&[status]))
+            },
             origin_fetches: counter(
                 "dl7_l7_origin_fetches_total",
                 "Requests sent to the origin.",
@@ -255,10 +283,16 @@ impl Metrics {
                 "Bad requests and client-side failures, by reason.",
                 &["reason"],
             )?,
-            stale_served: counter(
-                "dl7_l7_cache_stale_served_total",
-                "Stale entries served because the origin failed (stale-if-error).",
-            )?,
+            stale_served: {
+                let stale = counters(
+                    "dl7_l7_cache_stale_served_total",
+                    "Stale entries served, by reason: the origin failed (error, \
+                     stale-if-error) or a background revalidation started (revalidating, \
+                     stale-while-revalidate).",
+                    &["reason"],
+                )?;
+                ["error", "revalidating"].map(|reason| stale.with_label_values(&[reason]))
+            },
             cache_revalidations: counters(
                 "dl7_l7_cache_revalidations_total",
                 "Stale entries checked with the origin: refreshed by a 304, or replaced.",
@@ -305,6 +339,16 @@ impl Metrics {
     /// Counts a client error.
     pub fn client_error(&self, reason: &str) {
         self.client_errors.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts an answer from a stored response with this status (304, 206, 412 or 416; other
+    /// statuses are not counted here).
+    pub fn cache_answer(&self, status: u16) {
+        let mut n = itoa::Buffer::new();
+        let status = n.format(status);
+        if let Some(i) = CACHE_ANSWERS.iter().position(|s| *s == status) {
+            self.cache_answers[i].inc();
+        }
     }
 
     /// Counts a revalidation by its result.

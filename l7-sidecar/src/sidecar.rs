@@ -94,10 +94,14 @@ impl Sidecar {
         self.for_each_pool(Pool::reap);
         if let Some(cache) = self.local.as_ref().and_then(LocalServer::cache) {
             let (objects, bytes) = cache.usage();
-            self.metrics.cache_objects.set(objects as i64);
-            self.metrics
-                .cache_bytes
-                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            let m = &self.metrics;
+            m.cache_objects.set(objects as i64);
+            m.cache_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            m.cache_capacity
+                .set(i64::try_from(cache.capacity()).unwrap_or(i64::MAX));
+            // A counter follows the cache's own count.
+            m.cache_evictions
+                .inc_by(cache.evictions().saturating_sub(m.cache_evictions.get()));
         }
     }
 

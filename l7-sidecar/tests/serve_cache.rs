@@ -167,6 +167,18 @@ fn conditional_requests_are_answered_from_the_stored_response() {
     assert_eq!(r.status, 304);
     assert_eq!(client.get(&t2).body.len(), 300);
     assert_eq!(c.origin.fetches(&t2), 1);
+    // Counted where the answers were made: two 304s and a 412 per pass, one more 304.
+    let answers = |status: &str| {
+        c.sidecars[1].metric(&format!(
+            "dl7_l7_cache_answers_total{{status=\"{status}\"}}"
+        ))
+    };
+    assert_eq!((answers("304"), answers("412")), (5.0, 2.0));
+    assert_eq!(
+        c.sidecars[0].metric("dl7_l7_cache_answers_total{status=\"304\"}"),
+        0.0,
+        "the forwarding sidecar made none"
+    );
 }
 
 #[test]
@@ -325,6 +337,12 @@ fn ranges_are_cut_from_the_stored_object_on_hits_and_misses() {
     // The connection is still in step, and the origin was asked once.
     assert_eq!(client.get(&t).body, whole);
     assert_eq!(c.origin.fetches(&t), 1);
+    let answers = |status: &str| {
+        c.sidecars[1].metric(&format!(
+            "dl7_l7_cache_answers_total{{status=\"{status}\"}}"
+        ))
+    };
+    assert_eq!((answers("206"), answers("416")), (4.0, 1.0));
 }
 
 #[test]
@@ -401,7 +419,10 @@ fn stale_if_error_serves_the_stale_entry_while_the_origin_fails() {
             );
         }
     }
-    assert_eq!(c.sidecars[0].metric("dl7_l7_cache_stale_served_total"), 2.0);
+    assert_eq!(
+        c.sidecars[0].metric("dl7_l7_cache_stale_served_total{reason=\"error\"}"),
+        2.0
+    );
 }
 
 #[test]

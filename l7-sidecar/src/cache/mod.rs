@@ -136,11 +136,33 @@ impl Weighter<Box<[u8]>, Arc<Entry>> for Weight {
     }
 }
 
-type Store = quick_cache::sync::Cache<Box<[u8]>, Arc<Entry>, Weight>;
+/// Counts the entries the store evicts to make room.
+#[derive(Clone, Default)]
+struct Evictions(Arc<std::sync::atomic::AtomicU64>);
+
+impl quick_cache::Lifecycle<Box<[u8]>, Arc<Entry>> for Evictions {
+    type RequestState = ();
+
+    fn begin_request(&self) -> Self::RequestState {}
+
+    fn on_evict(&self, _: &mut (), _: Box<[u8]>, _: Arc<Entry>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+type Store = quick_cache::sync::Cache<
+    Box<[u8]>,
+    Arc<Entry>,
+    Weight,
+    quick_cache::DefaultHashBuilder,
+    Evictions,
+>;
 
 /// The cache and the fills under way.
 pub struct Cache {
     store: Store,
+    evictions: Evictions,
+    capacity: u64,
     fills: Mutex<HashMap<Box<[u8]>, watch::Receiver<Fill>>>,
     max_object: u64,
     /// The next variant marker's epoch.
@@ -179,14 +201,23 @@ impl Cache {
             )
             .weight_capacity(bytes)
             .build();
+        let evictions = Evictions::default();
+        let options = options.or_else(|_| {
+            OptionsBuilder::new()
+                .estimated_items_capacity(64)
+                .weight_capacity(bytes)
+                .build()
+        });
         let store = match options {
             Ok(options) => {
-                Store::with_options(options, Weight, Default::default(), Default::default())
+                Store::with_options(options, Weight, Default::default(), evictions.clone())
             }
-            Err(_) => Store::with_weighter(64, bytes, Weight),
+            Err(_) => Store::with(64, bytes, Weight, Default::default(), evictions.clone()),
         };
         Self {
             store,
+            evictions,
+            capacity: bytes,
             fills: Mutex::new(HashMap::new()),
             max_object,
             epochs: std::sync::atomic::AtomicU64::new(0),
@@ -203,6 +234,16 @@ impl Cache {
     /// Objects and bytes held.
     pub fn usage(&self) -> (usize, u64) {
         (self.store.len(), self.store.weight())
+    }
+
+    /// Its size in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Entries evicted so far to make room for others.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn fills(&self) -> MutexGuard<'_, HashMap<Box<[u8]>, watch::Receiver<Fill>>> {
@@ -677,6 +718,12 @@ mod tests {
         }
         assert!(cache.usage().1 <= 100_000, "{:?}", cache.usage());
         assert!(cache.usage().0 >= 5, "{:?}", cache.usage());
+        assert_eq!(cache.capacity(), 100_000);
+        assert_eq!(
+            cache.evictions() as usize + cache.usage().0,
+            100,
+            "every entry is either held or was counted as evicted"
+        );
     }
 
     #[test]
