@@ -135,12 +135,20 @@ pub async fn request(
     loop {
         let early = match send(&mut conn, head, io, config).await {
             Ok(()) => {
-                let limits = HeadWait::new(config.timeouts.response, first_byte);
-                let read = read_head(&mut conn, &mut io.resp, limits);
-                match client::beating(&mut io.stream, &mut io.heartbeat, timeout, read).await {
-                    Some(Ok(())) => return Ok(conn),
-                    Some(Err(e)) => e,
-                    None => Early::Gone,
+                let mut limits = HeadWait::new(config.timeouts.response, first_byte);
+                loop {
+                    let read = read_head(&mut conn, &mut io.resp, &mut limits);
+                    match client::beating(&mut io.stream, &mut io.heartbeat, timeout, read).await {
+                        Some(Ok(Head::Final)) => return Ok(conn),
+                        Some(Ok(Head::EarlyHints)) => {
+                            if early_hints(io, &conn.buf).await.is_err() {
+                                break Early::Gone;
+                            }
+                            conn.buf.advance(io.resp.len);
+                        }
+                        Some(Err(e)) => break e,
+                        None => break Early::Gone,
+                    }
                 }
             }
             Err(e) => e,
@@ -283,10 +291,33 @@ async fn send(
     Ok(())
 }
 
+/// Passes a `103 Early Hints` (RFC 8297) on to an HTTP/1.1 client, its end-to-end fields as
+/// received (HTTP/1.0 clients get no interim responses, RFC 9110 15.2).
+async fn early_hints(io: &mut ClientIo, buf: &[u8]) -> std::io::Result<()> {
+    if io.minor == 0 {
+        return Ok(());
+    }
+    io.out.clear();
+    forward::interim(&mut io.out, &io.resp, buf);
+    wire::write_one(&mut io.stream, &io.out, io.timeout).await
+}
+
+/// What [`read_head`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    /// The final response head, in `io.resp`.
+    Final,
+    /// A `103 Early Hints`, parsed into `io.resp` and still at the front of the buffer: pass it
+    /// on, drop it, and read on.
+    EarlyHints,
+}
+
 /// How long a response head may take.
 #[derive(Debug, Clone, Copy)]
 struct HeadWait {
     start: Instant,
+    /// Interim responses received so far.
+    interim: u32,
     /// The final head must be complete by then (interim responses do not extend it).
     deadline: Instant,
     /// Each wait for the next bytes (the first ones and every later read), for peers that
@@ -299,6 +330,7 @@ impl HeadWait {
         let start = Instant::now();
         Self {
             start,
+            interim: 0,
             deadline: start + response,
             first_byte,
         }
@@ -311,29 +343,35 @@ impl HeadWait {
     }
 }
 
-/// Reads the final response head, skipping interim 1xx responses, by the deadline of
-/// `wait`. With a first-byte timeout, a silence of that long (before the first byte, or
-/// between any two reads) is [`Early::Stalled`].
-async fn read_head(conn: &mut Conn, resp: &mut ResponseHead, wait: HeadWait) -> Result<(), Early> {
+/// Reads the final response head, skipping interim 1xx responses but stopping at a
+/// `103 Early Hints`, by the deadline of `wait`. With a first-byte timeout, a silence of that
+/// long (before the first byte, or between any two reads) is [`Early::Stalled`].
+async fn read_head(
+    conn: &mut Conn,
+    resp: &mut ResponseHead,
+    wait: &mut HeadWait,
+) -> Result<Head, Early> {
     let mut received = false;
-    let mut interim = 0u32;
-    let mut progress = wait.start;
+    let mut progress = Instant::now();
     loop {
         if !conn.buf.is_empty() {
             match response::parse(&conn.buf, MAX_RESPONSE_HEAD, resp) {
                 Ok(true) if resp.status == 101 => return Err(Early::Bad),
                 Ok(true) if resp.status < 200 => {
-                    conn.buf.advance(resp.len);
-                    interim += 1;
-                    if interim > wait.interim_budget() {
+                    wait.interim += 1;
+                    if wait.interim > wait.interim_budget() {
                         log::debug!("interim response flood");
                         return Err(Early::Bad);
                     }
+                    if resp.status == 103 {
+                        return Ok(Head::EarlyHints);
+                    }
+                    conn.buf.advance(resp.len);
                     // Only bytes of the final response make a loss after this unrepeatable.
                     received = !conn.buf.is_empty();
                     continue;
                 }
-                Ok(true) => return Ok(()),
+                Ok(true) => return Ok(Head::Final),
                 Ok(false) => {}
                 Err(e) => {
                     log::debug!("bad response head: {e}");

@@ -464,3 +464,30 @@ fn responses_that_vary_are_stored_as_one_variant_per_request_value() {
     assert_eq!(client.get(&star).status, 200);
     assert_eq!(c.origin.fetches(&star), 2);
 }
+
+#[test]
+fn early_hints_reach_http_1_1_clients_through_the_owner() {
+    let c = Cluster::start(152, 2, &[]);
+    let hints = "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n";
+    let t = c.owned_key(1, |i| format!("/script/hints{i}"));
+    let name = t.trim_start_matches("/script/");
+    let mut steps = vec![Step::Send(hints.as_bytes().to_vec())];
+    steps.extend(respond("Cache-Control: no-store\r\n"));
+    c.origin.script(name, steps);
+    // Entering at the non-owner: the owner's interim response is passed on by both.
+    let mut client = Client::connect(c.sidecars[0].listen);
+    client.send(format!("GET {t} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+    let first = std::iter::repeat_with(|| client.read_one(false).expect("a response"))
+        .find(|r| r.status != 102)
+        .expect("a response other than 102");
+    assert_eq!(first.status, 103);
+    assert_eq!(first.header("link"), Some("</style.css>; rel=preload"));
+    let last = client.read_response(false).expect("the final response");
+    assert_eq!((last.status, last.body.as_slice()), (200, &b"ok"[..]));
+
+    // An HTTP/1.0 client gets no interim response.
+    let mut client = Client::connect(c.sidecars[0].listen);
+    client.send(format!("GET {t} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes());
+    let only = client.read_one(false).expect("a response");
+    assert_eq!((only.status, only.body.as_slice()), (200, &b"ok"[..]));
+}

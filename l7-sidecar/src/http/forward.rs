@@ -130,6 +130,23 @@ pub fn request(out: &mut BytesMut, head: &RequestHead, buf: &[u8], stamp: &Stamp
     out.put_slice(b"\r\n");
 }
 
+/// Appends an interim response for the client (`103 Early Hints`), whole: its status line and
+/// end-to-end fields, and the empty line.
+pub fn interim(out: &mut BytesMut, head: &ResponseHead, buf: &[u8]) {
+    let mut n = itoa::Buffer::new();
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(n.format(head.status).as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(head.reason(buf));
+    out.put_slice(b"\r\n");
+    for f in head.fields() {
+        if !f.kind.is_hop_by_hop() && f.kind != Kind::ContentLength {
+            field(out, f, buf);
+        }
+    }
+    out.put_slice(b"\r\n");
+}
+
 /// Appends the response head for the client, without `Connection` and the final empty line
 /// (see [`finish`]): cached heads are stored in this form.
 pub fn response(out: &mut BytesMut, head: &ResponseHead, buf: &[u8], via: &[u8], length: Length) {
