@@ -11,6 +11,7 @@ use std::{
 };
 
 use common::GlobalCounter;
+use dl7_testbed::metrics::AlertCase;
 use l4_ctl::{
     Mac,
     config::Config,
@@ -232,52 +233,33 @@ tests:
 
 /// What each alert must do on `RULE_SERIES`: not fire yet at the first times (its condition
 /// has not lasted its `for`), fire at the last, with these labels.
-const RULE_CASES: &[(&str, &[&str], &str, &str)] = &[
-    (
-        "Dl7RealDown",
-        &["2m"],
-        "3m",
-        r#"severity="warning",job="dl7-front",instance="f1:9400",vip="192.0.2.10:80/tcp",real="10.0.1.11""#,
-    ),
-    (
-        "Dl7VipNoActiveReal",
-        &["6m"],
-        "7m",
-        r#"severity="critical",job="dl7-front",instance="f1:9400",vip="192.0.2.10:80/tcp""#,
-    ),
+const RULE_CASES: &[AlertCase<'static>] = &[
+    AlertCase {
+        alert: "Dl7RealDown",
+        quiet: &["2m"],
+        fires: "3m",
+        labels: r#"severity="warning",job="dl7-front",instance="f1:9400",vip="192.0.2.10:80/tcp",real="10.0.1.11""#,
+    },
+    AlertCase {
+        alert: "Dl7VipNoActiveReal",
+        quiet: &["6m"],
+        fires: "7m",
+        labels: r#"severity="critical",job="dl7-front",instance="f1:9400",vip="192.0.2.10:80/tcp""#,
+    },
     // Over 1% from 11m on.
-    (
-        "Dl7FrontDropRate",
-        &["10m", "15m"],
-        "18m",
-        r#"severity="warning",job="dl7-front",instance="f1:9400""#,
-    ),
-    (
-        "Dl7FrontDaemonDown",
-        &["11m", "12m"],
-        "13m",
-        r#"severity="critical",job="dl7-front",instance="f1:9400""#,
-    ),
+    AlertCase {
+        alert: "Dl7FrontDropRate",
+        quiet: &["10m", "15m"],
+        fires: "18m",
+        labels: r#"severity="warning",job="dl7-front",instance="f1:9400""#,
+    },
+    AlertCase {
+        alert: "Dl7FrontDaemonDown",
+        quiet: &["11m", "12m"],
+        fires: "13m",
+        labels: r#"severity="critical",job="dl7-front",instance="f1:9400""#,
+    },
 ];
-
-/// The `promtool test rules` file for `alerts`.
-fn rule_tests(alerts: &str) -> String {
-    let mut text = RULE_SERIES.replace("ALERTS_FILE", alerts);
-    for (alert, quiet, fires, labels) in RULE_CASES {
-        let firing = format!(r#"ALERTS{{alertname="{alert}",alertstate="firing"}}"#);
-        for at in *quiet {
-            text += &format!(
-                "      - expr: '{firing}'\n        eval_time: {at}\n        exp_samples: []\n"
-            );
-        }
-        text += &format!(
-            "      - expr: '{firing}'\n        eval_time: {fires}\n        exp_samples:\n          \
-             - labels: 'ALERTS{{alertname=\"{alert}\",alertstate=\"firing\",{labels}}}'\n            \
-             value: 1\n"
-        );
-    }
-    text
-}
 
 #[test]
 fn the_prometheus_files_pass_promtool() {
@@ -293,22 +275,7 @@ fn the_prometheus_files_pass_promtool() {
     ok(Command::new("promtool")
         .args(["check", "config"])
         .arg(deploy("prometheus/dl7-front-scrape.yml")));
-    let dir = std::env::temp_dir().join(format!("dl7-rules-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let tests = dir.join("dl7-front-alerts.test.yml");
-    let alerts = alerts.canonicalize().expect("the alerts file");
-    std::fs::write(&tests, rule_tests(alerts.to_str().expect("utf-8 path")))
-        .expect("write the rule tests");
-    let result = Command::new("promtool")
-        .args(["test", "rules"])
-        .arg(&tests)
-        .output();
-    let _ = std::fs::remove_dir_all(&dir);
-    let out = result.expect("run promtool");
-    assert!(
-        out.status.success(),
-        "promtool test rules:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if let Err(e) = dl7_testbed::metrics::test_rules(&alerts, RULE_SERIES, RULE_CASES) {
+        panic!("{e:#}");
+    }
 }

@@ -3,8 +3,9 @@
 //! documented and registered in l4-ctl/src/metrics.rs or l7-sidecar/src/metrics.rs (a
 //! histogram's `_bucket`, `_sum` and `_count` series included). The sources are read as text,
 //! so the sidecar crate is not a dependency. Also: the panels are well formed (unique ids,
-//! a datasource and at least one query each), the queries use only defined variables, and,
-//! with `promtool` (Debian package prometheus) installed, every query parses as PromQL.
+//! a datasource and at least one query each), the queries use only defined variables, the
+//! Cache row shows every cache metric the sidecar exports, and, with `promtool` (Debian
+//! package prometheus) installed, every query parses as PromQL.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -234,6 +235,61 @@ fn every_query_uses_documented_metrics() {
     // Both tiers are on the dashboard.
     assert!(used.iter().any(|n| n.starts_with("dl7_l4_")), "{used:?}");
     assert!(used.iter().any(|n| n.starts_with("dl7_l7_")), "{used:?}");
+}
+
+/// The panels of the row whose title starts with `heading`: an expanded row's are the panels
+/// below it down to the next row, a collapsed row's are nested in it.
+fn row_panels<'a>(dashboard: &'a Value, heading: &str) -> Vec<&'a Value> {
+    let top = dashboard["panels"].as_array().expect("panels");
+    let y = |panel: &Value| panel["gridPos"]["y"].as_u64().unwrap_or_default();
+    let row = top
+        .iter()
+        .find(|p| is_row(p) && title(p).starts_with(heading))
+        .unwrap_or_else(|| panic!("no row {heading:?}"));
+    let nested = panels(&row["panels"]);
+    if !nested.is_empty() {
+        return nested;
+    }
+    let end = top
+        .iter()
+        .filter(|p| is_row(p) && y(p) > y(row))
+        .map(y)
+        .min()
+        .unwrap_or(u64::MAX);
+    top.iter()
+        .filter(|p| !is_row(p) && y(p) > y(row) && y(p) < end)
+        .collect()
+}
+
+/// Every `dl7_l7_cache_*` metric the sidecar documents and registers, and the origin fetches
+/// a miss causes, is on a panel of the Cache row.
+#[test]
+fn the_cache_row_shows_every_cache_metric() {
+    let dashboard = dashboard();
+    let row = row_panels(&dashboard, "Cache");
+    let used: BTreeSet<&str> = row
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().into_iter().flatten())
+        .flat_map(|target| dl7_names(target["expr"].as_str().unwrap_or_default()))
+        .map(|(name, _)| name)
+        .collect();
+    let sidecar = sidecar();
+    let cache: Vec<&str> = sidecar
+        .registered
+        .keys()
+        .map(String::as_str)
+        .filter(|name| name.starts_with("dl7_l7_cache_") && sidecar.allows(name))
+        .collect();
+    assert!(cache.len() >= 10, "{cache:?}");
+    let missing: Vec<&str> = cache
+        .into_iter()
+        .chain(["dl7_l7_origin_fetches_total"])
+        .filter(|name| !used.contains(name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "no panel of the Cache row shows {missing:?}"
+    );
 }
 
 #[test]

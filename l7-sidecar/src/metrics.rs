@@ -293,16 +293,29 @@ impl Metrics {
                 )?;
                 ["error", "revalidating"].map(|reason| stale.with_label_values(&[reason]))
             },
-            cache_revalidations: counters(
-                "dl7_l7_cache_revalidations_total",
-                "Stale entries checked with the origin: refreshed by a 304, or replaced.",
-                &["result"],
-            )?,
-            cache_purges: counters(
-                "dl7_l7_cache_purges_total",
-                "PURGE requests: an entry removed, none there, or the client not allowed.",
-                &["result"],
-            )?,
+            cache_revalidations: {
+                let revalidations = counters(
+                    "dl7_l7_cache_revalidations_total",
+                    "Stale entries checked with the origin: refreshed by a 304, or replaced.",
+                    &["result"],
+                )?;
+                for result in ["not_modified", "modified"] {
+                    revalidations.with_label_values(&[result]);
+                }
+                revalidations
+            },
+            cache_purges: {
+                let purges = counters(
+                    "dl7_l7_cache_purges_total",
+                    "PURGE requests: an entry removed, none there, or the client not allowed.",
+                    &["result"],
+                )?;
+                // Every series from the start, so that the first refusal is an increase.
+                for result in ["purged", "absent", "refused"] {
+                    purges.with_label_values(&[result]);
+                }
+                purges
+            },
             connections: gauges(
                 "dl7_l7_connections",
                 "Open client connections.",

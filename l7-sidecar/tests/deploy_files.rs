@@ -3,7 +3,8 @@
 //! command line starts a sidecar that drains and exits cleanly on the unit's stop signal;
 //! with `systemd-analyze` installed, the unit also passes `systemd-analyze verify`; the alert
 //! rules use only metrics the sidecar exports, and the job the scrape config defines (with
-//! `promtool` installed, both files also pass `promtool check`).
+//! `promtool` installed, both files also pass `promtool check`, and every alert passes its
+//! unit tests: `promtool test rules` on series where it must fire and ones where it must not).
 
 mod support;
 
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use dl7_testbed::metrics::AlertCase;
 use l7_sidecar::config::Settings;
 use support::process::Sidecar;
 use support::{free_addrs, ip, temp_dir};
@@ -24,6 +26,18 @@ fn deploy(file: &str) -> PathBuf {
 fn read(file: &str) -> String {
     let path = deploy(file);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// Whether `promtool` runs; prints a note when it does not.
+fn have_promtool() -> bool {
+    let found = Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        println!("note: `promtool` not installed (Debian package prometheus): its checks skipped");
+    }
+    found
 }
 
 #[test]
@@ -195,6 +209,7 @@ fn the_alert_rules_use_exported_metrics_and_the_scrape_job() {
     pool.stalls.inc();
     pool.retired_unsolicited.inc();
     m.health("s1").up.set(1);
+    m.purge("refused");
     m.request(
         l7_sidecar::metrics::Route::Peer,
         502,
@@ -211,6 +226,12 @@ fn the_alert_rules_use_exported_metrics_and_the_scrape_job() {
             "dl7_l7_peer_stalls_total",
             "dl7_l7_pool_retired_total",
             "dl7_l7_requests_total",
+            "dl7_l7_cache_hits_total",
+            "dl7_l7_cache_misses_total",
+            "dl7_l7_cache_objects",
+            "dl7_l7_cache_evictions_total",
+            "dl7_l7_cache_stale_served_total",
+            "dl7_l7_cache_purges_total",
         ],
     );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -218,11 +239,7 @@ fn the_alert_rules_use_exported_metrics_and_the_scrape_job() {
     let scrape = read("prometheus/dl7-sidecar-scrape.yml");
     assert!(scrape.contains("job_name: dl7-sidecar"));
     assert!(scrape.contains("- dl7-sidecar-alerts.yml"));
-    let have_promtool = Command::new("promtool")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if have_promtool {
+    if have_promtool() {
         for (what, file) in [
             ("rules", "prometheus/dl7-sidecar-alerts.yml"),
             ("config", "prometheus/dl7-sidecar-scrape.yml"),
@@ -239,5 +256,169 @@ fn the_alert_rules_use_exported_metrics_and_the_scrape_job() {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+    }
+}
+
+/// Input series for `promtool test rules`, one sample a minute from 0m. Sidecar s1 goes wrong
+/// in every way the rules watch, from 10m on unless said otherwise; s2 stays just short of
+/// every rule all along, so it must never fire.
+const RULE_SERIES: &str = r#"
+rule_files:
+  - ALERTS_FILE
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      # s1 stops answering scrapes at 50m.
+      - series: 'up{job="dl7-sidecar",instance="s1:9101"}'
+        values: '1x49 0x10'
+      - series: 'up{job="dl7-sidecar",instance="s2:9101"}'
+        values: '1x59'
+      # s1 sees its peer down; s2's check of its peer fails twice, never for a minute.
+      - series: 'dl7_l7_peer_up{job="dl7-sidecar",instance="s1:9101",peer="10.0.0.12:9102"}'
+        values: '1x9 0x50'
+      - series: 'dl7_l7_peer_up{job="dl7-sidecar",instance="s2:9101",peer="10.0.0.11:9102"}'
+        values: '1x8 0 1 0 1x48'
+      # 0.2 stalled forwards a second; 0.05.
+      - series: 'dl7_l7_peer_stalls_total{job="dl7-sidecar",instance="s1:9101",peer="10.0.0.12:9102"}'
+        values: '0x9 12+12x50'
+      - series: 'dl7_l7_peer_stalls_total{job="dl7-sidecar",instance="s2:9101",peer="10.0.0.11:9102"}'
+        values: '0+3x59'
+      # One connection retired for unsolicited bytes at 30m; s2 only sees connections closed.
+      - series: 'dl7_l7_pool_retired_total{job="dl7-sidecar",instance="s1:9101",pool="origin",reason="unsolicited"}'
+        values: '0x29 1x30'
+      - series: 'dl7_l7_pool_retired_total{job="dl7-sidecar",instance="s2:9101",pool="origin",reason="unsolicited"}'
+        values: '0x59'
+      - series: 'dl7_l7_pool_retired_total{job="dl7-sidecar",instance="s2:9101",pool="origin",reason="closed"}'
+        values: '0+10x59'
+      # 5xx: 1 %, then 9 %; s2 3.8 %.
+      - series: 'dl7_l7_requests_total{job="dl7-sidecar",instance="s1:9101",route="local",status="200"}'
+        values: '0+1000x59'
+      - series: 'dl7_l7_requests_total{job="dl7-sidecar",instance="s1:9101",route="local",status="502"}'
+        values: '0+10x9 190+100x50'
+      - series: 'dl7_l7_requests_total{job="dl7-sidecar",instance="s2:9101",route="local",status="200"}'
+        values: '0+1000x59'
+      - series: 'dl7_l7_requests_total{job="dl7-sidecar",instance="s2:9101",route="local",status="502"}'
+        values: '0+40x59'
+      # Cache hit ratio 80 %, then 20 %, at 10 lookups a second; s2 20 % at 0.5 a second.
+      - series: 'dl7_l7_cache_hits_total{job="dl7-sidecar",instance="s1:9101"}'
+        values: '0+480x9 4440+120x50'
+      - series: 'dl7_l7_cache_misses_total{job="dl7-sidecar",instance="s1:9101"}'
+        values: '0+120x9 1560+480x50'
+      - series: 'dl7_l7_cache_hits_total{job="dl7-sidecar",instance="s2:9101"}'
+        values: '0+6x59'
+      - series: 'dl7_l7_cache_misses_total{job="dl7-sidecar",instance="s2:9101"}'
+        values: '0+24x59'
+      # Evictions a minute: 5 %, then 20 % of the objects held; s2 9 %.
+      - series: 'dl7_l7_cache_objects{job="dl7-sidecar",instance="s1:9101"}'
+        values: '1000x59'
+      - series: 'dl7_l7_cache_evictions_total{job="dl7-sidecar",instance="s1:9101"}'
+        values: '0+50x9 650+200x50'
+      - series: 'dl7_l7_cache_objects{job="dl7-sidecar",instance="s2:9101"}'
+        values: '1000x59'
+      - series: 'dl7_l7_cache_evictions_total{job="dl7-sidecar",instance="s2:9101"}'
+        values: '0+90x59'
+      # Stale answers for origin errors, 3 a minute; s2 serves 3 in a blip (9m to 11m), and
+      # many while revalidating.
+      - series: 'dl7_l7_cache_stale_served_total{job="dl7-sidecar",instance="s1:9101",reason="error"}'
+        values: '0x9 3+3x50'
+      - series: 'dl7_l7_cache_stale_served_total{job="dl7-sidecar",instance="s1:9101",reason="revalidating"}'
+        values: '0x59'
+      - series: 'dl7_l7_cache_stale_served_total{job="dl7-sidecar",instance="s2:9101",reason="error"}'
+        values: '0x8 1 2 3x48'
+      - series: 'dl7_l7_cache_stale_served_total{job="dl7-sidecar",instance="s2:9101",reason="revalidating"}'
+        values: '0+30x59'
+      # One PURGE refused at 20m; s2's purges are all allowed.
+      - series: 'dl7_l7_cache_purges_total{job="dl7-sidecar",instance="s1:9101",result="refused"}'
+        values: '0x19 1x40'
+      - series: 'dl7_l7_cache_purges_total{job="dl7-sidecar",instance="s1:9101",result="purged"}'
+        values: '0+5x59'
+      - series: 'dl7_l7_cache_purges_total{job="dl7-sidecar",instance="s2:9101",result="refused"}'
+        values: '0x59'
+      - series: 'dl7_l7_cache_purges_total{job="dl7-sidecar",instance="s2:9101",result="purged"}'
+        values: '0+5x59'
+      - series: 'dl7_l7_cache_purges_total{job="dl7-sidecar",instance="s2:9101",result="absent"}'
+        values: '0+1x59'
+    promql_expr_test:
+"#;
+
+/// What each alert must do on `RULE_SERIES`: not fire at the first times (its condition has
+/// not lasted its `for` yet, or no longer holds), fire at the last for s1 alone, with these
+/// labels.
+const RULE_CASES: &[AlertCase<'static>] = &[
+    AlertCase {
+        alert: "Dl7SidecarDown",
+        quiet: &["50m"],
+        fires: "51m",
+        labels: r#"severity="critical",job="dl7-sidecar",instance="s1:9101""#,
+    },
+    AlertCase {
+        alert: "Dl7PeerDown",
+        quiet: &["10m"],
+        fires: "11m",
+        labels: r#"severity="warning",job="dl7-sidecar",instance="s1:9101",peer="10.0.0.12:9102""#,
+    },
+    AlertCase {
+        alert: "Dl7PeerStalls",
+        quiet: &["16m"],
+        fires: "17m",
+        labels: r#"severity="warning",job="dl7-sidecar",instance="s1:9101",peer="10.0.0.12:9102""#,
+    },
+    // For the 15 minutes its increase window spans, no longer.
+    AlertCase {
+        alert: "Dl7UnsolicitedBytes",
+        quiet: &["29m", "45m"],
+        fires: "30m",
+        labels: r#"severity="warning",job="dl7-sidecar",instance="s1:9101",pool="origin""#,
+    },
+    AlertCase {
+        alert: "Dl7SidecarErrorRate",
+        quiet: &["16m"],
+        fires: "17m",
+        labels: r#"severity="warning",job="dl7-sidecar",instance="s1:9101""#,
+    },
+    // Under 50 % from 12m on.
+    AlertCase {
+        alert: "Dl7CacheHitRatioLow",
+        quiet: &["20m", "26m"],
+        fires: "27m",
+        labels: r#"severity="warning",job="dl7-sidecar",instance="s1:9101""#,
+    },
+    // Over 10 % a minute from 11m on.
+    AlertCase {
+        alert: "Dl7CacheEvictionChurn",
+        quiet: &["30m", "40m"],
+        fires: "41m",
+        labels: r#"severity="warning",job="dl7-sidecar",instance="s1:9101""#,
+    },
+    AlertCase {
+        alert: "Dl7CacheServingStale",
+        quiet: &["14m", "15m"],
+        fires: "16m",
+        labels: r#"severity="warning",job="dl7-sidecar",instance="s1:9101""#,
+    },
+    AlertCase {
+        alert: "Dl7CachePurgeRefused",
+        quiet: &["19m", "35m"],
+        fires: "20m",
+        labels: r#"severity="warning",job="dl7-sidecar",instance="s1:9101""#,
+    },
+];
+
+#[test]
+fn every_alert_rule_passes_its_unit_tests() {
+    let rules = read("prometheus/dl7-sidecar-alerts.yml");
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    let cases: Vec<&str> = RULE_CASES.iter().map(|case| case.alert).collect();
+    assert_eq!(alerts, cases, "one case per alert, in the file's order");
+    if !have_promtool() {
+        return;
+    }
+    let alerts = deploy("prometheus/dl7-sidecar-alerts.yml");
+    if let Err(e) = dl7_testbed::metrics::test_rules(&alerts, RULE_SERIES, RULE_CASES) {
+        panic!("{e:#}");
     }
 }

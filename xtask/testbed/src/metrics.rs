@@ -105,6 +105,63 @@ pub fn check_rules(rules: &str, page: &str, prefix: &str, wanted: &[&str]) -> Ve
     missing.chain(unknown).collect()
 }
 
+/// One alert's case in a `promtool test rules` file: at each of the `quiet` times it is not
+/// firing yet (or any more), at `fires` it is, with these labels (`name="value",...`).
+pub struct AlertCase<'a> {
+    pub alert: &'a str,
+    pub quiet: &'a [&'a str],
+    pub fires: &'a str,
+    pub labels: &'a str,
+}
+
+/// Runs `promtool test rules` on the alert rules in `alerts`: `series` is the test file's head
+/// (`rule_files` naming `ALERTS_FILE`, which is replaced by the path, the input series, and
+/// ending with `promql_expr_test:`); each case adds its expressions. An error with promtool's
+/// output when a case fails or promtool cannot run.
+pub fn test_rules(alerts: &std::path::Path, series: &str, cases: &[AlertCase<'_>]) -> Result<()> {
+    let alerts = alerts
+        .canonicalize()
+        .with_context(|| format!("the alerts file {}", alerts.display()))?;
+    let mut text = series.replace("ALERTS_FILE", &alerts.to_string_lossy());
+    for case in cases {
+        let firing = format!(
+            r#"ALERTS{{alertname="{}",alertstate="firing"}}"#,
+            case.alert
+        );
+        for at in case.quiet {
+            text += &format!(
+                "      - expr: '{firing}'\n        eval_time: {at}\n        exp_samples: []\n"
+            );
+        }
+        text += &format!(
+            "      - expr: '{firing}'\n        eval_time: {}\n        exp_samples:\n          \
+             - labels: 'ALERTS{{alertname=\"{}\",alertstate=\"firing\",{}}}'\n            \
+             value: 1\n",
+            case.fires, case.alert, case.labels
+        );
+    }
+    let file = std::env::temp_dir().join(format!(
+        "dl7-rules-{}-{}.test.yml",
+        std::process::id(),
+        alerts.file_stem().unwrap_or_default().to_string_lossy()
+    ));
+    std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+    let out = std::process::Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&file)
+        .output();
+    let _ = std::fs::remove_file(&file);
+    let out = out.context("running promtool")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "promtool test rules:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
 /// A sample's number (counters, gauges and untyped samples).
 pub fn value(sample: &Sample) -> Result<f64> {
     match sample.value {
