@@ -181,6 +181,14 @@ impl LocalServer {
                     metrics.cache_hits.inc();
                     return serve_entry(&entry, req, io, metrics).await;
                 }
+                Lookup::Stale { entry, revalidate } => {
+                    metrics.cache_hits.inc();
+                    metrics.stale_served[1].inc();
+                    if revalidate {
+                        revalidate_in_background(cx, req, io);
+                    }
+                    return serve_entry(&entry, req, io, metrics).await;
+                }
                 Lookup::Fill(guard) => {
                     metrics.cache_misses.inc();
                     metrics.origin_fetches.inc();
@@ -222,6 +230,40 @@ impl LocalServer {
         metrics.origin_fetches.inc();
         pass(cx, pool, Upstream::Origin(host), req, io, scratch).await
     }
+}
+
+/// Starts the revalidation of a stale entry that is answering meanwhile
+/// (`stale-while-revalidate`): the sidecar sends itself, on its peer listener, the request with
+/// `Cache-Control: no-cache` added, so that the revalidation is an ordinary fill (the same
+/// variant, coalescing, the conditional request and the 304's update) that no client waits
+/// for. Bounded by the connect and response timeouts; the response is read and dropped.
+fn revalidate_in_background(cx: &Ctx<'_>, req: Request<'_>, io: &ClientIo) {
+    let Some(mut to) = cx.config.peer_listen else {
+        return;
+    };
+    if to.ip().is_unspecified() {
+        to.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let mut head = BytesMut::new();
+    upstream_head(&mut head, req, io, true, Upstream::Peer);
+    head.truncate(head.len().saturating_sub(2));
+    head.extend_from_slice(b"Cache-Control: no-cache\r\nConnection: close\r\n\r\n");
+    let limit = cx.config.timeouts.connect + cx.config.timeouts.response;
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect(to).await?;
+            stream.write_all(&head).await?;
+            let mut sink = [0u8; 4096];
+            while stream.read(&mut sink).await? > 0 {}
+            std::io::Result::Ok(())
+        };
+        match tokio::time::timeout(limit, exchange).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::debug!("background revalidation: {e}"),
+            Err(_) => log::debug!("background revalidation: no answer within {limit:?}"),
+        }
+    });
 }
 
 /// Forwards the request as it is to `to` and relays the response (no caching).
@@ -444,6 +486,7 @@ async fn fill(
         validators,
         stale_if_error: admission.stale_if_error,
         must_revalidate: admission.must_revalidate,
+        stale_while_revalidate: admission.stale_while_revalidate,
         variants: None,
     });
     keep(cache, guard, primary, variants, &entry, req);
@@ -609,6 +652,8 @@ async fn refresh(
         validators: Validators::of(parsed.fields(), &text),
         stale_if_error: admission.map_or(std::time::Duration::ZERO, |a| a.stale_if_error),
         must_revalidate: admission.is_none_or(|a| a.must_revalidate),
+        stale_while_revalidate: admission
+            .map_or(std::time::Duration::ZERO, |a| a.stale_while_revalidate),
         variants: None,
     });
     if admission.is_some() {

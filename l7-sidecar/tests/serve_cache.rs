@@ -491,3 +491,47 @@ fn early_hints_reach_http_1_1_clients_through_the_owner() {
     let only = client.read_one(false).expect("a response");
     assert_eq!((only.status, only.body.as_slice()), (200, &b"ok"[..]));
 }
+
+#[test]
+fn stale_while_revalidate_answers_at_once_and_refreshes_behind_the_answer() {
+    let c = Cluster::start(153, 2, &[]);
+    let owned = |cc: &str| c.owned_key(1, |i| format!("/obj/swr-{i}?size=200&cc={cc}"));
+    let t = owned("max-age=1,stale-while-revalidate=60");
+    let mut client = Client::connect(c.sidecars[0].listen);
+    assert_eq!(client.get(&t).status, 200);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let r = client.get(&t);
+    assert_eq!((r.status, r.body.len()), (200, 200));
+    let age: u64 = r
+        .header("age")
+        .and_then(|a| a.parse().ok())
+        .expect("an Age");
+    assert!(
+        age >= 1,
+        "the stale entry answered, not the origin (Age {age})"
+    );
+    // The revalidation happens behind the answer, once.
+    let owner = &c.sidecars[1];
+    let revalidated = "dl7_l7_cache_revalidations_total{result=\"not_modified\"}";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while owner.metric(revalidated) < 1.0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(owner.metric(revalidated), 1.0);
+    assert_eq!(c.origin.fetches(&t), 2, "the fill and one revalidation");
+    let r = client.get(&t);
+    assert_eq!(r.header("age"), Some("0"), "refreshed by the 304");
+    assert_eq!(c.origin.fetches(&t), 2);
+    assert_eq!(
+        owner.metric("dl7_l7_cache_stale_served_total{reason=\"revalidating\"}"),
+        1.0
+    );
+
+    // must-revalidate forbids it: the request waits for the revalidation.
+    let t = owned("max-age=1,stale-while-revalidate=60,must-revalidate");
+    assert_eq!(client.get(&t).status, 200);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let r = client.get(&t);
+    assert_eq!((r.status, r.header("age")), (200, Some("0")));
+    assert_eq!(c.origin.fetches(&t), 2);
+}

@@ -45,6 +45,12 @@ use policy::Facts;
 
 /// Bookkeeping bytes counted per entry on top of its key, head and body.
 const ENTRY_OVERHEAD: u64 = 128;
+/// A background revalidation that has not ended a fill by then is taken for lost (another may
+/// start).
+pub const REVALIDATION_LIMIT: Duration = Duration::from_secs(60);
+/// At most this many background revalidations at once; beyond, stale entries are revalidated
+/// while the request waits.
+const MAX_REVALIDATING: usize = 4096;
 
 /// One stored response.
 #[derive(Debug, Clone)]
@@ -70,6 +76,9 @@ pub struct Entry {
     /// Never served stale, whatever the request allows (`must-revalidate`,
     /// `proxy-revalidate`, `s-maxage`, `no-cache`).
     pub must_revalidate: bool,
+    /// How long past its freshness it may still answer while it is revalidated in the
+    /// background (`stale-while-revalidate`, RFC 5861 3; zero when it may not).
+    pub stale_while_revalidate: Duration,
     /// Set on the marker stored under a URL's key when its responses vary: the names their
     /// variants' keys are made of ([`vary`]). A marker is never served.
     pub variants: Option<vary::Variants>,
@@ -101,6 +110,8 @@ pub struct Admission {
     pub stale_if_error: Duration,
     /// See [`Entry::must_revalidate`].
     pub must_revalidate: bool,
+    /// See [`Entry::stale_while_revalidate`].
+    pub stale_while_revalidate: Duration,
 }
 
 /// The result of a fill, as its waiters see it.
@@ -125,6 +136,10 @@ pub enum Lookup<'a> {
     Fill(FillGuard<'a>),
     /// A miss with a fill under way: wait for its result.
     Wait(watch::Receiver<Fill>),
+    /// A stale entry that may answer while it is revalidated in the background
+    /// (`stale-while-revalidate`); `revalidate`: this request is the one to start that (no
+    /// other revalidation of the key is under way).
+    Stale { entry: Arc<Entry>, revalidate: bool },
 }
 
 #[derive(Clone)]
@@ -164,6 +179,9 @@ pub struct Cache {
     evictions: Evictions,
     capacity: u64,
     fills: Mutex<HashMap<Box<[u8]>, watch::Receiver<Fill>>>,
+    /// Keys with a background revalidation under way, and when it started: cleared when a
+    /// fill of the key ends, or considered over after [`REVALIDATION_LIMIT`].
+    revalidating: Mutex<HashMap<Box<[u8]>, Instant>>,
     max_object: u64,
     /// The next variant marker's epoch.
     epochs: std::sync::atomic::AtomicU64,
@@ -219,6 +237,7 @@ impl Cache {
             evictions,
             capacity: bytes,
             fills: Mutex::new(HashMap::new()),
+            revalidating: Mutex::new(HashMap::new()),
             max_object,
             epochs: std::sync::atomic::AtomicU64::new(0),
             varied: std::sync::atomic::AtomicBool::new(false),
@@ -322,6 +341,7 @@ impl Cache {
             validators: Validators::default(),
             stale_if_error: Duration::ZERO,
             must_revalidate: true,
+            stale_while_revalidate: Duration::ZERO,
             variants: Some(variants.clone()),
         };
         self.store.insert(key.into(), Arc::new(marker));
@@ -333,11 +353,20 @@ impl Cache {
         self.store.remove(key).is_some()
     }
 
-    /// Looks `key` up for a request that `wants` this: a hit, the lead of a new fill, or a
-    /// fill to wait for.
+    /// Looks `key` up for a request that `wants` this: a hit, a stale entry that may answer
+    /// while it is revalidated in the background, the lead of a new fill, or a fill to wait
+    /// for.
     pub fn lookup(&self, key: &[u8], wants: &Wants) -> Lookup<'_> {
-        if let Ok(Some(entry)) = self.entry(key, wants) {
-            return Lookup::Hit(entry);
+        match self.entry(key, wants) {
+            Ok(Some(entry)) => return Lookup::Hit(entry),
+            Err(stale) if wants.accepts_while_revalidating(&stale, Instant::now()) => {
+                let revalidate = self.begin_revalidation(key);
+                return Lookup::Stale {
+                    entry: stale,
+                    revalidate,
+                };
+            }
+            _ => {}
         }
         let mut fills = self.fills();
         if let Some(waiting) = fills.get(key) {
@@ -357,6 +386,29 @@ impl Cache {
             tx,
             stale,
         })
+    }
+
+    /// Marks a background revalidation of `key` as started; false when one is under way (or
+    /// too many are).
+    fn begin_revalidation(&self, key: &[u8]) -> bool {
+        let mut revalidating = self
+            .revalidating
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let full = revalidating.len() >= MAX_REVALIDATING;
+        match revalidating.get_mut(key) {
+            Some(started) if now.duration_since(*started) < REVALIDATION_LIMIT => false,
+            Some(started) => {
+                *started = now;
+                true
+            }
+            None if full => false,
+            None => {
+                revalidating.insert(key.into(), now);
+                true
+            }
+        }
     }
 
     /// Whether a response to a `GET` may be stored, and for how long it is fresh: `None` when
@@ -388,15 +440,18 @@ impl Cache {
         };
         let d = &facts.directives;
         let revalidate = d.must_revalidate || d.proxy_revalidate || d.s_maxage.is_present();
-        let stale_if_error = match d.stale_if_error {
-            policy::Seconds::Valid(n) if !revalidate => n,
+        let stale = |directive| match directive {
+            policy::Seconds::Valid(n) if !revalidate && !d.no_cache => n,
             _ => 0,
         };
+        let (stale_if_error, stale_while_revalidate) =
+            (stale(d.stale_if_error), stale(d.stale_while_revalidate));
         Some(Admission {
             initial_age,
             fresh_for: Duration::from_secs(fresh_for),
             stale_if_error: Duration::from_secs(stale_if_error),
             must_revalidate: revalidate || d.no_cache,
+            stale_while_revalidate: Duration::from_secs(stale_while_revalidate),
         })
     }
 }
@@ -529,6 +584,17 @@ impl Wants {
         wants
     }
 
+    /// Whether the stale `entry` may answer now while it is revalidated in the background
+    /// (RFC 5861 3): within its `stale-while-revalidate` time, and the request asks for
+    /// nothing fresher.
+    pub fn accepts_while_revalidating(&self, entry: &Entry, now: Instant) -> bool {
+        !self.no_cache
+            && self.max_age.is_none()
+            && self.min_fresh.is_none()
+            && !entry.must_revalidate
+            && now <= entry.expires + entry.stale_while_revalidate
+    }
+
     /// Whether `entry` may answer now without the origin.
     pub fn accepts(&self, entry: &Entry, now: Instant) -> bool {
         if self.no_cache || self.max_age.is_some_and(|max| entry.age() > max) {
@@ -578,6 +644,13 @@ impl FillGuard<'_> {
 impl Drop for FillGuard<'_> {
     fn drop(&mut self) {
         self.cache.fills().remove(&self.key);
+        if self.stale.is_some() {
+            self.cache
+                .revalidating
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&self.key);
+        }
     }
 }
 
@@ -597,6 +670,7 @@ mod tests {
             validators: Validators::default(),
             stale_if_error: Duration::ZERO,
             must_revalidate: false,
+            stale_while_revalidate: Duration::ZERO,
             variants: None,
         })
     }
@@ -639,6 +713,19 @@ mod tests {
         );
         let w = wants("cache-control: no-store, only-if-cached\r\n");
         assert!(w.no_store && w.only_if_cached);
+
+        // stale-while-revalidate: 30 s past freshness, within 60 s of it.
+        let mut swr = Arc::unwrap_or_clone(entry(1, Duration::ZERO));
+        swr.expires = now - Duration::from_secs(30);
+        swr.stale_while_revalidate = Duration::from_secs(60);
+        assert!(wants("").accepts_while_revalidating(&swr, now));
+        assert!(!wants("Cache-Control: max-age=600\r\n").accepts_while_revalidating(&swr, now));
+        assert!(!wants("Cache-Control: no-cache\r\n").accepts_while_revalidating(&swr, now));
+        swr.stale_while_revalidate = Duration::from_secs(20);
+        assert!(
+            !wants("").accepts_while_revalidating(&swr, now),
+            "past the window"
+        );
     }
 
     #[test]
