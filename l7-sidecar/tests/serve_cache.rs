@@ -118,7 +118,7 @@ fn get_with(client: &mut Client, target: &str, fields: &str) -> support::client:
 
 #[test]
 fn conditional_requests_are_answered_from_the_stored_response() {
-    let c = Cluster::start(143, 2, &[]);
+    let c = Cluster::start(143, 3, &[]);
     let t = c.keys_owned_by(1, "cond", 500, 1).remove(0);
     // Straight to the owner, and through the other sidecar, which forwards to it.
     for (via, entry) in [("owner", 1), ("forwarded", 0)] {
@@ -183,7 +183,7 @@ fn conditional_requests_are_answered_from_the_stored_response() {
 
 #[test]
 fn a_successful_unsafe_request_invalidates_the_stored_response_on_its_owner() {
-    let c = Cluster::start(144, 2, &[]);
+    let c = Cluster::start(144, 3, &[]);
     let cacheable = "Cache-Control: max-age=600\r\n";
     c.origin.script("inv", respond(cacheable));
     c.origin.script(
@@ -192,9 +192,11 @@ fn a_successful_unsafe_request_invalidates_the_stored_response_on_its_owner() {
             format!("HTTP/1.1 500 Oops\r\n{cacheable}Content-Length: 2\r\n\r\nno").into_bytes(),
         )],
     );
-    // Keys owned by sidecar 1; every request enters at sidecar 0, which forwards them.
+    // Keys owned by sidecar 1. GETs enter at sidecar 2 and unsafe requests at sidecar 0: both
+    // forward them to the owner, where the object lives and the invalidation lands.
     let owned = |name: &str| c.owned_key(1, |i| format!("/script/{name}/{i}"));
-    let mut client = Client::connect(c.sidecars[0].listen);
+    let mut reader = Client::connect(c.sidecars[2].listen);
+    let mut writer = Client::connect(c.sidecars[0].listen);
     let post = |client: &mut Client, target: &str| {
         client.send(
             format!("POST {target} HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\nab")
@@ -206,29 +208,44 @@ fn a_successful_unsafe_request_invalidates_the_stored_response_on_its_owner() {
             .status
     };
     let t = owned("inv");
-    assert_eq!(client.get(&t).status, 200);
-    assert_eq!(client.get(&t).status, 200);
+    assert_eq!(reader.get(&t).status, 200);
+    assert_eq!(reader.get(&t).status, 200);
     assert_eq!(c.origin.fetches(&t), 1, "stored at the owner");
-    assert_eq!(post(&mut client, &t), 200);
-    assert_eq!(client.get(&t).status, 200);
+    assert_eq!(post(&mut writer, &t), 200);
+    assert_eq!(reader.get(&t).status, 200);
     assert_eq!(
         c.origin.fetches(&t),
         3,
         "the POST, then a new fetch: the GET was invalidated"
     );
-    assert_eq!(client.get(&t).status, 200);
+    assert_eq!(reader.get(&t).status, 200);
     assert_eq!(c.origin.fetches(&t), 3, "stored again");
 
     // An error answer to the unsafe request leaves the stored response alone.
     let t = owned("inv-fails");
-    assert_eq!(client.get(&t).status, 500);
-    assert_eq!(post(&mut client, &t), 500);
-    assert_eq!(client.get(&t).status, 500);
+    assert_eq!(reader.get(&t).status, 500);
+    assert_eq!(post(&mut writer, &t), 500);
+    assert_eq!(reader.get(&t).status, 500);
     assert_eq!(
         c.origin.fetches(&t),
         2,
         "the GET and the POST; the second GET came from the cache"
     );
+
+    // The same-origin URI in the response's Location is invalidated too.
+    let target = owned("loc-target");
+    c.origin.script("loc-target", respond(cacheable));
+    let created = owned("loc");
+    c.origin.script(
+        "loc",
+        respond(&format!("Location: http://test{target}\r\n{cacheable}")),
+    );
+    assert_eq!(reader.get(&target).status, 200);
+    assert_eq!(reader.get(&target).status, 200);
+    assert_eq!(c.origin.fetches(&target), 1);
+    assert_eq!(post(&mut writer, &created), 200);
+    assert_eq!(reader.get(&target).status, 200);
+    assert_eq!(c.origin.fetches(&target), 2, "invalidated by the Location");
 }
 
 /// Sends `PURGE target` and reads the status.
@@ -242,7 +259,7 @@ fn purge(client: &mut Client, target: &str) -> u16 {
 
 #[test]
 fn purge_from_an_allowed_network_empties_the_owners_entry() {
-    let c = Cluster::start(145, 2, &["--purge-allow", "127.0.0.0/8"]);
+    let c = Cluster::start(145, 3, &["--purge-allow", "127.0.0.0/8"]);
     let t = c.keys_owned_by(1, "purge", 100, 1).remove(0);
     // Entering at sidecar 0, which forwards to the owner.
     let mut client = Client::connect(c.sidecars[0].listen);
@@ -285,7 +302,7 @@ fn purge_from_elsewhere_is_refused_and_changes_nothing() {
 
 #[test]
 fn ranges_are_cut_from_the_stored_object_on_hits_and_misses() {
-    let c = Cluster::start(148, 2, &[]);
+    let c = Cluster::start(148, 3, &[]);
     let t = c.keys_owned_by(1, "range", 500, 1).remove(0);
     let whole = support::body(&t, 500);
     // Entering at the non-owner, which forwards to the owner.
@@ -347,7 +364,7 @@ fn ranges_are_cut_from_the_stored_object_on_hits_and_misses() {
 
 #[test]
 fn stale_entries_are_revalidated_with_the_origin_and_refreshed_by_its_304() {
-    let c = Cluster::start(149, 2, &[]);
+    let c = Cluster::start(149, 3, &[]);
     let mut client = Client::connect(c.sidecars[0].listen);
     // no-cache: stored, but checked with the origin (If-None-Match) before every use.
     // Keys owned by sidecar 1, entering at sidecar 0.
@@ -423,11 +440,27 @@ fn stale_if_error_serves_the_stale_entry_while_the_origin_fails() {
         c.sidecars[0].metric("dl7_l7_cache_stale_served_total{reason=\"error\"}"),
         2.0
     );
+
+    // The origin down altogether (connections refused): the stale entry still answers.
+    let Cluster {
+        origin, sidecars, ..
+    } = c;
+    origin.stop();
+    let r = client.get("/script/sie/1");
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, &b"ok"[..]),
+        "origin down"
+    );
+    assert_eq!(
+        sidecars[0].metric("dl7_l7_cache_stale_served_total{reason=\"error\"}"),
+        3.0
+    );
 }
 
 #[test]
 fn responses_that_vary_are_stored_as_one_variant_per_request_value() {
-    let c = Cluster::start(151, 2, &["--purge-allow", "127.0.0.0/8"]);
+    let c = Cluster::start(151, 3, &["--purge-allow", "127.0.0.0/8"]);
     let owned = |query: &str| c.owned_key(1, |i| format!("/obj/vary-{i}?{query}"));
     let t = owned("size=50&vary=accept-language");
     let mut client = Client::connect(c.sidecars[0].listen);
@@ -467,7 +500,7 @@ fn responses_that_vary_are_stored_as_one_variant_per_request_value() {
 
 #[test]
 fn early_hints_reach_http_1_1_clients_through_the_owner() {
-    let c = Cluster::start(152, 2, &[]);
+    let c = Cluster::start(152, 3, &[]);
     let hints = "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n";
     let t = c.owned_key(1, |i| format!("/script/hints{i}"));
     let name = t.trim_start_matches("/script/");
@@ -494,7 +527,7 @@ fn early_hints_reach_http_1_1_clients_through_the_owner() {
 
 #[test]
 fn stale_while_revalidate_answers_at_once_and_refreshes_behind_the_answer() {
-    let c = Cluster::start(153, 2, &[]);
+    let c = Cluster::start(153, 3, &[]);
     let owned = |cc: &str| c.owned_key(1, |i| format!("/obj/swr-{i}?size=200&cc={cc}"));
     let t = owned("max-age=1,stale-while-revalidate=60");
     let mut client = Client::connect(c.sidecars[0].listen);
