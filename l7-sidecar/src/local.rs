@@ -36,8 +36,8 @@ pub enum LocalServer {
     },
     /// From the embedded cache, filled from the origin.
     Cache {
-        /// The cache.
-        cache: Cache,
+        /// The cache (boxed: it is much larger than the upstream's fields).
+        cache: Box<Cache>,
         /// The origin's pool.
         origin: Arc<Pool>,
         /// `Host` for requests that have none: the origin's authority as configured.
@@ -89,7 +89,7 @@ impl LocalServer {
                 max_object,
                 default_ttl,
             } => Some(LocalServer::Cache {
-                cache: Cache::new(bytes, max_object, default_ttl),
+                cache: Box::new(Cache::new(bytes, max_object, default_ttl)),
                 origin: pool("origin", origin),
                 host: host.as_bytes().into(),
             }),

@@ -5,15 +5,18 @@
 //! Two builds of one crate. The alias builds xtask without its default feature `full`: the
 //! glue that a fresh machine needs first (`setup`, `build-ebpf`, `build-and-load`, `testbed`,
 //! and `test`, which compiles the rest with the tests) and nothing that waits for tokio,
-//! plotters or the sidecar to compile. Every other command (`demo`, `e2e`, `bench`, `load`,
-//! `origin`) is in the `full` build, which the light one runs with `cargo run` (after `setup`,
-//! for the commands that install what they need).
-//! Modules depend one way: the glue (main, test, demo, e2e) -> the benches (`bench/`) ->
-//! {dl7-testbed, dl7-traffic}; build, cmd, ebpf and setup are leaves every one may use.
+//! plotters or the sidecar to compile. Every other command (`demo`, `e2e`, `cache-tests`,
+//! `bench`, `load`, `origin`) is in the `full` build, which the light one runs with `cargo run`
+//! (after `setup`, for the commands that install what they need).
+//! Modules depend one way: the glue (main, test, demo, e2e, cache_tests) -> the benches
+//! (`bench/`) -> {dl7-testbed, dl7-traffic}; build, cmd, ebpf and setup are leaves every one
+//! may use.
 
 #[cfg(feature = "full")]
 mod bench;
 mod build;
+#[cfg(feature = "full")]
+mod cache_tests;
 mod cmd;
 #[cfg(feature = "full")]
 mod demo;
@@ -85,6 +88,9 @@ enum FullTask {
     /// runs of the benchmarks.
     #[command(hide = true)]
     TestScenarios,
+    /// The public HTTP caching test suite (cache-tests.fyi) against dl7's sidecar, and with
+    /// `--peers` against nginx, Squid, Varnish and Traffic Server in the same run.
+    CacheTests(cache_tests::CacheTestsArgs),
     /// Run a benchmark.
     Bench {
         #[command(subcommand)]
@@ -102,7 +108,7 @@ enum FullTask {
 const LIGHT: &[&str] = &["setup", "build-ebpf", "build-and-load", "testbed", "test"];
 /// Full-build commands that install what they need: the light build runs `setup` first, so
 /// that a fresh machine installs before the long compile.
-const SETUP_FIRST: &[&str] = &["demo", "e2e", "bench"];
+const SETUP_FIRST: &[&str] = &["demo", "e2e", "bench", "cache-tests"];
 
 fn main() {
     let first = std::env::args().nth(1).unwrap_or_default();
@@ -159,8 +165,10 @@ fn run_full_task(root: &Path, task: FullTask) -> Result<()> {
         FullTask::E2e => e2e::run(root),
         FullTask::TestScenarios => {
             e2e::run(root).context("the end-to-end scenarios failed")?;
+            cache_tests::run_check(root).context("the cache-tests check failed")?;
             bench::run_quick(root)
         }
+        FullTask::CacheTests(args) => cache_tests::run(root, args),
         FullTask::Bench { bench } => bench::run(root, bench),
         FullTask::Load(args) => dl7_traffic::load::run_cli(args),
         FullTask::Origin(args) => dl7_traffic::origin::run(args),

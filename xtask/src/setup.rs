@@ -168,6 +168,31 @@ fn ensure_bpf_linker() -> Result<()> {
     .context("building bpf-linker failed")
 }
 
+/// The oldest Node.js major version the cache-tests suite runs on (its `engines`).
+#[cfg(feature = "full")]
+const NODE_MIN_MAJOR: u32 = 14;
+
+/// Node.js and npm for `cargo xtask cache-tests`: Debian's packages when `node` is missing or
+/// older than the suite allows.
+#[cfg(feature = "full")]
+pub fn ensure_node() -> Result<()> {
+    let major = output(Command::new("node").arg("--version"))
+        .ok()
+        .and_then(|v| {
+            v.trim()
+                .trim_start_matches('v')
+                .split('.')
+                .next()?
+                .parse::<u32>()
+                .ok()
+        });
+    let npm = output(Command::new("npm").arg("--version")).is_ok();
+    if major.is_some_and(|m| m >= NODE_MIN_MAJOR) && npm {
+        return Ok(());
+    }
+    ensure_debian_packages(&["nodejs", "npm"])
+}
+
 /// Installs the Debian packages that are missing (`apt-get update` first, once).
 pub fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
     let missing: Vec<&str> = packages

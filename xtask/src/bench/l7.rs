@@ -21,7 +21,7 @@
 //! (goal 1.5x), dl7's p99 no worse than nginx's. A tier that answers errors fails the bench.
 //! Every process started is killed and the temp directory removed, also on errors and Ctrl-C.
 
-mod servers;
+pub mod servers;
 mod wrk;
 
 use std::fmt::Write as _;
