@@ -312,6 +312,10 @@ enum Head {
     EarlyHints,
 }
 
+/// Bodies of known length with at least this much left once the head is relayed are spliced
+/// (below it, the pipe's set-up costs more than the copy it saves).
+const SPLICE_MIN: u64 = 64 * 1024;
+
 /// How long a response head may take.
 #[derive(Debug, Clone, Copy)]
 struct HeadWait {
@@ -513,7 +517,27 @@ pub async fn stream(
         return broken;
     }
     conn.buf.advance(first);
-    if !done {
+    // A long body of known length, relayed with the same framing and nothing of it buffered
+    // here yet: the kernel moves it from socket to socket (splice), not this process.
+    let splice = body
+        .remaining_length()
+        .filter(|&left| !done && !plan.chunked && left >= SPLICE_MIN && conn.buf.is_empty());
+    if let Some(left) = splice {
+        let timeouts = (config.timeouts.response, io.timeout);
+        let moved = wire::splice_exactly(&conn.stream, &io.stream, left, timeouts.0, timeouts.1);
+        match moved.await {
+            Ok(()) => {}
+            Err(wire::SpliceError::Source(e)) => {
+                log::debug!("{}: response body: {e}", pool.name());
+                failed(pool);
+                return broken;
+            }
+            Err(wire::SpliceError::Destination(_)) => {
+                metrics.client_error("client_write");
+                return broken;
+            }
+        }
+    } else if !done {
         loop {
             let n = match body
                 .next(&mut conn.stream, &mut conn.buf, config.timeouts.response)

@@ -177,6 +177,51 @@ fn a_50_mb_response_streams_with_bounded_memory() {
 }
 
 #[test]
+fn large_bodies_relay_byte_for_byte_and_an_abandoned_one_retires_its_peer_connection() {
+    const SIZE: u64 = 3 * 1024 * 1024;
+    let c = Cluster::start(112, 3, &[]);
+    // Owned by sidecar 1 and too large to cache: relayed origin -> owner -> sidecar 0 -> client
+    // on both hops; with a length the kernel splices it, chunked it is copied.
+    let sized = c.owned_key(1, |i| format!("/big/s{i}?size={SIZE}"));
+    let chunked = c.owned_key(1, |i| format!("/chunked/s{i}?size={SIZE}"));
+    let mut client = Client::connect(c.sidecars[0].listen);
+    for t in [&sized, &chunked, &sized] {
+        let r = client.get(t);
+        assert_eq!(r.status, 200, "{t}");
+        assert!(r.body == body(t, SIZE), "{t}: the body differs");
+    }
+    let connects = |s: &Sidecar| s.metric("dl7_l7_pool_connects_total{pool=\"s1\"}");
+    assert_eq!(
+        connects(&c.sidecars[0]),
+        1.0,
+        "one kept-alive peer connection"
+    );
+
+    // A client that leaves without reading a 64 MiB body (more than the sockets' buffers
+    // hold): the forwarder drops the peer connection with the rest of the body in it instead
+    // of pooling it.
+    let huge = c.owned_key(1, |i| format!("/big/h{i}?size={}", 64 << 20));
+    let mut leaver = Client::connect(c.sidecars[0].listen);
+    leaver.send(format!("GET {huge} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+    std::thread::sleep(Duration::from_millis(300));
+    drop(leaver);
+    std::thread::sleep(Duration::from_millis(300));
+    let r = client.get("/obj/after-abort?size=100");
+    assert_eq!(
+        (r.status, r.body.len()),
+        (200, 100),
+        "no bytes of the old body"
+    );
+    let t = c.owned_key(1, |i| format!("/obj/owned-{i}?size=100"));
+    assert_eq!(client.get(&t).body, body(&t, 100));
+    assert_eq!(
+        connects(&c.sidecars[0]),
+        2.0,
+        "the abandoned connection was not reused: a new one"
+    );
+}
+
+#[test]
 fn concurrent_misses_for_one_url_make_one_origin_fetch() {
     let c = Arc::new(Cluster::start(105, 3, &[]));
     let t = "/slow/hot?ms=700&size=20000";

@@ -94,6 +94,11 @@ impl BodyReader {
         self.done
     }
 
+    /// The body bytes still to come when its length is known (`Content-Length`), else `None`.
+    pub fn remaining_length(&self) -> Option<u64> {
+        matches!(self.framing, Framing::Length(_)).then_some(self.remaining)
+    }
+
     /// Data bytes handed out so far.
     pub fn total(&self) -> u64 {
         self.total
