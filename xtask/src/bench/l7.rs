@@ -22,7 +22,7 @@
 //! Every process started is killed and the temp directory removed, also on errors and Ctrl-C.
 
 pub mod servers;
-mod wrk;
+pub mod wrk;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;

@@ -4,6 +4,7 @@
 //! while it runs ([`opts::lock`]), and has a quick variant that `cargo xtask test` runs as a smoke
 //! test ([`run_quick`]).
 
+pub mod forward;
 pub mod hashing;
 pub mod l4;
 pub mod l7;
@@ -33,6 +34,9 @@ pub enum Bench {
     /// The L4 front: dl7's XDP against nftables DNAT and HAProxy `mode tcp`, front CPU per
     /// request.
     L4(l4::BenchL4Args),
+    /// The forwarding pass against a local hit: a forwarding sidecar's CPU per request over a
+    /// sidecar's that answers from its cache, both at once, per body size.
+    Forward(forward::BenchForwardArgs),
 }
 
 pub fn run(root: &Path, bench: Bench) -> Result<()> {
@@ -42,6 +46,7 @@ pub fn run(root: &Path, bench: Bench) -> Result<()> {
         Bench::L7(args) => l7::run(root, args),
         Bench::Paper(args) => paper::run(root, args),
         Bench::L4(args) => l4::run(root, args),
+        Bench::Forward(args) => forward::run(root, args),
     }
 }
 
@@ -52,5 +57,7 @@ pub fn run_quick(root: &Path) -> Result<()> {
     l7::run(root, args_from(&["--quick"])?).context("the quick L7 benchmark failed")?;
     paper::run(root, args_from(&["--quick"])?).context("the quick paper benchmark failed")?;
     l4::run(root, args_from(&["--quick"])?).context("the quick L4 benchmark failed")?;
+    forward::run(root, args_from(&["--quick"])?)
+        .context("the quick forwarding benchmark failed")?;
     Ok(())
 }

@@ -24,9 +24,16 @@ const GRACE: Duration = Duration::from_secs(30);
 
 /// Writes the Lua script that cycles over `objects` URIs; returns its path.
 pub fn write_script(dir: &Path, objects: usize) -> Result<PathBuf> {
+    let paths: Vec<String> = (0..objects).map(object_path).collect();
+    write_paths_script(dir, &paths)
+}
+
+/// Writes the Lua script that cycles over `paths` (each a request target); returns its path
+/// (`load.lua` in `dir`).
+pub fn write_paths_script(dir: &Path, paths: &[String]) -> Result<PathBuf> {
     let mut lua = String::from("local paths = {\n");
-    for i in 0..objects {
-        let _ = writeln!(lua, "  \"{}\",", object_path(i));
+    for path in paths {
+        let _ = writeln!(lua, "  \"{path}\",");
     }
     lua.push_str(&format!(
         r#"}}
