@@ -45,6 +45,9 @@ use policy::Facts;
 
 /// Bookkeeping bytes counted per entry on top of its key, head and body.
 const ENTRY_OVERHEAD: u64 = 128;
+/// Objects of the largest size a shard of the store holds (the store has as many shards as
+/// this allows, up to 64).
+const LARGEST_PER_SHARD: u64 = 16;
 /// A background revalidation that has not ended a fill by then is taken for lost (another may
 /// start).
 pub const REVALIDATION_LIMIT: Duration = Duration::from_secs(60);
@@ -206,9 +209,11 @@ impl Cache {
     /// origin gives no freshness are fresh for `default_ttl` when it is set (else by the
     /// heuristic).
     pub fn new(bytes: u64, max_object: u64, default_ttl: Option<Duration>) -> Self {
-        // Each shard holds 1/shards of the bytes; keep a shard able to hold the largest object.
-        let per_object = max_object.max(1);
-        let shards = (bytes / per_object).clamp(1, 64);
+        // Each shard holds 1/shards of the bytes and evicts on its own: a shard must hold many
+        // of the largest objects, or one of them pushes its shard's small ones out while the
+        // cache as a whole has room.
+        let per_shard = max_object.max(1).saturating_mul(LARGEST_PER_SHARD);
+        let shards = (bytes / per_shard).clamp(1, 64);
         let shards = 1usize << (usize::BITS - 1 - (shards as usize).leading_zeros());
         let options = OptionsBuilder::new()
             .shards(shards)
@@ -792,6 +797,22 @@ mod tests {
             cache.lookup(b"/a", &Wants::default()),
             Lookup::Fill(_)
         ));
+    }
+
+    #[test]
+    fn a_large_object_does_not_push_small_ones_out_while_the_bytes_allow() {
+        // The testbed's shape: 256 MiB, objects up to 8 MiB, a heavy tail of sizes. Together
+        // they take a fifth of the cache: nothing may be evicted.
+        let cache = Cache::new(256 << 20, 8 << 20, None);
+        let sizes = (0..3000u32).map(|i| if i % 500 == 0 { 7 << 20 } else { 12_000 });
+        for (i, size) in sizes.enumerate() {
+            let Lookup::Fill(lead) = cache.lookup(&(i as u32).to_be_bytes(), &Wants::default())
+            else {
+                panic!()
+            };
+            lead.finish(Fill::Stored(entry(size, Duration::from_secs(60))));
+        }
+        assert_eq!((cache.usage().0, cache.evictions()), (3000, 0));
     }
 
     #[test]
