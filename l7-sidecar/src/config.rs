@@ -241,6 +241,14 @@ settings! {
     /// or none; checked where the request enters, on the client listener (default none).
     #[arg(long, value_name = "CIDR,..|none")]
     purge_allow: String,
+    /// Distributed mode: bytes of the relay cache, which keeps copies of the hot objects this
+    /// server forwards to their owners and answers them itself; 0 turns it off (default 0).
+    #[arg(long, value_name = "N")]
+    relay_cache_bytes: u64,
+    /// The longest a relay copy answers without asking its owner again: how long it can
+    /// outlive a PURGE or an invalidation at the owner (default 5s).
+    #[arg(long, value_name = "DURATION")]
+    relay_max_age: String,
 }
 
 /// Every default of `serve`, written once, as an operator would write the value:
@@ -279,6 +287,8 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("health-path", "/healthz"),
     ("hop-limit", "2"),
     ("purge-allow", "none"),
+    ("relay-cache-bytes", "0"),
+    ("relay-max-age", "5s"),
 ];
 
 /// The default of `field` as written in [`DEFAULTS`] (empty for a field without one, which
@@ -439,6 +449,17 @@ pub struct Config {
     pub hop_limit: u8,
     /// Who may send `PURGE`.
     pub purge_allow: Networks,
+    /// The relay cache (distributed mode, when `relay-cache-bytes` is above 0).
+    pub relay: Option<RelaySettings>,
+}
+
+/// The relay cache's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelaySettings {
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// The longest a copy answers without asking its owner again.
+    pub max_age: Duration,
 }
 
 impl Config {
@@ -471,6 +492,7 @@ impl Config {
         check("health", self.health != other.health);
         check("hop-limit", self.hop_limit != other.hop_limit);
         check("purge-allow", self.purge_allow != other.purge_allow);
+        check("relay-cache-bytes", self.relay != other.relay);
         changed
     }
 }
@@ -625,7 +647,27 @@ impl Settings {
                     .unwrap_or(default_text("purge-allow"));
                 Networks::parse(text).map_err(|why| invalid("purge-allow", text, why))?
             },
+            relay: self.relay(mode)?,
         })
+    }
+
+    /// The relay cache: distributed mode only, off at 0 bytes.
+    fn relay(&self, mode: Mode) -> Result<Option<RelaySettings>, ConfigError> {
+        let bytes = number("relay-cache-bytes", self.relay_cache_bytes)?;
+        let max_age = self.duration("relay-max-age", &self.relay_max_age)?;
+        match (bytes, mode) {
+            (0, _) => Ok(None),
+            (_, Mode::Central) => Err(ConfigError::NotAllowed {
+                field: "relay-cache-bytes",
+                why: "in central mode (it keeps copies of what peers own)",
+            }),
+            (_, Mode::Distributed) if max_age.is_zero() => Err(invalid(
+                "relay-max-age",
+                "0s",
+                "is zero: a copy could never answer",
+            )),
+            (_, Mode::Distributed) => Ok(Some(RelaySettings { bytes, max_age })),
+        }
     }
 
     fn membership(&self, mode: Mode) -> Result<Membership, ConfigError> {
@@ -960,6 +1002,32 @@ mod tests {
 
     const CENTRAL: &str =
         "listen = \"127.0.0.1:1\"\nmode = \"central\"\nmembers = \"127.0.0.1:2,b=127.0.0.1:3\"\n";
+
+    #[test]
+    fn the_relay_cache_is_off_by_default_and_only_for_distributed_mode() {
+        let distributed = "listen = \"127.0.0.1:1\"\npeer-listen = \"127.0.0.1:4\"\nself = \"a\"\n\
+                           members = \"a=127.0.0.1:2,b=127.0.0.1:3\"\norigin = \"http://127.0.0.1:5\"\n";
+        assert_eq!(settings(distributed).validate().unwrap().relay, None);
+        let on = settings(&format!("{distributed}relay-cache-bytes = 1000000\n"))
+            .validate()
+            .unwrap();
+        assert_eq!(
+            on.relay,
+            Some(RelaySettings {
+                bytes: 1_000_000,
+                max_age: Duration::from_secs(5)
+            })
+        );
+        let err = |text: &str| settings(text).validate().unwrap_err().to_string();
+        let zero = format!("{distributed}relay-cache-bytes = 1000\nrelay-max-age = \"0s\"\n");
+        assert!(err(&zero).contains("--relay-max-age"), "{}", err(&zero));
+        let central = format!("{CENTRAL}relay-cache-bytes = 1000\n");
+        assert!(
+            err(&central).contains("--relay-cache-bytes"),
+            "{}",
+            err(&central)
+        );
+    }
 
     #[test]
     fn central_needs_neither_self_nor_peer_listen() {

@@ -262,6 +262,21 @@ async fn answer(
                 }
                 return (Route::Local, outcome);
             }
+            if let Some(relay) = &sidecar.relay {
+                // The relay cache's key is the cache key, as at the owner.
+                let key = match config.key {
+                    KeyMode::HostPath => req.key,
+                    KeyMode::Url => router::host_path(req.head, req.buf, &mut s.local.cache_key),
+                };
+                let relayed = Request { key, ..req };
+                let owner_pool = &routing.pools()[owner];
+                let scratch = &mut s.local.upstream_head;
+                let outcome =
+                    local::serve_relayed(&cx, relay, owner_pool, relayed, io, scratch).await;
+                if let Some(outcome) = outcome {
+                    return (Route::Relay, outcome);
+                }
+            }
             (PEER_ATTEMPTS, true, Route::Peer)
         }
     };

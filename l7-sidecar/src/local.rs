@@ -10,6 +10,7 @@ use bytes::{Buf, BytesMut};
 use crate::cache::conditional::{self, Answer, Validators};
 use crate::cache::policy;
 use crate::cache::range::{self, Ranges};
+use crate::cache::sketch::Sketch;
 use crate::cache::vary;
 use crate::cache::{self, Cache, Entry, Fill, FillGuard, Lookup};
 use crate::client::{self, ClientIo, Outcome};
@@ -23,6 +24,46 @@ use crate::http::request::{BodyKind, Method, RequestHead};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::proxy::{self, Failure, Rest, VIA};
+
+/// The relay cache (`relay-cache-bytes`): copies of the hot objects this server forwards to
+/// their owners, answered here, so that a hot URL's load spreads over every server instead of
+/// resting on its owner (Fan et al., "Small Cache, Big Effect", SoCC 2011).
+/// - Admission: a frequency sketch over the keys this server forwards ([`Sketch`]); a key is
+///   copied once its count reaches [`RELAY_HOT`]. Keys this server owns never come here.
+/// - Rules: the embedded cache's ([`Cache`]), filled from the owner instead of the origin
+///   (freshness, `Vary`, `no-store`, `private`, ranges, conditional requests).
+/// - Coherence: a copy is fresh for at most `relay-max-age`, then revalidated with the owner
+///   (which answers the conditional request from its own cache) and never served stale, so
+///   no copy outlives a `PURGE` or an invalidation at the owner by more than `relay-max-age`.
+///   (The owner does not fan invalidations out: a bound that holds when a member is
+///   unreachable needs no delivery guarantees.)
+#[derive(Debug)]
+pub struct Relay {
+    /// The copies.
+    pub cache: Cache,
+    sketch: Sketch,
+}
+
+/// The estimated count at which a key is hot enough to copy.
+pub const RELAY_HOT: u8 = 4;
+
+impl Relay {
+    /// The relay cache of `settings`, storing objects up to `max_object` bytes.
+    pub fn new(settings: &config::RelaySettings, max_object: u64) -> Self {
+        let cache = Cache::relay(settings.bytes, max_object, settings.max_age);
+        // A key per 4 KiB of the cache (the sketch is about 8 bytes a key).
+        let keys = usize::try_from(settings.bytes / 4096).unwrap_or(usize::MAX);
+        Self {
+            cache,
+            sketch: Sketch::new(keys.clamp(1024, 1 << 20)),
+        }
+    }
+
+    /// Counts a request this server forwards for `key`; true once the key is hot.
+    pub fn hot(&self, key: &[u8]) -> bool {
+        self.sketch.record(key) >= RELAY_HOT
+    }
+}
 
 /// How this server serves what it owns.
 #[derive(Debug)]
@@ -119,7 +160,7 @@ impl LocalServer {
         io: &mut ClientIo,
         scratch: &mut BytesMut,
     ) -> Outcome {
-        let (config, metrics) = (cx.config, cx.metrics);
+        let metrics = cx.metrics;
         let (cache, pool, host) = match self {
             LocalServer::Upstream { pool, host } => {
                 return pass(cx, pool, Upstream::Server(host), req, io, scratch).await;
@@ -192,29 +233,20 @@ impl LocalServer {
                 Lookup::Fill(guard) => {
                     metrics.cache_misses.inc();
                     metrics.origin_fetches.inc();
-                    let origin = (pool.as_ref(), host);
-                    return fill(cx, guard, cache, origin, (req, primary), io, scratch).await;
+                    let origin = (pool.as_ref(), Upstream::Origin(host));
+                    let filled = fill(cx, guard, cache, origin, (req, primary), io, scratch, false);
+                    return match filled.await {
+                        Ok(outcome) => outcome,
+                        // Only relay fills give a failure back.
+                        Err(Retry(status)) => io.error(status, false).await,
+                    };
                 }
-                Lookup::Wait(mut rx) => {
-                    let wait = async {
-                        tokio::time::timeout(
-                            config.timeouts.response,
-                            rx.wait_for(|f| !matches!(f, Fill::Pending)),
-                        )
-                        .await
-                        .map(|r| r.map(|fill| fill.clone()))
-                    };
-                    let timeout = io.timeout;
-                    let Some(waited) =
-                        client::beating(&mut io.stream, &mut io.heartbeat, timeout, wait).await
-                    else {
-                        metrics.client_error("client_write");
-                        return Failure::GONE;
-                    };
-                    let fill = match waited {
-                        Err(_) => return io.error(504, false).await,
-                        Ok(Err(_)) => continue,
-                        Ok(Ok(fill)) => fill,
+                Lookup::Wait(rx) => {
+                    let fill = match wait_for_fill(cx, rx, io).await {
+                        Waited::Gone => return Failure::GONE,
+                        Waited::TimedOut => return io.error(504, false).await,
+                        Waited::Vanished => continue,
+                        Waited::Fill(fill) => fill,
                     };
                     match fill {
                         Fill::Stored(entry) => {
@@ -230,6 +262,108 @@ impl LocalServer {
         metrics.origin_fetches.inc();
         pass(cx, pool, Upstream::Origin(host), req, io, scratch).await
     }
+}
+
+/// How a wait for another request's fill ended.
+enum Waited {
+    /// With this result.
+    Fill(Fill),
+    /// Its leader went away without one: look again.
+    Vanished,
+    /// No result within the response timeout.
+    TimedOut,
+    /// The waiting client went away.
+    Gone,
+}
+
+/// Waits for the fill behind `rx` (keeping an HTTP/1.1 peer informed with heartbeats).
+async fn wait_for_fill(
+    cx: &Ctx<'_>,
+    mut rx: tokio::sync::watch::Receiver<Fill>,
+    io: &mut ClientIo,
+) -> Waited {
+    let wait = async {
+        tokio::time::timeout(
+            cx.config.timeouts.response,
+            rx.wait_for(|f| !matches!(f, Fill::Pending)),
+        )
+        .await
+        .map(|r| r.map(|fill| fill.clone()))
+    };
+    let timeout = io.timeout;
+    match client::beating(&mut io.stream, &mut io.heartbeat, timeout, wait).await {
+        None => {
+            cx.metrics.client_error("client_write");
+            Waited::Gone
+        }
+        Some(Err(_)) => Waited::TimedOut,
+        Some(Ok(Err(_))) => Waited::Vanished,
+        Some(Ok(Ok(fill))) => Waited::Fill(fill),
+    }
+}
+
+/// Answers a request this server would forward from the relay cache, when it holds a copy
+/// that may answer, or when the key is hot here and a copy can be made now: a fill from the
+/// owner (`owner`, the peer's pool) that stores the owner's response under the relay cache's
+/// rules while it answers. `None`: forward the request as usual (nothing was sent).
+pub async fn serve_relayed(
+    cx: &Ctx<'_>,
+    relay: &Relay,
+    owner: &Pool,
+    req: Request<'_>,
+    io: &mut ClientIo,
+    scratch: &mut BytesMut,
+) -> Option<Outcome> {
+    let metrics = cx.metrics;
+    if io.body != BodyKind::None || !matches!(io.method, Method::Get | Method::Head) {
+        return None;
+    }
+    let wants = cache::Wants::of(req.head.fields(), req.buf);
+    if wants.no_store || wants.only_if_cached {
+        return None;
+    }
+    let cache = &relay.cache;
+    let primary = req.key;
+    let variant = cache.variant_key(primary, req.head.fields(), req.buf);
+    let req = Request {
+        key: variant.as_deref().unwrap_or(primary),
+        ..req
+    };
+    if let Some(entry) = cache.get(req.key, &wants) {
+        metrics.relay_hits.inc();
+        return Some(serve_entry(&entry, req, io, metrics).await);
+    }
+    // An ejected owner is left to the failover walk.
+    if io.method != Method::Get || !relay.hot(primary) || owner.outlier.is_ejected() {
+        return None;
+    }
+    // Bounded: a vanished leader is the only reason to look again.
+    for _ in 0..4 {
+        match cache.lookup(req.key, &wants) {
+            Lookup::Hit(entry) => {
+                metrics.relay_hits.inc();
+                return Some(serve_entry(&entry, req, io, metrics).await);
+            }
+            Lookup::Fill(guard) => {
+                metrics.relay_fills.inc();
+                let source = (owner, Upstream::Peer);
+                let filled = fill(cx, guard, cache, source, (req, primary), io, scratch, true);
+                return filled.await.ok();
+            }
+            Lookup::Wait(rx) => match wait_for_fill(cx, rx, io).await {
+                Waited::Gone => return Some(Failure::GONE),
+                Waited::Vanished => continue,
+                Waited::Fill(Fill::Stored(entry)) => {
+                    metrics.relay_hits.inc();
+                    return Some(serve_entry(&entry, req, io, metrics).await);
+                }
+                Waited::TimedOut | Waited::Fill(_) => return None,
+            },
+            // A relay copy is never served stale (`Cache::relay`).
+            Lookup::Stale { .. } => return None,
+        }
+    }
+    None
 }
 
 /// Starts the revalidation of a stale entry that is answering meanwhile
@@ -344,45 +478,63 @@ pub fn upstream_head(
     forward::request(out, req.head, req.buf, &stamp, fill);
 }
 
-/// Leads a fill: fetches the whole object from the origin, stores it when it may be stored
-/// and fits, and serves it; streams it through otherwise.
+/// Nothing was sent to the client: the fill's source failed before answering, and the
+/// request may go elsewhere (relay fills only).
+#[derive(Debug)]
+pub struct Retry(pub u16);
+
+/// Leads a fill: fetches the whole object from `to` (the origin, or for the relay cache the
+/// owner), stores it when it may be stored and fits, and serves it; streams it through
+/// otherwise. With `give_back`, a source that fails before answering leaves the client
+/// untouched and the fill's waiters free to fetch on their own ([`Retry`]).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "fill's arguments and the one flag that tells a relay fill from a local one"
+)]
 async fn fill(
     cx: &Ctx<'_>,
     guard: FillGuard<'_>,
     cache: &Cache,
-    (origin, host): (&Pool, &[u8]),
+    (origin, to): (&Pool, Upstream<'_>),
     (req, primary): (Request<'_>, &[u8]),
     io: &mut ClientIo,
     scratch: &mut BytesMut,
-) -> Outcome {
+    give_back: bool,
+) -> Result<Outcome, Retry> {
     let (config, metrics) = (cx.config, cx.metrics);
-    upstream_head(scratch, req, io, true, Upstream::Origin(host));
+    upstream_head(scratch, req, io, true, to);
     if let Some(stale) = guard.stale() {
         validate_with(scratch, &stale.validators);
     }
     let requested = date::now();
-    let mut conn = match proxy::request(cx, origin, scratch, io, None).await {
+    // The owner beats while it waits: a silent one is hung.
+    let first_byte = matches!(to, Upstream::Peer).then_some(config.timeouts.peer_first_byte);
+    let mut conn = match proxy::request(cx, origin, scratch, io, first_byte).await {
         Ok(conn) => conn,
         Err(Failure::Retry(status)) => {
             if let Some(stale) = guard.stale().filter(|s| s.serves_on_error()).cloned() {
-                return serve_stale(guard, stale, req, io, metrics).await;
+                return Ok(serve_stale(guard, stale, req, io, metrics).await);
+            }
+            if give_back {
+                guard.finish(Fill::Uncacheable);
+                return Err(Retry(status));
             }
             guard.finish(Fill::Failed(status));
-            return io.error(status, false).await;
+            return Ok(io.error(status, false).await);
         }
         Err(Failure::Done(outcome)) => {
             guard.finish(Fill::Failed(outcome.status));
-            return outcome;
+            return Ok(outcome);
         }
         // Not the origin's failure: the guard's drop lets a waiter lead a new fill.
-        Err(Failure::Gone) => return Failure::GONE,
+        Err(Failure::Gone) => return Ok(Failure::GONE),
     };
     let arrived = date::now();
     if let Some(stale) = guard.stale().cloned() {
         if matches!(io.resp.status, 500 | 502 | 503 | 504) && stale.serves_on_error() {
             // The origin's error answer is dropped with its connection.
             drop(conn);
-            return serve_stale(guard, stale, req, io, metrics).await;
+            return Ok(serve_stale(guard, stale, req, io, metrics).await);
         }
         let not_modified = io.resp.status == 304;
         metrics.revalidation(if not_modified {
@@ -391,7 +543,7 @@ async fn fill(
             "modified"
         });
         if not_modified {
-            return refresh(
+            return Ok(refresh(
                 guard,
                 cache,
                 origin,
@@ -402,7 +554,7 @@ async fn fill(
                 (requested, arrived),
                 metrics,
             )
-            .await;
+            .await);
         }
     }
     let framing = io.resp.framing(false);
@@ -422,7 +574,7 @@ async fn fill(
     };
     let Some(admission) = admission.filter(|_| fits) else {
         guard.finish(Fill::Uncacheable);
-        return proxy::relay(cx, origin, conn, io).await;
+        return Ok(proxy::relay(cx, origin, conn, io).await);
     };
     // The head to store, and the client's head in case the object turns out too large.
     let mut stored = BytesMut::with_capacity(io.resp.len + 64);
@@ -443,12 +595,12 @@ async fn fill(
             Some(Err(e)) => {
                 log::debug!("origin body: {e}");
                 guard.finish(Fill::Failed(502));
-                return io.error(502, false).await;
+                return Ok(io.error(502, false).await);
             }
             None => {
                 // The requester went away; the guard's drop lets a waiter lead a new fill.
                 metrics.client_error("client_write");
-                return Failure::GONE;
+                return Ok(Failure::GONE);
             }
         };
         if n == 0 {
@@ -463,7 +615,7 @@ async fn fill(
                 prefix: &data,
                 first: n,
             };
-            return proxy::stream(cx, origin, conn, io, plan, rest).await;
+            return Ok(proxy::stream(cx, origin, conn, io, plan, rest).await);
         }
         data.extend_from_slice(&conn.buf[..n]);
         conn.buf.advance(n);
@@ -490,7 +642,7 @@ async fn fill(
         variants: None,
     });
     keep(cache, guard, primary, variants, &entry, req);
-    serve_entry(&entry, req, io, metrics).await
+    Ok(serve_entry(&entry, req, io, metrics).await)
 }
 
 /// Stores a filled entry where this request's variant belongs: under the URL's key, or, when

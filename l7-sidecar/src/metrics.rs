@@ -5,7 +5,7 @@
 //!
 //! | metric | labels | what |
 //! |---|---|---|
-//! | `dl7_l7_requests_total` | route, status | requests answered; route is `local`, `peer`, `central` or `rejected` (refused before routing) |
+//! | `dl7_l7_requests_total` | route, status | requests answered; route is `local`, `peer`, `relay` (from the relay cache), `central` or `rejected` (refused before routing) |
 //! | `dl7_l7_request_duration_seconds` | route | head received to response sent |
 //! | `dl7_l7_cache_hits_total`, `dl7_l7_cache_misses_total` | | embedded cache lookups (a request that waited for another one's fill counts as a hit) |
 //! | `dl7_l7_cache_bytes`, `dl7_l7_cache_objects` | | embedded cache contents |
@@ -13,6 +13,8 @@
 //! | `dl7_l7_cache_evictions_total` | | entries evicted to make room for others |
 //! | `dl7_l7_cache_answers_total` | status (`304`, `206`, `412`, `416`) | conditional and range requests answered from a stored response without its whole body |
 //! | `dl7_l7_origin_fetches_total` | | requests sent to the origin (fills and pass-through) |
+//! | `dl7_l7_relay_hits_total`, `dl7_l7_relay_fills_total` | | the relay cache: requests answered from a copy of a peer's object, and copies made (fills from the owner of a hot key) |
+//! | `dl7_l7_relay_bytes`, `dl7_l7_relay_objects`, `dl7_l7_relay_evictions_total` | | the relay cache's contents and evictions |
 //! | `dl7_l7_peer_forwards_total`, `dl7_l7_peer_errors_total`, `dl7_l7_peer_ejections_total` | peer | forwarding to a member (peer or central backend) |
 //! | `dl7_l7_peer_stalls_total` | peer | forwards whose first response byte did not come within `peer-first-byte-timeout` |
 //! | `dl7_l7_peer_up` | peer | 1 while the member passes its active health checks, 0 while it is down |
@@ -43,6 +45,8 @@ pub enum Route {
     Local,
     /// Forwarded to the owning peer.
     Peer,
+    /// Answered from the relay cache (a copy of a peer's object).
+    Relay,
     /// Forwarded by the central balancer.
     Central,
     /// Refused before routing (bad request, limits).
@@ -50,12 +54,19 @@ pub enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 4] = [Route::Local, Route::Peer, Route::Central, Route::Rejected];
+    const ALL: [Route; 5] = [
+        Route::Local,
+        Route::Peer,
+        Route::Relay,
+        Route::Central,
+        Route::Rejected,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Route::Local => "local",
             Route::Peer => "peer",
+            Route::Relay => "relay",
             Route::Central => "central",
             Route::Rejected => "rejected",
         }
@@ -90,6 +101,16 @@ pub struct Metrics {
     cache_answers: [IntCounter; 4],
     /// Requests sent to the origin.
     pub origin_fetches: IntCounter,
+    /// Relay cache hits.
+    pub relay_hits: IntCounter,
+    /// Relay cache fills from owners.
+    pub relay_fills: IntCounter,
+    /// Bytes in the relay cache.
+    pub relay_bytes: IntGauge,
+    /// Objects in the relay cache.
+    pub relay_objects: IntGauge,
+    /// Relay cache evictions.
+    pub relay_evictions: IntCounter,
     peer_forwards: IntCounterVec,
     peer_errors: IntCounterVec,
     peer_ejections: IntCounterVec,
@@ -231,6 +252,20 @@ impl Metrics {
             origin_fetches: counter(
                 "dl7_l7_origin_fetches_total",
                 "Requests sent to the origin.",
+            )?,
+            relay_hits: counter(
+                "dl7_l7_relay_hits_total",
+                "Requests answered from the relay cache (copies of peers' hot objects).",
+            )?,
+            relay_fills: counter(
+                "dl7_l7_relay_fills_total",
+                "Relay cache fills from the owner of a hot key.",
+            )?,
+            relay_bytes: gauge("dl7_l7_relay_bytes", "Bytes held by the relay cache.")?,
+            relay_objects: gauge("dl7_l7_relay_objects", "Objects held by the relay cache.")?,
+            relay_evictions: counter(
+                "dl7_l7_relay_evictions_total",
+                "Entries the relay cache evicted to make room.",
             )?,
             peer_forwards: counters(
                 "dl7_l7_peer_forwards_total",

@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use crate::config::Config;
 use crate::health;
 use crate::http::canned;
-use crate::local::LocalServer;
+use crate::local::{LocalServer, Relay};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::router::Routing;
@@ -27,6 +27,8 @@ pub struct Sidecar {
     pub routing: ArcSwap<Routing>,
     /// Local serving (distributed mode).
     pub local: Option<LocalServer>,
+    /// The relay cache (distributed mode, `relay-cache-bytes` above 0).
+    pub relay: Option<Relay>,
     /// Metrics.
     pub metrics: Metrics,
     draining: Arc<AtomicBool>,
@@ -39,10 +41,16 @@ impl Sidecar {
             Pool::configured(&config, &metrics, name, addr)
         })?;
         let local = LocalServer::new(&config.local, &config, &metrics);
+        let max_object = match config.local {
+            crate::config::Local::Cache { max_object, .. } => max_object,
+            _ => u64::MAX,
+        };
+        let relay = config.relay.map(|r| Relay::new(&r, max_object));
         Ok(Self {
             config,
             routing: ArcSwap::from_pointee(routing),
             local,
+            relay,
             metrics,
             draining: Arc::new(AtomicBool::new(false)),
         })
@@ -102,6 +110,18 @@ impl Sidecar {
             // A counter follows the cache's own count.
             m.cache_evictions
                 .inc_by(cache.evictions().saturating_sub(m.cache_evictions.get()));
+        }
+        if let Some(relay) = &self.relay {
+            let (objects, bytes) = relay.cache.usage();
+            let m = &self.metrics;
+            m.relay_objects.set(objects as i64);
+            m.relay_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            m.relay_evictions.inc_by(
+                relay
+                    .cache
+                    .evictions()
+                    .saturating_sub(m.relay_evictions.get()),
+            );
         }
     }
 

@@ -35,6 +35,7 @@ use tokio::sync::watch;
 pub mod conditional;
 pub mod policy;
 pub mod range;
+pub mod sketch;
 pub mod vary;
 
 use crate::http::Field;
@@ -193,6 +194,9 @@ pub struct Cache {
     /// The operator's `cache-ttl`, seconds: the lifetime of responses without explicit
     /// freshness.
     default_ttl: Option<u64>,
+    /// A relay cache's `relay-max-age`, seconds: no entry is fresh for longer, and none is
+    /// ever served stale (see [`Cache::relay`]).
+    lifetime_cap: Option<u64>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -247,6 +251,18 @@ impl Cache {
             epochs: std::sync::atomic::AtomicU64::new(0),
             varied: std::sync::atomic::AtomicBool::new(false),
             default_ttl: default_ttl.map(|t| t.as_secs()),
+            lifetime_cap: None,
+        }
+    }
+
+    /// A relay cache of `bytes` bytes: copies of what other servers own, each fresh for at most
+    /// `max_age` (then revalidated with its owner) and never served stale, so that no copy
+    /// outlives a change at the owner by more than `max_age`. Objects up to a sixteenth of it.
+    pub fn relay(bytes: u64, max_object: u64, max_age: Duration) -> Self {
+        let max_object = max_object.min(bytes / LARGEST_PER_SHARD).max(1);
+        Self {
+            lifetime_cap: Some(max_age.as_secs().max(1)),
+            ..Self::new(bytes, max_object, None)
         }
     }
 
@@ -451,6 +467,16 @@ impl Cache {
         };
         let (stale_if_error, stale_while_revalidate) =
             (stale(d.stale_if_error), stale(d.stale_while_revalidate));
+        let (fresh_for, stale_if_error, stale_while_revalidate, revalidate) =
+            match self.lifetime_cap {
+                Some(cap) => (fresh_for.min(cap), 0, 0, true),
+                None => (
+                    fresh_for,
+                    stale_if_error,
+                    stale_while_revalidate,
+                    revalidate,
+                ),
+            };
         Some(Admission {
             initial_age,
             fresh_for: Duration::from_secs(fresh_for),

@@ -1,0 +1,105 @@
+//! The relay cache (`relay-cache-bytes`): a sidecar keeps copies of the hot objects it
+//! forwards to their owners and answers them itself; cold ones are never copied; a copy
+//! outlives a PURGE at the owner by at most `relay-max-age`; off by default.
+
+mod support;
+
+use std::time::Duration;
+
+use support::client::Client;
+use support::{Cluster, Step};
+
+/// Relay cache flags: 8 MiB, copies fresh for at most a second.
+const RELAY: [&str; 4] = ["--relay-cache-bytes", "8388608", "--relay-max-age", "1s"];
+
+/// Requests answered by `route` with status 200 on sidecar `i`.
+fn answered(c: &Cluster, i: usize, route: &str) -> f64 {
+    c.sidecars[i].metric(&format!(
+        "dl7_l7_requests_total{{route=\"{route}\",status=\"200\"}}"
+    ))
+}
+
+#[test]
+fn hot_keys_are_copied_and_answered_where_they_enter_and_cold_ones_are_not() {
+    let c = Cluster::start(154, 3, &RELAY);
+    // Owned by sidecar 1, entering at sidecar 0.
+    let hot = c.owned_key(1, |i| format!("/obj/hot-{i}?size=3000"));
+    let cold = c.owned_key(1, |i| format!("/obj/cold-{i}?size=3000"));
+    let mut client = Client::connect(c.sidecars[0].listen);
+    for n in 1..=6 {
+        let r = client.get(&hot);
+        assert_eq!(
+            (r.status, r.body),
+            (200, support::body(&hot, 3000)),
+            "request {n}"
+        );
+    }
+    for _ in 0..2 {
+        assert_eq!(client.get(&cold).status, 200);
+    }
+    let entry = &c.sidecars[0];
+    // The fourth request made the key hot: its answer was the copy's fill from the owner.
+    assert_eq!(entry.metric("dl7_l7_relay_fills_total"), 1.0);
+    assert_eq!(entry.metric("dl7_l7_relay_hits_total"), 2.0);
+    assert_eq!(answered(&c, 0, "relay"), 3.0, "the fill and two hits");
+    assert_eq!(
+        entry.metric("dl7_l7_relay_objects"),
+        1.0,
+        "the cold key is not copied"
+    );
+    assert_eq!(
+        answered(&c, 1, "local"),
+        6.0,
+        "the owner saw 4 + 2 requests"
+    );
+    assert_eq!(c.origin.fetches(&hot), 1, "once, at the owner");
+
+    // Off by default: every request is forwarded.
+    let c = Cluster::start(155, 2, &[]);
+    let t = c.owned_key(1, |i| format!("/obj/hot-{i}?size=100"));
+    let mut client = Client::connect(c.sidecars[0].listen);
+    for _ in 0..6 {
+        assert_eq!(client.get(&t).status, 200);
+    }
+    assert_eq!(answered(&c, 1, "local"), 6.0);
+    assert_eq!(answered(&c, 0, "relay"), 0.0);
+}
+
+#[test]
+fn a_copy_outlives_a_purge_at_the_owner_by_at_most_relay_max_age() {
+    let mut flags = RELAY.to_vec();
+    flags.extend(["--purge-allow", "127.0.0.0/8"]);
+    let c = Cluster::start(156, 3, &flags);
+    let t = c.owned_key(1, |i| format!("/script/purged-{i}"));
+    let name = t.trim_start_matches("/script/");
+    let version = |v: &str| {
+        vec![Step::Send(
+            format!("HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nETag: \"{v}\"\r\nContent-Length: 2\r\n\r\n{v}")
+                .into_bytes(),
+        )]
+    };
+    c.origin.script(name, version("v1"));
+    let mut client = Client::connect(c.sidecars[0].listen);
+    for _ in 0..5 {
+        assert_eq!(client.get(&t).body, b"v1");
+    }
+    assert_eq!(c.sidecars[0].metric("dl7_l7_relay_hits_total"), 1.0);
+    // The object changes and is purged at its owner (the PURGE enters at sidecar 0 too).
+    c.origin.script(name, version("v2"));
+    client.send(format!("PURGE {t} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+    assert_eq!(
+        client
+            .read_response(false)
+            .expect("the PURGE's answer")
+            .status,
+        200
+    );
+    // Within relay-max-age the copy may still answer; after it, never.
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(
+        client.get(&t).body,
+        b"v2",
+        "the copy was revalidated with the owner"
+    );
+    assert_eq!(client.get(&t).body, b"v2");
+}
