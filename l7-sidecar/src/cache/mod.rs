@@ -583,13 +583,7 @@ impl Wants {
                 _ => continue,
             }
             for directive in fields::list(f.value.of(buf)) {
-                let (name, value) = match directive.iter().position(|&b| b == b'=') {
-                    Some(i) => (
-                        fields::trim(&directive[..i]),
-                        Some(fields::trim(&directive[i + 1..])),
-                    ),
-                    None => (directive, None),
-                };
+                let (name, value) = policy::split_directive(directive);
                 let number = value.and_then(|v| fields::decimal(policy::unquote(v)));
                 let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
                 if is("no-store") {

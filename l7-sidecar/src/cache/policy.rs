@@ -206,7 +206,7 @@ impl Directives {
 }
 
 /// A directive's name and, after `=`, its value.
-fn split_directive(directive: &[u8]) -> (&[u8], Option<&[u8]>) {
+pub fn split_directive(directive: &[u8]) -> (&[u8], Option<&[u8]>) {
     match directive.iter().position(|&b| b == b'=') {
         Some(i) => (
             fields::trim(&directive[..i]),

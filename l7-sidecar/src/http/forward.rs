@@ -130,15 +130,20 @@ pub fn request(out: &mut BytesMut, head: &RequestHead, buf: &[u8], stamp: &Stamp
     out.put_slice(b"\r\n");
 }
 
-/// Appends an interim response for the client (`103 Early Hints`), whole: its status line and
-/// end-to-end fields, and the empty line.
-pub fn interim(out: &mut BytesMut, head: &ResponseHead, buf: &[u8]) {
+/// Appends `HTTP/1.1`, the status and reason as received, and the line's end.
+fn status_line(out: &mut BytesMut, head: &ResponseHead, buf: &[u8]) {
     let mut n = itoa::Buffer::new();
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(n.format(head.status).as_bytes());
     out.put_u8(b' ');
     out.put_slice(head.reason(buf));
     out.put_slice(b"\r\n");
+}
+
+/// Appends an interim response for the client (`103 Early Hints`), whole: its status line and
+/// end-to-end fields, and the empty line.
+pub fn interim(out: &mut BytesMut, head: &ResponseHead, buf: &[u8]) {
+    status_line(out, head, buf);
     for f in head.fields() {
         if !f.kind.is_hop_by_hop() && f.kind != Kind::ContentLength {
             field(out, f, buf);
@@ -174,12 +179,8 @@ fn response_with(
     length: Length,
     drop: impl Fn(Kind) -> bool,
 ) {
+    status_line(out, head, buf);
     let mut n = itoa::Buffer::new();
-    out.put_slice(b"HTTP/1.1 ");
-    out.put_slice(n.format(head.status).as_bytes());
-    out.put_u8(b' ');
-    out.put_slice(head.reason(buf));
-    out.put_slice(b"\r\n");
     for f in head.fields() {
         let skip = match f.kind {
             // RFC 9110 8.6: never in a 204.
