@@ -98,6 +98,7 @@ fn load_config(tb: &Testbed, requests: u64, concurrency: usize) -> Result<LoadCo
         alpha: 0.8,
         seed: 7,
         max_size: MAX_SIZE,
+        hot_share: 0.0,
     };
     config.requests = requests;
     config.concurrency = concurrency;

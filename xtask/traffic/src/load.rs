@@ -86,6 +86,10 @@ pub struct LoadArgs {
     /// Largest object size of the synthetic workload, bytes (larger draws are capped).
     #[arg(long, default_value_t = 16 << 20)]
     pub max_size: u64,
+    /// A flash crowd: this share of the requests (0 to below 1) goes to object 0, the most
+    /// popular, on top of the Zipf stream.
+    #[arg(long, default_value_t = 0.0)]
+    pub hot_share: f64,
     /// Requests to send [default: 10000, or the log's requests with --replay].
     #[arg(long)]
     pub requests: Option<u64>,
@@ -133,6 +137,8 @@ pub enum Workload {
         seed: u64,
         /// Larger object sizes are capped to this.
         max_size: u64,
+        /// The flash crowd's share of requests for object 0 (0: none).
+        hot_share: f64,
     },
     /// These requests, in order, cycled.
     Replay(Arc<[replay::Entry]>),
@@ -177,6 +183,7 @@ impl LoadConfig {
                 alpha: 0.8,
                 seed: 1998,
                 max_size: 16 << 20,
+                hot_share: 0.0,
             },
             requests: 10_000,
             duration: Duration::from_secs(60),
@@ -274,6 +281,7 @@ pub fn run_cli(args: LoadArgs) -> Result<()> {
             alpha: args.alpha,
             seed: args.seed,
             max_size: args.max_size,
+            hot_share: args.hot_share,
         },
     };
     config.requests = match (&config.workload, args.requests) {
@@ -365,13 +373,16 @@ pub async fn run_async(config: &LoadConfig) -> Result<LoadReport> {
             alpha,
             seed,
             max_size,
+            hot_share,
         } => {
             ensure!(
                 *max_size > 0,
                 "load: the largest object size must be positive"
             );
             Source::Synthetic {
-                surge: Surge::new(*objects, *alpha, *seed)?,
+                surge: Surge::new(*objects, *alpha, *seed)?
+                    .with_hot_share(*hot_share, *seed)
+                    .context("load: --hot-share")?,
                 max_size: *max_size,
             }
         }

@@ -25,6 +25,7 @@ fn config(target: SocketAddr, requests: u64) -> LoadConfig {
         alpha: 0.8,
         seed: 7,
         max_size: 64 << 10,
+        hot_share: 0.0,
     };
     c.requests = requests;
     c.concurrency = 4;
