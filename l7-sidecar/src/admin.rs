@@ -1,6 +1,8 @@
-//! The admin endpoint on `--metrics ADDR:PORT`: `GET /metrics` (Prometheus text format) and
+//! The admin endpoint on `--metrics ADDR:PORT`: `GET /metrics` (Prometheus text format),
 //! `GET /healthz` (`200 ok`, or `503 draining` once SIGTERM was received, so that health
-//! checkers take the server out before it stops). One request per connection.
+//! checkers take the server out before it stops) and `GET /hot` (with a relay cache: the
+//! hottest keys this server forwards lately, JSON, see [`crate::cache::topk`]; 404 without).
+//! One request per connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +11,7 @@ use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::cache::topk;
 use crate::http::canned;
 use crate::http::request::{self, Limits, Method, RequestHead};
 use crate::http::wire;
@@ -70,6 +73,14 @@ async fn answer(mut stream: TcpStream, sidecar: &Sidecar) {
         b"/healthz" => {
             sidecar.health(&mut out, true, head.method == Method::Head);
         }
+        b"/hot" => match &sidecar.relay {
+            Some(relay) => {
+                let body = topk::to_json(&relay.hottest());
+                canned::head(&mut out, 200, "application/json", body.len(), true);
+                out.extend_from_slice(body.as_bytes());
+            }
+            None => canned::error(&mut out, 404, true),
+        },
         _ => canned::error(&mut out, 404, true),
     }
     let _ = wire::write_one(&mut stream, &out, TIMEOUT).await;

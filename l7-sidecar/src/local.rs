@@ -11,6 +11,7 @@ use crate::cache::conditional::{self, Answer, Validators};
 use crate::cache::policy;
 use crate::cache::range::{self, Ranges};
 use crate::cache::sketch::Sketch;
+use crate::cache::topk::{Hot, TopK};
 use crate::cache::vary;
 use crate::cache::{self, Cache, Entry, Fill, FillGuard, Lookup};
 use crate::client::{self, ClientIo, Outcome};
@@ -28,8 +29,12 @@ use crate::proxy::{self, Failure, Rest, VIA};
 /// The relay cache (`relay-cache-bytes`): copies of the hot objects this server forwards to
 /// their owners, answered here, so that a hot URL's load spreads over every server instead of
 /// resting on its owner (Fan et al., "Small Cache, Big Effect", SoCC 2011).
-/// - Admission: a frequency sketch over the keys this server forwards ([`Sketch`]); a key is
-///   copied once its count reaches [`RELAY_HOT`]. Keys this server owns never come here.
+/// - Admission: a frequency sketch over the keys this server would forward ([`Sketch`]; relay
+///   hits count too, so that a copy that expires while its key is hot is made again at once);
+///   a key is copied once its count reaches [`RELAY_HOT`]. Keys this server owns never come
+///   here.
+/// - Hot spots: the keys that reach [`RELAY_HOT`] feed a top-[`TOP_K`] table ([`TopK`]),
+///   `GET /hot` on the admin listener.
 /// - Rules: the embedded cache's ([`Cache`]), filled from the owner instead of the origin
 ///   (freshness, `Vary`, `no-store`, `private`, ranges, conditional requests).
 /// - Coherence: a copy is fresh for at most `relay-max-age`, then revalidated with the owner
@@ -42,7 +47,11 @@ pub struct Relay {
     /// The copies.
     pub cache: Cache,
     sketch: Sketch,
+    hottest: TopK,
 }
+
+/// Keys listed by `GET /hot`.
+pub const TOP_K: usize = 32;
 
 /// The estimated count at which a key is hot enough to copy.
 pub const RELAY_HOT: u8 = 4;
@@ -56,12 +65,22 @@ impl Relay {
         Self {
             cache,
             sketch: Sketch::new(keys.clamp(1024, 1 << 20)),
+            hottest: TopK::new(TOP_K),
         }
     }
 
-    /// Counts a request this server forwards for `key`; true once the key is hot.
-    pub fn hot(&self, key: &[u8]) -> bool {
-        self.sketch.record(key) >= RELAY_HOT
+    /// Counts a request this server would forward for `key`; true once the key is hot.
+    pub fn record(&self, key: &[u8]) -> bool {
+        let hot = self.sketch.record(key) >= RELAY_HOT;
+        if hot {
+            self.hottest.record(key, self.sketch.generation());
+        }
+        hot
+    }
+
+    /// The hottest keys lately, hottest first.
+    pub fn hottest(&self) -> Vec<Hot> {
+        self.hottest.snapshot(self.sketch.generation())
     }
 }
 
@@ -324,6 +343,7 @@ pub async fn serve_relayed(
     }
     let cache = &relay.cache;
     let primary = req.key;
+    let hot = relay.record(primary);
     let variant = cache.variant_key(primary, req.head.fields(), req.buf);
     let req = Request {
         key: variant.as_deref().unwrap_or(primary),
@@ -334,7 +354,7 @@ pub async fn serve_relayed(
         return Some(serve_entry(&entry, req, io, metrics).await);
     }
     // An ejected owner is left to the failover walk.
-    if io.method != Method::Get || !relay.hot(primary) || owner.outlier.is_ejected() {
+    if io.method != Method::Get || !hot || owner.outlier.is_ejected() {
         return None;
     }
     // Bounded: a vanished leader is the only reason to look again.

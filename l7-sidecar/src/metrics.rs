@@ -15,6 +15,7 @@
 //! | `dl7_l7_origin_fetches_total` | | requests sent to the origin (fills and pass-through) |
 //! | `dl7_l7_relay_hits_total`, `dl7_l7_relay_fills_total` | | the relay cache: requests answered from a copy of a peer's object, and copies made (fills from the owner of a hot key) |
 //! | `dl7_l7_relay_bytes`, `dl7_l7_relay_objects`, `dl7_l7_relay_evictions_total` | | the relay cache's contents and evictions |
+//! | `dl7_l7_relay_capacity_bytes` | | the relay cache's size (`relay-cache-bytes`, 0 when off) |
 //! | `dl7_l7_peer_forwards_total`, `dl7_l7_peer_errors_total`, `dl7_l7_peer_ejections_total` | peer | forwarding to a member (peer or central backend) |
 //! | `dl7_l7_peer_stalls_total` | peer | forwards whose first response byte did not come within `peer-first-byte-timeout` |
 //! | `dl7_l7_peer_up` | peer | 1 while the member passes its active health checks, 0 while it is down |
@@ -109,6 +110,8 @@ pub struct Metrics {
     pub relay_bytes: IntGauge,
     /// Objects in the relay cache.
     pub relay_objects: IntGauge,
+    /// The relay cache's size (`relay-cache-bytes`; 0 when off).
+    pub relay_capacity: IntGauge,
     /// Relay cache evictions.
     pub relay_evictions: IntCounter,
     peer_forwards: IntCounterVec,
@@ -263,6 +266,10 @@ impl Metrics {
             )?,
             relay_bytes: gauge("dl7_l7_relay_bytes", "Bytes held by the relay cache.")?,
             relay_objects: gauge("dl7_l7_relay_objects", "Objects held by the relay cache.")?,
+            relay_capacity: gauge(
+                "dl7_l7_relay_capacity_bytes",
+                "The relay cache's size (relay-cache-bytes; 0 when it is off).",
+            )?,
             relay_evictions: counter(
                 "dl7_l7_relay_evictions_total",
                 "Entries the relay cache evicted to make room.",

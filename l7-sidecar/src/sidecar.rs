@@ -116,6 +116,8 @@ impl Sidecar {
             let m = &self.metrics;
             m.relay_objects.set(objects as i64);
             m.relay_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            m.relay_capacity
+                .set(i64::try_from(relay.cache.capacity()).unwrap_or(i64::MAX));
             m.relay_evictions.inc_by(
                 relay
                     .cache

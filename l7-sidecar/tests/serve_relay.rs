@@ -53,6 +53,17 @@ fn hot_keys_are_copied_and_answered_where_they_enter_and_cold_ones_are_not() {
         "the owner saw 4 + 2 requests"
     );
     assert_eq!(c.origin.fetches(&hot), 1, "once, at the owner");
+    // The entry's hottest keys: the hot one, counted from its fourth request on (the fill and
+    // two hits); the cold one never reached the table.
+    let listed = dl7_testbed::http::get(entry.metrics, "/hot", "admin").unwrap();
+    assert_eq!(listed.status, 200);
+    let body = String::from_utf8(listed.body).unwrap();
+    let first = format!("{hot}\",\"count\":3,\"overcount\":0}}");
+    assert!(
+        body.starts_with("{\"keys\":[{\"key\":\"") && body.contains(&first),
+        "{body}"
+    );
+    assert!(!body.contains(&cold), "{body}");
 
     // Off by default: every request is forwarded.
     let c = Cluster::start(155, 2, &[]);
@@ -63,6 +74,8 @@ fn hot_keys_are_copied_and_answered_where_they_enter_and_cold_ones_are_not() {
     }
     assert_eq!(answered(&c, 1, "local"), 6.0);
     assert_eq!(answered(&c, 0, "relay"), 0.0);
+    let hot = dl7_testbed::http::get(c.sidecars[0].metrics, "/hot", "admin").unwrap();
+    assert_eq!(hot.status, 404, "no relay cache, no sketch");
 }
 
 #[test]

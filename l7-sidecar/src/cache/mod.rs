@@ -36,6 +36,7 @@ pub mod conditional;
 pub mod policy;
 pub mod range;
 pub mod sketch;
+pub mod topk;
 pub mod vary;
 
 use crate::http::Field;

@@ -28,6 +28,8 @@ pub struct Sketch {
     added: AtomicU64,
     /// Increments between halvings.
     sample: u64,
+    /// Halvings so far.
+    generation: AtomicU64,
 }
 
 impl Sketch {
@@ -39,6 +41,7 @@ impl Sketch {
             width,
             added: AtomicU64::new(0),
             sample: (width * SAMPLE_PER_COUNTER) as u64,
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -67,6 +70,11 @@ impl Sketch {
             .unwrap_or(0) as u8
     }
 
+    /// How many times the counters were halved so far.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
     /// Halves every counter (the one thread that brings `added` back under the sample does).
     fn age(&self) {
         let previous = self.added.swap(0, Ordering::Relaxed);
@@ -78,6 +86,7 @@ impl Sketch {
                 Some((w >> 1) & 0x7777_7777_7777_7777)
             });
         }
+        self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The word and bit offset of `key`'s counter in each row.
@@ -135,5 +144,6 @@ mod tests {
         }
         let faded = sketch.estimate(b"once-hot");
         assert!(faded <= 8, "{faded}");
+        assert!(sketch.generation() >= 1);
     }
 }
