@@ -53,6 +53,9 @@ pub struct UpArgs {
     /// Tokio worker threads of each sidecar [default: the sidecar's, one per CPU].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub sidecar_threads: Option<u16>,
+    /// Relay cache of each sidecar, bytes (0 turns it off) [default: the sidecar's].
+    #[arg(long)]
+    pub relay_cache_bytes: Option<u64>,
 }
 
 impl From<&UpArgs> for Spec {
@@ -66,6 +69,7 @@ impl From<&UpArgs> for Spec {
             cache_bytes: a.cache_bytes,
             central: a.central,
             sidecar_threads: a.sidecar_threads,
+            relay_cache_bytes: a.relay_cache_bytes,
         }
     }
 }

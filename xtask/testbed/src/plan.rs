@@ -96,6 +96,8 @@ pub struct Spec {
     pub central: bool,
     /// Tokio worker threads of each sidecar (`None`: the sidecar's default).
     pub sidecar_threads: Option<u16>,
+    /// Relay cache of each sidecar, bytes (`None`: the sidecar's default; 0 turns it off).
+    pub relay_cache_bytes: Option<u64>,
 }
 
 impl Spec {
@@ -110,6 +112,7 @@ impl Spec {
             cache_bytes: 256 << 20,
             central: false,
             sidecar_threads: None,
+            relay_cache_bytes: None,
         }
     }
 

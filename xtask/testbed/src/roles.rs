@@ -104,10 +104,16 @@ pub(crate) fn members<'a>(servers: impl Iterator<Item = (&'a str, SocketAddr)>) 
         .join(",")
 }
 
-/// The `threads` key when the spec sets it.
-fn threads(spec: &Spec) -> Option<(&'static str, toml::Value)> {
-    spec.sidecar_threads
-        .map(|t| ("threads", i64::from(t).into()))
+/// The `threads` and `relay-cache-bytes` keys the spec sets.
+fn optional_keys(spec: &Spec) -> impl Iterator<Item = (&'static str, toml::Value)> {
+    let threads = spec
+        .sidecar_threads
+        .map(|t| ("threads", i64::from(t).into()));
+    let relay = spec.relay_cache_bytes.map(|b| {
+        let b = i64::try_from(b).unwrap_or(i64::MAX);
+        ("relay-cache-bytes", toml::Value::Integer(b))
+    });
+    threads.into_iter().chain(relay)
 }
 
 /// One sidecar per server, from deploy/sidecar.example.toml; waits until all listen.
@@ -141,7 +147,7 @@ pub(crate) fn sidecars(
             ("cache-bytes", toml::Value::Integer(spec.cache_bytes as i64)),
         ]
         .into_iter()
-        .chain(threads(spec))
+        .chain(optional_keys(spec))
         .collect();
         fs::write(
             role_config(&dir, role),
@@ -192,7 +198,7 @@ pub(crate) fn central(
         ("metrics", metrics.to_string().into()),
     ]
     .into_iter()
-    .chain(threads(spec))
+    .chain(optional_keys(spec))
     .collect();
     fs::write(
         role_config(&dir, CENTRAL_ROLE),

@@ -234,6 +234,19 @@ impl Testbed {
         self.save()
     }
 
+    /// Sets every server's relay cache to `bytes` (0 turns it off) in its config file; the
+    /// next restart ([`Testbed::restart_all`]) applies it. The central balancer has none.
+    pub fn set_relay_cache_bytes(&self, bytes: u64) -> Result<()> {
+        let bytes = i64::try_from(bytes).context("a relay cache of more than 2^63 bytes")?;
+        for s in &self.servers {
+            config::update(
+                &self.run_dir.join(format!("{}.toml", s.name)),
+                &[("relay-cache-bytes", toml::Value::Integer(bytes))],
+            )?;
+        }
+        Ok(())
+    }
+
     /// Switches every sidecar (and the central balancer) to `scheme` by restarting them,
     /// which also empties their caches: each benchmark run starts cold. The front keeps its
     /// flows and health state (a restart is far shorter than its health checks' fall time).
