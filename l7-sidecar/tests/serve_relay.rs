@@ -1,6 +1,6 @@
 //! The relay cache (`relay-cache-bytes`): a sidecar keeps copies of the hot objects it
 //! forwards to their owners and answers them itself; cold ones are never copied; a copy
-//! outlives a PURGE at the owner by at most `relay-max-age`; off by default.
+//! outlives a PURGE at the owner by at most `relay-max-age`; off at 0 bytes.
 
 mod support;
 
@@ -65,8 +65,8 @@ fn hot_keys_are_copied_and_answered_where_they_enter_and_cold_ones_are_not() {
     );
     assert!(!body.contains(&cold), "{body}");
 
-    // Off by default: every request is forwarded.
-    let c = Cluster::start(155, 2, &[]);
+    // Off: every request is forwarded.
+    let c = Cluster::start(155, 2, &["--relay-cache-bytes", "0"]);
     let t = c.owned_key(1, |i| format!("/obj/hot-{i}?size=100"));
     let mut client = Client::connect(c.sidecars[0].listen);
     for _ in 0..6 {

@@ -178,11 +178,16 @@ pub fn central(net: u8, members: &[String], extra: &[&str], dir: &TempDir) -> Si
     Sidecar::start(&args, listen, None, metrics, dir.path().join("central.log"))
 }
 
-/// Writes a sidecar's TOML file (the membership and the origin; the rest are flags).
+/// Writes a sidecar's TOML file (the membership and the origin; the rest are flags). The
+/// relay cache (on by default) is off here, so that a test counts what the owners answer;
+/// `--relay-cache-bytes N` turns it on (flags override the file), as serve_relay does.
 pub fn write_config(path: &Path, name: &str, members: &str, origin: &str) {
     fs::write(
         path,
-        format!("self = \"{name}\"\nmembers = \"{members}\"\nscheme = \"ketama\"\norigin = \"{origin}\"\n"),
+        format!(
+            "self = \"{name}\"\nmembers = \"{members}\"\nscheme = \"ketama\"\norigin = \"{origin}\"\n\
+             relay-cache-bytes = 0\n"
+        ),
     )
     .expect("write config");
 }
