@@ -2,7 +2,8 @@
 //! coalescing) or through the local upstream server. Both talk HTTP/1.1 over a keep-alive
 //! pool; a failure here is final (there is nowhere else to go): 502, or 504 on a timeout.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
@@ -31,8 +32,12 @@ use crate::proxy::{self, Failure, Rest, VIA};
 /// resting on its owner (Fan et al., "Small Cache, Big Effect", SoCC 2011).
 /// - Admission: a frequency sketch over the keys this server would forward ([`Sketch`]; relay
 ///   hits count too, so that a copy that expires while its key is hot is made again at once);
-///   a key is copied once its count reaches [`RELAY_HOT`]. Keys this server owns never come
-///   here.
+///   a key is copied once its count reaches [`RELAY_HOT`] and, when the relay cache is
+///   nearly full, it is hotter than the coldest of [`ADMISSION_SAMPLE`] copies drawn at
+///   random (TinyLFU's comparison of a candidate with the entry it would push out, Einziger,
+///   Friedman, Manes 2017, with a sample standing for that entry). Without the comparison, the
+///   many lukewarm keys push the hot ones out of a small relay cache. Keys this server owns
+///   never come here.
 /// - Hot spots: the keys that reach [`RELAY_HOT`] feed a top-[`TOP_K`] table ([`TopK`]),
 ///   `GET /hot` on the admin listener.
 /// - Rules: the embedded cache's ([`Cache`]), filled from the owner instead of the origin
@@ -48,6 +53,59 @@ pub struct Relay {
     pub cache: Cache,
     sketch: Sketch,
     hottest: TopK,
+    /// The keys copied, for the admission's sample.
+    residents: Mutex<Residents>,
+}
+
+/// Copies drawn for the admission's comparison.
+pub const ADMISSION_SAMPLE: usize = 4;
+
+/// The keys copied into the relay cache, drawn at random for the admission. A key the cache
+/// evicted or dropped is forgotten lazily: when it is drawn, or when the list grows to twice
+/// the cache's objects.
+#[derive(Debug, Default)]
+struct Residents {
+    keys: Vec<Box<[u8]>>,
+    listed: HashSet<Box<[u8]>>,
+    /// xorshift64 state for the draws.
+    draws: u64,
+}
+
+impl Residents {
+    fn add(&mut self, key: &[u8], cache: &Cache) {
+        if self.listed.contains(key) {
+            return;
+        }
+        if self.keys.len() >= 2 * cache.usage().0 + 64 {
+            self.keys.retain(|k| cache.holds(k));
+            self.listed = self.keys.iter().cloned().collect();
+        }
+        self.keys.push(key.into());
+        self.listed.insert(key.into());
+    }
+
+    /// The smallest estimate among `ADMISSION_SAMPLE` keys the cache holds, drawn at random
+    /// (`None` when it holds none of the listed keys).
+    fn coldest(&mut self, cache: &Cache, estimate: impl Fn(&[u8]) -> u8) -> Option<u8> {
+        let mut coldest = None;
+        let mut drawn = 0;
+        // Bounded: every draw either counts or forgets a key.
+        while drawn < ADMISSION_SAMPLE && !self.keys.is_empty() {
+            self.draws ^= self.draws << 13;
+            self.draws ^= self.draws >> 7;
+            self.draws ^= self.draws << 17;
+            let i = (self.draws % self.keys.len() as u64) as usize;
+            if !cache.holds(&self.keys[i]) {
+                let gone = self.keys.swap_remove(i);
+                self.listed.remove(&gone);
+                continue;
+            }
+            let e = estimate(&self.keys[i]);
+            coldest = Some(coldest.map_or(e, |c: u8| c.min(e)));
+            drawn += 1;
+        }
+        coldest
+    }
 }
 
 /// Keys listed by `GET /hot`.
@@ -66,16 +124,47 @@ impl Relay {
             cache,
             sketch: Sketch::new(keys.clamp(1024, 1 << 20)),
             hottest: TopK::new(TOP_K),
+            residents: Mutex::new(Residents {
+                draws: 0x2545_f491_4f6c_dd1d,
+                ..Residents::default()
+            }),
         }
     }
 
-    /// Counts a request this server would forward for `key`; true once the key is hot.
-    pub fn record(&self, key: &[u8]) -> bool {
-        let hot = self.sketch.record(key) >= RELAY_HOT;
-        if hot {
+    /// Counts a request this server would forward for `key`; its estimated count lately.
+    pub fn record(&self, key: &[u8]) -> u8 {
+        let estimate = self.sketch.record(key);
+        if estimate >= RELAY_HOT {
             self.hottest.record(key, self.sketch.generation());
         }
-        hot
+        estimate
+    }
+
+    /// Whether a copy of `key`, counted `estimate` lately, may be made now: it is hot, and
+    /// when the cache is nearly full (less than its largest object free) hotter than the
+    /// coldest of a few copies drawn at random. A key the cache still holds (a stale copy to
+    /// revalidate) may always. When another request is deciding, this one is not copied.
+    pub fn admits(&self, key: &[u8], estimate: u8) -> bool {
+        if estimate < RELAY_HOT {
+            return false;
+        }
+        if self.cache.holds(key) {
+            return true;
+        }
+        let Ok(mut residents) = self.residents.try_lock() else {
+            return false;
+        };
+        let (_, bytes) = self.cache.usage();
+        let full = bytes + self.cache.max_object() > self.cache.capacity();
+        if full
+            && residents
+                .coldest(&self.cache, |k| self.sketch.estimate(k))
+                .is_some_and(|coldest| coldest >= estimate)
+        {
+            return false;
+        }
+        residents.add(key, &self.cache);
+        true
     }
 
     /// The hottest keys lately, hottest first.
@@ -343,7 +432,7 @@ pub async fn serve_relayed(
     }
     let cache = &relay.cache;
     let primary = req.key;
-    let hot = relay.record(primary);
+    let estimate = relay.record(primary);
     let variant = cache.variant_key(primary, req.head.fields(), req.buf);
     let req = Request {
         key: variant.as_deref().unwrap_or(primary),
@@ -354,7 +443,7 @@ pub async fn serve_relayed(
         return Some(serve_entry(&entry, req, io, metrics).await);
     }
     // An ejected owner is left to the failover walk.
-    if io.method != Method::Get || !hot || owner.outlier.is_ejected() {
+    if io.method != Method::Get || owner.outlier.is_ejected() || !relay.admits(primary, estimate) {
         return None;
     }
     // Bounded: a vanished leader is the only reason to look again.

@@ -1,6 +1,7 @@
 //! The relay cache (`relay-cache-bytes`): a sidecar keeps copies of the hot objects it
 //! forwards to their owners and answers them itself; cold ones are never copied; a copy
-//! outlives a PURGE at the owner by at most `relay-max-age`; off at 0 bytes.
+//! outlives a PURGE at the owner by at most `relay-max-age`; a full relay cache keeps its hot
+//! copies against colder keys; off at 0 bytes.
 
 mod support;
 
@@ -115,4 +116,57 @@ fn a_copy_outlives_a_purge_at_the_owner_by_at_most_relay_max_age() {
         "the copy was revalidated with the owner"
     );
     assert_eq!(client.get(&t).body, b"v2");
+}
+
+#[test]
+fn a_full_relay_cache_keeps_its_hot_copies_against_lukewarm_keys() {
+    // 64 KiB: about twenty 2,500-byte copies fill it.
+    let c = Cluster::start(157, 3, &["--relay-cache-bytes", "65536"]);
+    let entry = &c.sidecars[0];
+    let mut client = Client::connect(entry.listen);
+    let mut get = |t: &str| {
+        let r = client.get(t);
+        assert_eq!((r.status, r.body.len()), (200, 2500), "{t}");
+    };
+    // Forty keys asked for twelve times each, round by round: the first to turn hot fill the
+    // cache; the others are never hotter than those and stay out.
+    let hot = c.keys_owned_by(1, "hot", 2500, 40);
+    for _ in 0..12 {
+        for t in &hot {
+            get(t);
+        }
+    }
+    let (objects, fills) = (
+        entry.metric("dl7_l7_relay_objects"),
+        entry.metric("dl7_l7_relay_fills_total"),
+    );
+    let capacity = entry.metric("dl7_l7_relay_capacity_bytes");
+    assert_eq!(capacity, 65536.0);
+    assert!(
+        entry.metric("dl7_l7_relay_bytes") + 4096.0 > capacity,
+        "the copies fill the cache"
+    );
+    assert!((10.0..40.0).contains(&objects), "{objects} copies");
+    assert_eq!(fills, objects, "one fill per copy, none pushed out");
+    assert_eq!(entry.metric("dl7_l7_relay_evictions_total"), 0.0);
+    // A lukewarm key (hot, but colder than every copy) is forwarded, not copied.
+    let lukewarm = c.owned_key(1, |i| format!("/obj/lukewarm-{i}?size=2500"));
+    for _ in 0..6 {
+        get(&lukewarm);
+    }
+    assert_eq!(entry.metric("dl7_l7_relay_fills_total"), fills);
+    assert_eq!(entry.metric("dl7_l7_relay_objects"), objects);
+    // A key hotter than the copies gets in.
+    let hotter = c.owned_key(1, |i| format!("/obj/hotter-{i}?size=2500"));
+    for _ in 0..16 {
+        get(&hotter);
+    }
+    assert_eq!(entry.metric("dl7_l7_relay_fills_total"), fills + 1.0);
+    let relayed = answered(&c, 0, "relay");
+    get(&hotter);
+    assert_eq!(
+        answered(&c, 0, "relay"),
+        relayed + 1.0,
+        "answered from its copy"
+    );
 }

@@ -370,6 +370,12 @@ impl Cache {
         variants
     }
 
+    /// Whether something is stored under `key` (fresh or not), without touching its place
+    /// in the eviction order.
+    pub fn holds(&self, key: &[u8]) -> bool {
+        self.store.contains_key(key)
+    }
+
     /// Drops what is stored for `key`; true when there was something.
     pub fn invalidate(&self, key: &[u8]) -> bool {
         self.store.remove(key).is_some()
