@@ -55,6 +55,10 @@ struct ServerNumbers {
     served: f64,
     /// Requests it received from clients and forwarded to the owner (`route="peer"`).
     forwarded: f64,
+    /// Requests it received from clients and answered from its relay cache, a copy of what a
+    /// peer owns (`route="relay"`).
+    relayed: f64,
+    relay_bytes: f64,
     hits: f64,
     misses: f64,
     objects: f64,
@@ -124,6 +128,8 @@ fn demo(root: &Path, args: &DemoArgs, status: &Testbed) -> Result<()> {
             name: s.name.clone(),
             served: m.sum("dl7_l7_requests_total", &[("route", "local")]),
             forwarded: m.sum("dl7_l7_requests_total", &[("route", "peer")]),
+            relayed: m.sum("dl7_l7_requests_total", &[("route", "relay")]),
+            relay_bytes: m.sum("dl7_l7_relay_bytes", &[]),
             hits: m.sum("dl7_l7_cache_hits_total", &[]),
             misses: m.sum("dl7_l7_cache_misses_total", &[]),
             objects: m.sum("dl7_l7_cache_objects", &[]),
@@ -207,17 +213,28 @@ fn print_report(
     let objects: f64 = servers.iter().map(|s| s.objects).sum();
     let stored: f64 = servers.iter().map(|s| s.stored_bytes).sum();
     let packets: u64 = servers.iter().map(|s| s.front_packets).sum();
+    let (relayed, relay_bytes) = servers
+        .iter()
+        .fold((0.0, 0.0), |(r, b), s| (r + s.relayed, b + s.relay_bytes));
     println!(
-        "\n{:<6} {:>13} {:>10} {:>10} {:>9} {:>9} {:>11}",
-        "server", "front packets", "forwarded", "served", "share", "objects", "stored MB"
+        "\n{:<6} {:>13} {:>10} {:>8} {:>10} {:>9} {:>9} {:>11}",
+        "server",
+        "front packets",
+        "forwarded",
+        "relayed",
+        "served",
+        "share",
+        "objects",
+        "stored MB"
     );
     for s in servers {
         println!(
-            "{:<6} {:>6} ({:>4.1}%) {:>10.0} {:>10.0} {:>8.1}% {:>9.0} {:>11.1}",
+            "{:<6} {:>6} ({:>4.1}%) {:>10.0} {:>8.0} {:>10.0} {:>8.1}% {:>9.0} {:>11.1}",
             s.name,
             s.front_packets,
             100.0 * s.front_packets as f64 / (packets as f64).max(1.0),
             s.forwarded,
+            s.relayed,
             s.served,
             100.0 * s.served / served.max(1.0),
             s.objects,
@@ -230,6 +247,11 @@ fn print_report(
         stored / 1e6,
         unique_bytes as f64 / 1e6,
         stored / (unique_bytes as f64).max(1.0)
+    );
+    println!(
+        "relay caches: {relayed:.0} requests answered from copies of hot objects a peer owns, \
+         {:.1} MB of copies (`relay-cache-bytes`)",
+        relay_bytes / 1e6
     );
     println!("origin: {fetches} fetches for {unique_urls} distinct URLs");
     let global = &stats["global"];
