@@ -298,6 +298,9 @@ tests:
         values: '0+10x9 190+100x50'
       - series: 'dl7_l7_requests_total{job="dl7-sidecar",instance="s2:9101",route="local",status="200"}'
         values: '0+1000x59'
+      # A hot spot: from 30m on, s1 also answers 4,000 a minute from its relay cache.
+      - series: 'dl7_l7_requests_total{job="dl7-sidecar",instance="s1:9101",route="relay",status="200"}'
+        values: '0x29 0+4000x30'
       - series: 'dl7_l7_requests_total{job="dl7-sidecar",instance="s2:9101",route="local",status="502"}'
         values: '0+40x59'
       # Cache hit ratio 80 %, then 20 %, at 10 lookups a second; s2 20 % at 0.5 a second.
@@ -401,6 +404,13 @@ const RULE_CASES: &[AlertCase<'static>] = &[
         alert: "Dl7CachePurgeRefused",
         quiet: &["19m", "35m"],
         fires: "20m",
+        labels: r#"severity="warning",job="dl7-sidecar",instance="s1:9101""#,
+    },
+    // Over 1.5x the mean from about 31m on (the 5-minute rate), for 15 minutes.
+    AlertCase {
+        alert: "Dl7HotSpot",
+        quiet: &["29m", "40m"],
+        fires: "52m",
         labels: r#"severity="warning",job="dl7-sidecar",instance="s1:9101""#,
     },
 ];
