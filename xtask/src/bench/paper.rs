@@ -207,8 +207,10 @@ struct Run {
     /// balancer used up their quota.
     servers_throttled: f64,
     central_throttled: Option<f64>,
-    /// Busy share of all the machine's CPUs during the measured run.
+    /// Busy share of all the machine's CPUs during the measured run, and the share the
+    /// hypervisor stole (a machine that slows down between runs shows here, or does not).
     machine_busy: f64,
+    machine_steal: f64,
 }
 
 /// The whole result (`--json`, results.json).
@@ -472,7 +474,8 @@ fn measure_n(
                 "bench paper: N={} {:<24} {:<12} {:>7.0} req/s {:>7.1} Mbit/s, hit ratio {:.1} %, \
                  relay hits {:.1} % (fills {:.0}, evictions {:.0}), busiest/mean {:.2}, \
                  stored/unique {:.2}, \
-                 servers throttled {:.0} %, central throttled {}, machine busy {:.0} %",
+                 servers throttled {:.0} %, central throttled {}, machine busy {:.0} % \
+                 (stolen {:.1} %)",
                 run.servers,
                 label(&run),
                 run.design.name(),
@@ -488,6 +491,7 @@ fn measure_n(
                 run.central_throttled
                     .map_or("-".to_owned(), |c| format!("{:.0} %", c * 100.0)),
                 run.machine_busy * 100.0,
+                run.machine_steal * 100.0,
             );
             runs.push(run);
         }
@@ -620,12 +624,14 @@ fn measure(
     let (caches0, periods0, cpu0) = start;
     let periods1 = periods(status);
     let cpu1 = machine_cpu()?;
-    let machine_busy = cpu1
-        .iter()
-        .zip(&cpu0)
-        .map(|(after, before)| after.busy_since(before))
-        .sum::<f64>()
-        / cpu0.len().max(1) as f64;
+    let mean = |share: fn(&CpuTimes, &CpuTimes) -> f64| {
+        cpu1.iter()
+            .zip(&cpu0)
+            .map(|(after, before)| share(after, before))
+            .sum::<f64>()
+            / cpu0.len().max(1) as f64
+    };
+    let (machine_busy, machine_steal) = (mean(CpuTimes::busy_since), mean(CpuTimes::steal_since));
     let caches1 = caches(status)?;
     let counts = in_netns(&status.origin.ns, || origin::Remote(origin_addr).counts())??;
     let n = status.servers.len();
@@ -673,6 +679,7 @@ fn measure(
             Design::Distributed => None,
         },
         machine_busy,
+        machine_steal,
     })
 }
 
@@ -895,7 +902,7 @@ fn table(report: &Report) -> String {
         });
     }
     // Per scheme and design: who was throttled, how busy the machine was.
-    let per_design: [(&str, Cell); 2] = [
+    let per_design: [(&str, Cell); 3] = [
         ("throttled % (servers/central)", |r| {
             match r.central_throttled {
                 Some(c) => format!("{:.0}/{:.0}", r.servers_throttled * 100.0, c * 100.0),
@@ -904,6 +911,9 @@ fn table(report: &Report) -> String {
         }),
         ("machine CPU busy %", |r| {
             format!("{:.0}", r.machine_busy * 100.0)
+        }),
+        ("machine CPU stolen %", |r| {
+            format!("{:.1}", r.machine_steal * 100.0)
         }),
     ];
     for (title, cell) in per_design {
@@ -1019,6 +1029,7 @@ mod tests {
             servers_throttled: 1.0,
             central_throttled: None,
             machine_busy: 0.5,
+            machine_steal: 0.0,
         }
     }
 

@@ -315,6 +315,8 @@ fn stat_fields(pid: i32) -> Option<Vec<String>> {
 pub struct CpuTimes {
     busy: u64,
     total: u64,
+    /// Time the hypervisor ran something else while this CPU had work (inside `busy`).
+    steal: u64,
 }
 
 impl CpuTimes {
@@ -326,7 +328,17 @@ impl CpuTimes {
         Ok(Self {
             busy: total - idle,
             total,
+            steal: v[7],
         })
+    }
+
+    /// The fraction of time stolen by the hypervisor since `earlier`.
+    pub fn steal_since(&self, earlier: &Self) -> f64 {
+        let total = self.total.saturating_sub(earlier.total);
+        if total == 0 {
+            return 0.0;
+        }
+        self.steal.saturating_sub(earlier.steal) as f64 / total as f64
     }
 
     /// The fraction of time the CPU was busy since `earlier`.
