@@ -2,9 +2,9 @@
 //! coalescing) or through the local upstream server. Both talk HTTP/1.1 over a keep-alive
 //! pool; a failure here is final (there is nowhere else to go): 502, or 504 on a timeout.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 
@@ -53,9 +53,14 @@ pub struct Relay {
     pub cache: Cache,
     sketch: Sketch,
     hottest: TopK,
-    /// The keys copied, for the admission's sample.
+    /// The keys copied, for the admission's sample, and those whose copy was refused.
     residents: Mutex<Residents>,
+    /// How long a refused key is not tried again: `relay-max-age`.
+    refusal: Duration,
 }
+
+/// Refused keys remembered at most; beyond, the expired ones are dropped, then all.
+const MAX_REFUSED: usize = 4096;
 
 /// Copies drawn for the admission's comparison.
 pub const ADMISSION_SAMPLE: usize = 4;
@@ -69,6 +74,9 @@ struct Residents {
     listed: HashSet<Box<[u8]>>,
     /// xorshift64 state for the draws.
     draws: u64,
+    /// Keys whose fill stored nothing (too large, or not storable), until when they are
+    /// forwarded without trying again.
+    refused: HashMap<Box<[u8]>, Instant>,
 }
 
 impl Residents {
@@ -128,6 +136,7 @@ impl Relay {
                 draws: 0x2545_f491_4f6c_dd1d,
                 ..Residents::default()
             }),
+            refusal: settings.max_age,
         }
     }
 
@@ -154,6 +163,12 @@ impl Relay {
         let Ok(mut residents) = self.residents.try_lock() else {
             return false;
         };
+        if let Some(&until) = residents.refused.get(key) {
+            if Instant::now() < until {
+                return false;
+            }
+            residents.refused.remove(key);
+        }
         let (_, bytes) = self.cache.usage();
         let full = bytes + self.cache.max_object() > self.cache.capacity();
         if full
@@ -165,6 +180,24 @@ impl Relay {
         }
         residents.add(key, &self.cache);
         true
+    }
+
+    /// A fill of `key` stored nothing (the object is larger than the relay cache stores, or
+    /// its response may not be stored): its requests are forwarded for `relay-max-age` before
+    /// a copy is tried again, instead of each going through a fill that stores nothing.
+    fn refuse(&self, key: &[u8]) {
+        let mut residents = self
+            .residents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if residents.refused.len() >= MAX_REFUSED {
+            residents.refused.retain(|_, until| *until > now);
+            if residents.refused.len() >= MAX_REFUSED {
+                residents.refused.clear();
+            }
+        }
+        residents.refused.insert(key.into(), now + self.refusal);
     }
 
     /// The hottest keys lately, hottest first.
@@ -457,7 +490,12 @@ pub async fn serve_relayed(
                 metrics.relay_fills.inc();
                 let source = (owner, Upstream::Peer);
                 let filled = fill(cx, guard, cache, source, (req, primary), io, scratch, true);
-                return filled.await.ok();
+                let outcome = filled.await.ok()?;
+                // Answered, and nothing stored (an error or a client gone says nothing of it).
+                if outcome.status < 500 && !cache.holds(primary) {
+                    relay.refuse(primary);
+                }
+                return Some(outcome);
             }
             Lookup::Wait(rx) => match wait_for_fill(cx, rx, io).await {
                 Waited::Gone => return Some(Failure::GONE),

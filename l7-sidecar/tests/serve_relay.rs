@@ -1,7 +1,8 @@
 //! The relay cache (`relay-cache-bytes`): a sidecar keeps copies of the hot objects it
 //! forwards to their owners and answers them itself; cold ones are never copied; a copy
 //! outlives a PURGE at the owner by at most `relay-max-age`; a full relay cache keeps its hot
-//! copies against colder keys; off at 0 bytes.
+//! copies against colder keys; one too large to copy is not tried on every request; off at
+//! 0 bytes.
 
 mod support;
 
@@ -169,4 +170,29 @@ fn a_full_relay_cache_keeps_its_hot_copies_against_lukewarm_keys() {
         relayed + 1.0,
         "answered from its copy"
     );
+}
+
+#[test]
+fn a_hot_object_too_large_to_copy_is_forwarded_until_relay_max_age() {
+    // 64 KiB: copies up to 4 KiB; this object is 10,000 bytes.
+    let c = Cluster::start(
+        158,
+        3,
+        &["--relay-cache-bytes", "65536", "--relay-max-age", "1s"],
+    );
+    let entry = &c.sidecars[0];
+    let big = c.owned_key(1, |i| format!("/obj/big-{i}?size=10000"));
+    let mut client = Client::connect(entry.listen);
+    for _ in 0..8 {
+        let r = client.get(&big);
+        assert_eq!((r.status, r.body), (200, support::body(&big, 10000)));
+    }
+    // The fourth request tried a copy and stored nothing; the others were forwarded.
+    assert_eq!(entry.metric("dl7_l7_relay_fills_total"), 1.0);
+    assert_eq!(entry.metric("dl7_l7_relay_objects"), 0.0);
+    assert_eq!(answered(&c, 0, "peer"), 7.0);
+    // After relay-max-age it is tried again.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(client.get(&big).status, 200);
+    assert_eq!(entry.metric("dl7_l7_relay_fills_total"), 2.0);
 }
