@@ -14,6 +14,7 @@ fn main() {
         ("DL7_OBJ_BALANCER", "l4-ebpf"),
         ("DL7_OBJ_PASS", "xdp_pass"),
         ("DL7_OBJ_MAC_SWAP", "xdp_mac_swap"),
+        ("DL7_OBJ_DECAP", "decap"),
     ] {
         let object = dir.join(bin);
         println!("cargo:rerun-if-changed={}", object.display());
@@ -27,7 +28,7 @@ fn main() {
         oldest = oldest.min(built);
         println!("cargo:rustc-env={env}={}", object.display());
     }
-    let newest_source = ["l4-ebpf/src", "common/src"]
+    let newest_source = ["l4-ebpf/src", "l4-ebpf/src/bin/decap", "common/src"]
         .iter()
         .flat_map(|dir| std::fs::read_dir(root.join(dir)).into_iter().flatten())
         .filter_map(|entry| entry.ok()?.metadata().ok()?.modified().ok())

@@ -12,8 +12,8 @@ pub struct TrafficCounters {
 }
 
 /// Index of each global counter in the global per-CPU array. Every packet the program sees
-/// ends in exactly one of the `Pass*`, `Drop*`, `Tx` or `Redirect` counters; `NewFlows`,
-/// `ConnHits`, `ConnMisses`, `Ipv4Options` and `ConnInsertFailed` count events on the way.
+/// ends in exactly one of the `Pass*`, `Drop*`, `Tx` or `Redirect` counters (see
+/// [`GlobalCounter::is_outcome`]); the others count events on the way.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GlobalCounter {
@@ -51,11 +51,30 @@ pub enum GlobalCounter {
     Ipv4Options = 15,
     /// Connection-table inserts that failed (the flow is still forwarded).
     ConnInsertFailed = 16,
+    /// An encapsulated frame with no next hop: the kernel's FIB has no route to the real, or
+    /// no neighbour entry for the gateway (`l4-ctl real add` resolves it; traffic keeps it).
+    DropNoRoute = 17,
+    /// An encapsulated frame larger than the egress interface's MTU (the reals' advertised
+    /// MSS should prevent it; see the README on MTU).
+    DropTooBig = 18,
+    /// No headroom in front of the frame for the outer headers.
+    DropNoHeadroom = 19,
+    /// Frames sent to their real inside an outer IPIP or GUE header.
+    Encapsulated = 20,
+    /// ICMP errors about a VIP's flow (fragmentation needed, packet too big, unreachable)
+    /// sent to the real that holds the flow.
+    IcmpToReal = 21,
+    /// SYNs whose connection entry already named the real the Maglev table picks: the
+    /// entry is left as it is.
+    SynUnchanged = 22,
+    /// New flows beyond the guard's rate (`new_flow_limit`): forwarded through the Maglev
+    /// table but not recorded, so that a flood cannot evict established flows.
+    NewFlowsUnrecorded = 23,
 }
 
 impl GlobalCounter {
     /// Number of global counters (the size of the global counters array).
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 24;
 
     /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
@@ -76,12 +95,23 @@ impl GlobalCounter {
         Self::ConnMisses,
         Self::Ipv4Options,
         Self::ConnInsertFailed,
+        Self::DropNoRoute,
+        Self::DropTooBig,
+        Self::DropNoHeadroom,
+        Self::Encapsulated,
+        Self::IcmpToReal,
+        Self::SynUnchanged,
+        Self::NewFlowsUnrecorded,
     ];
 
     /// Whether this counter is a frame's final outcome (pass, drop, tx or redirect) rather
     /// than an event on the way: the outcome counters sum to the frames the program saw.
     pub const fn is_outcome(self) -> bool {
         (self as u32) <= Self::Redirect as u32
+            || matches!(
+                self,
+                Self::DropNoRoute | Self::DropTooBig | Self::DropNoHeadroom
+            )
     }
 
     /// Stable snake_case name, used in `l4-ctl stats` and as a metric label.
@@ -104,6 +134,56 @@ impl GlobalCounter {
             Self::ConnMisses => "conn_misses",
             Self::Ipv4Options => "ipv4_options",
             Self::ConnInsertFailed => "conn_insert_failed",
+            Self::DropNoRoute => "drop_no_route",
+            Self::DropTooBig => "drop_too_big",
+            Self::DropNoHeadroom => "drop_no_headroom",
+            Self::Encapsulated => "encapsulated",
+            Self::IcmpToReal => "icmp_to_real",
+            Self::SynUnchanged => "syn_unchanged",
+            Self::NewFlowsUnrecorded => "new_flows_unrecorded",
+        }
+    }
+}
+
+/// Index of each counter of the reals' decapsulator (a per-CPU array). Every frame it sees
+/// ends in exactly one of them.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecapCounter {
+    /// IPIP or GUE addressed to this real: the outer headers were stripped and the inner
+    /// packet handed to the stack.
+    Decapsulated = 0,
+    /// Not encapsulated, or not addressed to one of the real's own addresses: passed
+    /// untouched.
+    Passed = 1,
+    /// Encapsulated and addressed to the real, but the outer or inner header is cut short or
+    /// inconsistent (lengths, versions, a GUE control message or unknown inner protocol):
+    /// dropped.
+    Malformed = 2,
+    /// An outer IP fragment addressed to the real: the inner packet cannot be rebuilt here,
+    /// so it is passed to the stack like any fragment.
+    PassedFragment = 3,
+}
+
+impl DecapCounter {
+    /// Number of decapsulator counters.
+    pub const COUNT: u32 = 4;
+
+    /// Every counter, in index order.
+    pub const ALL: [DecapCounter; Self::COUNT as usize] = [
+        Self::Decapsulated,
+        Self::Passed,
+        Self::Malformed,
+        Self::PassedFragment,
+    ];
+
+    /// Stable snake_case name, used in `l4-ctl decap status` and as a metric label.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Decapsulated => "decapsulated",
+            Self::Passed => "passed",
+            Self::Malformed => "malformed",
+            Self::PassedFragment => "passed_fragment",
         }
     }
 }

@@ -17,9 +17,12 @@ pub mod counters;
 pub mod flow;
 pub mod maps;
 
-pub use counters::{GlobalCounter, TrafficCounters};
+pub use counters::{DecapCounter, GlobalCounter, TrafficCounters};
 pub use flow::{FlowKey, flow_hash};
-pub use maps::{ConnValue, HEALTH_PATH_MAX, HealthSpec, RealDef, VipAddrKey, VipKey, VipMeta};
+pub use maps::{
+    ConnValue, DecapAddrKey, FrontSettings, HEALTH_PATH_MAX, HealthSpec, NewFlowWindow, RealDef,
+    VipAddrKey, VipKey, VipMeta,
+};
 
 /// Size of every VIP's Maglev lookup table: a prime (Eisenbud et al. want M prime and
 /// M > 100 x the number of reals), so each real's permutation visits every slot.
@@ -44,6 +47,30 @@ pub const NO_REAL: u32 = 0;
 
 /// `RealDef::tx_port` value meaning "bounce out of the receiving interface with XDP_TX".
 pub const TX_PORT_SAME_IFACE: u32 = 0;
+
+/// UDP destination port of GUE-encapsulated frames (Katran's default, so that a Katran front's
+/// frames decapsulate on dl7's reals and dl7's on Katran's decapsulator).
+pub const GUE_PORT: u16 = 6080;
+
+/// The first two octets of the outer IPv4 source of an IPIP frame; the last two are the
+/// client's last two octets XOR its port, so that the real's RSS spreads flows (Katran's
+/// `172.16.0.0/16` scheme). The real never answers this address: its replies come from the VIP.
+pub const IPIP_V4_SOURCE_PREFIX: [u8; 2] = [172, 16];
+
+/// The first 12 octets of the outer IPv6 source of an IPIP frame (`100::/64`, the discard
+/// prefix of RFC 6666, as Katran): the last four are the client's last four, the first two
+/// of them XOR its port.
+pub const IPIP_V6_SOURCE_PREFIX: [u8; 12] = [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// Hop limit (TTL) of outer headers.
+pub const ENCAP_TTL: u8 = 64;
+
+/// Entries of the VIP-port set (one per port number, so that the program can test a port
+/// with one array read before any hash lookup).
+pub const VIP_PORT_SLOTS: u32 = 65536;
+
+/// How many addresses of its own a real's decapsulator recognises.
+pub const MAX_DECAP_ADDRS: u32 = 64;
 
 /// Address family tags used in keys (the values of `AF_INET` and `AF_INET6` on Linux).
 pub const FAMILY_V4: u8 = 2;
@@ -72,6 +99,11 @@ macro_rules! map_name {
     (REAL_STATS => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_REAL_STATS", $($args)* } };
     (GLOBAL_STATS => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_GLOBALS", $($args)* } };
     (HEALTH => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_HEALTH", $($args)* } };
+    (VIP_PORTS => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_VIP_PORTS", $($args)* } };
+    (SETTINGS => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_SETTINGS", $($args)* } };
+    (FLOW_GUARD => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_FLOW_GUARD", $($args)* } };
+    (DECAP_ADDRS => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_DECAP_ADDRS", $($args)* } };
+    (DECAP_STATS => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_DECAP_STATS", $($args)* } };
     ($id:ident) => {
         $crate::map_name!($id => $crate::__map_name_literal!())
     };
@@ -110,8 +142,20 @@ pub mod map_names {
     /// Array indexed by `vip_id` -> [`crate::HealthSpec`] (l4-ctl's only; the program never
     /// reads it).
     pub const HEALTH: &str = crate::map_name!(HEALTH);
-    /// Every map, in the order above.
-    pub const ALL: [&str; 10] = [
+    /// Array indexed by port number (host order) -> how many VIPs use that port.
+    pub const VIP_PORTS: &str = crate::map_name!(VIP_PORTS);
+    /// Array with one [`crate::FrontSettings`] at index 0.
+    pub const SETTINGS: &str = crate::map_name!(SETTINGS);
+    /// Per-CPU array with one [`crate::NewFlowWindow`] at index 0.
+    pub const FLOW_GUARD: &str = crate::map_name!(FLOW_GUARD);
+    /// The decapsulator's: [`crate::DecapAddrKey`] -> 1 for each address of the real.
+    pub const DECAP_ADDRS: &str = crate::map_name!(DECAP_ADDRS);
+    /// The decapsulator's: per-CPU array indexed by [`crate::DecapCounter`] -> `u64`.
+    pub const DECAP_STATS: &str = crate::map_name!(DECAP_STATS);
+    /// The decapsulator's maps.
+    pub const DECAP_ALL: [&str; 2] = [DECAP_ADDRS, DECAP_STATS];
+    /// Every map of the balancer, in the order above.
+    pub const ALL: [&str; 13] = [
         VIPS,
         VIP_ADDRS,
         RINGS,
@@ -122,6 +166,9 @@ pub mod map_names {
         REAL_STATS,
         GLOBAL_STATS,
         HEALTH,
+        VIP_PORTS,
+        SETTINGS,
+        FLOW_GUARD,
     ];
     // The kernel truncates longer names.
     const _: () = {
@@ -130,8 +177,20 @@ pub mod map_names {
             assert!(ALL[i].len() <= 15);
             i += 1;
         }
+        let mut i = 0;
+        while i < DECAP_ALL.len() {
+            assert!(DECAP_ALL[i].len() <= 15);
+            i += 1;
+        }
     };
 }
 
 /// Name of the XDP program in the eBPF object.
 pub const PROGRAM_NAME: &str = "dl7_xdp";
+
+/// Name of the decapsulator's XDP program (in its own object, for the reals).
+pub const DECAP_PROGRAM_NAME: &str = "dl7_decap";
+
+/// Name of the decapsulator's tc program (the same work on an skb, for interfaces where XDP
+/// cannot attach).
+pub const DECAP_TC_PROGRAM_NAME: &str = "dl7_decap_tc";

@@ -71,11 +71,25 @@ pub struct RealDef {
     pub weight: u32,
     /// [`crate::FAMILY_V4`] or [`crate::FAMILY_V6`].
     pub family: u8,
+    /// How frames reach the real: [`RealDef::ENCAP_L2`] (this byte was padding before
+    /// encapsulation existed, so reals written by older builds read as L2),
+    /// [`RealDef::ENCAP_IPIP`] or [`RealDef::ENCAP_GUE`].
+    pub encap: u8,
     /// Always zero.
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 2],
 }
 
 impl RealDef {
+    /// Only the MAC addresses are rewritten (L2 direct server return): `mac`, `src_mac` and
+    /// `tx_port` say where the frame goes.
+    pub const ENCAP_L2: u8 = 0;
+    /// An outer IP header addressed to the real (IPv4 in IPv4, IPv6 in IPv6), its source
+    /// derived from the flow; the next hop comes from the kernel's FIB.
+    pub const ENCAP_IPIP: u8 = 1;
+    /// An outer IP and UDP header (GUE variant 1: the inner IP packet follows the UDP header
+    /// directly) to [`crate::GUE_PORT`], the source port derived from the flow.
+    pub const ENCAP_GUE: u8 = 2;
+
     /// The slot holds a real that may receive packets.
     pub const FLAG_ACTIVE: u32 = 1;
     /// The real failed its health check: like weight 0 it keeps its flows and is left out of
@@ -137,6 +151,33 @@ impl Default for HealthSpec {
     }
 }
 
+/// The front's settings that the program reads (one entry, index 0, of the settings array).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrontSettings {
+    /// New flows per second and CPU that are recorded in the connection table; beyond it a
+    /// new flow is still forwarded by the Maglev table but not recorded, so a SYN flood
+    /// cannot evict established flows. 0 records every new flow.
+    pub new_flow_limit: u32,
+    /// Always zero.
+    pub _pad: u32,
+}
+
+/// The per-CPU state of the new-flow guard: the current one-second window and how many
+/// flows it recorded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NewFlowWindow {
+    /// Start of the window, `bpf_ktime_get_ns` time.
+    pub start_ns: u64,
+    /// Flows recorded in the connection table during the window.
+    pub recorded: u64,
+}
+
+/// Key of the decapsulator's address set: an address of the real itself (outer packets to
+/// any other address are passed untouched).
+pub type DecapAddrKey = VipAddrKey;
+
 /// Value of the connection table: which real a flow was given.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -157,6 +198,8 @@ mod pod {
     unsafe impl aya::Pod for crate::maps::RealDef {}
     unsafe impl aya::Pod for crate::maps::ConnValue {}
     unsafe impl aya::Pod for crate::maps::HealthSpec {}
+    unsafe impl aya::Pod for crate::maps::FrontSettings {}
+    unsafe impl aya::Pod for crate::maps::NewFlowWindow {}
     unsafe impl aya::Pod for crate::flow::FlowKey {}
     unsafe impl aya::Pod for crate::counters::TrafficCounters {}
 }
@@ -168,5 +211,7 @@ const _: () = {
     assert!(core::mem::size_of::<VipAddrKey>() == 20);
     assert!(core::mem::size_of::<RealDef>() == 52);
     assert!(core::mem::size_of::<ConnValue>() == 8);
+    assert!(core::mem::size_of::<FrontSettings>() == 8);
+    assert!(core::mem::size_of::<NewFlowWindow>() == 16);
     assert!(core::mem::size_of::<HealthSpec>() == 16 + HEALTH_PATH_MAX);
 };

@@ -115,6 +115,7 @@ fn run() -> Result<(), String> {
             src_mac: FRONT_MAC,
             egress_ifindex: None,
             weight: 1,
+            encap: l4_ctl::Encap::L2,
         };
         bal.add_real(&vip, &spec).map_err(|e| e.to_string())?;
     }

@@ -22,13 +22,14 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use common::{
-    FlowKey, GlobalCounter, HealthSpec, MAX_REALS, MAX_TX_PORTS, MAX_VIPS, RING_SIZE, RealDef,
-    TX_PORT_SAME_IFACE, TrafficCounters, VipAddrKey, VipKey, VipMeta, flow_hash, map_names,
+    CONN_TABLE_SIZE, FlowKey, FrontSettings, GlobalCounter, HealthSpec, MAX_REALS, MAX_TX_PORTS,
+    MAX_VIPS, RING_SIZE, RealDef, TX_PORT_SAME_IFACE, TrafficCounters, VIP_PORT_SLOTS, VipAddrKey,
+    VipKey, VipMeta, flow_hash, map_names,
 };
 
 use crate::{
     maglev::{self, MaglevError, MaglevReal},
-    service::{Mac, Vip, decode_addr, encode_addr},
+    service::{Encap, Mac, Vip, decode_addr, encode_addr},
 };
 
 /// Where `l4-ctl` pins the program's maps (and, once loaded, the program's link).
@@ -36,6 +37,53 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/dl7";
 
 /// One Maglev table as stored in the rings map.
 type Ring = [u32; RING_SIZE as usize];
+
+/// Compares the maps pinned under `pin_dir` (by an earlier load, perhaps of an older build)
+/// with the object's definitions: the kernel would let the new program use a pinned map of
+/// another size, and reads past its end would fail. A counters-only map of another size is
+/// unpinned, so that the load creates it anew (the counters restart from zero); any other
+/// difference stops the load before anything changes.
+fn check_pins(object: &[u8], pin_dir: &Path) -> Result<()> {
+    let parsed = aya_obj::Object::parse(object).map_err(|e| BalancerError::Object(Box::new(e)))?;
+    for name in map_names::ALL {
+        let path = pin_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let Some(def) = parsed.maps.get(name) else {
+            continue;
+        };
+        let pinned = MapData::from_pin(&path)
+            .and_then(|m| m.info())
+            .map_err(|source| BalancerError::OpenPin {
+                path: path.clone(),
+                source: Box::new(source),
+            })?;
+        let layout = |k: u32, v: u32, n: u32| format!("key {k} B, value {v} B, {n} entries");
+        let found = layout(pinned.key_size(), pinned.value_size(), pinned.max_entries());
+        let want = layout(def.key_size(), def.value_size(), def.max_entries());
+        if found == want {
+            continue;
+        }
+        if name == map_names::GLOBAL_STATS {
+            fs::remove_file(&path).map_err(|source| BalancerError::PinDir {
+                path: path.clone(),
+                source,
+            })?;
+            continue;
+        }
+        return Err(BalancerError::PinLayout { path, found, want });
+    }
+    Ok(())
+}
+
+/// The new-flow guard's default: a quarter of a CPU's share of the connection table per
+/// second and CPU (Katran's 125,000 per CPU is a quarter of a 16-CPU front's share of its
+/// default table), so that even a flood at the full rate needs four seconds to cycle the
+/// table, and only flows idle that long can be evicted by it.
+pub fn default_new_flow_limit(nr_cpus: usize) -> u32 {
+    (CONN_TABLE_SIZE / (nr_cpus.max(1) as u32) / 4).max(1)
+}
 
 /// How the program is attached to an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -47,7 +95,7 @@ pub enum AttachMode {
 }
 
 impl AttachMode {
-    fn xdp_mode(self) -> XdpMode {
+    pub(crate) fn xdp_mode(self) -> XdpMode {
         match self {
             AttachMode::Native => XdpMode::Driver,
             AttachMode::Generic => XdpMode::Skb,
@@ -74,6 +122,18 @@ pub enum BalancerError {
     },
     #[error("loading the eBPF object failed")]
     Load(#[source] Box<EbpfError>),
+    #[error("the embedded eBPF object cannot be parsed")]
+    Object(#[source] Box<aya_obj::ParseError>),
+    #[error(
+        "the pinned map {} has another layout than this build's ({found} where {want} is needed): \
+         `l4-ctl unload` first (established flows then lose their reals), or load the build that pinned it",
+        .path.display()
+    )]
+    PinLayout {
+        path: PathBuf,
+        found: String,
+        want: String,
+    },
     #[error("the eBPF object has no {0}")]
     Missing(&'static str),
     #[error("program {}", common::PROGRAM_NAME)]
@@ -143,6 +203,9 @@ pub struct RealSpec {
     pub egress_ifindex: Option<u32>,
     /// Maglev weight; 0 adds the real drained.
     pub weight: u32,
+    /// How frames reach the real. With an encapsulation the MACs and egress interface are
+    /// not used: the program asks the kernel's FIB for the next hop of every frame.
+    pub encap: Encap,
 }
 
 /// A real as stored: its id (slot in the reals array) and its definition.
@@ -162,6 +225,11 @@ impl Real {
     /// check fails.
     pub fn effective_weight(&self) -> u32 {
         if self.is_down() { 0 } else { self.def.weight }
+    }
+
+    /// How frames reach the real.
+    pub fn encap(&self) -> Encap {
+        Encap::from_number(self.def.encap)
     }
 
     /// Whether the real failed its health check (it keeps its flows, gets no new ones).
@@ -225,6 +293,7 @@ impl Balancer {
             path: pin_dir.to_owned(),
             source,
         })?;
+        check_pins(object, pin_dir)?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .load(object)
@@ -245,11 +314,61 @@ impl Balancer {
             );
         }
         let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| BalancerError::Cpus(e))?;
-        Ok(Balancer {
+        let mut balancer = Balancer {
             maps,
             ebpf: Some(ebpf),
             nr_cpus,
-        })
+        };
+        balancer.complete_upgrade()?;
+        Ok(balancer)
+    }
+
+    /// Fills what a build before this one did not keep, so that an in-place upgrade from it
+    /// loses no flow: the VIP-port set (the program passes every port not in it) is counted
+    /// again from the VIPs, and the settings get their defaults if they were never written.
+    /// Both are idempotent, so every load runs them.
+    fn complete_upgrade(&mut self) -> Result<()> {
+        let mut ports = vec![0u32; VIP_PORT_SLOTS as usize];
+        for (vip, _) in self.vips()? {
+            ports[vip.addr.port() as usize] += 1;
+        }
+        let name = map_names::VIP_PORTS;
+        let mut map = Array::<_, u32>::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        for (port, count) in ports.iter().enumerate() {
+            if *count != 0 || map.get(&(port as u32), 0).map_err(map_err(name))? != 0 {
+                map.set(port as u32, count, 0).map_err(map_err(name))?;
+            }
+        }
+        if self.settings()? == FrontSettings::default() {
+            self.set_settings(FrontSettings {
+                new_flow_limit: default_new_flow_limit(self.nr_cpus),
+                _pad: 0,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The settings the program reads.
+    pub fn settings(&self) -> Result<FrontSettings> {
+        let name = map_names::SETTINGS;
+        Array::<_, FrontSettings>::try_from(self.map(name)?)
+            .map_err(map_err(name))?
+            .get(&0, 0)
+            .map_err(map_err(name))
+    }
+
+    /// Replaces the settings the program reads (one map update).
+    pub fn set_settings(&mut self, settings: FrontSettings) -> Result<()> {
+        let name = map_names::SETTINGS;
+        Array::<_, FrontSettings>::try_from(self.map_mut(name)?)
+            .map_err(map_err(name))?
+            .set(0, settings, 0)
+            .map_err(map_err(name))
+    }
+
+    /// How many CPUs the per-CPU maps have.
+    pub fn nr_cpus(&self) -> usize {
+        self.nr_cpus
     }
 
     /// The loaded program (to attach it elsewhere, or to test-run it).
@@ -345,6 +464,7 @@ impl Balancer {
         self.reset_counters(map_names::VIP_STATS, vip_id)?;
         self.write_health(vip_id, HealthSpec::default())?;
         self.add_vip_addr(vip.addr_key())?;
+        self.count_vip_port(vip.addr.port(), 1)?;
         let mut map = HashMap::<_, VipKey, VipMeta>::try_from(self.map_mut(map_names::VIPS)?)
             .map_err(map_err(map_names::VIPS))?;
         map.insert(vip.key(), meta, 0)
@@ -359,6 +479,7 @@ impl Balancer {
             .map_err(map_err(map_names::VIPS))?;
         map.remove(&vip.key()).map_err(map_err(map_names::VIPS))?;
         self.del_vip_addr(vip.addr_key())?;
+        self.count_vip_port(vip.addr.port(), -1)?;
         for real in self.reals_of(meta.vip_id)? {
             self.free_real(real)?;
         }
@@ -399,6 +520,15 @@ impl Balancer {
         };
         map.insert(key, count + 1, 0)
             .map_err(map_err(map_names::VIP_ADDRS))
+    }
+
+    /// Adds `delta` to the number of VIPs on `port` (the program's port set).
+    fn count_vip_port(&mut self, port: u16, delta: i32) -> Result<()> {
+        let name = map_names::VIP_PORTS;
+        let mut map = Array::<_, u32>::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        let count = map.get(&u32::from(port), 0).map_err(map_err(name))?;
+        map.set(u32::from(port), count.saturating_add_signed(delta), 0)
+            .map_err(map_err(name))
     }
 
     fn del_vip_addr(&mut self, key: VipAddrKey) -> Result<()> {
@@ -487,7 +617,8 @@ impl Balancer {
             vip_id: meta.vip_id,
             weight: spec.weight,
             family,
-            _pad: [0; 3],
+            encap: spec.encap.number(),
+            _pad: [0; 2],
         };
         self.reset_counters(map_names::REAL_STATS, id)?;
         self.write_real(id, def)?;
@@ -503,6 +634,21 @@ impl Balancer {
     /// Changes a real's weight (0 drains it: established flows stay, new flows avoid it).
     pub fn set_weight(&mut self, vip: &Vip, addr: IpAddr, weight: u32) -> Result<Real> {
         self.update_real(vip, addr, |def| RealDef { weight, ..def })
+    }
+
+    /// Changes how frames reach a real (its established flows stay with it).
+    pub fn set_encap(&mut self, vip: &Vip, addr: IpAddr, spec: &RealSpec) -> Result<Real> {
+        let tx_port = match spec.egress_ifindex {
+            None => TX_PORT_SAME_IFACE,
+            Some(ifindex) => self.tx_port_for(ifindex)?,
+        };
+        self.update_real(vip, addr, |def| RealDef {
+            encap: spec.encap.number(),
+            mac: spec.mac.0,
+            src_mac: spec.src_mac.0,
+            tx_port,
+            ..def
+        })
     }
 
     /// Changes the MAC forwarded frames to a real are sent to (the real's NIC was replaced).

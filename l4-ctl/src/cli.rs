@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use l4_ctl::{AttachMode, DEFAULT_PIN_DIR, Mac, Vip};
+use l4_ctl::{
+    AttachMode, DEFAULT_PIN_DIR, Encap, Mac, Vip,
+    decap::{DEFAULT_DECAP_PIN_DIR, DecapMode},
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -82,6 +85,15 @@ pub(crate) enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// On a real: strip the IPIP/GUE headers a front sends to encapsulated reals (no ipip or
+    /// fou module, no tunnel device).
+    Decap {
+        /// Where the decapsulator's link and maps are pinned.
+        #[arg(long, default_value = DEFAULT_DECAP_PIN_DIR, value_name = "DIR")]
+        decap_pin_dir: PathBuf,
+        #[command(subcommand)]
+        command: DecapCommand,
+    },
     /// Health-check the reals and serve Prometheus metrics, until SIGTERM or SIGINT.
     Daemon {
         /// Apply this configuration at start and again on SIGHUP.
@@ -90,6 +102,29 @@ pub(crate) enum Command {
         /// Where to serve /metrics, ADDR:PORT.
         #[arg(long)]
         metrics: std::net::SocketAddr,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DecapCommand {
+    /// Attach to the interface the outer packets arrive on (again: update in place).
+    Attach {
+        #[arg(long)]
+        iface: String,
+        /// native or generic XDP, or tc where XDP cannot attach.
+        #[arg(long, value_enum, default_value = "native")]
+        mode: DecapMode,
+        /// Also decapsulate outer packets to this address (besides IFACE's global ones);
+        /// repeatable.
+        #[arg(long = "addr", value_name = "ADDR")]
+        addrs: Vec<std::net::IpAddr>,
+    },
+    /// Detach and remove the pins.
+    Detach,
+    /// Interface, mode, addresses and counters.
+    Status {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -113,11 +148,16 @@ pub(crate) enum RealCommand {
         vip: Vip,
         addr: std::net::IpAddr,
         /// The real's MAC; by default taken from the neighbour table (resolved if needed).
+        /// Only for --encap l2.
         #[arg(long)]
         mac: Option<Mac>,
         /// Relative weight, 0 to 65535 (0 adds it drained).
         #[arg(long, default_value_t = 1)]
         weight: u32,
+        /// How frames reach the real: l2 (MAC rewrite, same segment), ipip or gue (an outer
+        /// header; the real may sit behind routers and decapsulates with `l4-ctl decap`).
+        #[arg(long, value_enum, default_value = "l2")]
+        encap: Encap,
     },
     /// Remove a real: its flows are placed anew on the others.
     Del { vip: Vip, addr: std::net::IpAddr },

@@ -18,11 +18,16 @@ use l4_ctl::{
     stats::{self, RealState, Snapshot},
 };
 
-use crate::cli::{Cli, Command, RealCommand, VipCommand};
+use crate::cli::{Cli, Command, DecapCommand, RealCommand, VipCommand};
 use crate::daemon;
 
 pub fn run(cli: Cli) -> Result<()> {
-    let pin_dir = cli.pin_dir.as_path();
+    // The decapsulator (on a real) pins apart from the balancer (on the front).
+    let pin_dir = match &cli.command {
+        Command::Decap { decap_pin_dir, .. } => decap_pin_dir.clone(),
+        _ => cli.pin_dir,
+    };
+    let pin_dir = pin_dir.as_path();
     check_environment(pin_dir)?;
     match cli.command {
         Command::Load { iface, mode } => load(pin_dir, &iface, mode),
@@ -60,7 +65,49 @@ pub fn run(cli: Cli) -> Result<()> {
             count,
         } => stats(pin_dir, json, watch, interval, count),
         Command::Daemon { config, metrics } => daemon::run(pin_dir, config.as_deref(), metrics),
+        Command::Decap { command, .. } => decap(pin_dir, command),
     }
+}
+
+fn decap(pin_dir: &Path, command: DecapCommand) -> Result<()> {
+    match command {
+        DecapCommand::Attach { iface, mode, addrs } => {
+            let addrs = l4_ctl::decap::attach(pin_dir, &iface, mode, &addrs)?;
+            let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            println!(
+                "decapsulating IPIP and GUE on {iface} ({} mode) for {}",
+                mode.name(),
+                list.join(", ")
+            );
+        }
+        DecapCommand::Detach => {
+            l4_ctl::decap::detach(pin_dir)?;
+            println!(
+                "detached the decapsulator and removed {}",
+                pin_dir.display()
+            );
+        }
+        DecapCommand::Status { json } => {
+            let Some(status) = l4_ctl::decap::status(pin_dir)? else {
+                bail!(
+                    "the decapsulator is not attached (no link pinned in {}): run `l4-ctl decap attach --iface IFACE`",
+                    pin_dir.display()
+                );
+            };
+            if json {
+                println!("{}", serde_json::to_string(&status)?);
+                return Ok(());
+            }
+            let list: Vec<String> = status.addresses.iter().map(ToString::to_string).collect();
+            println!("interface  {} ({} mode)", status.iface, status.mode.name());
+            println!("program    id {}", status.program_id);
+            println!("addresses  {}", list.join(", "));
+            for (name, value) in &status.counters {
+                println!("{name:<16} {value}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Root, and a BPF filesystem where the pins go: checked first so that the error says what
@@ -247,8 +294,14 @@ fn real(pin_dir: &Path, command: RealCommand) -> Result<()> {
             addr,
             mac,
             weight,
+            encap,
         } => {
             config::check_weight(weight).map_err(anyhow::Error::msg)?;
+            if encap.is_tunnel() && mac.is_some() {
+                bail!(
+                    "--mac is for --encap l2: an encapsulated real is reached through the FIB's next hop"
+                );
+            }
             let (_lock, mut balancer, ifindex) = open_for_change(pin_dir)?;
             // Check the VIP and the family before asking the network.
             balancer.vip(&vip)?;
@@ -258,15 +311,19 @@ fn real(pin_dir: &Path, command: RealCommand) -> Result<()> {
             if balancer.real(&vip, addr).is_ok() {
                 bail!("real {addr} exists already in VIP {vip}");
             }
-            let spec = config::real_spec(ifindex, addr, mac, weight)?;
+            let spec = config::real_spec(ifindex, addr, mac, weight, encap)?;
             balancer.add_real(&vip, &spec)?;
-            println!(
-                "+ real {addr} in {vip} (mac {}, weight {weight}{})",
-                spec.mac,
-                spec.egress_ifindex
-                    .map(|i| format!(", via {}", front::ifname(i)))
-                    .unwrap_or_default()
-            );
+            if encap.is_tunnel() {
+                println!("+ real {addr} in {vip} (encap {encap}, weight {weight})");
+            } else {
+                println!(
+                    "+ real {addr} in {vip} (mac {}, weight {weight}{})",
+                    spec.mac,
+                    spec.egress_ifindex
+                        .map(|i| format!(", via {}", front::ifname(i)))
+                        .unwrap_or_default()
+                );
+            }
         }
         RealCommand::Del { vip, addr } => {
             let (_lock, mut balancer, _) = open_for_change(pin_dir)?;
@@ -295,14 +352,19 @@ fn real(pin_dir: &Path, command: RealCommand) -> Result<()> {
             }
             let mut out = format!(
                 "{:<26} {:<17} {:>6} {:<8} {:>7} {:>12} {:>14}\n",
-                "REAL", "MAC", "WEIGHT", "STATE", "SHARE", "PACKETS", "BYTES"
+                "REAL", "MAC/ENCAP", "WEIGHT", "STATE", "SHARE", "PACKETS", "BYTES"
             );
             for r in &reals {
+                let via = if r.encap.is_tunnel() {
+                    r.encap.to_string()
+                } else {
+                    r.mac.to_string()
+                };
                 writeln!(
                     out,
                     "{:<26} {:<17} {:>6} {:<8} {:>6.2}% {:>12} {:>14}",
                     r.address.to_string(),
-                    r.mac.to_string(),
+                    via,
                     r.weight,
                     r.state.name(),
                     r.table_share * 100.0,

@@ -1,6 +1,9 @@
 //! The front's declarative configuration (`l4-ctl apply -f dl7.toml`, `l4-ctl dump`).
 //!
 //! ```toml
+//! new_flow_limit = 32768                 # optional: new flows recorded per second and CPU
+//!                                        # (0: no limit; default: see below)
+//!
 //! [[vip]]
 //! address = "10.0.0.100:80/tcp"          # ADDR:PORT/tcp|udp, IPv6 as [ADDR]:PORT/tcp
 //!
@@ -17,7 +20,16 @@
 //! address = "10.0.0.11"
 //! mac = "02:00:00:00:00:11"              # optional: resolved from the neighbour table
 //! weight = 1                             # default 1; 0 adds it drained
+//!
+//! [[vip.real]]
+//! address = "10.1.0.21"                  # a real behind a router
+//! encap = "gue"                          # l2 (default), ipip or gue
 //! ```
+//!
+//! `new_flow_limit` is the connection table's guard against floods of new flows: beyond it, a
+//! new flow is forwarded by the Maglev table but not recorded, so established flows are never
+//! evicted by a flood. Without the field, `apply` sets the default: a quarter of a CPU's share
+//! of the table per second ([`crate::balancer::default_new_flow_limit`]).
 //!
 //! [`Config::validate`] checks the whole file before anything is touched and names the field
 //! of every error (`vip[2].real[1].weight: ...`). [`plan`] compares a validated config with the
@@ -27,11 +39,12 @@
 
 use std::{collections::BTreeSet, fmt, net::IpAddr, path::Path};
 
-use common::{HEALTH_PATH_MAX, HealthSpec};
+use common::{FrontSettings, HEALTH_PATH_MAX, HealthSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Balancer, BalancerError, Mac, RealSpec, Vip,
+    Balancer, BalancerError, Encap, Mac, RealSpec, Vip,
+    balancer::default_new_flow_limit,
     front::{self, FrontError},
     neighbour::{self, NeighbourError},
 };
@@ -43,6 +56,8 @@ pub const MAX_WEIGHT: u32 = 65535;
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_flow_limit: Option<u32>,
     #[serde(default, rename = "vip")]
     pub vips: Vec<VipConfig>,
 }
@@ -99,6 +114,8 @@ pub struct RealConfig {
     pub mac: Option<String>,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encap: Option<String>,
 }
 
 fn default_weight() -> u32 {
@@ -132,7 +149,15 @@ fn field_err(field: impl Into<String>, message: impl fmt::Display) -> ConfigErro
 /// A configuration checked against every rule: what [`plan`] converges the maps to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desired {
+    /// The new-flow guard's limit as the program stores it ([`Desired::UNLIMITED`] for none);
+    /// `None`: the default for this host's CPUs.
+    pub new_flow_limit: Option<u32>,
     pub vips: Vec<DesiredVip>,
+}
+
+impl Desired {
+    /// `new_flow_limit = 0` as stored: the program records every flow.
+    pub const UNLIMITED: u32 = u32::MAX;
 }
 
 /// One VIP of a [`Desired`] configuration.
@@ -149,6 +174,7 @@ pub struct DesiredReal {
     pub addr: IpAddr,
     pub mac: Option<Mac>,
     pub weight: u32,
+    pub encap: Encap,
 }
 
 impl Config {
@@ -213,15 +239,37 @@ impl Config {
                     .transpose()
                     .map_err(|e| field_err(format!("{at}.mac"), e))?;
                 check_weight(r.weight).map_err(|m| field_err(format!("{at}.weight"), m))?;
+                let encap = r
+                    .encap
+                    .as_deref()
+                    .map(str::parse::<Encap>)
+                    .transpose()
+                    .map_err(|e| field_err(format!("{at}.encap"), e))?
+                    .unwrap_or_default();
+                if encap.is_tunnel() && mac.is_some() {
+                    return Err(field_err(
+                        format!("{at}.mac"),
+                        format!(
+                            "a real with encap = \"{encap}\" is reached through the FIB's next hop; it takes no mac"
+                        ),
+                    ));
+                }
                 reals.push(DesiredReal {
                     addr,
                     mac,
                     weight: r.weight,
+                    encap,
                 });
             }
             vips.push(DesiredVip { vip, health, reals });
         }
-        Ok(Desired { vips })
+        let new_flow_limit = self
+            .new_flow_limit
+            .map(|n| if n == 0 { Desired::UNLIMITED } else { n });
+        Ok(Desired {
+            new_flow_limit,
+            vips,
+        })
     }
 }
 
@@ -339,8 +387,9 @@ pub fn dump(balancer: &Balancer) -> Result<Config, BalancerError> {
             .iter()
             .map(|r| RealConfig {
                 address: r.addr().to_string(),
-                mac: Some(Mac(r.def.mac).to_string()),
+                mac: (!r.encap().is_tunnel()).then(|| Mac(r.def.mac).to_string()),
                 weight: r.def.weight,
+                encap: r.encap().is_tunnel().then(|| r.encap().to_string()),
             })
             .collect();
         vips.push(VipConfig {
@@ -349,7 +398,15 @@ pub fn dump(balancer: &Balancer) -> Result<Config, BalancerError> {
             reals,
         });
     }
-    Ok(Config { vips })
+    let limit = balancer.settings()?.new_flow_limit;
+    let new_flow_limit = match limit {
+        0 | Desired::UNLIMITED => Some(0),
+        n => Some(n),
+    };
+    Ok(Config {
+        new_flow_limit,
+        vips,
+    })
 }
 
 /// Why a plan could not be made or carried out.
@@ -386,6 +443,15 @@ pub enum Change {
         from: Mac,
         to: Mac,
     },
+    SetEncap {
+        vip: Vip,
+        from: Encap,
+        to: RealSpec,
+    },
+    SetNewFlowLimit {
+        from: u32,
+        to: u32,
+    },
     DelReal(Vip, IpAddr),
     DelVip(Vip),
 }
@@ -409,11 +475,28 @@ impl fmt::Display for Change {
                     h.fall
                 ),
             },
+            Change::AddReal(vip, spec) if spec.encap.is_tunnel() => write!(
+                f,
+                "+ real {} in {vip} (encap {}, weight {})",
+                spec.addr, spec.encap, spec.weight
+            ),
             Change::AddReal(vip, spec) => write!(
                 f,
                 "+ real {} in {vip} (mac {}, weight {})",
                 spec.addr, spec.mac, spec.weight
             ),
+            Change::SetEncap { vip, from, to } => write!(
+                f,
+                "~ real {} in {vip}: encap {from} -> {}",
+                to.addr, to.encap
+            ),
+            Change::SetNewFlowLimit { from, to } => {
+                let show = |n: u32| match n {
+                    0 | Desired::UNLIMITED => "unlimited".to_owned(),
+                    n => format!("{n}/s per CPU"),
+                };
+                write!(f, "~ new_flow_limit: {} -> {}", show(*from), show(*to))
+            }
             Change::SetWeight {
                 vip,
                 addr,
@@ -432,14 +515,28 @@ impl fmt::Display for Change {
     }
 }
 
-/// Finds how the front reaches a real and builds its spec. The program sends frames out of
-/// the interface it runs on (XDP_TX) or, for a real behind another interface, redirects them.
+/// Finds how the front reaches a real and builds its spec. At layer 2 the program sends
+/// frames out of the interface it runs on (XDP_TX) or, for a real behind another interface,
+/// redirects them; with an encapsulation it finds the next hop in the FIB for every frame, so
+/// only the route is checked (and its next hop's neighbour entry made) here.
 pub fn real_spec(
     attached_ifindex: u32,
     addr: IpAddr,
     mac: Option<Mac>,
     weight: u32,
+    encap: Encap,
 ) -> Result<RealSpec, NeighbourError> {
+    if encap.is_tunnel() {
+        neighbour::resolve_routed(addr, &front::ifname(attached_ifindex))?;
+        return Ok(RealSpec {
+            addr,
+            mac: Mac([0; 6]),
+            src_mac: Mac([0; 6]),
+            egress_ifindex: None,
+            weight,
+            encap,
+        });
+    }
     let path = neighbour::resolve(addr, mac)?;
     let egress = front::ifindex(&path.dev)
         .ok()
@@ -450,6 +547,7 @@ pub fn real_spec(
         src_mac: path.src_mac,
         egress_ifindex: egress,
         weight,
+        encap,
     })
 }
 
@@ -460,9 +558,33 @@ pub fn plan(
     attached_ifindex: u32,
     desired: &Desired,
 ) -> Result<Vec<Change>, ApplyError> {
+    let spec = |vip: Vip, want: &DesiredReal| {
+        real_spec(
+            attached_ifindex,
+            want.addr,
+            want.mac,
+            want.weight,
+            want.encap,
+        )
+        .map_err(|source| ApplyError::Resolve {
+            vip,
+            addr: want.addr,
+            source,
+        })
+    };
     let current = balancer.vips()?;
     let mut changes = Vec::new();
     let mut removals = Vec::new();
+    let have_limit = balancer.settings()?.new_flow_limit;
+    let want_limit = desired
+        .new_flow_limit
+        .unwrap_or_else(|| default_new_flow_limit(balancer.nr_cpus()));
+    if have_limit != want_limit {
+        changes.push(Change::SetNewFlowLimit {
+            from: have_limit,
+            to: want_limit,
+        });
+    }
     for d in &desired.vips {
         let exists = current.iter().any(|(v, _)| *v == d.vip);
         let (reals, health) = if exists {
@@ -476,15 +598,7 @@ pub fn plan(
         }
         for want in &d.reals {
             match reals.iter().find(|r| r.addr() == want.addr) {
-                None => {
-                    let spec = real_spec(attached_ifindex, want.addr, want.mac, want.weight)
-                        .map_err(|source| ApplyError::Resolve {
-                            vip: d.vip,
-                            addr: want.addr,
-                            source,
-                        })?;
-                    changes.push(Change::AddReal(d.vip, spec));
-                }
+                None => changes.push(Change::AddReal(d.vip, spec(d.vip, want)?)),
                 Some(have) => {
                     if have.def.weight != want.weight {
                         changes.push(Change::SetWeight {
@@ -494,7 +608,13 @@ pub fn plan(
                             to: want.weight,
                         });
                     }
-                    if let Some(mac) = want.mac
+                    if have.encap() != want.encap {
+                        changes.push(Change::SetEncap {
+                            vip: d.vip,
+                            from: have.encap(),
+                            to: spec(d.vip, want)?,
+                        });
+                    } else if let Some(mac) = want.mac
                         && mac.0 != have.def.mac
                     {
                         changes.push(Change::SetMac {
@@ -538,6 +658,16 @@ pub fn execute(balancer: &mut Balancer, changes: &[Change]) -> Result<(), Balanc
             }
             Change::SetMac { vip, addr, to, .. } => {
                 balancer.set_mac(vip, *addr, *to)?;
+            }
+            Change::SetEncap { vip, to, .. } => {
+                balancer.set_encap(vip, to.addr, to)?;
+            }
+            Change::SetNewFlowLimit { to, .. } => {
+                let settings = balancer.settings()?;
+                balancer.set_settings(FrontSettings {
+                    new_flow_limit: *to,
+                    ..settings
+                })?;
             }
             Change::DelReal(vip, addr) => balancer.del_real(vip, *addr)?,
             Change::DelVip(vip) => balancer.del_vip(vip)?,
@@ -631,11 +761,34 @@ mod tests {
                 "[[vip]]\naddres = \"10.0.0.1:80/tcp\"",
                 "unknown field `addres`",
             ),
+            (
+                "[[vip]]\naddress = \"10.0.0.1:80/tcp\"\n[[vip.real]]\naddress = \"10.0.0.2\"\nencap = \"vxlan\"",
+                "vip[1].real[1].encap: \"vxlan\" is not a forwarding method",
+            ),
+            (
+                "[[vip]]\naddress = \"10.0.0.1:80/tcp\"\n[[vip.real]]\naddress = \"10.0.0.2\"\nencap = \"gue\"\nmac = \"02:00:00:00:00:02\"",
+                "vip[1].real[1].mac: a real with encap = \"gue\"",
+            ),
+            ("new_flow_limit = -1", "new_flow_limit"),
         ];
         for (text, want) in cases {
             let err = parse(text).expect_err(text);
             assert!(err.contains(want), "{text:?}: {err:?} lacks {want:?}");
         }
+    }
+
+    #[test]
+    fn encap_and_new_flow_limit_are_read() {
+        let d = parse(
+            "new_flow_limit = 0\n[[vip]]\naddress = \"10.0.0.1:80/tcp\"\n[[vip.real]]\naddress = \"10.1.0.2\"\nencap = \"ipip\"\n[[vip.real]]\naddress = \"10.0.0.3\"",
+        )
+        .unwrap();
+        assert_eq!(d.new_flow_limit, Some(Desired::UNLIMITED));
+        assert_eq!(d.vips[0].reals[0].encap, Encap::Ipip);
+        assert_eq!(d.vips[0].reals[1].encap, Encap::L2);
+        let d = parse("new_flow_limit = 5000").unwrap();
+        assert_eq!(d.new_flow_limit, Some(5000));
+        assert_eq!(parse("").unwrap().new_flow_limit, None);
     }
 
     #[test]

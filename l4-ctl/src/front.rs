@@ -264,12 +264,12 @@ fn link_ifindex(path: &Path) -> Result<u32> {
     Ok(link_info(path)?.ifindex)
 }
 
-/// The parts of the kernel's `struct bpf_link_info` for an XDP link that aya does not expose
-/// (the interface).
-struct XdpLinkInfo {
-    id: u32,
-    prog_id: u32,
-    ifindex: u32,
+/// The parts of the kernel's `struct bpf_link_info` for an XDP (or tcx) link that aya does
+/// not expose (the interface).
+pub(crate) struct XdpLinkInfo {
+    pub(crate) id: u32,
+    pub(crate) prog_id: u32,
+    pub(crate) ifindex: u32,
 }
 
 /// The bpf(2) syscall with a `union bpf_attr` given as words.
@@ -290,7 +290,7 @@ unsafe fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> libc::c_long {
 }
 
 /// `BPF_OBJ_GET` on the link's pin, then `BPF_OBJ_GET_INFO_BY_FD`.
-fn link_info(path: &Path) -> Result<XdpLinkInfo> {
+pub(crate) fn link_info(path: &Path) -> Result<XdpLinkInfo> {
     const BPF_OBJ_GET: libc::c_long = 7;
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
     let sys_err = |what: &'static str| FrontError::Pin {
@@ -311,7 +311,7 @@ fn link_info(path: &Path) -> Result<XdpLinkInfo> {
     // SAFETY: the kernel just returned this descriptor to us; OwnedFd closes it.
     let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
     // struct bpf_link_info: type, id, prog_id (u32 each), then an 8-aligned union whose xdp
-    // member starts with ifindex (offset 16).
+    // and tcx members start with ifindex (offset 16).
     let mut info = [0u64; 16];
     let mut attr = [0u64; 16];
     attr[0] = fd.as_raw_fd() as u64 | ((std::mem::size_of_val(&info) as u64) << 32);

@@ -3,6 +3,7 @@
 //! its counters.
 //!
 //! - [`balancer`]: loading the program or opening its pinned maps, and every map operation;
+//! - [`decap`]: the reals' decapsulator for IPIP and GUE (`l4-ctl decap`);
 //! - [`front`]: attaching the program so that it outlives l4-ctl, upgrades, detaching;
 //! - [`lock`]: one writer of the maps at a time;
 //! - [`maglev`]: the Maglev lookup tables (computed here, only read by the program);
@@ -12,12 +13,13 @@
 //! - [`stats`]: one reading of all counters (`stats`, `real list`, `/metrics`);
 //! - [`metrics`]: the Prometheus metrics and their names;
 //! - [`service`]: VIP, address and MAC parsing and their encodings in the maps;
-//! - [`objects`]: the embedded eBPF object of the balancer.
+//! - [`objects`]: the embedded eBPF objects of the balancer and the decapsulator.
 //!
 //! The `l4-ctl` binary (`src/main.rs`) is the command line over these.
 
 pub mod balancer;
 pub mod config;
+pub mod decap;
 pub mod front;
 pub mod health;
 pub mod lock;
@@ -29,4 +31,4 @@ pub mod service;
 pub mod stats;
 
 pub use balancer::{AttachMode, Balancer, BalancerError, DEFAULT_PIN_DIR, Real, RealSpec};
-pub use service::{Mac, Proto, Vip};
+pub use service::{Encap, Mac, Proto, Vip};

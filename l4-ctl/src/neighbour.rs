@@ -2,8 +2,11 @@
 //! front's MAC there, and the real's MAC from the kernel's neighbour table (asking the kernel to
 //! resolve it when the table has no usable entry).
 //!
-//! dl7 forwards at layer 2 (direct server return): a real must be on a segment the front is
-//! attached to, so an address reached through a gateway is refused with a clear message.
+//! A real forwarded at layer 2 (MAC rewrite) must be on a segment the front is attached to, so
+//! for it an address reached through a gateway is refused with a clear message. A real with
+//! an encapsulation may be anywhere the front's routes reach ([`resolve_routed`]): the program
+//! asks the FIB for every frame's next hop, and this module only checks that the kernel will
+//! answer (a route, IP forwarding on) and warms the next hop's neighbour entry.
 //! The kernel is asked through `ip -j` (iproute2), which answers for the network namespace
 //! l4-ctl runs in.
 
@@ -35,9 +38,13 @@ pub enum NeighbourError {
     #[error("{0} is an address of this host, not a real server")]
     Local(IpAddr),
     #[error(
-        "{addr} is reached through the gateway {gateway}: dl7 forwards at layer 2, so a real must share a segment with the front"
+        "{addr} is reached through the gateway {gateway}: forwarded at layer 2, a real must share a segment with the front (use --encap ipip or gue for a routed real)"
     )]
     Gateway { addr: IpAddr, gateway: String },
+    #[error(
+        "IP forwarding is off ({sysctl} = 0): the kernel's FIB answers the program's next-hop lookups for encapsulated reals only when it is on (sysctl -w {sysctl}=1)"
+    )]
+    ForwardingOff { sysctl: String },
     #[error(
         "cannot resolve the MAC of {addr} on {dev}: no ARP/neighbour answer within {}s; is the real up? (or give --mac)",
         RESOLVE_TIMEOUT.as_secs()
@@ -89,8 +96,51 @@ pub fn resolve(addr: IpAddr, mac: Option<Mac>) -> Result<Path, NeighbourError> {
     Ok(Path { dev, src_mac, mac })
 }
 
+/// The front's way to a real behind routers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutedPath {
+    /// The interface the outer packets leave through.
+    pub dev: String,
+    /// The next hop: the gateway, or the real itself when it is on a connected subnet.
+    pub next_hop: IpAddr,
+    /// The next hop's MAC, as the neighbour table has it now.
+    pub next_hop_mac: Mac,
+}
+
+/// Checks that the program's FIB lookups for `addr` will succeed from `ingress` (the
+/// interface the program runs on): a route, IP forwarding on, and a neighbour entry for the
+/// next hop, resolved now if missing (the program cannot resolve one itself).
+pub fn resolve_routed(addr: IpAddr, ingress: &str) -> Result<RoutedPath, NeighbourError> {
+    let sysctl = match addr {
+        IpAddr::V4(_) => format!("net.ipv4.conf.{ingress}.forwarding"),
+        IpAddr::V6(_) => "net.ipv6.conf.all.forwarding".to_owned(),
+    };
+    let path = format!("/proc/sys/{}", sysctl.replace('.', "/"));
+    let on = std::fs::read_to_string(&path).is_ok_and(|v| v.trim() != "0");
+    if !on {
+        return Err(NeighbourError::ForwardingOff { sysctl });
+    }
+    let route = route_entry(addr)?;
+    let dev = route.dev.ok_or(NeighbourError::NoRoute(addr))?;
+    let next_hop = match route.gateway {
+        Some(gateway) => gateway.parse().map_err(|_| NeighbourError::Ip {
+            args: format!("-j route get {addr}"),
+            detail: format!("unexpected gateway {gateway:?}"),
+        })?,
+        None => addr,
+    };
+    let next_hop_mac = neighbour_mac(next_hop, &dev)?;
+    Ok(RoutedPath {
+        dev,
+        next_hop,
+        next_hop_mac,
+    })
+}
+
 /// Runs `ip -j ARGS` and parses its JSON array.
-fn ip_json<T: for<'de> Deserialize<'de>>(args: &[&str]) -> Result<Vec<T>, NeighbourError> {
+pub(crate) fn ip_json<T: for<'de> Deserialize<'de>>(
+    args: &[&str],
+) -> Result<Vec<T>, NeighbourError> {
     let err = |detail: String| NeighbourError::Ip {
         args: format!("-j {}", args.join(" ")),
         detail,
@@ -111,6 +161,15 @@ fn ip_json<T: for<'de> Deserialize<'de>>(args: &[&str]) -> Result<Vec<T>, Neighb
 }
 
 fn route_dev(addr: IpAddr) -> Result<String, NeighbourError> {
+    let route = route_entry(addr)?;
+    if let Some(gateway) = route.gateway {
+        return Err(NeighbourError::Gateway { addr, gateway });
+    }
+    route.dev.ok_or(NeighbourError::NoRoute(addr))
+}
+
+/// The kernel's route to `addr` (not a local address).
+fn route_entry(addr: IpAddr) -> Result<RouteEntry, NeighbourError> {
     let addr_s = addr.to_string();
     let routes: Vec<RouteEntry> = match ip_json(&["route", "get", &addr_s]) {
         Ok(routes) => routes,
@@ -125,10 +184,7 @@ fn route_dev(addr: IpAddr) -> Result<String, NeighbourError> {
     if route.kind.as_deref() == Some("local") {
         return Err(NeighbourError::Local(addr));
     }
-    if let Some(gateway) = route.gateway {
-        return Err(NeighbourError::Gateway { addr, gateway });
-    }
-    route.dev.ok_or(NeighbourError::NoRoute(addr))
+    Ok(route)
 }
 
 fn dev_mac(dev: &str) -> Result<Mac, NeighbourError> {

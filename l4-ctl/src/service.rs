@@ -7,7 +7,7 @@ use std::{
     str::FromStr,
 };
 
-use common::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, VipAddrKey, VipKey};
+use common::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, RealDef, VipAddrKey, VipKey};
 
 /// Transport protocol of a VIP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -149,6 +149,70 @@ pub fn decode_addr(words: [u32; 4], family: u8) -> Option<IpAddr> {
             Some(IpAddr::from(octets))
         }
         _ => None,
+    }
+}
+
+/// How the front sends a real its frames (`--encap`, `encap = ".."`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Encap {
+    /// MAC rewrite: the real shares a layer-2 segment with the front.
+    #[default]
+    L2,
+    /// IPv4 in IPv4 or IPv6 in IPv6, to a real anywhere the front's routes reach.
+    Ipip,
+    /// IP in UDP (GUE variant 1, port 6080): like ipip, and the UDP source port spreads flows
+    /// over the real's receive queues.
+    Gue,
+}
+
+impl Encap {
+    /// The value stored in `RealDef::encap`.
+    pub fn number(self) -> u8 {
+        match self {
+            Encap::L2 => RealDef::ENCAP_L2,
+            Encap::Ipip => RealDef::ENCAP_IPIP,
+            Encap::Gue => RealDef::ENCAP_GUE,
+        }
+    }
+
+    /// The method a stored `RealDef::encap` names (unknown values read as L2, which is what
+    /// the program does with them).
+    pub fn from_number(n: u8) -> Self {
+        match n {
+            RealDef::ENCAP_IPIP => Encap::Ipip,
+            RealDef::ENCAP_GUE => Encap::Gue,
+            _ => Encap::L2,
+        }
+    }
+
+    /// Whether frames to the real get an outer header (and a next hop from the FIB).
+    pub fn is_tunnel(self) -> bool {
+        self != Encap::L2
+    }
+}
+
+impl fmt::Display for Encap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Encap::L2 => "l2",
+            Encap::Ipip => "ipip",
+            Encap::Gue => "gue",
+        })
+    }
+}
+
+impl FromStr for Encap {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "l2" => Ok(Encap::L2),
+            "ipip" => Ok(Encap::Ipip),
+            "gue" => Ok(Encap::Gue),
+            other => Err(format!(
+                "{other:?} is not a forwarding method: use l2, ipip or gue"
+            )),
+        }
     }
 }
 

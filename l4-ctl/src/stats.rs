@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use common::{GlobalCounter, RING_SIZE};
 use serde::Serialize;
 
-use crate::{Balancer, BalancerError, Mac, Real, Vip};
+use crate::{Balancer, BalancerError, Encap, Mac, Real, Vip};
 
 /// The counters and configuration of the front at one moment.
 #[derive(Clone, Debug, Serialize)]
@@ -32,6 +32,9 @@ pub struct RealStats {
     pub address: std::net::IpAddr,
     #[serde(serialize_with = "as_string")]
     pub mac: Mac,
+    /// How frames reach the real (`l2`, `ipip`, `gue`); `mac` is unused unless `l2`.
+    #[serde(serialize_with = "as_string")]
+    pub encap: Encap,
     pub weight: u32,
     pub state: RealState,
     /// Fraction of the VIP's active Maglev table that names this real (new flows' share).
@@ -91,6 +94,7 @@ pub fn real_stats(balancer: &Balancer, vip: &Vip) -> Result<Vec<RealStats>, Bala
             Ok(RealStats {
                 address: r.addr(),
                 mac: Mac(r.def.mac),
+                encap: r.encap(),
                 weight: r.def.weight,
                 state: RealState::of(r),
                 table_share: f64::from(slots.get(&r.id).copied().unwrap_or(0))

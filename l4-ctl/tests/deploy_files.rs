@@ -171,6 +171,7 @@ fn the_alert_rules_use_metrics_the_daemon_exports() {
             reals: vec![RealStats {
                 address: "10.0.1.11".parse().unwrap(),
                 mac: Mac([2, 0, 0, 1, 0, 0x11]),
+                encap: l4_ctl::Encap::L2,
                 weight: 1,
                 state: RealState::Active,
                 table_share: 1.0,

@@ -211,6 +211,7 @@ fn tcp_to_the_vip_is_answered_by_the_servers_directly() {
                     src_mac: front_mac,
                     egress_ifindex: None,
                     weight: 1,
+                    encap: l4_ctl::Encap::L2,
                 },
             )
             .expect("add a real");

@@ -63,7 +63,7 @@ struct Row {
 }
 
 /// Every outcome counter: each frame ends in exactly one of them.
-const OUTCOMES: [C; 12] = [
+const OUTCOMES: [C; 15] = [
     C::PassNotVip,
     C::PassNonIp,
     C::PassVlan,
@@ -76,7 +76,16 @@ const OUTCOMES: [C; 12] = [
     C::DropRedirectFailed,
     C::Tx,
     C::Redirect,
+    C::DropNoRoute,
+    C::DropTooBig,
+    C::DropNoHeadroom,
 ];
+
+#[test]
+fn outcomes_are_exactly_the_outcome_counters() {
+    let listed: Vec<C> = C::ALL.into_iter().filter(|c| c.is_outcome()).collect();
+    assert_eq!(listed, OUTCOMES);
+}
 
 const CLIENT4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
 const VIP4_IP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 1);
@@ -437,6 +446,73 @@ fn tcp_syn_then_established_go_to_the_real_with_only_macs_rewritten() {
     assert_eq!(vip_traffic.bytes, (syn.len() + data.len()) as u64);
     let real = tb.bal.real(&v4, "10.0.0.11".parse().unwrap()).unwrap();
     assert_eq!(tb.bal.real_traffic(real.id).unwrap().packets, 2);
+}
+
+#[test]
+fn a_repeated_syn_leaves_its_flow_entry_alone() {
+    let (tb, v4, _, _) = setup();
+    let syn = frames::tcp_frame(client(40000), v4.addr, TCP_SYN, &[]);
+    assert_eq!(tb.run(&syn), (XDP_TX, rewritten(&syn, 11)));
+    assert_eq!(tb.run(&syn), (XDP_TX, rewritten(&syn, 11)));
+    assert_eq!(tb.counter(C::NewFlows), 1);
+    assert_eq!(tb.counter(C::SynUnchanged), 1);
+    assert_eq!(tb.bal.conn_count().unwrap(), 1);
+}
+
+#[test]
+fn a_syn_whose_entry_names_a_deleted_real_is_placed_anew() {
+    let (mut tb, v4, _, _) = setup();
+    let syn = frames::tcp_frame(client(40000), v4.addr, TCP_SYN, &[]);
+    assert_eq!(tb.run(&syn), (XDP_TX, rewritten(&syn, 11)));
+    tb.add_real(&v4, "10.0.0.21", 21, 1);
+    tb.bal.del_real(&v4, "10.0.0.11".parse().unwrap()).unwrap();
+    assert_eq!(tb.run(&syn), (XDP_TX, rewritten(&syn, 21)));
+    assert_eq!(tb.counter(C::NewFlows), 2);
+    assert_eq!(tb.counter(C::SynUnchanged), 0);
+    let data = frames::tcp_frame(client(40000), v4.addr, TCP_ACK, b"x");
+    assert_eq!(tb.run(&data), (XDP_TX, rewritten(&data, 21)));
+    assert_eq!(tb.counter(C::ConnHits), 1);
+}
+
+#[test]
+fn the_new_flow_guard_forwards_but_does_not_record_beyond_its_limit() {
+    let (mut tb, v4, _, _) = setup();
+    tb.bal
+        .set_settings(common::FrontSettings {
+            new_flow_limit: 2,
+            _pad: 0,
+        })
+        .unwrap();
+    for port in [40000, 40001, 40002] {
+        let syn = frames::tcp_frame(client(port), v4.addr, TCP_SYN, &[]);
+        assert_eq!(tb.run(&syn), (XDP_TX, rewritten(&syn, 11)), "port {port}");
+    }
+    assert_eq!(tb.counter(C::NewFlows), 3);
+    assert_eq!(tb.counter(C::NewFlowsUnrecorded), 1);
+    assert_eq!(tb.bal.conn_count().unwrap(), 2);
+    // The unrecorded flow still reaches its real: the Maglev table gives the same answer.
+    let data = frames::tcp_frame(client(40002), v4.addr, TCP_ACK, b"x");
+    assert_eq!(tb.run(&data), (XDP_TX, rewritten(&data, 11)));
+    // Recorded flows are hits.
+    let data = frames::tcp_frame(client(40000), v4.addr, TCP_ACK, b"x");
+    assert_eq!(tb.run(&data), (XDP_TX, rewritten(&data, 11)));
+    assert_eq!(tb.counter(C::ConnHits), 1);
+}
+
+#[test]
+fn load_sets_the_new_flow_guard_default_and_keeps_a_configured_one() {
+    let (mut tb, _, _, _) = setup();
+    let default = l4_ctl::balancer::default_new_flow_limit(tb.bal.nr_cpus());
+    assert_eq!(tb.bal.settings().unwrap().new_flow_limit, default);
+    assert!(default > 0);
+    tb.bal
+        .set_settings(common::FrontSettings {
+            new_flow_limit: 7,
+            _pad: 0,
+        })
+        .unwrap();
+    let again = tb.reload();
+    assert_eq!(again.settings().unwrap().new_flow_limit, 7);
 }
 
 #[test]

@@ -1,7 +1,10 @@
 //! What every XDP object built from this crate needs exactly once: the license section the
 //! kernel checks at load time, and the panic handler a `no_std` binary must have. The
-//! binaries (`main.rs`, `bin/*.rs`) link this crate with `use l4_ebpf as _;`.
+//! binaries (`main.rs`, `bin/*.rs`) link this crate with `use l4_ebpf as _;`. It also holds
+//! the header access both the balancer and the decapsulator use ([`headers`]).
 #![no_std]
+
+pub mod headers;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -1,22 +1,35 @@
 //! dl7's XDP balancer for the front node.
 //!
-//! Reading order, as in Katran's balancer: [`dl7_xdp`] parses the frame ([`parse`]), looks up
-//! the VIP, finds the flow's real in the connection table or through the VIP's Maglev table,
-//! rewrites the MAC addresses and sends the frame on ([`forward`]). Every frame ends in exactly
-//! one global counter; the maps are in [`maps`], their layouts in the `common` crate.
+//! Reading order, as in Katran's balancer: [`dl7_xdp`] parses the frame ([`parse`]), finds the
+//! flow's real in the connection table or, for new flows, through the VIP's Maglev table,
+//! and sends the frame on ([`forward`]): MAC rewrite, or an outer IPIP/GUE header. Every frame
+//! ends in exactly one global counter; the maps are in [`maps`], their layouts in `common`.
+//!
+//! The order of lookups follows what packets cost most often: an established packet needs
+//! only the port set (an array read) and the connection table, whose entry names the real and
+//! through it the VIP; the VIP table is read only for new flows, misses and ICMP errors.
 #![no_std]
 #![no_main]
 
 use l4_ebpf as _;
 
+mod encap;
 mod forward;
 mod maps;
 mod parse;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
+};
 use common::{ConnValue, GlobalCounter, NO_REAL, RING_SIZE, RealDef, VipKey, VipMeta, flow_hash};
-use maps::{CONNS, REAL_STATS, REALS, RINGS, VIP_ADDRS, VIP_STATS, VIPS, account, count};
+use maps::{
+    CONNS, FLOW_GUARD, REAL_STATS, REALS, RINGS, SETTINGS, VIP_ADDRS, VIP_PORTS, VIP_STATS, VIPS,
+    account, count,
+};
 use parse::{Flow, Frame};
+
+/// Length of the new-flow guard's window.
+const GUARD_WINDOW_NS: u64 = 1_000_000_000;
 
 #[xdp]
 pub fn dl7_xdp(ctx: XdpContext) -> u32 {
@@ -36,66 +49,153 @@ fn decide(ctx: &XdpContext) -> (u32, GlobalCounter) {
             None => (xdp_action::XDP_PASS, GlobalCounter::PassNotVip),
         },
         Frame::Flow(flow) => balance(ctx, &flow),
+        Frame::IcmpError(flow) => icmp_error(ctx, &flow),
     }
 }
 
 #[inline(always)]
 fn balance(ctx: &XdpContext, flow: &Flow) -> (u32, GlobalCounter) {
-    let vip = VipKey {
+    if !vip_port(flow.key.dst_port) {
+        return (xdp_action::XDP_PASS, GlobalCounter::PassNotVip);
+    }
+    if flow.ip_options {
+        count(GlobalCounter::Ipv4Options);
+    }
+    // SAFETY: copied out at once, see `decide`.
+    let conn = (unsafe { CONNS.get(&flow.key) }).copied();
+    if !flow.syn {
+        if let Some(conn) = conn
+            && let Some(real) = live_real(conn.real, conn.generation)
+        {
+            count(GlobalCounter::ConnHits);
+            account(&VIP_STATS, real.vip_id, frame_len(ctx));
+            return send(ctx, flow, conn.real, &real);
+        }
+    }
+    let Some(meta) = vip(flow) else {
+        return (xdp_action::XDP_PASS, GlobalCounter::PassNotVip);
+    };
+    account(&VIP_STATS, meta.vip_id, frame_len(ctx));
+    if !flow.syn {
+        count(GlobalCounter::ConnMisses);
+    }
+    let Some((real_id, real)) = maglev_real(flow, &meta) else {
+        return (xdp_action::XDP_DROP, GlobalCounter::DropNoReal);
+    };
+    record(flow, conn, real_id, &real);
+    send(ctx, flow, real_id, &real)
+}
+
+/// An ICMP error about a VIP's flow goes where the flow's packets go (so that path-MTU
+/// discovery works for the VIP's clients); it never creates or changes a flow entry.
+#[inline(always)]
+fn icmp_error(ctx: &XdpContext, flow: &Flow) -> (u32, GlobalCounter) {
+    if !vip_port(flow.key.dst_port) {
+        return (xdp_action::XDP_PASS, GlobalCounter::PassIcmp);
+    }
+    let Some(meta) = vip(flow) else {
+        return (xdp_action::XDP_PASS, GlobalCounter::PassIcmp);
+    };
+    account(&VIP_STATS, meta.vip_id, frame_len(ctx));
+    // SAFETY: copied out at once, see `decide`.
+    let known = (unsafe { CONNS.get(&flow.key) })
+        .and_then(|conn| Some((conn.real, live_real(conn.real, conn.generation)?)));
+    let Some((real_id, real)) = known.or_else(|| maglev_real(flow, &meta)) else {
+        return (xdp_action::XDP_DROP, GlobalCounter::DropNoReal);
+    };
+    count(GlobalCounter::IcmpToReal);
+    send(ctx, flow, real_id, &real)
+}
+
+#[inline(always)]
+fn send(ctx: &XdpContext, flow: &Flow, real_id: u32, real: &RealDef) -> (u32, GlobalCounter) {
+    account(&REAL_STATS, real_id, frame_len(ctx));
+    forward::to_real(ctx, real, flow)
+}
+
+#[inline(always)]
+fn frame_len(ctx: &XdpContext) -> u64 {
+    (ctx.data_end() - ctx.data()) as u64
+}
+
+/// Whether some VIP uses this (network-order) port.
+#[inline(always)]
+fn vip_port(port: u16) -> bool {
+    VIP_PORTS
+        .get(u16::from_be(port) as u32)
+        .is_some_and(|&n| n != 0)
+}
+
+#[inline(always)]
+fn vip(flow: &Flow) -> Option<VipMeta> {
+    let key = VipKey {
         addr: flow.key.dst,
         port: flow.key.dst_port,
         proto: flow.key.proto,
         family: flow.key.family,
     };
     // SAFETY: copied out at once, see `decide`.
-    let Some(meta) = (unsafe { VIPS.get(&vip) }).copied() else {
-        return (xdp_action::XDP_PASS, GlobalCounter::PassNotVip);
-    };
-    let frame_len = (ctx.data_end() - ctx.data()) as u64;
-    account(&VIP_STATS, meta.vip_id, frame_len);
-    if flow.ip_options {
-        count(GlobalCounter::Ipv4Options);
-    }
-    let Some((real_id, real)) = pick_real(flow, &meta) else {
-        return (xdp_action::XDP_DROP, GlobalCounter::DropNoReal);
-    };
-    account(&REAL_STATS, real_id, frame_len);
-    forward::to_real(ctx, &real)
+    unsafe { VIPS.get(&key) }.copied()
 }
 
-/// The real for this packet: the flow's entry in the connection table when it has one and
-/// its real still exists (drained reals keep their flows), otherwise (and always for a SYN)
-/// the VIP's Maglev table, recording the choice for the flow's next packets.
+/// The real the VIP's Maglev table gives this flow, if it may receive new flows.
 #[inline(always)]
-fn pick_real(flow: &Flow, meta: &VipMeta) -> Option<(u32, RealDef)> {
-    if !flow.syn {
-        // SAFETY: copied out at once, see `decide`.
-        if let Some(conn) = (unsafe { CONNS.get(&flow.key) }).copied() {
-            if let Some(real) = live_real(conn.real, conn.generation) {
-                count(GlobalCounter::ConnHits);
-                return Some((conn.real, real));
-            }
-        }
-        count(GlobalCounter::ConnMisses);
-    }
+fn maglev_real(flow: &Flow, meta: &VipMeta) -> Option<(u32, RealDef)> {
     let ring = RINGS.get(meta.ring)?;
     let real_id = *ring.get(ring_slot(flow))?;
     if real_id == NO_REAL {
         return None;
     }
     let real = *REALS.get(real_id)?;
-    if real.flags & RealDef::FLAG_ACTIVE == 0 {
-        return None;
-    }
+    (real.flags & RealDef::FLAG_ACTIVE != 0).then_some((real_id, real))
+}
+
+/// Records a new flow's real in the connection table, unless the table already says the
+/// same (a repeated SYN) or the new-flow guard's budget for this second is spent.
+#[inline(always)]
+fn record(flow: &Flow, old: Option<ConnValue>, real_id: u32, real: &RealDef) {
     let conn = ConnValue {
         real: real_id,
         generation: real.generation,
     };
+    if old == Some(conn) {
+        count(GlobalCounter::SynUnchanged);
+        return;
+    }
+    count(GlobalCounter::NewFlows);
+    if !guard_admits() {
+        count(GlobalCounter::NewFlowsUnrecorded);
+        return;
+    }
     if CONNS.insert(&flow.key, &conn, 0).is_err() {
         count(GlobalCounter::ConnInsertFailed);
     }
-    count(GlobalCounter::NewFlows);
-    Some((real_id, real))
+}
+
+/// The new-flow guard: at most `new_flow_limit` connection-table writes per second on this
+/// CPU, so that a flood of new flows cannot push established ones out of the LRU table.
+#[inline(always)]
+fn guard_admits() -> bool {
+    let limit = SETTINGS.get(0).map_or(0, |s| s.new_flow_limit);
+    if limit == 0 {
+        return true;
+    }
+    let Some(window) = FLOW_GUARD.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: per-CPU value, only this program on this CPU touches it.
+    let window = unsafe { &mut *window };
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now.wrapping_sub(window.start_ns) >= GUARD_WINDOW_NS {
+        window.start_ns = now;
+        window.recorded = 0;
+    }
+    if window.recorded >= limit as u64 {
+        return false;
+    }
+    window.recorded += 1;
+    true
 }
 
 /// The flow's slot in a Maglev table. LLVM turns `% RING_SIZE` into a multiply and shifts

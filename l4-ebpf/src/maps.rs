@@ -9,8 +9,9 @@ use aya_ebpf::{
     maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray},
 };
 use common::{
-    CONN_TABLE_SIZE, ConnValue, FlowKey, GlobalCounter, HealthSpec, MAX_REALS, MAX_TX_PORTS,
-    MAX_VIPS, RING_SIZE, RealDef, TrafficCounters, VipAddrKey, VipKey, VipMeta, map_name,
+    CONN_TABLE_SIZE, ConnValue, FlowKey, FrontSettings, GlobalCounter, HealthSpec, MAX_REALS,
+    MAX_TX_PORTS, MAX_VIPS, NewFlowWindow, RING_SIZE, RealDef, TrafficCounters, VIP_PORT_SLOTS,
+    VipAddrKey, VipKey, VipMeta, map_name,
 };
 
 /// `BPF_F_NO_COMMON_LRU`: one LRU list per CPU, so inserts on different CPUs never contend.
@@ -83,6 +84,22 @@ map_name!(HEALTH => pinned!(
     /// object so that it is created and pinned with the others and survives upgrades like
     /// them.
     pub static HEALTH: Array<HealthSpec> = Array::pinned(MAX_VIPS, 0)
+));
+
+map_name!(VIP_PORTS => pinned!(
+    /// Port number (host order) -> how many VIPs use it. One array read tells a packet to a
+    /// port no VIP uses from one that needs the flow and VIP lookups.
+    pub static VIP_PORTS: Array<u32> = Array::pinned(VIP_PORT_SLOTS, 0)
+));
+
+map_name!(SETTINGS => pinned!(
+    /// The front's settings (index 0), written by l4-ctl.
+    pub static SETTINGS: Array<FrontSettings> = Array::pinned(1, 0)
+));
+
+map_name!(FLOW_GUARD => pinned!(
+    /// The new-flow guard's window on this CPU (index 0).
+    pub static FLOW_GUARD: PerCpuArray<NewFlowWindow> = PerCpuArray::pinned(1, 0)
 ));
 
 /// Adds one to a global counter (this CPU's copy: no atomics needed).

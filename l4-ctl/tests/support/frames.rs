@@ -166,3 +166,117 @@ pub fn checksum(bytes: &[u8]) -> u16 {
     }
     !(sum as u16)
 }
+
+/// The outer headers of L3 direct server return, written from the wire format dl7 shares with
+/// Katran (not from the program's code): IPIP and GUE variant 1, and the sources made from
+/// the client's address and port.
+pub mod encap {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    /// GUE's UDP destination port.
+    pub const GUE_PORT: u16 = 6080;
+
+    /// An outer IPv4 header (ID 0, TTL 64, DF as given, no options) around `payload`.
+    pub fn ipv4(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: u8,
+        tos: u8,
+        df: bool,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut p = Vec::with_capacity(20 + payload.len());
+        p.extend_from_slice(&[0x45, tos]);
+        p.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 0]);
+        p.extend_from_slice(&(if df { 0x4000u16 } else { 0 }).to_be_bytes());
+        p.extend_from_slice(&[64, proto, 0, 0]);
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        let sum = super::checksum(&p);
+        p[10..12].copy_from_slice(&sum.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    /// An outer IPv6 header (flow label 0, hop limit 64) around `payload`.
+    pub fn ipv6(
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        next: u8,
+        traffic_class: u8,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut p = Vec::with_capacity(40 + payload.len());
+        p.extend_from_slice(&[0x60 | (traffic_class >> 4), traffic_class << 4, 0, 0]);
+        p.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[next, 64]);
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    /// A UDP header to the GUE port (checksum zero) around `payload`.
+    pub fn gue(src_port: u16, payload: &[u8]) -> Vec<u8> {
+        super::udp(src_port, GUE_PORT, payload)
+    }
+
+    /// IPIP's outer IPv4 source: 172.16.x.y, x and y the client's last two octets XOR the
+    /// port's low and high byte.
+    pub fn ipip_source_v4(client: Ipv4Addr, port: u16) -> Ipv4Addr {
+        let c = client.octets();
+        let [hi, lo] = port.to_be_bytes();
+        Ipv4Addr::new(172, 16, c[2] ^ lo, c[3] ^ hi)
+    }
+
+    /// IPIP's outer IPv6 source: 100::/64, the last four octets the client's, the first two of
+    /// them XOR the port's bytes.
+    pub fn ipip_source_v6(client: Ipv6Addr, port: u16) -> Ipv6Addr {
+        let c = client.octets();
+        let [hi, lo] = port.to_be_bytes();
+        let mut o = [0u8; 16];
+        o[0] = 1;
+        o[12..].copy_from_slice(&[c[12] ^ hi, c[13] ^ lo, c[14], c[15]]);
+        Ipv6Addr::from(o)
+    }
+
+    /// GUE's UDP source port for an IPv4 client: on the wire, the port's low byte XOR the
+    /// client's third octet, then its high byte XOR the fourth.
+    pub fn gue_port_v4(client: Ipv4Addr, port: u16) -> u16 {
+        let c = client.octets();
+        let [hi, lo] = port.to_be_bytes();
+        u16::from_be_bytes([lo ^ c[2], hi ^ c[3]])
+    }
+
+    /// GUE's UDP source port for an IPv6 client: the client's 13th and 14th octets XOR the
+    /// port's bytes.
+    pub fn gue_port_v6(client: Ipv6Addr, port: u16) -> u16 {
+        let c = client.octets();
+        let [hi, lo] = port.to_be_bytes();
+        u16::from_be_bytes([c[12] ^ hi, c[13] ^ lo])
+    }
+}
+
+/// ICMP errors as routers send them, quoting the packet that caused them.
+pub mod icmp {
+    /// ICMP "destination unreachable".
+    pub const DEST_UNREACH: u8 = 3;
+    /// Its code "fragmentation needed and DF set".
+    pub const FRAG_NEEDED: u8 = 4;
+    /// ICMP echo request.
+    pub const ECHO: u8 = 8;
+    /// ICMPv6 "packet too big".
+    pub const V6_PACKET_TOO_BIG: u8 = 2;
+    /// ICMPv6 echo request.
+    pub const V6_ECHO: u8 = 128;
+
+    /// An ICMP (or ICMPv6) message: type, code, the 4-byte rest of the header (e.g. the next-hop
+    /// MTU) and the quoted packet; the checksum is left zero (the program never reads it).
+    pub fn message(kind: u8, code: u8, rest: u32, quoted: &[u8]) -> Vec<u8> {
+        let mut m = vec![kind, code, 0, 0];
+        m.extend_from_slice(&rest.to_be_bytes());
+        m.extend_from_slice(quoted);
+        m
+    }
+}

@@ -22,6 +22,7 @@ use frames::FRONT_MAC;
 pub use frames::action::*;
 
 pub mod daemon;
+pub mod fib;
 pub mod frames;
 pub mod netns;
 pub mod objects;
@@ -49,6 +50,11 @@ impl TestBalancer {
     /// Runs `frame` through the program once: the action and the frame as it left.
     pub fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
         test_run(self.bal.program().expect("program"), frame)
+    }
+
+    /// Loads the program again over the same pinned maps (an in-place upgrade).
+    pub fn reload(&self) -> Balancer {
+        Balancer::load(&self.pin_dir).expect("load the XDP program again")
     }
 
     pub fn counter(&self, c: GlobalCounter) -> u64 {
@@ -81,11 +87,16 @@ pub fn require_root(why: &str) {
 /// Runs `frame` through `program` once with BPF_PROG_TEST_RUN: the action and the frame as
 /// it left.
 pub fn test_run(program: &Xdp, frame: &[u8]) -> (u32, Vec<u8>) {
+    run_with_ctx(program, frame, None)
+}
+
+fn run_with_ctx(program: &Xdp, frame: &[u8], ctx: Option<&[u8]>) -> (u32, Vec<u8>) {
     let mut out = vec![0u8; frame.len() + 256];
     let result = program
         .test_run(TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
+            ctx_in: ctx,
             ..TestRunOptions::default()
         })
         .expect("BPF_PROG_TEST_RUN");
@@ -105,6 +116,7 @@ pub fn real_spec(addr: IpAddr, n: u8, weight: u32) -> RealSpec {
         src_mac: FRONT_MAC,
         egress_ifindex: None,
         weight,
+        encap: l4_ctl::Encap::L2,
     }
 }
 
@@ -114,4 +126,115 @@ pub fn rewritten(frame: &[u8], n: u8) -> Vec<u8> {
     out[..6].copy_from_slice(&real_mac(n).0);
     out[6..12].copy_from_slice(&FRONT_MAC.0);
     out
+}
+
+/// Runs `frame` through `program` once as if it had arrived on interface `ifindex` (of the
+/// calling thread's network namespace), which is what the program's FIB lookups start from.
+pub fn test_run_on(program: &Xdp, frame: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+    // egress_ifindex.
+    let words = [0, frame.len() as u32, 0, ifindex, 0, 0];
+    let ctx: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    run_with_ctx(program, frame, Some(&ctx))
+}
+
+/// The reals' decapsulator loaded with a pin directory of its own (removed on drop), both its
+/// programs ready to test-run.
+pub struct TestDecap {
+    ebpf: aya::Ebpf,
+    pin_dir: PathBuf,
+}
+
+impl TestDecap {
+    /// Loads it and makes `addrs` its set of own addresses.
+    pub fn new(addrs: &[IpAddr]) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        require_root("these tests load an XDP program");
+        let pin_dir = PathBuf::from(format!(
+            "/sys/fs/bpf/dl7-test-decap-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&pin_dir);
+        std::fs::create_dir_all(&pin_dir).expect("pin directory");
+        let mut ebpf = aya::EbpfLoader::new()
+            .default_map_pin_directory(&pin_dir)
+            .load(l4_ctl::objects::DECAP)
+            .expect("load the decapsulator");
+        let xdp: &mut Xdp = ebpf
+            .program_mut(common::DECAP_PROGRAM_NAME)
+            .expect("XDP program")
+            .try_into()
+            .expect("an XDP program");
+        xdp.load().expect("verify the XDP program");
+        let tc: &mut aya::programs::SchedClassifier = ebpf
+            .program_mut(common::DECAP_TC_PROGRAM_NAME)
+            .expect("tc program")
+            .try_into()
+            .expect("a tc program");
+        tc.load().expect("verify the tc program");
+        let mut map = aya::maps::HashMap::<_, common::DecapAddrKey, u8>::try_from(
+            ebpf.map_mut(common::map_names::DECAP_ADDRS)
+                .expect("address map"),
+        )
+        .expect("a hash map");
+        for addr in addrs {
+            let (words, family) = l4_ctl::service::encode_addr(*addr);
+            let key = common::DecapAddrKey {
+                addr: words,
+                family,
+                _pad: [0; 3],
+            };
+            map.insert(key, 1, 0).expect("insert an address");
+        }
+        TestDecap { ebpf, pin_dir }
+    }
+
+    /// Runs `frame` through the XDP program: the action and the frame as it left.
+    pub fn run_xdp(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let program: &Xdp = self
+            .ebpf
+            .program(common::DECAP_PROGRAM_NAME)
+            .expect("XDP program")
+            .try_into()
+            .expect("an XDP program");
+        test_run(program, frame)
+    }
+
+    /// Runs `frame` through the tc program: the tc action and the frame as it left.
+    pub fn run_tc(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let program: &aya::programs::SchedClassifier = self
+            .ebpf
+            .program(common::DECAP_TC_PROGRAM_NAME)
+            .expect("tc program")
+            .try_into()
+            .expect("a tc program");
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(result.data_size_out as usize);
+        (result.return_value, out)
+    }
+
+    /// A counter, summed over the CPUs.
+    pub fn counter(&self, c: common::DecapCounter) -> u64 {
+        let map = aya::maps::PerCpuArray::<_, u64>::try_from(
+            self.ebpf
+                .map(common::map_names::DECAP_STATS)
+                .expect("counter map"),
+        )
+        .expect("a per-CPU array");
+        map.get(&(c as u32), 0).expect("read").iter().sum()
+    }
+}
+
+impl Drop for TestDecap {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
 }
