@@ -1,27 +1,56 @@
 #!/bin/sh
-# Prepares a real server for dl7's direct server return (the IPVS-DR model): the front node
-# forwards VIP traffic to this host with only the MAC rewritten, so this host must accept
-# packets for the VIP without ever answering ARP/ND for it (only the front does), and must
-# send replies from the VIP straight to the client.
+# Prepares a real server for dl7's direct server return: the front node forwards VIP traffic
+# to this host either with only the MAC rewritten (l2, the IPVS-DR model) or inside an outer
+# IPIP/GUE header (ipip, gue: the real may sit behind routers). Either way this host must
+# accept packets for the VIP without ever answering ARP/ND for it (only the front does), and
+# must send replies from the VIP straight to the client.
 #
-#   deploy/real-server-setup.sh VIP [VIP ...]        add (idempotent)
-#   deploy/real-server-setup.sh --remove VIP [...]   undo the addresses
+#   deploy/real-server-setup.sh VIP [VIP ...]                 add (idempotent)
+#   deploy/real-server-setup.sh --decap IFACE VIP [VIP ...]   also decapsulate on IFACE
+#   deploy/real-server-setup.sh --remove VIP [...]            undo the addresses (and detach
+#                                                             the decapsulator if attached)
+#
+# --decap IFACE (for reals the front reaches with --encap ipip|gue): attaches dl7's
+# decapsulator to IFACE (`l4-ctl decap attach`, native XDP; DECAP_MODE=generic or tc where
+# that fails) - no ipip/fou module or tunnel device is needed - and sets an advertised MSS on
+# every route through IFACE, so that clients' segments still fit IFACE's MTU once the front
+# has wrapped them (IPv4: MTU - 40 - 28 for GUE's outer IPv4 + UDP; IPv6: MTU - 60 - 48).
+# The l4-ctl binary is taken from $L4_CTL (default: l4-ctl on PATH); DECAP_PIN_DIR sets its
+# pin directory (default /sys/fs/bpf/dl7-decap).
 #
 # VIP is an address without port or prefix, IPv4 or IPv6. Run as root on each real server
 # (the testbed runs it inside every server's network namespace).
 set -eu
 
 usage() {
-    echo "usage: $0 [--remove] VIP [VIP ...]" >&2
+    echo "usage: $0 [--remove] [--decap IFACE] VIP [VIP ...]" >&2
     exit 2
 }
 
 remove=0
-if [ "${1:-}" = "--remove" ]; then
-    remove=1
-    shift
-fi
+decap=""
+while [ "$#" -gt 0 ]; do
+    case "$1" in
+        --remove) remove=1; shift ;;
+        --decap)
+            [ "$#" -ge 2 ] || usage
+            decap=$2
+            shift 2
+            ;;
+        --*) usage ;;
+        *) break ;;
+    esac
+done
 [ "$#" -ge 1 ] || usage
+l4ctl=${L4_CTL:-l4-ctl}
+pin_args=""
+if [ -n "${DECAP_PIN_DIR:-}" ]; then
+    pin_args="--decap-pin-dir $DECAP_PIN_DIR"
+fi
+if [ -n "$decap" ] && ! ip link show dev "$decap" >/dev/null 2>&1; then
+    echo "$0: --decap $decap: no such interface" >&2
+    exit 2
+fi
 
 for vip in "$@"; do
     case "$vip" in
@@ -39,7 +68,13 @@ for vip in "$@"; do
         ip addr add "$vip/$prefix" dev lo
     fi
 done
-[ "$remove" = 1 ] && exit 0
+if [ "$remove" = 1 ]; then
+    if [ -n "$decap" ]; then
+        # shellcheck disable=SC2086
+        "$l4ctl" decap $pin_args detach || true
+    fi
+    exit 0
+fi
 ip link set lo up
 
 # Never answer ARP for an address that is not on the receiving interface (lo's VIP), and
@@ -57,4 +92,20 @@ sysctl -q -w net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.default.rp_filter=2
 for conf in /proc/sys/net/ipv4/conf/*; do
     sysctl -q -w "net.ipv4.conf.${conf##*/}.rp_filter=2"
 done
+if [ -n "$decap" ]; then
+    # shellcheck disable=SC2086
+    "$l4ctl" decap $pin_args attach --iface "$decap" --mode "${DECAP_MODE:-native}"
+    mtu=$(ip -o link show dev "$decap" | sed -n 's/.* mtu \([0-9]*\).*/\1/p')
+    # Every route through IFACE (the default route among them): `ip route change` with the
+    # route as listed, the device and the MSS. Idempotent.
+    ip -4 route show dev "$decap" | sed -e 's/ advmss [0-9]*//' -e 's/ linkdown//' | while read -r route; do
+        # shellcheck disable=SC2086
+        ip -4 route change $route dev "$decap" advmss $((mtu - 68))
+    done
+    ip -6 route show dev "$decap" 2>/dev/null | grep -v '^fe80' |
+        sed -e 's/ advmss [0-9]*//' -e 's/ linkdown//' -e 's/ pref [a-z]*//' | while read -r route; do
+        # shellcheck disable=SC2086
+        ip -6 route change $route dev "$decap" advmss $((mtu - 108))
+    done
+fi
 echo "dl7 real server ready for: $*"

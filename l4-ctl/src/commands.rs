@@ -117,11 +117,11 @@ fn check_environment(pin_dir: &Path) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("l4-ctl must run as root (it loads eBPF programs and opens pinned maps)");
     }
-    let fs_dir = if pin_dir.exists() {
-        pin_dir
-    } else {
-        pin_dir.parent().unwrap_or(Path::new("/"))
-    };
+    // The pin directory, or the nearest of its parents that exists (l4-ctl creates the rest).
+    let fs_dir = pin_dir
+        .ancestors()
+        .find(|dir| dir.exists())
+        .unwrap_or(Path::new("/"));
     let c_path = CString::new(fs_dir.as_os_str().as_bytes())
         .with_context(|| format!("{} is not a usable path", fs_dir.display()))?;
     // SAFETY: statfs writes into the zeroed struct we pass; the path is NUL-terminated.

@@ -132,8 +132,14 @@ pub struct DecapStatus {
     pub program_id: u32,
     /// The addresses outer packets must be sent to, to be stripped.
     pub addresses: Vec<IpAddr>,
-    /// Every counter of [`DecapCounter`], by name, summed over the CPUs.
+    /// Every counter of [`DecapCounter`], by name, summed over the CPUs (a JSON object in
+    /// the counters' order).
+    #[serde(serialize_with = "as_object")]
     pub counters: Vec<(&'static str, u64)>,
+}
+
+fn as_object<S: serde::Serializer>(pairs: &[(&'static str, u64)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(pairs.iter().map(|(k, v)| (*k, *v)))
 }
 
 /// The link pinned under `pin_dir` and the mode its name records.

@@ -82,7 +82,7 @@ fn scenarios(parts: &Parts) -> Result<()> {
     Ok(())
 }
 
-fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+pub(crate) fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     eprintln!("e2e: {name}");
     let start = Instant::now();
     f().with_context(|| format!("e2e scenario {name}"))?;
@@ -91,7 +91,7 @@ fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
 }
 
 /// A closed-loop run of the synthetic workload from the client namespace.
-fn load_config(tb: &Testbed, requests: u64, concurrency: usize) -> Result<LoadConfig> {
+pub(crate) fn load_config(tb: &Testbed, requests: u64, concurrency: usize) -> Result<LoadConfig> {
     let mut config = LoadConfig::new(tb.vip);
     config.workload = Workload::Synthetic {
         objects: OBJECTS,
@@ -108,11 +108,11 @@ fn load_config(tb: &Testbed, requests: u64, concurrency: usize) -> Result<LoadCo
     Ok(config)
 }
 
-fn run_load(tb: &Testbed, config: &LoadConfig) -> Result<LoadReport> {
+pub(crate) fn run_load(tb: &Testbed, config: &LoadConfig) -> Result<LoadReport> {
     in_netns(&tb.client_ns, || load::run(config))?
 }
 
-fn warm(tb: &Testbed, requests: u64) -> Result<LoadReport> {
+pub(crate) fn warm(tb: &Testbed, requests: u64) -> Result<LoadReport> {
     // 32 connections: every server gets some (Maglev spreads them like random choices).
     let report = run_load(tb, &load_config(tb, requests, 32)?)?;
     ensure!(
@@ -126,15 +126,15 @@ fn warm(tb: &Testbed, requests: u64) -> Result<LoadReport> {
 }
 
 /// The front's counters as `l4-ctl stats --json` prints them.
-fn front_stats(tb: &Testbed) -> Result<serde_json::Value> {
+pub(crate) fn front_stats(tb: &Testbed) -> Result<serde_json::Value> {
     Ok(serde_json::from_str(&tb.l4_ctl(&["stats", "--json"])?)?)
 }
 
-fn global(stats: &serde_json::Value, name: &str) -> u64 {
+pub(crate) fn global(stats: &serde_json::Value, name: &str) -> u64 {
     stats["global"][name].as_u64().unwrap_or(0)
 }
 
-fn through_the_vip(tb: &Testbed) -> Result<()> {
+pub(crate) fn through_the_vip(tb: &Testbed) -> Result<()> {
     let before = front_stats(tb)?;
     let report = warm(tb, 3000)?;
     let after = front_stats(tb)?;
@@ -213,12 +213,12 @@ fn exclusive_placement(tb: &Testbed) -> Result<()> {
 }
 
 /// A keep-alive HTTP/1.1 client connection from a chosen source address and port.
-struct KeepAlive {
+pub(crate) struct KeepAlive {
     reader: BufReader<TcpStream>,
 }
 
 impl KeepAlive {
-    fn connect(tb: &Testbed, src: SocketAddrV4) -> Result<Self> {
+    pub(crate) fn connect(tb: &Testbed, src: SocketAddrV4) -> Result<Self> {
         let dst = tb.vip;
         let stream = in_netns(&tb.client_ns, || -> Result<TcpStream> {
             let socket = socket2::Socket::new(
@@ -240,7 +240,7 @@ impl KeepAlive {
     }
 
     /// One GET; the status. The connection stays open.
-    fn get(&mut self, path: &str) -> Result<u16> {
+    pub(crate) fn get(&mut self, path: &str) -> Result<u16> {
         // One write: a request in several small segments waits on delayed ACKs.
         self.reader
             .get_mut()
@@ -272,14 +272,14 @@ impl KeepAlive {
 }
 
 /// The real `l4-ctl lookup` names for a new flow from `src`.
-fn real_for(tb: &Testbed, src: SocketAddrV4) -> Result<String> {
+pub(crate) fn real_for(tb: &Testbed, src: SocketAddrV4) -> Result<String> {
     Ok(tb
         .l4_ctl(&["lookup", &tb.vip_service(), "--src", &src.to_string()])?
         .trim()
         .to_owned())
 }
 
-fn real_packets(tb: &Testbed, addr: &str) -> Result<u64> {
+pub(crate) fn real_packets(tb: &Testbed, addr: &str) -> Result<u64> {
     let stats = front_stats(tb)?;
     stats["vips"][0]["reals"]
         .as_array()
@@ -290,12 +290,17 @@ fn real_packets(tb: &Testbed, addr: &str) -> Result<u64> {
         .with_context(|| format!("no real {addr} in the front's stats"))
 }
 
-fn client_addr(tb: &Testbed, i: usize) -> Result<std::net::Ipv4Addr> {
+pub(crate) fn client_addr(tb: &Testbed, i: usize) -> Result<std::net::Ipv4Addr> {
     Ok(tb.client_addrs[i % tb.client_addrs.len()])
 }
 
 fn drain(tb: &Testbed) -> Result<()> {
-    let src = SocketAddrV4::new(client_addr(tb, 0)?, 41000);
+    drain_from(tb, SocketAddrV4::new(client_addr(tb, 0)?, 41000))
+}
+
+/// Drains the real a connection from `src` reaches: that established connection keeps
+/// working, new connections avoid the real; its weight is restored afterwards.
+pub(crate) fn drain_from(tb: &Testbed, src: SocketAddrV4) -> Result<()> {
     let drained = real_for(tb, src)?;
     let mut established = KeepAlive::connect(tb, src)?;
     ensure!(established.get("/obj/1?size=100")? == 200);

@@ -22,6 +22,8 @@ mod cmd;
 mod demo;
 #[cfg(feature = "full")]
 mod e2e;
+#[cfg(feature = "full")]
+mod e2e_routed;
 mod ebpf;
 mod setup;
 mod test;
@@ -162,9 +164,13 @@ fn run(task: Task) -> Result<()> {
 fn run_full_task(root: &Path, task: FullTask) -> Result<()> {
     match task {
         FullTask::Demo(args) => demo::run(root, args),
-        FullTask::E2e => e2e::run(root),
+        FullTask::E2e => {
+            e2e::run(root)?;
+            e2e_routed::run(root)
+        }
         FullTask::TestScenarios => {
             e2e::run(root).context("the end-to-end scenarios failed")?;
+            e2e_routed::run(root).context("the routed-reals scenarios failed")?;
             cache_tests::run_check(root).context("the cache-tests check failed")?;
             bench::run_quick(root)
         }

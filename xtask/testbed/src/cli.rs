@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use crate::plan::{DEFAULT_NAME, MAX_SERVERS, Mode, Parts, Spec, parse_name};
+use crate::plan::{DEFAULT_NAME, Encap, MAX_SERVERS, Mode, Parts, Spec, parse_name};
 use crate::testbed::{self, Testbed};
 
 #[derive(Subcommand)]
@@ -56,6 +56,13 @@ pub struct UpArgs {
     /// Relay cache of each sidecar, bytes (0 turns it off) [default: the sidecar's].
     #[arg(long)]
     pub relay_cache_bytes: Option<u64>,
+    /// Put this many of the servers (the last ones) in a second subnet behind a router; the
+    /// front reaches them with --encap and they decapsulate in native XDP.
+    #[arg(long, default_value_t = 0)]
+    pub l3_servers: u16,
+    /// How the front reaches the routed servers.
+    #[arg(long, value_enum, default_value = "ipip")]
+    pub encap: Encap,
 }
 
 impl From<&UpArgs> for Spec {
@@ -70,6 +77,8 @@ impl From<&UpArgs> for Spec {
             central: a.central,
             sidecar_threads: a.sidecar_threads,
             relay_cache_bytes: a.relay_cache_bytes,
+            l3_servers: a.l3_servers,
+            encap: a.encap,
         }
     }
 }
@@ -115,9 +124,16 @@ fn print_status(t: &Testbed, json: bool) -> Result<()> {
             c.addr, c.ns, c.metrics
         );
     }
+    if let Some(router) = &t.router_ns {
+        println!("  router 10.214.0.1 / 10.215.0.1 in {router}");
+    }
     for s in &t.servers {
+        let reached = match s.encap {
+            Some(encap) => format!(", behind the router, {} + decap", encap.as_str()),
+            None => String::new(),
+        };
         println!(
-            "  {} {} (namespace {}, peer {}, metrics http://{}/metrics)",
+            "  {} {} (namespace {}, peer {}, metrics http://{}/metrics{reached})",
             s.name, s.addr, s.ns, s.peer, s.metrics
         );
     }

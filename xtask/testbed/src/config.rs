@@ -31,12 +31,13 @@ pub(crate) fn update(path: &Path, values: &[(&str, toml::Value)]) -> Result<()> 
     fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// deploy/dl7.toml's first VIP (its health check) with the testbed's VIP and reals; health
-/// checks ask the sidecars' own health endpoint on `health_port`.
-pub(crate) fn front(
+/// deploy/dl7.toml's first VIP (its health check) with the testbed's VIP and reals (each with
+/// its encapsulation, if any); health checks ask the sidecars' own health endpoint on
+/// `health_port`.
+pub(crate) fn front<'a>(
     template: &Path,
     vip: &str,
-    reals: impl Iterator<Item = SocketAddr>,
+    reals: impl Iterator<Item = (SocketAddr, Option<&'a str>)>,
     health_port: u16,
 ) -> Result<String> {
     let text =
@@ -56,9 +57,12 @@ pub(crate) fn front(
         health.insert("path".into(), "/healthz".into());
     }
     let reals: Vec<toml::Value> = reals
-        .map(|addr| {
+        .map(|(addr, encap)| {
             let mut t = toml::Table::new();
             t.insert("address".into(), addr.ip().to_string().into());
+            if let Some(encap) = encap {
+                t.insert("encap".into(), encap.into());
+            }
             toml::Value::Table(t)
         })
         .collect();

@@ -5,7 +5,10 @@
 //!   front  (10.214.0.2, VIP 10.214.0.100 answers ARP, XDP) ─┤
 //!   central (10.214.0.3:80, with --central) ─┤
 //!   origin (10.214.0.5:8000) ─┤── bridge (namespace <name>-br)
-//!   srv1..N (10.214.0.21.., VIP on lo) ─┘
+//!   srv1..N (10.214.0.21.., VIP on lo) ─┤
+//!   router (10.214.0.1, with --l3-servers) ─┘
+//!     └── 10.215.0.1 ── bridge (namespace <name>-br2) ── srvN-K+1..N (10.215.0.21+.., VIP
+//!                       on lo, decapsulator on eth0; the front sends them IPIP or GUE)
 //! ```
 //!
 //! Everything is brought up the way an operator would, one step per role ([`roles`]): the
@@ -25,8 +28,8 @@
 //! removes every namespace, process, pin directory and cgroup of the testbed, also when the
 //! state file is missing (after a crash), because all of them carry the testbed's name.
 //!
-//! Besides the testbed, the helpers every test of the project shares: [`in_netns`] and
-//! [`metrics::Metrics`] with [`metrics::scrape`].
+//! Besides the testbed, the helpers every test of the project shares: [`in_netns`],
+//! [`metrics::Metrics`] with [`metrics::scrape`], and hand-built packets ([`packet`]).
 
 mod cgroup;
 pub mod cli;
@@ -35,11 +38,12 @@ pub mod http;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod netns;
+pub mod packet;
 pub mod plan;
 pub mod process;
 mod roles;
 mod testbed;
 
 pub use netns::{enter_netns, http_get, in_netns, switch_ns};
-pub use plan::{CENTRAL_ROLE, DEFAULT_NAME, MAX_SERVERS, Mode, PACKAGES, Parts, Spec};
+pub use plan::{CENTRAL_ROLE, DEFAULT_NAME, Encap, MAX_SERVERS, Mode, PACKAGES, Parts, Spec};
 pub use testbed::{Testbed, attach, down, up};

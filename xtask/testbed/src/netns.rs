@@ -81,31 +81,45 @@ pub fn switch_ns(name: &str) -> String {
     ns_name(name, "br")
 }
 
-/// Creates the switch: a namespace holding bridge `br0`.
-pub(crate) fn add_switch(name: &str) -> Result<String> {
-    let br = switch_ns(name);
-    ip(&["netns", "add", &br])?;
-    ip(&["-n", &br, "link", "add", "br0", "type", "bridge"])?;
-    ip(&["-n", &br, "link", "set", "br0", "up"])?;
-    Ok(br)
+/// The second switch of testbed `name`: the routed servers' subnet behind the router.
+pub(crate) fn l3_switch_ns(name: &str) -> String {
+    ns_name(name, "br2")
 }
 
-/// A host namespace joined to the switch by a veth (`eth0` inside, `v<role>` on the bridge).
+/// Creates a switch: namespace `br` holding bridge `br0`.
+pub(crate) fn add_switch(br: &str) -> Result<String> {
+    ip(&["netns", "add", br])?;
+    ip(&["-n", br, "link", "add", "br0", "type", "bridge"])?;
+    ip(&["-n", br, "link", "set", "br0", "up"])?;
+    Ok(br.to_owned())
+}
+
+/// A host namespace joined to the testbed's switch by a veth (`eth0` inside, `v<role>` on
+/// the bridge).
 pub(crate) fn add_host(name: &str, role: &str, addrs: &[Ipv4Addr]) -> Result<String> {
+    add_host_on(name, &switch_ns(name), role, addrs)
+}
+
+/// [`add_host`] on switch `br`.
+pub(crate) fn add_host_on(name: &str, br: &str, role: &str, addrs: &[Ipv4Addr]) -> Result<String> {
     let ns = ns_name(name, role);
-    let br = switch_ns(name);
-    let peer = format!("v{role}");
     ip(&["netns", "add", &ns])?;
-    ip(&[
-        "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &peer, "netns", &br,
-    ])?;
-    ip(&["-n", &br, "link", "set", &peer, "master", "br0", "up"])?;
-    for a in addrs {
-        ip(&["-n", &ns, "addr", "add", &format!("{a}/24"), "dev", "eth0"])?;
-    }
+    plug(br, &ns, "eth0", &format!("v{role}"), addrs)?;
     ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-    ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
     Ok(ns)
+}
+
+/// Joins namespace `ns` to switch `br` by a veth: `iface` inside (with `addrs`/24), `port`
+/// on the bridge.
+pub(crate) fn plug(br: &str, ns: &str, iface: &str, port: &str, addrs: &[Ipv4Addr]) -> Result<()> {
+    ip(&[
+        "link", "add", iface, "netns", ns, "type", "veth", "peer", "name", port, "netns", br,
+    ])?;
+    ip(&["-n", br, "link", "set", port, "master", "br0", "up"])?;
+    for a in addrs {
+        ip(&["-n", ns, "addr", "add", &format!("{a}/24"), "dev", iface])?;
+    }
+    ip(&["-n", ns, "link", "set", iface, "up"])
 }
 
 /// The namespaces whose names start with `prefix` and a dash.

@@ -22,6 +22,10 @@ pub(crate) const PEER_PORT: u16 = 8080;
 pub(crate) const SIDECAR_METRICS_PORT: u16 = 9500;
 pub(crate) const FRONT_METRICS_PORT: u16 = 9400;
 pub(crate) const ORIGIN_PORT: u16 = 8000;
+/// The second server subnet, 10.215.0.0/24, behind the router (with `l3_servers`): the
+/// router is .1 on both subnets, the routed servers .21 on.
+pub(crate) const L3_NET: [u8; 3] = [10, 215, 0];
+pub(crate) const ROUTER_HOST: u8 = 1;
 /// Most servers the /24 and the interface names allow.
 pub const MAX_SERVERS: u16 = 32;
 /// The testbed's name when none is given: the prefix of everything it creates.
@@ -33,6 +37,22 @@ pub const CENTRAL_ROLE: &str = "central";
 
 pub(crate) fn host(h: u8) -> Ipv4Addr {
     Ipv4Addr::new(NET[0], NET[1], NET[2], h)
+}
+
+/// An address in the routed servers' subnet.
+pub(crate) fn l3_host(h: u8) -> Ipv4Addr {
+    Ipv4Addr::new(L3_NET[0], L3_NET[1], L3_NET[2], h)
+}
+
+/// Where a routed server's decapsulator pins its link and maps (bpffs is shared by all
+/// namespaces, so each server needs its own directory).
+pub(crate) fn decap_pin_dir(name: &str, role: &str) -> PathBuf {
+    decap_pin_root(name).join(role)
+}
+
+/// The directory of every routed server's decapsulator pins.
+pub(crate) fn decap_pin_root(name: &str) -> PathBuf {
+    PathBuf::from(format!("/sys/fs/bpf/{name}-decap"))
 }
 
 pub(crate) fn run_dir(name: &str) -> PathBuf {
@@ -76,6 +96,23 @@ impl Mode {
     }
 }
 
+/// How the front reaches the servers behind the router (`l4-ctl real add --encap`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encap {
+    Ipip,
+    Gue,
+}
+
+impl Encap {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encap::Ipip => "ipip",
+            Encap::Gue => "gue",
+        }
+    }
+}
+
 /// What a testbed is made of.
 #[derive(Clone, Debug)]
 pub struct Spec {
@@ -98,6 +135,11 @@ pub struct Spec {
     pub sidecar_threads: Option<u16>,
     /// Relay cache of each sidecar, bytes (`None`: the sidecar's default; 0 turns it off).
     pub relay_cache_bytes: Option<u64>,
+    /// How many of the servers (the last ones) sit in a second subnet behind a router,
+    /// reached by the front with `encap` and decapsulating with `l4-ctl decap` (native XDP).
+    pub l3_servers: u16,
+    /// The encapsulation of the routed servers.
+    pub encap: Encap,
 }
 
 impl Spec {
@@ -113,6 +155,8 @@ impl Spec {
             central: false,
             sidecar_threads: None,
             relay_cache_bytes: None,
+            l3_servers: 0,
+            encap: Encap::Ipip,
         }
     }
 
@@ -122,6 +166,16 @@ impl Spec {
             (1..=MAX_SERVERS).contains(&self.servers),
             "{} servers: a testbed has 1 to {MAX_SERVERS}",
             self.servers
+        );
+        ensure!(
+            self.l3_servers <= self.servers,
+            "{} routed servers of {}: at most all of them",
+            self.l3_servers,
+            self.servers
+        );
+        ensure!(
+            self.l3_servers == 0 || !self.central,
+            "routed servers and the central balancer do not go together in one testbed"
         );
         if let Some(q) = self.cpu_quota {
             ensure!(
@@ -153,6 +207,12 @@ pub struct Server {
     pub peer: SocketAddr,
     pub metrics: SocketAddr,
     pub pid: u32,
+    /// How the front reaches it: `None` at layer 2 (the same subnet), else behind the router.
+    #[serde(default)]
+    pub encap: Option<Encap>,
+    /// Its decapsulator's pin directory (routed servers).
+    #[serde(default)]
+    pub decap_pin_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -11,11 +11,12 @@ use std::{
 use anyhow::Result;
 
 use crate::cgroup::CpuCgroups;
-use crate::netns::{self, add_host, ip};
+use crate::netns::{self, add_host, add_host_on, ip};
 use crate::plan::{
-    CENTRAL_HOST, CENTRAL_ROLE, CLIENT_HOSTS, Central, FIRST_SERVER_HOST, FRONT_HOST,
-    FRONT_METRICS_PORT, Front, Mode, ORIGIN_HOST, PEER_PORT, Parts, SIDECAR_METRICS_PORT, Server,
-    Spec, VIP_HOST, VIP_PORT, deploy_file, host, pin_dir, role_config, run_dir,
+    CENTRAL_HOST, CENTRAL_ROLE, CLIENT_HOSTS, Central, Encap, FIRST_SERVER_HOST, FRONT_HOST,
+    FRONT_METRICS_PORT, Front, L3_NET, Mode, ORIGIN_HOST, PEER_PORT, Parts, ROUTER_HOST,
+    SIDECAR_METRICS_PORT, Server, Spec, VIP_HOST, VIP_PORT, decap_pin_dir, deploy_file, host,
+    l3_host, pin_dir, role_config, run_dir,
 };
 use crate::{config, process};
 
@@ -31,13 +32,22 @@ pub(crate) struct Network {
     pub origin_ns: String,
     /// (role, namespace, address) of each server.
     pub servers: Vec<(String, String, Ipv4Addr)>,
+    /// The router's namespace, when some servers sit behind it.
+    pub router_ns: Option<String>,
+}
+
+/// The routed servers' subnet, as a route destination.
+fn l3_subnet() -> String {
+    format!("{}.{}.{}.0/24", L3_NET[0], L3_NET[1], L3_NET[2])
 }
 
 /// The switch and every host: the front (which alone answers ARP for the VIP), the client,
-/// the origin, and the servers (set up with deploy/real-server-setup.sh).
+/// the origin, and the servers (set up with deploy/real-server-setup.sh). With routed servers
+/// also a router between the two subnets; the last `l3_servers` servers sit behind it and
+/// decapsulate with `l4-ctl decap` (attached by the setup script).
 pub(crate) fn network(spec: &Spec, parts: &Parts) -> Result<Network> {
     let name = spec.name.as_str();
-    let br = netns::add_switch(name)?;
+    let br = netns::add_switch(&netns::switch_ns(name))?;
     let vip = host(VIP_HOST);
     let front_ns = add_host(name, "front", &[host(FRONT_HOST)])?;
     ip(&[
@@ -56,18 +66,43 @@ pub(crate) fn network(spec: &Spec, parts: &Parts) -> Result<Network> {
         "netns", "exec", &client_ns, "ethtool", "-K", "eth0", "tx", "off",
     ]))?;
     let origin_ns = add_host(name, "origin", &[host(ORIGIN_HOST)])?;
+    let router_ns = if spec.l3_servers > 0 {
+        Some(router(name, &[&front_ns, &client_ns, &origin_ns])?)
+    } else {
+        None
+    };
     let setup_script = deploy_file(parts, "deploy/real-server-setup.sh")?;
     let mut servers = Vec::with_capacity(usize::from(spec.servers));
+    let first_routed = spec.servers - spec.l3_servers;
     for i in 0..spec.servers {
         let role = format!("srv{}", i + 1);
-        let addr = host(FIRST_SERVER_HOST + i as u8);
-        let ns = add_host(name, &role, &[addr])?;
-        process::output(
-            Command::new("ip")
-                .args(["netns", "exec", &ns])
+        let routed = i >= first_routed;
+        // nsenter, not `ip netns exec`: the decapsulator's pins need the host's /sys/fs/bpf.
+        let mut setup = Command::new("nsenter");
+        let (ns, addr) = if routed {
+            let addr = l3_host(FIRST_SERVER_HOST + i as u8);
+            let ns = add_host_on(name, &netns::l3_switch_ns(name), &role, &[addr])?;
+            let gateway = l3_host(ROUTER_HOST).to_string();
+            ip(&["-n", &ns, "route", "add", "default", "via", &gateway])?;
+            setup
+                .env("L4_CTL", &parts.l4_ctl)
+                .env("DECAP_PIN_DIR", decap_pin_dir(name, &role))
+                .arg(format!("--net=/run/netns/{ns}"))
                 .arg(&setup_script)
-                .arg(vip.to_string()),
-        )?;
+                .args(["--decap", "eth0"]);
+            (ns, addr)
+        } else {
+            let addr = host(FIRST_SERVER_HOST + i as u8);
+            let ns = add_host(name, &role, &[addr])?;
+            if router_ns.is_some() {
+                route_to_l3(&ns)?;
+            }
+            setup
+                .arg(format!("--net=/run/netns/{ns}"))
+                .arg(&setup_script);
+            (ns, addr)
+        };
+        process::output(setup.arg(vip.to_string()))?;
         servers.push((role, ns, addr));
     }
     if spec.mode == Mode::Native {
@@ -93,7 +128,34 @@ pub(crate) fn network(spec: &Spec, parts: &Parts) -> Result<Network> {
         client_addrs,
         origin_ns,
         servers,
+        router_ns,
     })
+}
+
+/// The router between the two subnets (.1 on both, forwarding on), and the routes of the
+/// first subnet's hosts to the second. The front also needs forwarding on its eth0: the
+/// kernel answers the program's FIB lookups only then.
+fn router(name: &str, hosts: &[&str]) -> Result<String> {
+    let br2 = netns::add_switch(&netns::l3_switch_ns(name))?;
+    let ns = add_host(name, "router", &[host(ROUTER_HOST)])?;
+    netns::plug(&br2, &ns, "eth1", "vrouter", &[l3_host(ROUTER_HOST)])?;
+    process::output(Command::new("ip").args([
+        "netns",
+        "exec",
+        &ns,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ]))?;
+    for h in hosts {
+        route_to_l3(h)?;
+    }
+    Ok(ns)
+}
+
+fn route_to_l3(ns: &str) -> Result<()> {
+    let gateway = host(ROUTER_HOST).to_string();
+    ip(&["-n", ns, "route", "add", &l3_subnet(), "via", &gateway])
 }
 
 /// The `members` value of the sidecars' config: `name=peer,...`.
@@ -157,6 +219,7 @@ pub(crate) fn sidecars(
         if let Some(groups) = cgroups {
             groups.add(role, pid)?;
         }
+        let routed = addr.octets()[..3] == L3_NET;
         servers.push(Server {
             name: role.clone(),
             ns: ns.clone(),
@@ -165,6 +228,8 @@ pub(crate) fn sidecars(
             peer,
             metrics,
             pid,
+            encap: routed.then_some(spec.encap),
+            decap_pin_dir: routed.then(|| decap_pin_dir(&spec.name, role)),
         });
     }
     for s in &servers {
@@ -234,15 +299,31 @@ pub(crate) fn front(
     ctl(&["load", "--iface", "eth0", "--mode", spec.mode.as_str()])?;
     let service = format!("{vip}/tcp");
     ctl(&["vip", "add", &service])?;
+    if servers.iter().any(|s| s.encap.is_some()) {
+        process::output(Command::new("ip").args([
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.eth0.forwarding=1",
+        ]))?;
+    }
     for s in servers {
-        ctl(&["real", "add", &service, &s.addr.to_string()])?;
+        let addr = s.addr.to_string();
+        match s.encap {
+            None => ctl(&["real", "add", &service, &addr])?,
+            Some(encap) => ctl(&["real", "add", &service, &addr, "--encap", encap.as_str()])?,
+        };
     }
     let metrics = SocketAddr::from((host(FRONT_HOST), FRONT_METRICS_PORT));
     let config_path = dir.join("dl7.toml");
     let config = config::front(
         &deploy_file(parts, "deploy/dl7.toml")?,
         &service,
-        servers.iter().map(|s| s.listen),
+        servers
+            .iter()
+            .map(|s| (s.listen, s.encap.map(Encap::as_str))),
         SIDECAR_METRICS_PORT,
     )?;
     fs::write(&config_path, config)?;

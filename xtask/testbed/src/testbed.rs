@@ -15,7 +15,7 @@ use crate::cgroup::{self, CpuCgroups};
 use crate::metrics;
 use crate::plan::{
     CENTRAL_ROLE, Central, Front, Mode, ORIGIN_HOST, ORIGIN_PORT, Origin, Parts, Server, Spec,
-    VIP_HOST, VIP_PORT, host, pin_dir, run_dir,
+    VIP_HOST, VIP_PORT, decap_pin_root, host, pin_dir, run_dir,
 };
 use crate::{config, netns, process, roles};
 
@@ -25,6 +25,9 @@ pub struct Testbed {
     pub name: String,
     pub vip: SocketAddr,
     pub client_ns: String,
+    /// The router's namespace, when some servers sit behind it (`l3_servers`).
+    #[serde(default)]
+    pub router_ns: Option<String>,
     /// The client's source addresses (all in `client_ns`).
     pub client_addrs: Vec<Ipv4Addr>,
     pub front: Front,
@@ -98,6 +101,7 @@ fn bring_up(spec: &Spec, parts: &Parts) -> Result<Testbed> {
         name: spec.name.clone(),
         vip,
         client_ns: net.client_ns,
+        router_ns: net.router_ns,
         client_addrs: net.client_addrs,
         front,
         servers,
@@ -170,6 +174,7 @@ fn down_quietly(name: &str) {
     // The link pin goes with the pin directory; deleting the namespaces removes the veths
     // (and the XDP attachments on them).
     let _ = fs::remove_dir_all(pin_dir(name));
+    let _ = fs::remove_dir_all(decap_pin_root(name));
     for ns in &namespaces {
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", ns])
