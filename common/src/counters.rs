@@ -54,8 +54,8 @@ pub enum GlobalCounter {
     /// An encapsulated frame with no next hop: the kernel's FIB has no route to the real, or
     /// no neighbour entry for the gateway (`l4-ctl real add` resolves it; traffic keeps it).
     DropNoRoute = 17,
-    /// An encapsulated frame larger than the egress interface's MTU (the reals' advertised
-    /// MSS should prevent it; see the README on MTU).
+    /// An encapsulated frame larger than the egress interface's MTU that cannot be answered
+    /// with an ICMP error (IPv4 without DF or with options, or an ICMP error itself).
     DropTooBig = 18,
     /// No headroom in front of the frame for the outer headers.
     DropNoHeadroom = 19,
@@ -70,11 +70,14 @@ pub enum GlobalCounter {
     /// New flows beyond the guard's rate (`new_flow_limit`): forwarded through the Maglev
     /// table but not recorded, so that a flood cannot evict established flows.
     NewFlowsUnrecorded = 23,
+    /// Client packets that their encapsulation would take past the egress MTU, answered with
+    /// an ICMP "fragmentation needed" / ICMPv6 "packet too big" (the reply leaves as `tx`).
+    IcmpTooBigSent = 24,
 }
 
 impl GlobalCounter {
     /// Number of global counters (the size of the global counters array).
-    pub const COUNT: u32 = 24;
+    pub const COUNT: u32 = 25;
 
     /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
@@ -102,6 +105,7 @@ impl GlobalCounter {
         Self::IcmpToReal,
         Self::SynUnchanged,
         Self::NewFlowsUnrecorded,
+        Self::IcmpTooBigSent,
     ];
 
     /// Whether this counter is a frame's final outcome (pass, drop, tx or redirect) rather
@@ -141,6 +145,7 @@ impl GlobalCounter {
             Self::IcmpToReal => "icmp_to_real",
             Self::SynUnchanged => "syn_unchanged",
             Self::NewFlowsUnrecorded => "new_flows_unrecorded",
+            Self::IcmpTooBigSent => "icmp_too_big_sent",
         }
     }
 }

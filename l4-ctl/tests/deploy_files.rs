@@ -61,7 +61,8 @@ fn the_example_config_validates() {
     assert_eq!(desired.vips.len(), 1);
     let vip = &desired.vips[0];
     assert_eq!(vip.health.kind, common::HealthSpec::KIND_HTTP);
-    assert_eq!(vip.reals.len(), 3);
+    assert_eq!(vip.reals.len(), 4);
+    assert_eq!(vip.reals[3].encap, l4_ctl::Encap::Gue);
 }
 
 /// The unit's `KEY=value` settings in [Service], in order (a key may repeat).

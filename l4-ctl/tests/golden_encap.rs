@@ -148,6 +148,55 @@ fn with_tos_and_df(frame: &[u8], tos: u8) -> Vec<u8> {
     f
 }
 
+/// The front's answer to a client packet too big once wrapped: ICMP fragmentation needed
+/// (IPv4) or ICMPv6 packet too big (IPv6) from the VIP, naming `mtu`, quoting the packet's
+/// IP header and 8 bytes more, back to where the frame came from.
+fn too_big_reply(input: &[u8], mtu: u16) -> Vec<u8> {
+    let ip = &input[14..];
+    let back = |ethertype, packet: &[u8]| {
+        let (mut to, mut from) = ([0u8; 6], [0u8; 6]);
+        to.copy_from_slice(&input[6..12]);
+        from.copy_from_slice(&input[..6]);
+        frames::ethernet(Mac(to), Mac(from), ethertype, packet)
+    };
+    if ip[0] >> 4 == 4 {
+        let mut message = icmp::message(
+            icmp::DEST_UNREACH,
+            icmp::FRAG_NEEDED,
+            u32::from(mtu),
+            &ip[..28],
+        );
+        let sum = frames::checksum(&message);
+        message[2..4].copy_from_slice(&sum.to_be_bytes());
+        let (from, to) = (
+            <[u8; 4]>::try_from(&ip[16..20]).unwrap(),
+            <[u8; 4]>::try_from(&ip[12..16]).unwrap(),
+        );
+        back(
+            frames::ETH_P_IPV4,
+            &encap::ipv4(from.into(), to.into(), IPPROTO_ICMP, 0, false, &message),
+        )
+    } else {
+        let mut message = icmp::message(icmp::V6_PACKET_TOO_BIG, 0, u32::from(mtu), &ip[..48]);
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&ip[24..40]);
+        pseudo.extend_from_slice(&ip[8..24]);
+        pseudo.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, IPPROTO_ICMPV6]);
+        pseudo.extend_from_slice(&message);
+        let sum = frames::checksum(&pseudo);
+        message[2..4].copy_from_slice(&sum.to_be_bytes());
+        let (from, to) = (
+            <[u8; 16]>::try_from(&ip[24..40]).unwrap(),
+            <[u8; 16]>::try_from(&ip[8..24]).unwrap(),
+        );
+        back(
+            frames::ETH_P_IPV6,
+            &encap::ipv6(from.into(), to.into(), IPPROTO_ICMPV6, 0, &message),
+        )
+    }
+}
+
 /// An ICMP error from a router to `vip` quoting the first 28 bytes of a packet the VIP sent.
 fn icmp4_error(to: Ipv4Addr, quoted_from: SocketAddr, quoted_to: SocketAddr, proto: u8) -> Vec<u8> {
     let quoted = match proto {
@@ -200,6 +249,29 @@ fn rows(front_mac: Mac) -> Vec<Row> {
         &vec![b'x'; fib::MTU - 40 + 1 - 20],
     );
     let just_fits = frames::tcp_frame(c4(40004), v4(80), TCP_ACK, &vec![b'x'; fib::MTU - 40 - 20]);
+    let big_df = with_tos_and_df(&big, 0);
+    let big_gue = with_tos_and_df(
+        &frames::tcp_frame(
+            c4(51000),
+            v4(8080),
+            TCP_ACK,
+            &vec![b'x'; fib::MTU - 40 - 20],
+        ),
+        0,
+    );
+    let big6 = frames::tcp_frame(
+        c6(40000),
+        v6(443),
+        TCP_ACK,
+        &vec![b'x'; fib::MTU - 60 - 40 + 1],
+    );
+    let mut big_icmp = icmp4_error(VIP4, v4(80), c4(40000), 6);
+    big_icmp.extend(std::iter::repeat_n(0, fib::MTU));
+    let len = (big_icmp.len() - 14) as u16;
+    big_icmp[16..18].copy_from_slice(&len.to_be_bytes());
+    big_icmp[24..26].copy_from_slice(&[0, 0]);
+    let sum = frames::checksum(&big_icmp[14..34]);
+    big_icmp[24..26].copy_from_slice(&sum.to_be_bytes());
     // ICMP errors about packets the VIP sent to clients.
     let frag_needed = icmp4_error(VIP4, v4(80), c4(40000), 6);
     let frag_needed_udp = icmp4_error(VIP4, v4(53), c4(5353), 17);

@@ -9,8 +9,10 @@
 //!
 //! The outer header's next hop (its MACs and egress interface) comes from the kernel's FIB
 //! with `bpf_fib_lookup`, so reals may sit in other subnets. A route or neighbour the FIB does
-//! not have is a counted drop, and so is a frame the encapsulation would take past the egress
-//! MTU (the reals advertise a smaller MSS so that this does not happen to TCP).
+//! not have is a counted drop. A frame the encapsulation would take past the egress MTU is
+//! answered with an ICMP "fragmentation needed" / ICMPv6 "packet too big" naming the MTU that
+//! fits ([`crate::too_big`]), so the client's path-MTU discovery adapts (the reals also
+//! advertise a smaller MSS, so that TCP rarely gets there).
 
 use aya_ebpf::{
     bindings::{
@@ -26,7 +28,7 @@ use common::{
 };
 use l4_ebpf::headers::*;
 
-use crate::parse::Flow;
+use crate::{parse::Flow, too_big};
 
 /// Sends the frame to `real` inside an outer IPIP or GUE header.
 #[inline(always)]
@@ -36,9 +38,13 @@ pub fn to_real(ctx: &XdpContext, real: &RealDef, flow: &Flow) -> (u32, GlobalCou
     let outer_len = flow.ip.len as usize
         + if v6 { IPV6_HLEN } else { IPV4_MIN_HLEN }
         + if gue { UDP_HLEN } else { 0 };
+    let overhead = outer_len - flow.ip.len as usize;
     let hop = match next_hop(ctx, real, gue, v6, outer_len) {
         Ok(hop) => hop,
-        Err(counter) => return (xdp_action::XDP_DROP, counter),
+        Err(Miss::TooBig(mtu)) => {
+            return too_big::answer(ctx, flow, mtu.saturating_sub(overhead as u16));
+        }
+        Err(Miss::Drop(counter)) => return (xdp_action::XDP_DROP, counter),
     };
     let written = match (v6, gue) {
         (false, false) => ipip4(ctx, real, flow, &hop),
@@ -58,6 +64,14 @@ pub fn to_real(ctx: &XdpContext, real: &RealDef, flow: &Flow) -> (u32, GlobalCou
         xdp_action::XDP_REDIRECT => (xdp_action::XDP_REDIRECT, GlobalCounter::Redirect),
         _ => (xdp_action::XDP_DROP, GlobalCounter::DropRedirectFailed),
     }
+}
+
+/// Why the FIB gave no next hop.
+enum Miss {
+    /// The outer packet would exceed the egress MTU, which is this.
+    TooBig(u16),
+    /// No route or neighbour: drop, counted here.
+    Drop(GlobalCounter),
 }
 
 /// Where the outer packet goes next, from the kernel's FIB.
@@ -82,7 +96,7 @@ fn next_hop(
     gue: bool,
     v6: bool,
     outer_len: usize,
-) -> Result<NextHop, GlobalCounter> {
+) -> Result<NextHop, Miss> {
     // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
     let mut params: FibParams = unsafe { core::mem::zeroed() };
     params.family = real.family;
@@ -111,10 +125,11 @@ fn next_hop(
         )
     };
     if rc == BPF_FIB_LKUP_RET_FRAG_NEEDED as i64 {
-        return Err(GlobalCounter::DropTooBig);
+        // SAFETY: the kernel wrote the MTU into the union for this result.
+        return Err(Miss::TooBig(unsafe { params.__bindgen_anon_1.mtu_result }));
     }
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 {
-        return Err(GlobalCounter::DropNoRoute);
+        return Err(Miss::Drop(GlobalCounter::DropNoRoute));
     }
     // SAFETY: the union members read are the ones the kernel filled for this family.
     let src = unsafe {

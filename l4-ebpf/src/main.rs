@@ -17,6 +17,7 @@ mod encap;
 mod forward;
 mod maps;
 mod parse;
+mod too_big;
 
 use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,

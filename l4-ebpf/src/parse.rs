@@ -33,6 +33,8 @@ pub struct Flow {
     pub syn: bool,
     /// IPv4 header carried options (forwarded all the same, but counted).
     pub ip_options: bool,
+    /// The packet is an ICMP error about the flow (never answered with another).
+    pub icmp_error: bool,
     /// What an outer header needs to know of the packet as a whole.
     pub ip: IpInfo,
 }
@@ -161,6 +163,7 @@ fn quoted_ports(ctx: &XdpContext, mut key: FlowKey, offset: usize, info: IpInfo)
         key,
         syn: false,
         ip_options: false,
+        icmp_error: true,
         ip: info,
     })
 }
@@ -267,6 +270,7 @@ fn l4(ctx: &XdpContext, mut key: FlowKey, offset: usize, ip_options: bool, ip: I
         key,
         syn,
         ip_options,
+        icmp_error: false,
         ip,
     })
 }
