@@ -79,8 +79,10 @@ fn check_pins(object: &[u8], pin_dir: &Path) -> Result<()> {
 
 /// The new-flow guard's default: a quarter of a CPU's share of the connection table per
 /// second and CPU (Katran's 125,000 per CPU is a quarter of a 16-CPU front's share of its
-/// default table), so that even a flood at the full rate needs four seconds to cycle the
-/// table, and only flows idle that long can be evicted by it.
+/// default table), so that even a flood at the full rate needs four seconds to write a CPU's
+/// share of the table. (The kernel's LRU also evicts entries that were never looked up again
+/// first, so a flood of single SYNs mostly evicts itself; a flood whose flows send a second
+/// packet ages everything, which is what the guard bounds.)
 pub fn default_new_flow_limit(nr_cpus: usize) -> u32 {
     (CONN_TABLE_SIZE / (nr_cpus.max(1) as u32) / 4).max(1)
 }

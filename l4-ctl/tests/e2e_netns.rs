@@ -10,29 +10,22 @@
 //!   srv2   ──┘
 //! ```
 //!
-//! Every namespace, veth, thread and pin the test creates is removed when [`Testbed`] drops,
-//! also when an assertion fails half-way through the setup.
+//! The testbed is tests/support/dsr.rs; every namespace, veth, thread and pin it creates is
+//! removed when it drops, also when an assertion fails half-way through the setup.
 
 mod support;
 
 use std::{
     io::{self, Read, Write},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
-    os::fd::FromRawFd,
+    net::{Ipv4Addr, SocketAddrV4},
     thread,
     time::{Duration, Instant},
 };
 
-use aya::{
-    Ebpf,
-    programs::{Xdp, XdpMode},
-};
 use common::GlobalCounter as C;
-use l4_ctl::{AttachMode, RealSpec, Vip};
-use support::objects;
 use support::{
-    TestBalancer,
-    netns::{HttpServer, IFACE, IO_TIMEOUT, Netns, in_netns, require_tools, run, sysctl},
+    dsr::DsrTestbed,
+    netns::{HttpServer, connect_from, in_netns},
 };
 
 /// The test subnet. It exists only inside the test's namespaces (each run has its own), so
@@ -49,85 +42,9 @@ const PORT: u16 = 80;
 const CONNECTIONS: u16 = 20;
 const FIRST_PORT: u16 = 42_000;
 
-/// The namespaces, programs and servers of one run. Fields drop in declaration order: the
-/// servers stop, the programs are detached (closing their links) before their interfaces go
-/// away, and the namespaces go last.
-struct Testbed {
-    servers: Vec<(&'static str, HttpServer)>,
-    front: Option<TestBalancer>,
-    peer_pass: Option<Ebpf>,
-    net: Netns,
-}
-
-/// A TCP connection from the fixed source address `src` (so that the test knows the flow's
-/// 5-tuple in advance), with a bounded connect.
-fn connect_from(src: SocketAddrV4, dst: SocketAddrV4) -> io::Result<TcpStream> {
-    let sockaddr = |a: SocketAddrV4| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(a.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: plain socket syscalls on a fd this function owns (through `stream`, which
-    // closes it on every return path), with correctly sized arguments.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_INET,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        );
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let stream = TcpStream::from_raw_fd(fd);
-        let one: libc::c_int = 1;
-        if libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        ) != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        let local = sockaddr(src);
-        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let remote = sockaddr(dst);
-        if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EINPROGRESS) {
-                return Err(e);
-            }
-        }
-        let mut pollfd = libc::pollfd {
-            fd,
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        match libc::poll(&mut pollfd, 1, IO_TIMEOUT.as_millis() as libc::c_int) {
-            0 => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
-            n if n < 0 => return Err(io::Error::last_os_error()),
-            _ => {}
-        }
-        if let Some(e) = stream.take_error()? {
-            return Err(e);
-        }
-        stream.set_nonblocking(false)?;
-        Ok(stream)
-    }
-}
-
 /// One HTTP request from `src` to the VIP; returns the response body.
 fn request(src: SocketAddrV4) -> io::Result<String> {
     let mut stream = connect_from(src, SocketAddrV4::new(VIP_IP, PORT))?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
     stream.write_all(format!("GET / HTTP/1.0\r\nHost: {VIP_IP}\r\n\r\n").as_bytes())?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
@@ -143,104 +60,18 @@ fn request(src: SocketAddrV4) -> io::Result<String> {
 
 #[test]
 fn tcp_to_the_vip_is_answered_by_the_servers_directly() {
-    require_tools(&[
-        ("ip", "-V", "iproute2"),
-        ("sysctl", "--version", "procps"),
-        ("ethtool", "--version", "ethtool"),
-    ]);
-    let mut bed = Testbed {
-        servers: Vec::new(),
-        front: None,
-        peer_pass: None,
-        net: Netns::new(),
-    };
-    let br = bed.net.add_bridge();
-
-    let (front, front_mac) = bed.net.add_host("front", FRONT_IP);
-    // The front answers ARP for the VIP: clients send VIP traffic to the front's MAC.
-    run(&format!("ip -n {front} addr add {VIP_IP}/32 dev {IFACE}"));
-
-    let (client, _) = bed.net.add_host("client", CLIENT_IP);
-    // The front's XDP_TX does not finish checksums left to offload (see TOOLCHAIN.md).
-    run(&format!("ip netns exec {client} ethtool -K {IFACE} tx off"));
-
-    let mut reals = Vec::new();
+    let mut bed = DsrTestbed::new(FRONT_IP, SocketAddrV4::new(VIP_IP, PORT), HttpServer::start);
+    let client = bed.add_client("client", CLIENT_IP);
     for (name, ip) in SERVERS {
-        let (ns, mac) = bed.net.add_host(name, ip);
-        // Hold the VIP on lo without answering ARP for it (only the front may).
-        sysctl(
-            &ns,
-            &[
-                "net.ipv4.conf.all.arp_ignore=1",
-                "net.ipv4.conf.all.arp_announce=2",
-                &format!("net.ipv4.conf.{IFACE}.arp_ignore=1"),
-                &format!("net.ipv4.conf.{IFACE}.arp_announce=2"),
-                "net.ipv4.conf.all.rp_filter=0",
-                &format!("net.ipv4.conf.{IFACE}.rp_filter=0"),
-            ],
-        );
-        run(&format!("ip -n {ns} addr add {VIP_IP}/32 dev lo"));
-        let server = HttpServer::start(&ns, SocketAddrV4::new(VIP_IP, PORT), name);
-        bed.servers.push((name, server));
-        reals.push((name, ip, mac));
+        bed.add_server(name, ip);
     }
-
-    // Native XDP_TX into a veth needs an XDP program on its peer: the front's bridge port.
-    let mut pass = Ebpf::load(objects::PASS).expect("load dl7_pass");
-    let program: &mut Xdp = pass
-        .program_mut(objects::PASS_PROGRAM)
-        .expect("dl7_pass in its object")
-        .try_into()
-        .expect("an XDP program");
-    program.load().expect("load dl7_pass into the kernel");
-    in_netns(&br, || program.attach("vfront", XdpMode::Driver))
-        .expect("attach dl7_pass natively to the front's bridge port");
-    bed.peer_pass = Some(pass);
-
-    // The front: VIP and reals through the Balancer API, attached natively to its veth.
-    let vip: Vip = format!("{VIP_IP}:{PORT}/tcp").parse().unwrap();
-    let mut tb = TestBalancer::new();
-    tb.bal.add_vip(&vip).expect("add the VIP");
-    for &(_, ip, mac) in &reals {
-        tb.bal
-            .add_real(
-                &vip,
-                &RealSpec {
-                    addr: ip.into(),
-                    mac,
-                    src_mac: front_mac,
-                    egress_ifindex: None,
-                    weight: 1,
-                    encap: l4_ctl::Encap::L2,
-                },
-            )
-            .expect("add a real");
-    }
-    let bal = &mut tb.bal;
-    in_netns(&front, move || bal.attach(IFACE, AttachMode::Native))
-        .expect("attach the balancer natively to the front's veth");
-    let tb = bed.front.insert(tb);
-    let link = run(&format!("ip -n {front} -d link show {IFACE}"));
-    assert!(
-        link.contains(" xdp ") && link.contains("prog/xdp id"),
-        "the front's {IFACE} should run XDP in driver mode: {link}"
-    );
+    let vip = bed.vip;
 
     // Which server each connection should reach, as `l4-ctl lookup` predicts it.
     let expected: Vec<(SocketAddrV4, &str)> = (FIRST_PORT..FIRST_PORT + CONNECTIONS)
         .map(|port| {
             let src = SocketAddrV4::new(CLIENT_IP, port);
-            let real = tb
-                .bal
-                .lookup(&vip, SocketAddr::V4(src))
-                .expect("lookup")
-                .expect("the VIP has reals");
-            let name = reals
-                .iter()
-                .find(|(_, ip, _)| real.addr() == *ip)
-                .map(|(name, _, _)| *name)
-                .expect("lookup names one of the servers");
-            (src, name)
+            (src, bed.server_for(src))
         })
         .collect();
     for (name, _) in SERVERS {
@@ -268,6 +99,7 @@ fn tcp_to_the_vip_is_answered_by_the_servers_directly() {
     }
 
     // The front saw the client -> VIP direction only, and forwarded all of it.
+    let tb = &bed.front;
     let meta = tb.bal.vip(&vip).unwrap();
     let deadline = Instant::now() + Duration::from_secs(2);
     let (vip_packets, counters) = loop {

@@ -2,7 +2,7 @@
 //! BPF_PROG_TEST_RUN (the golden-packet tests and `cargo xtask bench xdp`, which includes
 //! this file) in the style of Katran's tester. Test tooling: not part of the l4-ctl library. It can build what a normal stack never sends: truncated headers, IPv4
 //! options, fragments, VLAN tags. TCP and UDP checksums are left zero: the program never
-//! reads them.
+//! reads them ([`set_tcp_checksum_v4`] fills one in for frames sent to a real host's stack).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -114,6 +114,20 @@ pub fn tcp(src_port: u16, dst_port: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
     s.extend_from_slice(&[0, 0, 0, 0]);
     s.extend_from_slice(payload);
     s
+}
+
+/// Fills in the checksum of a TCP `segment` (as [`tcp`] builds it) carried from `src` to `dst`
+/// in IPv4, for frames that a real host's stack must accept.
+pub fn set_tcp_checksum_v4(src: Ipv4Addr, dst: Ipv4Addr, segment: &mut [u8]) {
+    segment[16..18].fill(0);
+    let mut covered = Vec::with_capacity(12 + segment.len());
+    covered.extend_from_slice(&src.octets());
+    covered.extend_from_slice(&dst.octets());
+    covered.extend_from_slice(&[0, 6]);
+    covered.extend_from_slice(&(segment.len() as u16).to_be_bytes());
+    covered.extend_from_slice(segment);
+    let sum = checksum(&covered);
+    segment[16..18].copy_from_slice(&sum.to_be_bytes());
 }
 
 /// A UDP datagram.

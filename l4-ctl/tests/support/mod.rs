@@ -2,7 +2,8 @@
 //! tests never touch a running front's /sys/fs/bpf/dl7) that is removed again on drop, a
 //! helper that runs one frame through the program with BPF_PROG_TEST_RUN, the frame builder
 //! ([`frames`]) and the small test programs ([`objects`]), network-namespace testbeds
-//! ([`netns`]) and the daemon tests' harness ([`daemon`]).
+//! ([`netns`]) with the end-to-end tests' direct-server-return topology on them ([`dsr`]), and
+//! the daemon tests' harness ([`daemon`]).
 #![allow(dead_code)]
 
 use std::{
@@ -22,6 +23,7 @@ use frames::FRONT_MAC;
 pub use frames::action::*;
 
 pub mod daemon;
+pub mod dsr;
 pub mod fib;
 pub mod frames;
 pub mod netns;

@@ -1,12 +1,14 @@
 //! Network-namespace testbeds (root, `ip`, `sysctl`): namespaces named `dl7t-PID-N-ROLE`, so
 //! that `cargo xtask test` removes what a killed run left behind, host namespaces plugged into
-//! a bridge that has a namespace of its own, HTTP servers inside them, and commands with a
-//! bounded run time. [`Netns`] deletes its namespaces on drop and [`HttpServer`] stops its
-//! thread on drop, also when an assertion fails half-way through a setup.
+//! a bridge that has a namespace of its own, HTTP servers inside them, TCP clients with a
+//! chosen source address, and commands with a bounded run time. [`Netns`] deletes its
+//! namespaces on drop and [`HttpServer`] stops its threads on drop, also when an assertion
+//! fails half-way through a setup.
 
 use std::{
     io::{self, Read, Write},
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream},
+    os::fd::FromRawFd,
     process::{Command, Output, Stdio},
     sync::{
         Arc,
@@ -27,6 +29,12 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// A server thread gives up after this long even if nobody stops it.
 const SERVER_LIFETIME: Duration = Duration::from_secs(120);
+/// A keep-alive server holds at most this many connections at once and closes further ones.
+const MAX_KEPT_CONNECTIONS: usize = 64;
+/// How often a kept connection's thread looks whether its server was stopped.
+const STOP_POLL: Duration = Duration::from_millis(50);
+/// The longest request head or response head the test's HTTP code reads.
+const MAX_HEAD: usize = 8192;
 
 /// Runs `cmd` with its stdout and stderr captured; kills it and panics if it has not finished
 /// within `limit`.
@@ -198,9 +206,30 @@ pub struct HttpServer {
     thread: Option<JoinHandle<io::Result<u32>>>,
 }
 
+/// What a server does with a connection after its answer.
+#[derive(Clone, Copy)]
+enum AfterAnswer {
+    /// Closes it (`Connection: close`).
+    Close,
+    /// Keeps it open for the next request (HTTP/1.1 keep-alive).
+    KeepOpen,
+}
+
 impl HttpServer {
-    /// Starts listening on `addr` inside `ns`; returns once it listens.
+    /// Starts listening on `addr` inside `ns`; returns once it listens. Each connection gets
+    /// one answer and is closed.
     pub fn start(ns: &str, addr: SocketAddrV4, name: &'static str) -> Self {
+        Self::spawn(ns, addr, name, AfterAnswer::Close)
+    }
+
+    /// Like [`HttpServer::start`], but each connection is served on a thread of its own and
+    /// stays open for further requests until the client closes it or the server stops (at
+    /// most `MAX_KEPT_CONNECTIONS` at once): for tests of long-lived, idle connections.
+    pub fn start_keep_alive(ns: &str, addr: SocketAddrV4, name: &'static str) -> Self {
+        Self::spawn(ns, addr, name, AfterAnswer::KeepOpen)
+    }
+
+    fn spawn(ns: &str, addr: SocketAddrV4, name: &'static str, after: AfterAnswer) -> Self {
         let (ready_tx, ready_rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = Arc::clone(&stop);
@@ -217,7 +246,7 @@ impl HttpServer {
                     return Err(e);
                 }
             };
-            serve(&listener, name, &stop2)
+            serve(&listener, name, &stop2, after)
         });
         let server = HttpServer {
             stop,
@@ -230,8 +259,8 @@ impl HttpServer {
         }
     }
 
-    /// Stops the server (its listening socket is closed when this returns) and returns the
-    /// number of requests it answered.
+    /// Stops the server (its listening socket and every kept connection are closed when this
+    /// returns) and returns the number of requests it answered.
     pub fn stop(mut self) -> io::Result<u32> {
         self.stop.store(true, Ordering::Relaxed);
         let thread = self.thread.take().expect("joined only here and on drop");
@@ -250,26 +279,52 @@ impl Drop for HttpServer {
     }
 }
 
-/// Accepts connections until `stop` (or `SERVER_LIFETIME`), answering each with `name`.
-/// Returns the number of requests answered.
-fn serve(listener: &TcpListener, name: &str, stop: &AtomicBool) -> io::Result<u32> {
+/// Accepts connections until `stop` (or `SERVER_LIFETIME`), answering each request with
+/// `name`. Returns the number of requests answered.
+fn serve(
+    listener: &TcpListener,
+    name: &str,
+    stop: &AtomicBool,
+    after: AfterAnswer,
+) -> io::Result<u32> {
     listener.set_nonblocking(true)?;
     let deadline = Instant::now() + SERVER_LIFETIME;
     let mut served = 0;
-    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                if answer(stream, name).is_ok() {
-                    served += 1;
+    let kept_served = AtomicU32::new(0);
+    // Kept connections' threads borrow `stop` and the count; the scope joins them all.
+    let accepted = thread::scope(|scope| {
+        let mut kept: Vec<thread::ScopedJoinHandle<'_, ()>> = Vec::new();
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            match listener.accept() {
+                Ok((stream, _)) => match after {
+                    AfterAnswer::Close => {
+                        if answer(stream, name).is_ok() {
+                            served += 1;
+                        }
+                    }
+                    AfterAnswer::KeepOpen => {
+                        kept.retain(|t| !t.is_finished());
+                        if kept.len() < MAX_KEPT_CONNECTIONS {
+                            let kept_served = &kept_served;
+                            kept.push(scope.spawn(move || {
+                                let _ = keep_answering(stream, name, stop, deadline, kept_served);
+                            }));
+                        }
+                    }
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e);
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => return Err(e),
         }
-    }
-    Ok(served)
+        stop.store(true, Ordering::Relaxed);
+        Ok(())
+    });
+    accepted.map(|()| served + kept_served.load(Ordering::Relaxed))
 }
 
 fn answer(mut stream: TcpStream, name: &str) -> io::Result<()> {
@@ -278,7 +333,7 @@ fn answer(mut stream: TcpStream, name: &str) -> io::Result<()> {
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut request = Vec::new();
     let mut buf = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < MAX_HEAD {
         let n = stream.read(&mut buf)?;
         if n == 0 {
             break;
@@ -291,4 +346,182 @@ fn answer(mut stream: TcpStream, name: &str) -> io::Result<()> {
         name.len()
     )?;
     stream.flush()
+}
+
+/// Answers every request (a head without a body) on `stream` with `name`, until the client
+/// closes it, `stop`, or `deadline`; counts the answers in `served`.
+fn keep_answering(
+    mut stream: TcpStream,
+    name: &str,
+    stop: &AtomicBool,
+    deadline: Instant,
+    served: &AtomicU32,
+) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(STOP_POLL))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        if let Some(end) = head_end(&pending) {
+            pending.drain(..end);
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{name}",
+                name.len()
+            )?;
+            stream.flush()?;
+            served.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if pending.len() >= MAX_HEAD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "request head too long",
+            ));
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The length of the HTTP head at the start of `bytes` (up to and including its empty line),
+/// once it is complete.
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+}
+
+/// A TCP connection from the fixed source address `src` (so that a test knows the flow's
+/// 5-tuple in advance), with a connect bounded by `IO_TIMEOUT`, and reads and writes bounded
+/// by it too. Connects from the calling thread's namespace.
+pub fn connect_from(src: SocketAddrV4, dst: SocketAddrV4) -> io::Result<TcpStream> {
+    let sockaddr = |a: SocketAddrV4| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(a.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket syscalls on a fd this function owns (through `stream`, which
+    // closes it on every return path), with correctly sized arguments.
+    let stream = unsafe {
+        let fd = libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        if libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let local = sockaddr(src);
+        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let remote = sockaddr(dst);
+        if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINPROGRESS) {
+                return Err(e);
+            }
+        }
+        let mut pollfd = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        match libc::poll(&mut pollfd, 1, IO_TIMEOUT.as_millis() as libc::c_int) {
+            0 => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+            n if n < 0 => return Err(io::Error::last_os_error()),
+            _ => {}
+        }
+        stream
+    };
+    if let Some(e) = stream.take_error()? {
+        return Err(e);
+    }
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(stream)
+}
+
+/// One HTTP/1.1 `GET /` on an open connection, which stays open for the next one (for a
+/// server started with [`HttpServer::start_keep_alive`]); returns the body of a 200 answer.
+pub fn get_keep_alive(stream: &mut TcpStream, host: &str) -> io::Result<String> {
+    stream.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())?;
+    let mut response = Vec::new();
+    let mut buf = [0u8; 1024];
+    let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+    let head_len = loop {
+        if let Some(end) = head_end(&response) {
+            break end;
+        }
+        if response.len() >= MAX_HEAD {
+            return Err(invalid("response head too long".to_owned()));
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            ));
+        }
+        response.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&response[..head_len]).into_owned();
+    if !head.starts_with("HTTP/1.1 200 ") {
+        return Err(invalid(format!("not an HTTP 200 response: {head:?}")));
+    }
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| invalid(format!("no Content-Length: {head:?}")))?;
+    if length > MAX_HEAD {
+        return Err(invalid(format!("body of {length} bytes")));
+    }
+    let mut body = response.split_off(head_len);
+    while body.len() < length {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed within the body",
+            ));
+        }
+        body.extend_from_slice(&buf[..n]);
+    }
+    if body.len() != length {
+        return Err(invalid(format!(
+            "{} body bytes, announced {length}",
+            body.len()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
