@@ -208,6 +208,11 @@ fn status(pin_dir: &Path, json: bool) -> Result<()> {
         count(RealState::Down),
     );
     let flows = balancer.conn_count()?;
+    // 0 (never written) and u32::MAX (`new_flow_limit = 0`) both mean no limit.
+    let limit = match balancer.settings()?.new_flow_limit {
+        0 | u32::MAX => None,
+        n => Some(n),
+    };
     let mode = format!("{:?}", att.mode).to_lowercase();
     if json {
         let value = serde_json::json!({
@@ -223,6 +228,7 @@ fn status(pin_dir: &Path, json: bool) -> Result<()> {
             "reals_drained": drained,
             "reals_down": down,
             "flows": flows,
+            "new_flow_limit": limit.unwrap_or(0),
         });
         println!("{value}");
         return Ok(());
@@ -236,6 +242,10 @@ fn status(pin_dir: &Path, json: bool) -> Result<()> {
         reals.len()
     );
     println!("flows in the connection table: {flows}");
+    match limit {
+        Some(n) => println!("new flows recorded: at most {n} per second and CPU"),
+        None => println!("new flows recorded: all (no new-flow limit)"),
+    }
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use common::GlobalCounter as C;
 use l4_ctl::{Encap, Mac, RealSpec, Vip};
 use support::fib::{self, Fib, ROUTER_MAC};
 use support::frames::{self, TCP_ACK, TCP_PSH, TCP_SYN, encap, icmp};
-use support::netns::in_netns;
+use support::netns::{in_netns, run};
 use support::*;
 
 const VIP4: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 1);
@@ -582,5 +582,37 @@ fn a_real_switched_between_l2_and_ipip_keeps_its_flows() {
         assert_eq!(tb.counter(C::DropNoRoute), 1);
         assert_eq!(tb.counter(C::ConnHits), 1, "the flow kept its real");
         let _ = front_mac;
+    });
+}
+
+#[test]
+fn a_changed_next_hop_reaches_the_data_path_within_the_cache_time() {
+    let fib = Fib::new();
+    let (ns, ifindex, front_mac) = (fib.ns.clone(), fib.ifindex, fib.front_mac);
+    in_netns(&fib.ns, move || {
+        let tb = front();
+        let program = tb.bal.program().unwrap();
+        let syn = frames::tcp_frame(c4(40000), v4(80), TCP_SYN, &[]);
+        let (action, out) = test_run_on(program, &syn, ifindex);
+        assert_eq!((action, &out[..6]), (XDP_TX, &ROUTER_MAC.0[..]));
+        // The router's MAC changes (a failover to another box, say).
+        let moved = Mac([0x02, 0, 0, 0, 0x0a, 0x02]);
+        run(&format!(
+            "ip -n {ns} neigh replace 10.99.0.254 lladdr {moved} dev f0 nud permanent"
+        ));
+        // Each CPU keeps a next hop for 100 ms: after that, every frame uses the new one.
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let (action, out) = test_run_on(program, &syn, ifindex);
+        assert_eq!(action, XDP_TX);
+        let want = wrapped(
+            front_mac,
+            &syn,
+            Encap::Ipip,
+            ip("10.200.0.11"),
+            CLIENT4.into(),
+            40000,
+        );
+        assert_eq!(out[..6], moved.0, "the new next hop");
+        assert_eq!(out[6..], want[6..]);
     });
 }

@@ -7,8 +7,9 @@
 //!   directly. The UDP source port is made from the flow (for RSS); the outer source is the
 //!   front's own address toward the real, as the FIB chooses it.
 //!
-//! The outer header's next hop (its MACs and egress interface) comes from the kernel's FIB
-//! with `bpf_fib_lookup`, so reals may sit in other subnets. A route or neighbour the FIB does
+//! The outer header's next hop (its MACs, egress interface and MTU) comes from the kernel's
+//! FIB with `bpf_fib_lookup`, so reals may sit in other subnets; each CPU keeps a real's
+//! next hop for [`NEXT_HOP_TTL_NS`] (a FIB lookup costs more than the rest of the path). A route or neighbour the FIB does
 //! not have is a counted drop. A frame the encapsulation would take past the egress MTU is
 //! answered with an ICMP "fragmentation needed" / ICMPv6 "packet too big" naming the MTU that
 //! fits ([`crate::too_big`]), so the client's path-MTU discovery adapts (the reals also
@@ -16,10 +17,9 @@
 
 use aya_ebpf::{
     bindings::{
-        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SRC,
-        bpf_fib_lookup as FibParams, xdp_action,
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SRC, bpf_fib_lookup as FibParams, xdp_action,
     },
-    helpers::{bpf_fib_lookup, bpf_redirect, bpf_xdp_adjust_head},
+    helpers::{bpf_fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head},
     programs::XdpContext,
 };
 use common::{
@@ -28,24 +28,33 @@ use common::{
 };
 use l4_ebpf::headers::*;
 
-use crate::{parse::Flow, too_big};
+use crate::{
+    maps::{NEXT_HOPS, NextHop},
+    parse::Flow,
+    too_big,
+};
 
-/// Sends the frame to `real` inside an outer IPIP or GUE header.
+/// How long a CPU uses a next hop the FIB gave for a real before it asks again: a route or
+/// neighbour change reaches the data path within this time.
+const NEXT_HOP_TTL_NS: u64 = 100_000_000;
+
+/// Sends the frame to `real` (slot `real_id`) inside an outer IPIP or GUE header.
 #[inline(always)]
-pub fn to_real(ctx: &XdpContext, real: &RealDef, flow: &Flow) -> (u32, GlobalCounter) {
+pub fn to_real(
+    ctx: &XdpContext,
+    real_id: u32,
+    real: &RealDef,
+    flow: &Flow,
+) -> (u32, GlobalCounter) {
     let gue = real.encap == RealDef::ENCAP_GUE;
     let v6 = real.family == FAMILY_V6;
-    let outer_len = flow.ip.len as usize
-        + if v6 { IPV6_HLEN } else { IPV4_MIN_HLEN }
-        + if gue { UDP_HLEN } else { 0 };
-    let overhead = outer_len - flow.ip.len as usize;
-    let hop = match next_hop(ctx, real, gue, v6, outer_len) {
-        Ok(hop) => hop,
-        Err(Miss::TooBig(mtu)) => {
-            return too_big::answer(ctx, flow, mtu.saturating_sub(overhead as u16));
-        }
-        Err(Miss::Drop(counter)) => return (xdp_action::XDP_DROP, counter),
+    let overhead = if v6 { IPV6_HLEN } else { IPV4_MIN_HLEN } + if gue { UDP_HLEN } else { 0 };
+    let Some(hop) = next_hop(ctx, real_id, real, gue, v6) else {
+        return (xdp_action::XDP_DROP, GlobalCounter::DropNoRoute);
     };
+    if flow.ip.len as usize + overhead > hop.mtu as usize {
+        return too_big::answer(ctx, flow, hop.mtu.saturating_sub(overhead as u16));
+    }
     let written = match (v6, gue) {
         (false, false) => ipip4(ctx, real, flow, &hop),
         (false, true) => gue4(ctx, real, flow, &hop),
@@ -66,39 +75,54 @@ pub fn to_real(ctx: &XdpContext, real: &RealDef, flow: &Flow) -> (u32, GlobalCou
     }
 }
 
-/// Why the FIB gave no next hop.
-enum Miss {
-    /// The outer packet would exceed the egress MTU, which is this.
-    TooBig(u16),
-    /// No route or neighbour: drop, counted here.
-    Drop(GlobalCounter),
-}
-
-/// Where the outer packet goes next, from the kernel's FIB.
-struct NextHop {
-    ifindex: u32,
-    dmac: [u8; 6],
-    smac: [u8; 6],
-    /// The front's address toward the real (GUE's outer source), network-order words.
-    src: [u32; 4],
-}
-
 #[inline(always)]
 fn ingress_ifindex(ctx: &XdpContext) -> u32 {
     // SAFETY: ctx points at the kernel's xdp_md for this run.
     unsafe { (*ctx.ctx).ingress_ifindex }
 }
 
+/// The next hop toward `real`: this CPU's copy while it is younger than [`NEXT_HOP_TTL_NS`]
+/// and made for the real now in the slot, otherwise a new one from the FIB. `None`: the FIB
+/// has no route or no neighbour entry (nothing is kept, so the next packet asks again).
 #[inline(always)]
 fn next_hop(
     ctx: &XdpContext,
+    real_id: u32,
     real: &RealDef,
     gue: bool,
     v6: bool,
-    outer_len: usize,
-) -> Result<NextHop, Miss> {
-    // SAFETY: an all-zero bpf_fib_lookup is a valid (empty) request.
-    let mut params: FibParams = unsafe { core::mem::zeroed() };
+) -> Option<NextHop> {
+    let slot = NEXT_HOPS.get_ptr_mut(real_id)?;
+    // SAFETY: per-CPU value, only this program on this CPU touches it.
+    let slot = unsafe { &mut *slot };
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if slot.generation == real.generation && now < slot.expires_ns {
+        return Some(*slot);
+    }
+    let mut hop = fib_lookup(ctx, real, gue, v6)?;
+    hop.generation = real.generation;
+    hop.expires_ns = now + NEXT_HOP_TTL_NS;
+    *slot = hop;
+    Some(hop)
+}
+
+/// Asks the kernel's FIB for the next hop toward `real` from the receiving interface (with
+/// the front's own source address, for GUE). The MTU it reports is checked by the caller.
+#[inline(always)]
+fn fib_lookup(ctx: &XdpContext, real: &RealDef, gue: bool, v6: bool) -> Option<NextHop> {
+    // All zero first, in eight word stores: `mem::zeroed()` or zeroed arrays in a struct
+    // literal become calls to a byte-at-a-time `memset` here (about 50 ns per packet).
+    let mut words = core::mem::MaybeUninit::<[u64; 8]>::uninit();
+    let word = words.as_mut_ptr() as *mut u64;
+    for i in 0..8 {
+        // SAFETY: within the 8-word buffer; volatile so that the stores stay stores.
+        unsafe { core::ptr::write_volatile(word.add(i), 0) };
+    }
+    const _: () = assert!(core::mem::size_of::<FibParams>() == 64);
+    // SAFETY: 64 zeroed bytes, 8-aligned, are a valid (empty) bpf_fib_lookup, which is
+    // 64 bytes and needs 4-byte alignment.
+    let params = unsafe { &mut *(word as *mut FibParams) };
     params.family = real.family;
     params.l4_protocol = if gue {
         PROTO_UDP
@@ -107,43 +131,52 @@ fn next_hop(
     } else {
         IPPROTO_IPIP
     };
-    params.__bindgen_anon_1.tot_len = outer_len as u16;
+    // tot_len stays 0: the lookup never fails on the MTU and reports it instead.
     params.ifindex = ingress_ifindex(ctx);
-    if v6 {
-        params.__bindgen_anon_4.ipv6_dst = real.addr;
-    } else {
-        params.__bindgen_anon_4.ipv4_dst = real.addr[0];
+    // SAFETY (union writes): plain integer members.
+    unsafe {
+        if v6 {
+            let dst = &mut params.__bindgen_anon_4.ipv6_dst;
+            dst[0] = real.addr[0];
+            dst[1] = real.addr[1];
+            dst[2] = real.addr[2];
+            dst[3] = real.addr[3];
+        } else {
+            params.__bindgen_anon_4.ipv4_dst = real.addr[0];
+        }
     }
     let flags = if gue { BPF_FIB_LOOKUP_SRC } else { 0 };
     // SAFETY: params is a valid, initialised request of the size passed.
     let rc = unsafe {
         bpf_fib_lookup(
             ctx.ctx as *mut _,
-            &mut params,
+            params as *mut FibParams,
             core::mem::size_of::<FibParams>() as i32,
             flags,
         )
     };
-    if rc == BPF_FIB_LKUP_RET_FRAG_NEEDED as i64 {
-        // SAFETY: the kernel wrote the MTU into the union for this result.
-        return Err(Miss::TooBig(unsafe { params.__bindgen_anon_1.mtu_result }));
-    }
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 {
-        return Err(Miss::Drop(GlobalCounter::DropNoRoute));
+        return None;
     }
-    // SAFETY: the union members read are the ones the kernel filled for this family.
-    let src = unsafe {
-        if v6 {
+    // SAFETY: the union members read are the ones the kernel filled for this family and
+    // result.
+    let (src, mtu) = unsafe {
+        let src = if v6 {
             params.__bindgen_anon_3.ipv6_src
         } else {
             [params.__bindgen_anon_3.ipv4_src, 0, 0, 0]
-        }
+        };
+        (src, params.__bindgen_anon_1.mtu_result)
     };
-    Ok(NextHop {
+    Some(NextHop {
+        expires_ns: 0,
+        generation: 0,
         ifindex: params.ifindex,
+        src,
+        mtu,
         dmac: params.dmac,
         smac: params.smac,
-        src,
+        _pad: [0; 2],
     })
 }
 

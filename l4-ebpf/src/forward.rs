@@ -11,11 +11,16 @@ use crate::{encap, maps::TX_PORTS, parse::Flow};
 
 /// Sends the frame to `real` the way the real is reached.
 #[inline(always)]
-pub fn to_real(ctx: &XdpContext, real: &RealDef, flow: &Flow) -> (u32, GlobalCounter) {
+pub fn to_real(
+    ctx: &XdpContext,
+    real_id: u32,
+    real: &RealDef,
+    flow: &Flow,
+) -> (u32, GlobalCounter) {
     if real.encap == RealDef::ENCAP_L2 {
         l2(ctx, real)
     } else {
-        encap::to_real(ctx, real, flow)
+        encap::to_real(ctx, real_id, real, flow)
     }
 }
 

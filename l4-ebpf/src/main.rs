@@ -111,7 +111,7 @@ fn icmp_error(ctx: &XdpContext, flow: &Flow) -> (u32, GlobalCounter) {
 #[inline(always)]
 fn send(ctx: &XdpContext, flow: &Flow, real_id: u32, real: &RealDef) -> (u32, GlobalCounter) {
     account(&REAL_STATS, real_id, frame_len(ctx));
-    forward::to_real(ctx, real, flow)
+    forward::to_real(ctx, real_id, real, flow)
 }
 
 #[inline(always)]

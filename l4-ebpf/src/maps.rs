@@ -102,6 +102,28 @@ map_name!(FLOW_GUARD => pinned!(
     pub static FLOW_GUARD: PerCpuArray<NewFlowWindow> = PerCpuArray::pinned(1, 0)
 ));
 
+/// A real's next hop as the FIB gave it (encapsulated reals), kept per CPU: see
+/// `encap::next_hop`. Program-private, so not pinned: a new load starts with none.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct NextHop {
+    /// When this CPU asks the FIB again (`bpf_ktime_get_ns` time).
+    pub expires_ns: u64,
+    /// The real's generation it was made for (a reused slot asks anew).
+    pub generation: u32,
+    pub ifindex: u32,
+    /// The front's address toward the real (GUE's outer source), network-order words.
+    pub src: [u32; 4],
+    /// The egress MTU toward the real.
+    pub mtu: u16,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+#[map]
+pub static NEXT_HOPS: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(MAX_REALS, 0);
+
 /// Adds one to a global counter (this CPU's copy: no atomics needed).
 #[inline(always)]
 pub fn count(counter: GlobalCounter) {

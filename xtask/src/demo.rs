@@ -4,7 +4,8 @@
 //! the hit ratio, each server's share of requests and objects, the bytes stored against the
 //! unique bytes (1.00 when every object is stored once), the front's counters per real. It
 //! draws the per-server load as a PNG and takes the testbed down again (`--keep` leaves it up
-//! with its Prometheus endpoints, for a look around).
+//! with its Prometheus endpoints, for a look around). With `--l3-servers K` the last K
+//! servers sit behind a router and the front reaches them with IPIP or GUE (`--encap`).
 
 use std::{
     fs,
@@ -18,7 +19,7 @@ use dl7_traffic::load::LoadReport;
 use plotters::prelude::*;
 
 use crate::build::Profile;
-use dl7_testbed::{Mode, Spec, Testbed, in_netns, process as cmd};
+use dl7_testbed::{Encap, Mode, Spec, Testbed, in_netns, process as cmd};
 
 use crate::bench::plot;
 
@@ -45,6 +46,12 @@ pub struct DemoArgs {
     /// Objects in the workload's catalogue.
     #[arg(long, default_value_t = 5_000)]
     objects: u64,
+    /// Put this many of the servers (the last ones) behind a router, in a second subnet.
+    #[arg(long, default_value_t = 0)]
+    l3_servers: u16,
+    /// How the front reaches the servers behind the router.
+    #[arg(long, value_enum, default_value = "gue")]
+    encap: Encap,
 }
 
 /// One server's numbers, from its sidecar's /metrics and the front.
@@ -74,6 +81,8 @@ pub fn run(root: &Path, args: DemoArgs) -> Result<()> {
     let spec = Spec {
         mode: args.mode,
         cache_bytes: 1 << 30,
+        l3_servers: args.l3_servers,
+        encap: args.encap,
         ..Spec::new(DEMO_NAME, args.servers, &args.scheme)
     };
     let status = dl7_testbed::up(&spec, &parts)?;
@@ -124,8 +133,13 @@ fn demo(root: &Path, args: &DemoArgs, status: &Testbed) -> Result<()> {
 
     let mut servers = Vec::new();
     for (s, m) in status.servers.iter().zip(status.scrape_servers()?) {
+        // A routed server's name carries how the front reaches it.
+        let name = match s.encap {
+            Some(encap) => format!("{}/{}", s.name, encap.as_str()),
+            None => s.name.clone(),
+        };
         servers.push(ServerNumbers {
-            name: s.name.clone(),
+            name,
             served: m.sum("dl7_l7_requests_total", &[("route", "local")]),
             forwarded: m.sum("dl7_l7_requests_total", &[("route", "peer")]),
             relayed: m.sum("dl7_l7_requests_total", &[("route", "relay")]),
@@ -217,7 +231,7 @@ fn print_report(
         .iter()
         .fold((0.0, 0.0), |(r, b), s| (r + s.relayed, b + s.relay_bytes));
     println!(
-        "\n{:<6} {:>13} {:>10} {:>8} {:>10} {:>9} {:>9} {:>11}",
+        "\n{:<9} {:>13} {:>10} {:>8} {:>10} {:>9} {:>9} {:>11}",
         "server",
         "front packets",
         "forwarded",
@@ -229,7 +243,7 @@ fn print_report(
     );
     for s in servers {
         println!(
-            "{:<6} {:>6} ({:>4.1}%) {:>10.0} {:>8.0} {:>10.0} {:>8.1}% {:>9.0} {:>11.1}",
+            "{:<9} {:>6} ({:>4.1}%) {:>10.0} {:>8.0} {:>10.0} {:>8.1}% {:>9.0} {:>11.1}",
             s.name,
             s.front_packets,
             100.0 * s.front_packets as f64 / (packets as f64).max(1.0),
@@ -255,22 +269,22 @@ fn print_report(
     );
     println!("origin: {fetches} fetches for {unique_urls} distinct URLs");
     let global = &stats["global"];
+    // Every drop outcome the front counts (`drop_*`).
+    let drops: u64 = global
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("drop_"))
+        .filter_map(|(_, v)| v.as_u64())
+        .sum();
     println!(
-        "front: tx {} frames, new flows {}, flow-table hits {}, drops {}; not for a VIP {} \
-         (the daemon's health-check replies: replies to clients never pass the front)",
+        "front: tx {} frames ({} of them encapsulated), new flows {}, flow-table hits {}, \
+         drops {drops}; not for a VIP {} (the daemon's health-check replies: replies to \
+         clients never pass the front)",
         global["tx"],
+        global["encapsulated"],
         global["new_flows"],
         global["conn_hits"],
-        [
-            "drop_truncated",
-            "drop_malformed",
-            "drop_fragment",
-            "drop_no_real",
-            "drop_redirect_failed"
-        ]
-        .iter()
-        .map(|k| global[*k].as_u64().unwrap_or(0))
-        .sum::<u64>(),
         global["pass_not_vip"],
     );
 }

@@ -192,15 +192,18 @@ impl TestDecap {
         TestDecap { ebpf, pin_dir }
     }
 
-    /// Runs `frame` through the XDP program: the action and the frame as it left.
-    pub fn run_xdp(&self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let program: &Xdp = self
-            .ebpf
+    /// The XDP program (to test-run it).
+    pub fn xdp(&self) -> &Xdp {
+        self.ebpf
             .program(common::DECAP_PROGRAM_NAME)
             .expect("XDP program")
             .try_into()
-            .expect("an XDP program");
-        test_run(program, frame)
+            .expect("an XDP program")
+    }
+
+    /// Runs `frame` through the XDP program: the action and the frame as it left.
+    pub fn run_xdp(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        test_run(self.xdp(), frame)
     }
 
     /// Runs `frame` through the tc program: the tc action and the frame as it left.
