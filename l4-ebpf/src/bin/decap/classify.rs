@@ -35,13 +35,14 @@ const GUE_HEADER: usize = 4;
 
 #[inline(always)]
 fn ours(addr: [u32; 4], family: u8) -> bool {
-    let key = DecapAddrKey {
-        addr,
-        family,
-        _pad: [0; 3],
-    };
-    // SAFETY: only tested for presence.
-    unsafe { DECAP_ADDRS.get(&key) }.is_some()
+    // The key as five words (the family in the low byte of the last, the padding zero): a
+    // struct literal with its `[0; 3]` padding compiles to a call of a byte-wise memset.
+    const _: () = assert!(core::mem::size_of::<DecapAddrKey>() == 20);
+    let words = [addr[0], addr[1], addr[2], addr[3], u32::from(family)];
+    // SAFETY: DecapAddrKey is 20 bytes of integers with no implicit padding, 4-aligned, laid
+    // out as the address words, the family byte and three zero bytes (little-endian);
+    // `words` is exactly that. Only tested for presence.
+    unsafe { DECAP_ADDRS.get(&*(words.as_ptr() as *const DecapAddrKey)) }.is_some()
 }
 
 /// Decides for a frame whose EtherType is `ethertype`.
