@@ -239,6 +239,16 @@ fn rows() -> Vec<Row> {
             C::Passed,
         ),
         row(
+            "IPv6 with a fragment header to the real: not an encapsulation this program strips",
+            eth6(&encap::ipv6(FRONT6, REAL6, 44, 0, &{
+                let mut f = vec![IPPROTO_IPV6, 0, 0, 1, 0, 0, 0, 7];
+                f.extend_from_slice(&i6);
+                f
+            })),
+            Out::Same,
+            C::Passed,
+        ),
+        row(
             "a plain TCP segment to the real",
             eth4(&inner4()),
             Out::Same,
