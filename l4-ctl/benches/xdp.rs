@@ -464,4 +464,3 @@ fn xdp<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Xdp, String> {
         .try_into()
         .map_err(|e| format!("{name}: {e}"))
 }
-
