@@ -23,6 +23,40 @@ pub struct FlowKey {
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 
+/// An IPv4 flow's key in the IPv4 connection table: the same 5-tuple in 16 bytes. The kernel
+/// hashes and compares map keys word by word, so a key less than half as long makes every
+/// lookup cheaper (about a tenth of an established packet's cost, measured).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKeyV4 {
+    /// Source address: the network-order bytes read as a native word.
+    pub src: u32,
+    /// Destination address (the VIP), same encoding.
+    pub dst: u32,
+    /// The source port's then the destination port's network-order bytes (the first four
+    /// bytes of the TCP or UDP header), read as a native word.
+    pub ports: u32,
+    /// IP protocol number (the upper bytes zero).
+    pub proto: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<FlowKeyV4>() == 16);
+
+impl FlowKey {
+    /// The key of an IPv4 flow in the IPv4 connection table.
+    #[inline(always)]
+    pub fn v4(&self) -> FlowKeyV4 {
+        let [s0, s1] = self.src_port.to_ne_bytes();
+        let [d0, d1] = self.dst_port.to_ne_bytes();
+        FlowKeyV4 {
+            src: self.src[0],
+            dst: self.dst[0],
+            ports: u32::from_ne_bytes([s0, s1, d0, d1]),
+            proto: self.proto as u32,
+        }
+    }
+}
+
 const C1: u32 = 0xcc9e_2d51;
 const C2: u32 = 0x1b87_3593;
 /// Fixed seed: the hash must be the same in every process and on every front node.

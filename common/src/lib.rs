@@ -18,7 +18,7 @@ pub mod flow;
 pub mod maps;
 
 pub use counters::{DecapCounter, GlobalCounter, TrafficCounters};
-pub use flow::{FlowKey, flow_hash};
+pub use flow::{FlowKey, FlowKeyV4, flow_hash};
 pub use maps::{
     ConnValue, DecapAddrKey, FrontSettings, HEALTH_PATH_MAX, HealthSpec, NewFlowWindow, RealDef,
     VipAddrKey, VipKey, VipMeta,
@@ -94,6 +94,7 @@ macro_rules! map_name {
     (RINGS => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_RINGS", $($args)* } };
     (REALS => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_REALS", $($args)* } };
     (CONN_TABLE => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_CONNS", $($args)* } };
+    (CONN_TABLE_V4 => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_CONNS4", $($args)* } };
     (TX_PORTS => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_TX_PORTS", $($args)* } };
     (VIP_STATS => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_VIP_STATS", $($args)* } };
     (REAL_STATS => $($then:ident)::+ ! ($($args:tt)*)) => { $($then)::+! { "DL7_REAL_STATS", $($args)* } };
@@ -129,8 +130,11 @@ pub mod map_names {
     pub const RINGS: &str = crate::map_name!(RINGS);
     /// Array indexed by real id -> [`crate::RealDef`].
     pub const REALS: &str = crate::map_name!(REALS);
-    /// LRU hash [`crate::FlowKey`] -> [`crate::ConnValue`].
+    /// LRU hash [`crate::FlowKey`] -> [`crate::ConnValue`]: IPv6 flows (and IPv4 flows that
+    /// a build before the IPv4 table recorded).
     pub const CONN_TABLE: &str = crate::map_name!(CONN_TABLE);
+    /// LRU hash [`crate::FlowKeyV4`] -> [`crate::ConnValue`]: IPv4 flows.
+    pub const CONN_TABLE_V4: &str = crate::map_name!(CONN_TABLE_V4);
     /// Devmap: `RealDef::tx_port` -> egress ifindex.
     pub const TX_PORTS: &str = crate::map_name!(TX_PORTS);
     /// Per-CPU array indexed by `vip_id` -> [`crate::TrafficCounters`].
@@ -155,12 +159,13 @@ pub mod map_names {
     /// The decapsulator's maps.
     pub const DECAP_ALL: [&str; 2] = [DECAP_ADDRS, DECAP_STATS];
     /// Every map of the balancer, in the order above.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         VIPS,
         VIP_ADDRS,
         RINGS,
         REALS,
         CONN_TABLE,
+        CONN_TABLE_V4,
         TX_PORTS,
         VIP_STATS,
         REAL_STATS,

@@ -201,6 +201,7 @@ mod pod {
     unsafe impl aya::Pod for crate::maps::FrontSettings {}
     unsafe impl aya::Pod for crate::maps::NewFlowWindow {}
     unsafe impl aya::Pod for crate::flow::FlowKey {}
+    unsafe impl aya::Pod for crate::flow::FlowKeyV4 {}
     unsafe impl aya::Pod for crate::counters::TrafficCounters {}
 }
 

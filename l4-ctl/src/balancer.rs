@@ -22,9 +22,9 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use common::{
-    CONN_TABLE_SIZE, FlowKey, FrontSettings, GlobalCounter, HealthSpec, MAX_REALS, MAX_TX_PORTS,
-    MAX_VIPS, RING_SIZE, RealDef, TX_PORT_SAME_IFACE, TrafficCounters, VIP_PORT_SLOTS, VipAddrKey,
-    VipKey, VipMeta, flow_hash, map_names,
+    CONN_TABLE_SIZE, FlowKey, FlowKeyV4, FrontSettings, GlobalCounter, HealthSpec, MAX_REALS,
+    MAX_TX_PORTS, MAX_VIPS, RING_SIZE, RealDef, TX_PORT_SAME_IFACE, TrafficCounters,
+    VIP_PORT_SLOTS, VipAddrKey, VipKey, VipMeta, flow_hash, map_names,
 };
 
 use crate::{
@@ -892,23 +892,47 @@ impl Balancer {
         Ok(out)
     }
 
-    /// The number of entries in the connection table (walks the table: for tests and status).
+    /// Flows in the connection tables (IPv4 and IPv6).
     pub fn conn_count(&self) -> Result<usize> {
-        let name = map_names::CONN_TABLE;
-        let map = HashMap::<_, FlowKey, common::ConnValue>::try_from(self.map(name)?)
-            .map_err(map_err(name))?;
-        Ok(map.keys().filter(|k| k.is_ok()).count())
+        let count = |name: &'static str| -> Result<usize> {
+            let map = self.map(name)?;
+            Ok(match name {
+                map_names::CONN_TABLE_V4 => {
+                    HashMap::<_, FlowKeyV4, common::ConnValue>::try_from(map)
+                        .map_err(map_err(name))?
+                        .keys()
+                        .filter(|k| k.is_ok())
+                        .count()
+                }
+                _ => HashMap::<_, FlowKey, common::ConnValue>::try_from(map)
+                    .map_err(map_err(name))?
+                    .keys()
+                    .filter(|k| k.is_ok())
+                    .count(),
+            })
+        };
+        Ok(count(map_names::CONN_TABLE)? + count(map_names::CONN_TABLE_V4)?)
     }
 
-    /// The real recorded for a flow in the connection table, if any.
+    /// The real recorded for a flow in its family's connection table, if any.
     pub fn conn(&self, key: &FlowKey) -> Result<Option<common::ConnValue>> {
-        let name = map_names::CONN_TABLE;
-        let map = HashMap::<_, FlowKey, common::ConnValue>::try_from(self.map(name)?)
-            .map_err(map_err(name))?;
-        match map.get(key, 0) {
+        let found = if key.family == common::FAMILY_V4 {
+            let name = map_names::CONN_TABLE_V4;
+            HashMap::<_, FlowKeyV4, common::ConnValue>::try_from(self.map(name)?)
+                .map_err(map_err(name))?
+                .get(&key.v4(), 0)
+                .map_err(|e| (name, e))
+        } else {
+            let name = map_names::CONN_TABLE;
+            HashMap::<_, FlowKey, common::ConnValue>::try_from(self.map(name)?)
+                .map_err(map_err(name))?
+                .get(key, 0)
+                .map_err(|e| (name, e))
+        };
+        match found {
             Ok(v) => Ok(Some(v)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(name)(e)),
+            Err((_, MapError::KeyNotFound)) => Ok(None),
+            Err((name, e)) => Err(map_err(name)(e)),
         }
     }
 }

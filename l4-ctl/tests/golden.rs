@@ -516,6 +516,41 @@ fn load_sets_the_new_flow_guard_default_and_keeps_a_configured_one() {
 }
 
 #[test]
+fn an_ipv4_flow_an_older_build_recorded_keeps_its_real() {
+    // Builds before the IPv4 table recorded IPv4 flows in the 40-byte table: after an
+    // in-place upgrade their next packet must still reach the same real, and the entry
+    // moves to the IPv4 table.
+    let (mut tb, v4, _, _) = setup();
+    tb.add_real(&v4, "10.0.0.21", 21, 1);
+    let src = (40000..41000)
+        .map(client)
+        .find(|src| tb.bal.lookup(&v4, *src).unwrap().unwrap().def.mac[5] == 11)
+        .expect("a port whose new flow goes to real 11");
+    let other = tb.bal.real(&v4, "10.0.0.21".parse().unwrap()).unwrap();
+    let key = l4_ctl::balancer::flow_key(src, &v4);
+    let path = tb.pin_dir().join(common::map_names::CONN_TABLE);
+    let map = aya::maps::MapData::from_pin(&path).unwrap();
+    let mut legacy = aya::maps::HashMap::<_, common::FlowKey, common::ConnValue>::try_from(
+        aya::maps::Map::LruHashMap(map),
+    )
+    .unwrap();
+    let entry = common::ConnValue {
+        real: other.id,
+        generation: other.def.generation,
+    };
+    legacy.insert(key, entry, 0).unwrap();
+    let ack = frames::tcp_frame(src, v4.addr, TCP_ACK, b"x");
+    assert_eq!(tb.run(&ack), (XDP_TX, rewritten(&ack, 21)));
+    assert_eq!(tb.counter(C::ConnHits), 1);
+    assert_eq!(
+        tb.bal.conn(&key).unwrap(),
+        Some(entry),
+        "moved to the IPv4 table"
+    );
+    assert_eq!(tb.run(&ack), (XDP_TX, rewritten(&ack, 21)));
+}
+
+#[test]
 fn established_packet_without_entry_is_placed_and_remembered() {
     let (tb, v4, _, _) = setup();
     let ack = frames::tcp_frame(client(40001), v4.addr, TCP_ACK, &[]);

@@ -22,10 +22,12 @@ mod too_big;
 use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
 };
-use common::{ConnValue, GlobalCounter, NO_REAL, RING_SIZE, RealDef, VipKey, VipMeta, flow_hash};
+use common::{
+    ConnValue, FAMILY_V4, GlobalCounter, NO_REAL, RING_SIZE, RealDef, VipKey, VipMeta, flow_hash,
+};
 use maps::{
-    CONNS, FLOW_GUARD, REAL_STATS, REALS, RINGS, SETTINGS, VIP_ADDRS, VIP_PORTS, VIP_STATS, VIPS,
-    account, count,
+    CONNS, CONNS4, FLOW_GUARD, REAL_STATS, REALS, RINGS, SETTINGS, VIP_ADDRS, VIP_PORTS, VIP_STATS,
+    VIPS, account, count,
 };
 use parse::{Flow, Frame};
 
@@ -62,22 +64,23 @@ fn balance(ctx: &XdpContext, flow: &Flow) -> (u32, GlobalCounter) {
     if flow.ip_options {
         count(GlobalCounter::Ipv4Options);
     }
-    // SAFETY: copied out at once, see `decide`.
-    let conn = (unsafe { CONNS.get(&flow.key) }).copied();
-    if !flow.syn {
-        if let Some(conn) = conn
-            && let Some(real) = live_real(conn.real, conn.generation)
-        {
-            count(GlobalCounter::ConnHits);
-            account(&VIP_STATS, real.vip_id, frame_len(ctx));
-            return send(ctx, flow, conn.real, &real);
-        }
+    let conn = conn_entry(flow);
+    if !flow.syn
+        && let Some((real_id, real)) = live_entry(conn)
+    {
+        count(GlobalCounter::ConnHits);
+        account(&VIP_STATS, real.vip_id, frame_len(ctx));
+        return send(ctx, flow, real_id, &real);
     }
     let Some(meta) = vip(flow) else {
         return (xdp_action::XDP_PASS, GlobalCounter::PassNotVip);
     };
     account(&VIP_STATS, meta.vip_id, frame_len(ctx));
     if !flow.syn {
+        if let Some((real_id, real)) = older_entry(flow) {
+            count(GlobalCounter::ConnHits);
+            return send(ctx, flow, real_id, &real);
+        }
         count(GlobalCounter::ConnMisses);
     }
     let Some((real_id, real)) = maglev_real(flow, &meta) else {
@@ -98,9 +101,7 @@ fn icmp_error(ctx: &XdpContext, flow: &Flow) -> (u32, GlobalCounter) {
         return (xdp_action::XDP_PASS, GlobalCounter::PassIcmp);
     };
     account(&VIP_STATS, meta.vip_id, frame_len(ctx));
-    // SAFETY: copied out at once, see `decide`.
-    let known = (unsafe { CONNS.get(&flow.key) })
-        .and_then(|conn| Some((conn.real, live_real(conn.real, conn.generation)?)));
+    let known = live_entry(conn_entry(flow)).or_else(|| older_entry(flow));
     let Some((real_id, real)) = known.or_else(|| maglev_real(flow, &meta)) else {
         return (xdp_action::XDP_DROP, GlobalCounter::DropNoReal);
     };
@@ -139,6 +140,42 @@ fn vip(flow: &Flow) -> Option<VipMeta> {
     unsafe { VIPS.get(&key) }.copied()
 }
 
+/// The flow's entry in its family's connection table (IPv4 flows have a table of their own,
+/// with 16-byte keys).
+#[inline(always)]
+fn conn_entry(flow: &Flow) -> Option<ConnValue> {
+    // SAFETY (map get): copied out at once, see `decide`.
+    if flow.key.family == FAMILY_V4 {
+        unsafe { CONNS4.get(&flow.key.v4()) }.copied()
+    } else {
+        unsafe { CONNS.get(&flow.key) }.copied()
+    }
+}
+
+/// The real of an entry, when it is still the one the flow was given.
+#[inline(always)]
+fn live_entry(conn: Option<ConnValue>) -> Option<(u32, RealDef)> {
+    let conn = conn?;
+    Some((conn.real, live_real(conn.real, conn.generation)?))
+}
+
+/// An IPv4 flow without an entry in the IPv4 table may still have one in the other table,
+/// written by a build before the IPv4 table existed (an in-place upgrade keeps every flow's
+/// real): such an entry is moved over. Asked only for packets of a VIP that missed, so it
+/// costs nothing on the established path or for traffic to no VIP.
+#[inline(always)]
+fn older_entry(flow: &Flow) -> Option<(u32, RealDef)> {
+    if flow.key.family != FAMILY_V4 {
+        return None;
+    }
+    // SAFETY: copied out at once, see `decide`.
+    let old = (unsafe { CONNS.get(&flow.key) }).copied()?;
+    let real = live_real(old.real, old.generation)?;
+    // Best effort: a failed copy only means this lookup happens again next time.
+    let _ = CONNS4.insert(&flow.key.v4(), &old, 0);
+    Some((old.real, real))
+}
+
 /// The real the VIP's Maglev table gives this flow, if it may receive new flows.
 #[inline(always)]
 fn maglev_real(flow: &Flow, meta: &VipMeta) -> Option<(u32, RealDef)> {
@@ -168,7 +205,12 @@ fn record(flow: &Flow, old: Option<ConnValue>, real_id: u32, real: &RealDef) {
         count(GlobalCounter::NewFlowsUnrecorded);
         return;
     }
-    if CONNS.insert(&flow.key, &conn, 0).is_err() {
+    let inserted = if flow.key.family == FAMILY_V4 {
+        CONNS4.insert(&flow.key.v4(), &conn, 0)
+    } else {
+        CONNS.insert(&flow.key, &conn, 0)
+    };
+    if inserted.is_err() {
         count(GlobalCounter::ConnInsertFailed);
     }
 }

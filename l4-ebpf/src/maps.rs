@@ -9,9 +9,9 @@ use aya_ebpf::{
     maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray},
 };
 use common::{
-    CONN_TABLE_SIZE, ConnValue, FlowKey, FrontSettings, GlobalCounter, HealthSpec, MAX_REALS,
-    MAX_TX_PORTS, MAX_VIPS, NewFlowWindow, RING_SIZE, RealDef, TrafficCounters, VIP_PORT_SLOTS,
-    VipAddrKey, VipKey, VipMeta, map_name,
+    CONN_TABLE_SIZE, ConnValue, FlowKey, FlowKeyV4, FrontSettings, GlobalCounter, HealthSpec,
+    MAX_REALS, MAX_TX_PORTS, MAX_VIPS, NewFlowWindow, RING_SIZE, RealDef, TrafficCounters,
+    VIP_PORT_SLOTS, VipAddrKey, VipKey, VipMeta, map_name,
 };
 
 /// `BPF_F_NO_COMMON_LRU`: one LRU list per CPU, so inserts on different CPUs never contend.
@@ -54,8 +54,15 @@ map_name!(REALS => pinned!(
 
 map_name!(CONN_TABLE => pinned!(
     /// The connection table: flow -> real, one LRU list per CPU, so that a change of a
-    /// VIP's reals never moves an established flow.
+    /// VIP's reals never moves an established flow. IPv6 flows; IPv4 flows go to [`CONNS4`]
+    /// (this table still holds the IPv4 flows a build before it recorded).
     pub static CONNS: LruHashMap<FlowKey, ConnValue> =
+        LruHashMap::pinned(CONN_TABLE_SIZE, BPF_F_NO_COMMON_LRU)
+));
+
+map_name!(CONN_TABLE_V4 => pinned!(
+    /// The IPv4 flows' connection table: as [`CONNS`], with 16-byte keys.
+    pub static CONNS4: LruHashMap<FlowKeyV4, ConnValue> =
         LruHashMap::pinned(CONN_TABLE_SIZE, BPF_F_NO_COMMON_LRU)
 ));
 

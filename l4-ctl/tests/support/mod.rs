@@ -54,6 +54,11 @@ impl TestBalancer {
         test_run(self.bal.program().expect("program"), frame)
     }
 
+    /// Where the maps are pinned.
+    pub fn pin_dir(&self) -> &std::path::Path {
+        &self.pin_dir
+    }
+
     /// Loads the program again over the same pinned maps (an in-place upgrade).
     pub fn reload(&self) -> Balancer {
         Balancer::load(&self.pin_dir).expect("load the XDP program again")
