@@ -271,6 +271,14 @@ fn bad_input_gets_one_line_and_changes_nothing() {
             vec!["stats", "--watch", "--interval", "0"],
             "not a number of seconds",
         ),
+        (
+            vec!["real", "add", &vip, "10.0.0.9", "--encap", "vxlan"],
+            "invalid value",
+        ),
+        (
+            vec!["decap", "attach", "--iface", "fe0", "--mode", "fast"],
+            "invalid value",
+        ),
     ] {
         let out = front.ctl(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -283,6 +291,7 @@ fn bad_input_gets_one_line_and_changes_nothing() {
         front.real(3),
         format!("10.{}.0.1", front.net),
     );
+    let decap_pins = format!("{}-decap", front.pin_dir.display());
     let cases: Vec<(Vec<&str>, String)> = vec![
         (
             vec!["vip", "add", &vip],
@@ -337,12 +346,52 @@ fn bad_input_gets_one_line_and_changes_nothing() {
             vec!["load", "--iface", "fe0", "--mode", "native"],
             "run `l4-ctl unload`".to_owned(),
         ),
+        (
+            vec!["real", "add", &vip, &r3, "--encap", "gue"],
+            "IP forwarding is off (net.ipv4.conf.fe0.forwarding = 0)".to_owned(),
+        ),
+        (
+            vec![
+                "real",
+                "add",
+                &vip,
+                &r3,
+                "--encap",
+                "ipip",
+                "--mac",
+                "02:00:00:00:00:09",
+            ],
+            "--mac is for --encap l2".to_owned(),
+        ),
+        (
+            vec!["decap", "--decap-pin-dir", &decap_pins, "status"],
+            "the decapsulator is not attached".to_owned(),
+        ),
+        (
+            vec!["decap", "--decap-pin-dir", &decap_pins, "detach"],
+            "the decapsulator is not attached".to_owned(),
+        ),
+        (
+            vec![
+                "decap",
+                "--decap-pin-dir",
+                &decap_pins,
+                "attach",
+                "--iface",
+                "nosuch0",
+            ],
+            "no interface named \"nosuch0\"".to_owned(),
+        ),
     ];
     for (args, want) in &cases {
         let out = front.ctl(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         front.fails(args, want);
     }
+    assert!(
+        !std::path::Path::new(&decap_pins).exists(),
+        "a refused decap command left pins"
+    );
     // An unresolvable neighbour: refused after the probe times out.
     front.fails(
         &["real", "add", &vip, &format!("10.{}.0.50", front.net)],
