@@ -40,11 +40,13 @@ type Ring = [u32; RING_SIZE as usize];
 
 /// Compares the maps pinned under `pin_dir` (by an earlier load, perhaps of an older build)
 /// with the object's definitions: the kernel would let the new program use a pinned map of
-/// another size, and reads past its end would fail. A counters-only map of another size is
-/// unpinned, so that the load creates it anew (the counters restart from zero); any other
-/// difference stops the load before anything changes.
-fn check_pins(object: &[u8], pin_dir: &Path) -> Result<()> {
+/// another size, and reads past its end would fail. Any difference but in the counters map
+/// stops the load before anything changes. A counters map of another size is set aside
+/// (unpinned, returned open) once every map passed, so that the load creates it anew (the
+/// counters restart from zero); the caller drops it or [`restore`]s it.
+fn check_pins(object: &[u8], pin_dir: &Path) -> Result<Vec<(PathBuf, MapData)>> {
     let parsed = aya_obj::Object::parse(object).map_err(|e| BalancerError::Object(Box::new(e)))?;
+    let mut stale = Vec::new();
     for name in map_names::ALL {
         let path = pin_dir.join(name);
         if !path.exists() {
@@ -66,15 +68,35 @@ fn check_pins(object: &[u8], pin_dir: &Path) -> Result<()> {
             continue;
         }
         if name == map_names::GLOBAL_STATS {
-            fs::remove_file(&path).map_err(|source| BalancerError::PinDir {
-                path: path.clone(),
-                source,
-            })?;
+            stale.push(path);
             continue;
         }
         return Err(BalancerError::PinLayout { path, found, want });
     }
-    Ok(())
+    // Only now, with every map checked: the stale counters' pins are removed (this process
+    // holds the maps open), so that the load creates new ones; [`restore`] pins them again
+    // if the load fails after all. (bpffs has no rename.)
+    let mut aside = Vec::new();
+    for path in stale {
+        let map = MapData::from_pin(&path).map_err(|source| BalancerError::OpenPin {
+            path: path.clone(),
+            source: Box::new(source),
+        })?;
+        if let Err(source) = fs::remove_file(&path) {
+            restore(&aside);
+            return Err(BalancerError::PinDir { path, source });
+        }
+        aside.push((path, map));
+    }
+    Ok(aside)
+}
+
+/// Pins the maps [`check_pins`] set aside where they were (a load that failed after it).
+fn restore(aside: &[(PathBuf, MapData)]) {
+    for (path, map) in aside {
+        let _ = fs::remove_file(path);
+        let _ = map.pin(path);
+    }
 }
 
 /// The new-flow guard's default: a quarter of a CPU's share of the connection table per
@@ -295,19 +317,12 @@ impl Balancer {
             path: pin_dir.to_owned(),
             source,
         })?;
-        check_pins(object, pin_dir)?;
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(pin_dir)
-            .load(object)
-            .map_err(|e| BalancerError::Load(Box::new(e)))?;
-        let program: &mut Xdp = ebpf
-            .program_mut(common::PROGRAM_NAME)
-            .ok_or(BalancerError::Missing("XDP program"))?
-            .try_into()
-            .map_err(|e| BalancerError::Program(Box::new(e)))?;
-        program
-            .load()
-            .map_err(|e| BalancerError::Program(Box::new(e)))?;
+        let aside = check_pins(object, pin_dir)?;
+        let ebpf = Self::load_program(object, pin_dir);
+        if ebpf.is_err() {
+            restore(&aside);
+        }
+        let mut ebpf = ebpf?;
         let mut maps = BTreeMap::new();
         for name in map_names::ALL {
             maps.insert(
@@ -371,6 +386,23 @@ impl Balancer {
     /// How many CPUs the per-CPU maps have.
     pub fn nr_cpus(&self) -> usize {
         self.nr_cpus
+    }
+
+    /// The object loaded with its maps pinned under `pin_dir`, and its program verified.
+    fn load_program(object: &[u8], pin_dir: &Path) -> Result<Ebpf> {
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .load(object)
+            .map_err(|e| BalancerError::Load(Box::new(e)))?;
+        let program: &mut Xdp = ebpf
+            .program_mut(common::PROGRAM_NAME)
+            .ok_or(BalancerError::Missing("XDP program"))?
+            .try_into()
+            .map_err(|e| BalancerError::Program(Box::new(e)))?;
+        program
+            .load()
+            .map_err(|e| BalancerError::Program(Box::new(e)))?;
+        Ok(ebpf)
     }
 
     /// The loaded program (to attach it elsewhere, or to test-run it).

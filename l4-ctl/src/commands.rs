@@ -161,6 +161,16 @@ fn load(pin_dir: &Path, iface: &str, mode: l4_ctl::AttachMode) -> Result<()> {
     std::fs::create_dir_all(pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
     let _lock = PinLock::exclusive(pin_dir)?;
     let before = front::attachment(pin_dir)?;
+    // Refused before anything is loaded: a load over the pins may already change them.
+    if let Some(att) = &before
+        && (att.ifindex != front::ifindex(iface)? || att.mode != mode)
+    {
+        bail!(
+            "dl7 is attached to {} in {} mode; run `l4-ctl unload` before loading it on {iface} or in another mode",
+            att.iface,
+            format!("{:?}", att.mode).to_lowercase()
+        );
+    }
     let result = Balancer::load(pin_dir)
         .map_err(anyhow::Error::from)
         .and_then(|mut balancer| Ok(front::install(&mut balancer, pin_dir, iface, mode)?));
