@@ -7,8 +7,9 @@
 #
 #   deploy/real-server-setup.sh VIP [VIP ...]                 add (idempotent)
 #   deploy/real-server-setup.sh --decap IFACE VIP [VIP ...]   also decapsulate on IFACE
-#   deploy/real-server-setup.sh --remove VIP [...]            undo the addresses (and detach
-#                                                             the decapsulator if attached)
+#   deploy/real-server-setup.sh --remove VIP [...]            undo the addresses and detach
+#                                                             the decapsulator if attached
+#                                                             (the advmss stays on the routes)
 #
 # --decap IFACE (for reals the front reaches with --encap ipip|gue): attaches dl7's
 # decapsulator to IFACE (`l4-ctl decap attach`, native XDP; DECAP_MODE=generic or tc where
@@ -69,9 +70,10 @@ for vip in "$@"; do
     fi
 done
 if [ "$remove" = 1 ]; then
-    if [ -n "$decap" ]; then
-        # shellcheck disable=SC2086
-        "$l4ctl" decap $pin_args detach || true
+    # The decapsulator, if this host has one attached (quietly: most reals have none).
+    # shellcheck disable=SC2086
+    if "$l4ctl" decap $pin_args status >/dev/null 2>&1; then
+        "$l4ctl" decap $pin_args detach
     fi
     exit 0
 fi
@@ -97,15 +99,17 @@ if [ -n "$decap" ]; then
     "$l4ctl" decap $pin_args attach --iface "$decap" --mode "${DECAP_MODE:-native}"
     mtu=$(ip -o link show dev "$decap" | sed -n 's/.* mtu \([0-9]*\).*/\1/p')
     # Every route through IFACE (the default route among them): `ip route change` with the
-    # route as listed, the device and the MSS. Idempotent.
-    ip -4 route show dev "$decap" | sed -e 's/ advmss [0-9]*//' -e 's/ linkdown//' | while read -r route; do
-        # shellcheck disable=SC2086
-        ip -4 route change $route dev "$decap" advmss $((mtu - 68))
-    done
-    ip -6 route show dev "$decap" 2>/dev/null | grep -v '^fe80' |
-        sed -e 's/ advmss [0-9]*//' -e 's/ linkdown//' -e 's/ pref [a-z]*//' | while read -r route; do
-        # shellcheck disable=SC2086
-        ip -6 route change $route dev "$decap" advmss $((mtu - 108))
+    # route as listed (less what `ip` prints but does not take back), the device and the MSS.
+    # Idempotent. A route this cannot rewrite (multipath, say) gets a warning, not a stop.
+    strip='s/ advmss [0-9]*//; s/ linkdown//; s/ pref [a-z]*//; s/ expires \([0-9]*\)sec/ expires \1/'
+    for family in 4 6; do
+        overhead=$([ "$family" = 4 ] && echo 68 || echo 108)
+        ip "-$family" route show dev "$decap" 2>/dev/null | grep -v -e '^fe80' -e 'nexthop' |
+            sed -e "$strip" | while read -r route; do
+            # shellcheck disable=SC2086
+            ip "-$family" route change $route dev "$decap" advmss $((mtu - overhead)) ||
+                echo "$0: warning: no advmss on the route '$route': set it by hand" >&2
+        done
     done
 fi
 echo "dl7 real server ready for: $*"

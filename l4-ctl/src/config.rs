@@ -526,6 +526,12 @@ pub fn real_spec(
     weight: u32,
     encap: Encap,
 ) -> Result<RealSpec, NeighbourError> {
+    if encap == Encap::Gue
+        && !aya::util::KernelVersion::current()
+            .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 7, 0))
+    {
+        return Err(NeighbourError::GueNeedsKernel);
+    }
     if encap.is_tunnel() {
         neighbour::resolve_routed(addr, &front::ifname(attached_ifindex))?;
         return Ok(RealSpec {

@@ -92,6 +92,8 @@ pub enum DecapError {
     NoAddress { iface: String },
     #[error("more than {max} addresses to decapsulate for")]
     TooManyAddresses { max: u32 },
+    #[error("--mode tc needs Linux 6.6 (tcx links): use --mode generic on this kernel")]
+    TcNeedsTcx,
     #[error("loading the decapsulator failed")]
     Load(#[source] Box<aya::EbpfError>),
     #[error("the decapsulator object has no {0}")]
@@ -274,6 +276,14 @@ fn attach_new(ebpf: &mut Ebpf, iface: &str, mode: DecapMode) -> Result<FdLink> {
             FdLink::try_from(link).map_err(|e| program_err("the XDP link")(Box::new(e)))
         }
         DecapMode::Tc => {
+            // Before 6.6 aya attaches through netlink, with a link that cannot be pinned (and
+            // that would stay behind, unseen by `status` and `detach`); before 6.3 the kernel
+            // has no decapsulation flags for bpf_skb_adjust_room either.
+            if !aya::util::KernelVersion::current()
+                .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
+            {
+                return Err(DecapError::TcNeedsTcx);
+            }
             // An existing clsact qdisc is fine (other programs may use it).
             if let Err(e) = tc::qdisc_add_clsact(iface) {
                 let exists =

@@ -46,6 +46,10 @@ pub enum NeighbourError {
     )]
     ForwardingOff { sysctl: String },
     #[error(
+        "--encap gue needs Linux 6.7 on the front: the program asks the kernel's FIB for the outer source address (BPF_FIB_LOOKUP_SRC); use --encap ipip"
+    )]
+    GueNeedsKernel,
+    #[error(
         "cannot resolve the MAC of {addr} on {dev}: no ARP/neighbour answer within {}s; is the real up? (or give --mac)",
         RESOLVE_TIMEOUT.as_secs()
     )]
@@ -111,11 +115,17 @@ pub struct RoutedPath {
 /// interface the program runs on): a route, IP forwarding on, and a neighbour entry for the
 /// next hop, resolved now if missing (the program cannot resolve one itself).
 pub fn resolve_routed(addr: IpAddr, ingress: &str) -> Result<RoutedPath, NeighbourError> {
-    let sysctl = match addr {
-        IpAddr::V4(_) => format!("net.ipv4.conf.{ingress}.forwarding"),
-        IpAddr::V6(_) => "net.ipv6.conf.all.forwarding".to_owned(),
+    // The path is built, not derived from the sysctl name: an interface name may hold dots.
+    let (sysctl, path) = match addr {
+        IpAddr::V4(_) => (
+            format!("net.ipv4.conf.{ingress}.forwarding"),
+            format!("/proc/sys/net/ipv4/conf/{ingress}/forwarding"),
+        ),
+        IpAddr::V6(_) => (
+            "net.ipv6.conf.all.forwarding".to_owned(),
+            "/proc/sys/net/ipv6/conf/all/forwarding".to_owned(),
+        ),
     };
-    let path = format!("/proc/sys/{}", sysctl.replace('.', "/"));
     let on = std::fs::read_to_string(&path).is_ok_and(|v| v.trim() != "0");
     if !on {
         return Err(NeighbourError::ForwardingOff { sysctl });

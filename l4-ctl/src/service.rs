@@ -175,8 +175,8 @@ impl Encap {
         }
     }
 
-    /// The method a stored `RealDef::encap` names (unknown values read as L2, which is what
-    /// the program does with them).
+    /// The method a stored `RealDef::encap` names (l4-ctl writes no other values; an unknown
+    /// one reads as L2 here, while the program would encapsulate it as IPIP).
     pub fn from_number(n: u8) -> Self {
         match n {
             RealDef::ENCAP_IPIP => Encap::Ipip,

@@ -9,8 +9,8 @@
 //!
 //! The outer header's next hop (its MACs, egress interface and MTU) comes from the kernel's
 //! FIB with `bpf_fib_lookup`, so reals may sit in other subnets; each CPU keeps a real's
-//! next hop for [`NEXT_HOP_TTL_NS`] (a FIB lookup costs more than the rest of the path). A route or neighbour the FIB does
-//! not have is a counted drop. A frame the encapsulation would take past the egress MTU is
+//! next hop for [`NEXT_HOP_TTL_NS`] (a FIB lookup costs more than the rest of the path). A
+//! route or neighbour the FIB does not have is a counted drop. A frame the encapsulation would take past the egress MTU is
 //! answered with an ICMP "fragmentation needed" / ICMPv6 "packet too big" naming the MTU that
 //! fits ([`crate::too_big`]), so the client's path-MTU discovery adapts (the reals also
 //! advertise a smaller MSS, so that TCP rarely gets there).
@@ -56,10 +56,10 @@ pub fn to_real(
         return too_big::answer(ctx, flow, hop.mtu.saturating_sub(overhead as u16));
     }
     let written = match (v6, gue) {
-        (false, false) => ipip4(ctx, real, flow, &hop),
-        (false, true) => gue4(ctx, real, flow, &hop),
-        (true, false) => ipip6(ctx, real, flow, &hop),
-        (true, true) => gue6(ctx, real, flow, &hop),
+        (false, false) => ipip4(ctx, real, flow, hop),
+        (false, true) => gue4(ctx, real, flow, hop),
+        (true, false) => ipip6(ctx, real, flow, hop),
+        (true, true) => gue6(ctx, real, flow, hop),
     };
     if let Err(counter) = written {
         return (xdp_action::XDP_DROP, counter);
@@ -82,8 +82,10 @@ fn ingress_ifindex(ctx: &XdpContext) -> u32 {
 }
 
 /// The next hop toward `real`: this CPU's copy while it is younger than [`NEXT_HOP_TTL_NS`]
-/// and made for the real now in the slot, otherwise a new one from the FIB. `None`: the FIB
-/// has no route or no neighbour entry (nothing is kept, so the next packet asks again).
+/// and made for the real now in the slot (and its encapsulation), otherwise a new one from
+/// the FIB, written in place (no copies: the program's stack is 512 bytes). `None`: the FIB
+/// has no route or no neighbour entry (the slot is marked stale, so the next packet asks
+/// again).
 #[inline(always)]
 fn next_hop(
     ctx: &XdpContext,
@@ -91,26 +93,31 @@ fn next_hop(
     real: &RealDef,
     gue: bool,
     v6: bool,
-) -> Option<NextHop> {
+) -> Option<&'static NextHop> {
     let slot = NEXT_HOPS.get_ptr_mut(real_id)?;
-    // SAFETY: per-CPU value, only this program on this CPU touches it.
+    // SAFETY: per-CPU value, only this program on this CPU touches it, and the array's
+    // values live as long as the map.
     let slot = unsafe { &mut *slot };
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if slot.generation == real.generation && now < slot.expires_ns {
-        return Some(*slot);
+    if slot.generation == real.generation && slot.encap == real.encap && now < slot.expires_ns {
+        return Some(slot);
     }
-    let mut hop = fib_lookup(ctx, real, gue, v6)?;
-    hop.generation = real.generation;
-    hop.expires_ns = now + NEXT_HOP_TTL_NS;
-    *slot = hop;
-    Some(hop)
+    slot.expires_ns = 0;
+    if !fib_lookup(ctx, real, gue, v6, slot) {
+        return None;
+    }
+    slot.generation = real.generation;
+    slot.encap = real.encap;
+    slot.expires_ns = now + NEXT_HOP_TTL_NS;
+    Some(slot)
 }
 
 /// Asks the kernel's FIB for the next hop toward `real` from the receiving interface (with
-/// the front's own source address, for GUE). The MTU it reports is checked by the caller.
+/// the front's own source address, for GUE) and writes it into `hop`; false when the FIB has
+/// none. The MTU it reports is checked by the caller.
 #[inline(always)]
-fn fib_lookup(ctx: &XdpContext, real: &RealDef, gue: bool, v6: bool) -> Option<NextHop> {
+fn fib_lookup(ctx: &XdpContext, real: &RealDef, gue: bool, v6: bool, hop: &mut NextHop) -> bool {
     // All zero first, in eight word stores: `mem::zeroed()` or zeroed arrays in a struct
     // literal become calls to a byte-at-a-time `memset` here (about 50 ns per packet).
     let mut words = core::mem::MaybeUninit::<[u64; 8]>::uninit();
@@ -156,28 +163,22 @@ fn fib_lookup(ctx: &XdpContext, real: &RealDef, gue: bool, v6: bool) -> Option<N
         )
     };
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 {
-        return None;
+        return false;
     }
+    hop.ifindex = params.ifindex;
+    hop.dmac = params.dmac;
+    hop.smac = params.smac;
     // SAFETY: the union members read are the ones the kernel filled for this family and
     // result.
-    let (src, mtu) = unsafe {
-        let src = if v6 {
-            params.__bindgen_anon_3.ipv6_src
+    unsafe {
+        hop.mtu = params.__bindgen_anon_1.mtu_result;
+        if v6 {
+            hop.src = params.__bindgen_anon_3.ipv6_src;
         } else {
-            [params.__bindgen_anon_3.ipv4_src, 0, 0, 0]
-        };
-        (src, params.__bindgen_anon_1.mtu_result)
-    };
-    Some(NextHop {
-        expires_ns: 0,
-        generation: 0,
-        ifindex: params.ifindex,
-        src,
-        mtu,
-        dmac: params.dmac,
-        smac: params.smac,
-        _pad: [0; 2],
-    })
+            hop.src = [params.__bindgen_anon_3.ipv4_src, 0, 0, 0];
+        }
+    }
+    true
 }
 
 /// Makes room for `len` bytes of outer headers in front of the frame.

@@ -154,7 +154,7 @@ fn conn_entry(flow: &Flow) -> Option<ConnValue> {
 
 /// The real of an entry, when it is still the one the flow was given.
 #[inline(always)]
-fn live_entry(conn: Option<ConnValue>) -> Option<(u32, RealDef)> {
+fn live_entry(conn: Option<ConnValue>) -> Option<(u32, &'static RealDef)> {
     let conn = conn?;
     Some((conn.real, live_real(conn.real, conn.generation)?))
 }
@@ -162,29 +162,34 @@ fn live_entry(conn: Option<ConnValue>) -> Option<(u32, RealDef)> {
 /// An IPv4 flow without an entry in the IPv4 table may still have one in the other table,
 /// written by a build before the IPv4 table existed (an in-place upgrade keeps every flow's
 /// real): such an entry is moved over. Asked only for packets of a VIP that missed, so it
-/// costs nothing on the established path or for traffic to no VIP.
-#[inline(always)]
-fn older_entry(flow: &Flow) -> Option<(u32, RealDef)> {
+/// costs nothing on the established path or for traffic to no VIP. Not inlined: a
+/// subprogram of its own keeps its stack out of the main program's 512 bytes.
+#[inline(never)]
+fn older_entry(flow: &Flow) -> Option<(u32, &'static RealDef)> {
     if flow.key.family != FAMILY_V4 {
         return None;
     }
     // SAFETY: copied out at once, see `decide`.
     let old = (unsafe { CONNS.get(&flow.key) }).copied()?;
     let real = live_real(old.real, old.generation)?;
-    // Best effort: a failed copy only means this lookup happens again next time.
-    let _ = CONNS4.insert(&flow.key.v4(), &old, 0);
+    // Moved, not copied: the old table gets no IPv4 inserts any more, so an entry left there
+    // would never be evicted and could come back for a later flow of the same 5-tuple. A
+    // failed copy only means this lookup happens again next time.
+    if CONNS4.insert(&flow.key.v4(), &old, 0).is_ok() {
+        let _ = CONNS.remove(&flow.key);
+    }
     Some((old.real, real))
 }
 
 /// The real the VIP's Maglev table gives this flow, if it may receive new flows.
 #[inline(always)]
-fn maglev_real(flow: &Flow, meta: &VipMeta) -> Option<(u32, RealDef)> {
+fn maglev_real(flow: &Flow, meta: &VipMeta) -> Option<(u32, &'static RealDef)> {
     let ring = RINGS.get(meta.ring)?;
     let real_id = *ring.get(ring_slot(flow))?;
     if real_id == NO_REAL {
         return None;
     }
-    let real = *REALS.get(real_id)?;
+    let real = REALS.get(real_id)?;
     (real.flags & RealDef::FLAG_ACTIVE != 0).then_some((real_id, real))
 }
 
@@ -201,7 +206,9 @@ fn record(flow: &Flow, old: Option<ConnValue>, real_id: u32, real: &RealDef) {
         return;
     }
     count(GlobalCounter::NewFlows);
-    if !guard_admits() {
+    // Replacing an entry never grows the table, and leaving it would send the flow's next
+    // packets to the real it names instead of the one this packet went to.
+    if old.is_none() && !guard_admits() {
         count(GlobalCounter::NewFlowsUnrecorded);
         return;
     }
@@ -255,7 +262,7 @@ fn ring_slot(flow: &Flow) -> usize {
 
 /// The real in slot `id` if it is still the one a flow was given (same generation).
 #[inline(always)]
-fn live_real(id: u32, generation: u32) -> Option<RealDef> {
-    let real = *REALS.get(id)?;
+fn live_real(id: u32, generation: u32) -> Option<&'static RealDef> {
+    let real = REALS.get(id)?;
     (real.flags & RealDef::FLAG_ACTIVE != 0 && real.generation == generation).then_some(real)
 }

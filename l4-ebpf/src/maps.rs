@@ -125,7 +125,10 @@ pub struct NextHop {
     pub mtu: u16,
     pub dmac: [u8; 6],
     pub smac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// The real's encapsulation it was made for: only a GUE lookup asks the FIB for the
+    /// outer source, so a real switched from IPIP to GUE must ask anew.
+    pub encap: u8,
+    pub _pad: u8,
 }
 
 #[map]

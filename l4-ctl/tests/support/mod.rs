@@ -45,7 +45,11 @@ impl TestBalancer {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&pin_dir);
-        let bal = Balancer::load(&pin_dir).expect("load the XDP program");
+        let bal = Balancer::load(&pin_dir).unwrap_or_else(|e| {
+            // No TestBalancer to drop yet: remove what the failed load pinned.
+            let _ = std::fs::remove_dir_all(&pin_dir);
+            panic!("load the XDP program: {e:?}")
+        });
         TestBalancer { bal, pin_dir }
     }
 

@@ -80,7 +80,9 @@ fn outer_v4<F: Frame>(frame: &F) -> Verdict {
             Verdict::Drop(DecapCounter::Malformed)
         };
     }
-    let payload = (be16(&ip, 2) as usize).wrapping_sub(IPV4_MIN_HLEN);
+    let Some(payload) = (be16(&ip, 2) as usize).checked_sub(IPV4_MIN_HLEN) else {
+        return Verdict::Drop(DecapCounter::Malformed);
+    };
     inner(frame, proto, IPV4_MIN_HLEN, payload)
 }
 

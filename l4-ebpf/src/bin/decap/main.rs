@@ -16,8 +16,8 @@ mod classify;
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6, TC_ACT_OK, TC_ACT_SHOT,
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action,
+        BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6, BPF_F_ADJ_ROOM_FIXED_GSO,
+        TC_ACT_OK, TC_ACT_SHOT, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action,
     },
     helpers::bpf_xdp_adjust_head,
     macros::{classifier, map, xdp},
@@ -126,11 +126,14 @@ fn decap_tc(ctx: &TcContext) -> (i32, DecapCounter) {
         Verdict::Pass(counter) => return (TC_ACT_OK as i32, counter),
         Verdict::Drop(counter) => return (TC_ACT_SHOT as i32, counter),
     };
-    let flags = if inner_v6 {
-        BPF_F_ADJ_ROOM_DECAP_L3_IPV6
-    } else {
-        BPF_F_ADJ_ROOM_DECAP_L3_IPV4
-    };
+    // FIXED_GSO: a GRO-merged packet's segments carry as much payload as before, so its
+    // gso_size must not grow by the bytes stripped.
+    let flags = BPF_F_ADJ_ROOM_FIXED_GSO
+        | if inner_v6 {
+            BPF_F_ADJ_ROOM_DECAP_L3_IPV6
+        } else {
+            BPF_F_ADJ_ROOM_DECAP_L3_IPV4
+        };
     if ctx
         .adjust_room(-(strip as i32), BPF_ADJ_ROOM_MAC, flags as u64)
         .is_err()
