@@ -9,7 +9,9 @@
 //! 3. `l4-ctl real drain` of a routed real keeps its established connection and sends new
 //!    ones elsewhere; `real del` removes it, `real add --encap gue` brings it back;
 //! 4. the routed reals switched to IPIP with `l4-ctl apply`: an established connection keeps
-//!    its real, and its frames now arrive as IPIP.
+//!    its real, and its frames now arrive as IPIP;
+//! 5. the decapsulators moved to tc ingress (`l4-ctl decap attach --mode tc`): scenario 1's
+//!    checks again (GRO-merged packets reach tc, unlike XDP).
 //!
 //! The testbed is removed at the end, also when a scenario fails.
 
@@ -58,25 +60,33 @@ fn scenarios(parts: &Parts) -> Result<()> {
     step("R4. the routed reals switched to IPIP live", || {
         switch_to_ipip(&tb)
     })?;
+    step("R5. the decapsulators at tc ingress instead of XDP", || {
+        decap_at_tc(&tb)
+    })?;
     Ok(())
+}
+
+/// `l4-ctl decap ARGS` on routed server `s`, with its pin directory; its stdout.
+fn decap(tb: &Testbed, s: &dl7_testbed::plan::Server, args: &[&str]) -> Result<String> {
+    let pins = s
+        .decap_pin_dir
+        .as_ref()
+        .context("a routed server has decap pins")?;
+    dl7_testbed::process::output(
+        dl7_testbed::process::l4_ctl_command(&tb.parts.l4_ctl, Some(&s.ns), None)
+            .arg("decap")
+            .arg("--decap-pin-dir")
+            .arg(pins)
+            .args(args),
+    )
 }
 
 /// The routed servers' decapsulator counters: (decapsulated, malformed) summed.
 fn decap_counters(tb: &Testbed) -> Result<(u64, u64)> {
     let (mut decapsulated, mut malformed) = (0, 0);
     for s in tb.servers.iter().filter(|s| s.encap.is_some()) {
-        let pins = s
-            .decap_pin_dir
-            .as_ref()
-            .context("a routed server has decap pins")?;
-        let out = dl7_testbed::process::output(
-            dl7_testbed::process::l4_ctl_command(&tb.parts.l4_ctl, Some(&s.ns), None)
-                .arg("decap")
-                .arg("--decap-pin-dir")
-                .arg(pins)
-                .args(["status", "--json"]),
-        )?;
-        let status: serde_json::Value = serde_json::from_str(&out)?;
+        let status: serde_json::Value =
+            serde_json::from_str(&decap(tb, s, &["status", "--json"])?)?;
         decapsulated += status["counters"]["decapsulated"].as_u64().unwrap_or(0);
         malformed += status["counters"]["malformed"].as_u64().unwrap_or(0);
     }
@@ -317,5 +327,36 @@ fn switch_to_ipip(tb: &Testbed) -> Result<()> {
     ensure!(decap_after > decap_before, "no IPIP frame was decapsulated");
     ensure!(malformed == 0, "{malformed} malformed frames");
     eprintln!("e2e:   the flow to {real} kept its real across the switch to ipip");
+    Ok(())
+}
+
+/// Moves every routed server's decapsulator from native XDP to tc ingress (`detach`, then
+/// `attach --mode tc`), runs the workload through the VIP again, and puts them back.
+fn decap_at_tc(tb: &Testbed) -> Result<()> {
+    let routed: Vec<_> = tb.servers.iter().filter(|s| s.encap.is_some()).collect();
+    let move_to = |mode: &str| -> Result<()> {
+        for s in &routed {
+            decap(tb, s, &["detach"])?;
+            decap(tb, s, &["attach", "--iface", "eth0", "--mode", mode])?;
+        }
+        Ok(())
+    };
+    move_to("tc")?;
+    let result = (|| -> Result<()> {
+        for s in &routed {
+            let status: serde_json::Value =
+                serde_json::from_str(&decap(tb, s, &["status", "--json"])?)?;
+            ensure!(
+                status["mode"] == "tc",
+                "{} runs {} mode",
+                s.name,
+                status["mode"]
+            );
+        }
+        both_kinds(tb)
+    })();
+    move_to("native")?;
+    result?;
+    eprintln!("e2e:   the same checks pass with the decapsulators at tc ingress");
     Ok(())
 }
