@@ -616,3 +616,25 @@ fn a_changed_next_hop_reaches_the_data_path_within_the_cache_time() {
         assert_eq!(out[6..], want[6..]);
     });
 }
+
+#[test]
+fn a_real_that_becomes_reachable_is_used_within_the_cache_time() {
+    let fib = Fib::new();
+    let (ns, ifindex) = (fib.ns.clone(), fib.ifindex);
+    in_netns(&fib.ns, move || {
+        let tb = front();
+        let program = tb.bal.program().unwrap();
+        // Port 81's real is routed through a gateway with no neighbour entry.
+        let syn = frames::tcp_frame(c4(40000), v4(81), TCP_SYN, &[]);
+        assert_eq!(test_run_on(program, &syn, ifindex).0, XDP_DROP);
+        assert_eq!(tb.counter(C::DropNoRoute), 1);
+        run(&format!(
+            "ip -n {ns} neigh replace 10.99.0.253 lladdr {ROUTER_MAC} dev f0 nud permanent"
+        ));
+        // "No route" is kept for 100 ms like a next hop: after that the real is reached.
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let (action, out) = test_run_on(program, &syn, ifindex);
+        assert_eq!(action, XDP_TX);
+        assert_eq!(out[..6], ROUTER_MAC.0);
+    });
+}

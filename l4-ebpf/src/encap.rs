@@ -84,8 +84,8 @@ fn ingress_ifindex(ctx: &XdpContext) -> u32 {
 /// The next hop toward `real`: this CPU's copy while it is younger than [`NEXT_HOP_TTL_NS`]
 /// and made for the real now in the slot (and its encapsulation), otherwise a new one from
 /// the FIB, written in place (no copies: the program's stack is 512 bytes). `None`: the FIB
-/// has no route or no neighbour entry (the slot is marked stale, so the next packet asks
-/// again).
+/// has no route or no neighbour entry; that answer is kept for the same time, so an
+/// unroutable real costs one FIB lookup per CPU and period, not one per packet.
 #[inline(always)]
 fn next_hop(
     ctx: &XdpContext,
@@ -101,16 +101,14 @@ fn next_hop(
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if slot.generation == real.generation && slot.encap == real.encap && now < slot.expires_ns {
-        return Some(slot);
+        return (slot.found != 0).then_some(&*slot);
     }
-    slot.expires_ns = 0;
-    if !fib_lookup(ctx, real, gue, v6, slot) {
-        return None;
-    }
+    let found = fib_lookup(ctx, real, gue, v6, slot);
+    slot.found = found as u8;
     slot.generation = real.generation;
     slot.encap = real.encap;
     slot.expires_ns = now + NEXT_HOP_TTL_NS;
-    Some(slot)
+    found.then_some(&*slot)
 }
 
 /// Asks the kernel's FIB for the next hop toward `real` from the receiving interface (with

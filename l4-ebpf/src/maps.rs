@@ -128,7 +128,9 @@ pub struct NextHop {
     /// The real's encapsulation it was made for: only a GUE lookup asks the FIB for the
     /// outer source, so a real switched from IPIP to GUE must ask anew.
     pub encap: u8,
-    pub _pad: u8,
+    /// 1 when the FIB gave a next hop; 0 keeps its "no route" answer for the same time, so
+    /// that an unroutable real does not cost a FIB lookup per packet.
+    pub found: u8,
 }
 
 #[map]
