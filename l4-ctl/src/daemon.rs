@@ -1,6 +1,7 @@
 //! `l4-ctl daemon`: the front's long-running part. It health-checks the reals of every VIP
 //! that has a check configured, drains a real that fails (`FLAG_DOWN`) and restores it when it
-//! recovers, and serves Prometheus metrics read from the program's per-CPU counters.
+//! recovers, and serves Prometheus metrics read from the program's per-CPU counters and the
+//! membership of every VIP (`GET /members`, [`l4_ctl::membership`]).
 //!
 //! The maps stay the only state: every second the daemon re-reads the VIPs, reals and checks
 //! (so `l4-ctl real add` or `apply` by an operator is picked up) and starts or stops one probe
@@ -25,6 +26,7 @@ use l4_ctl::{
     front,
     health::{self, State, Target},
     lock::PinLock,
+    membership::{self, Generations, Membership},
     metrics::{self, HealthMetrics},
     stats,
 };
@@ -47,6 +49,7 @@ struct Shared {
     pin_dir: PathBuf,
     balancer: Mutex<Balancer>,
     health: HealthMetrics,
+    members: Mutex<Generations>,
 }
 
 impl Shared {
@@ -54,6 +57,20 @@ impl Shared {
         // A panic while holding the lock cannot leave the maps half-written (each map update
         // is one syscall), so a poisoned lock is still usable.
         self.balancer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The membership the maps hold now, as JSON with its generation (which changes when the
+    /// membership does: every reconcile tick and every request observe it).
+    fn members_json(&self) -> Result<String, l4_ctl::BalancerError> {
+        let vips = membership::read(&self.balancer())?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut generations = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = generations.observe(vips, now_ms);
+        let vips = generations.current().map_or(&[][..], |(_, v)| v);
+        Ok(serde_json::to_string(&Membership { generation, vips })
+            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")))
     }
 }
 
@@ -64,6 +81,7 @@ pub fn run(pin_dir: &Path, config: Option<&Path>, metrics_addr: SocketAddr) -> R
         pin_dir: pin_dir.to_owned(),
         balancer: Mutex::new(balancer),
         health: HealthMetrics::default(),
+        members: Mutex::new(Generations::default()),
     });
     if let Some(path) = config {
         apply_file(&shared, attached.ifindex, path)?;
@@ -116,6 +134,10 @@ async fn serve(
             _ = tick.tick() => {
                 if let Err(e) = checkers.reconcile(&shared) {
                     error!("reading the configuration from the maps: {e:#}");
+                }
+                // Numbers a change even when nobody asks for /members meanwhile.
+                if let Err(e) = shared.members_json() {
+                    error!("reading the membership from the maps: {e:#}");
                 }
             }
             accepted = listener.accept() => match accepted {
@@ -297,8 +319,16 @@ async fn serve_metrics(mut stream: TcpStream, shared: &Shared) {
                         Err(e) => (500, "text/plain", format!("reading the maps: {e}\n")),
                     }
                 }
+                ("GET", "/members") => match shared.members_json() {
+                    Ok(json) => (200, "application/json", json + "\n"),
+                    Err(e) => (500, "text/plain", format!("reading the maps: {e}\n")),
+                },
                 ("GET", "/healthz") => (200, "text/plain", "ok\n".to_owned()),
-                ("GET", _) => (404, "text/plain", "not found: try /metrics\n".to_owned()),
+                ("GET", _) => (
+                    404,
+                    "text/plain",
+                    "not found: try /metrics or /members\n".to_owned(),
+                ),
                 _ => (405, "text/plain", "only GET\n".to_owned()),
             }
         }

@@ -7,6 +7,7 @@
 //! - [`front`]: attaching the program so that it outlives l4-ctl, upgrades, detaching;
 //! - [`lock`]: one writer of the maps at a time;
 //! - [`maglev`]: the Maglev lookup tables (computed here, only read by the program);
+//! - [`membership`]: the reals of every VIP as the daemon serves them (`GET /members`);
 //! - [`config`]: the declarative TOML configuration (`apply`, `dump`);
 //! - [`neighbour`]: the interface and MACs a real is reached with;
 //! - [`health`]: health-check probes and the rise/fall state of a real;
@@ -24,6 +25,7 @@ pub mod front;
 pub mod health;
 pub mod lock;
 pub mod maglev;
+pub mod membership;
 pub mod metrics;
 pub mod neighbour;
 pub mod objects;

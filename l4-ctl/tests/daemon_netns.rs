@@ -66,6 +66,48 @@ fn the_daemon_serves_healthz_and_metrics_of_the_configured_reals() {
 }
 
 #[test]
+fn the_daemon_serves_the_membership_with_a_generation_that_follows_changes() {
+    let _serial = one_at_a_time();
+    let r = Running::start();
+    let front = &r.bed.front;
+    let members = || -> serde_json::Value {
+        let (code, body) = front.http("GET", "/members");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("JSON")
+    };
+    let first = members();
+    let generation = first["generation"].as_u64().expect("a generation");
+    assert!(generation > 0);
+    assert_eq!(first["vips"][0]["vip"], VIP);
+    let reals = first["vips"][0]["reals"].as_array().expect("reals").clone();
+    let addrs: Vec<String> = reals
+        .iter()
+        .map(|m| m["address"].as_str().unwrap().to_owned())
+        .collect();
+    let want: Vec<String> = r.addrs.iter().map(ToString::to_string).collect();
+    assert_eq!(addrs, want);
+    for m in &reals {
+        assert_eq!(
+            (&m["weight"], &m["state"], &m["encap"]),
+            (&1.into(), &"active".into(), &"l2".into())
+        );
+    }
+    assert_eq!(
+        members()["generation"].as_u64(),
+        Some(generation),
+        "unchanged"
+    );
+    front.ok(&["real", "weight", VIP, &want[0], "3"]);
+    let changed = members();
+    assert!(changed["generation"].as_u64().unwrap() > generation);
+    assert_eq!(changed["vips"][0]["reals"][0]["weight"], 3);
+    front.ok(&["real", "drain", VIP, &want[1]]);
+    let drained = members();
+    assert!(drained["generation"].as_u64() > changed["generation"].as_u64());
+    assert_eq!(drained["vips"][0]["reals"][1]["state"], "drained");
+}
+
+#[test]
 fn a_failing_real_is_drained_and_restored_without_moving_a_flow() {
     let _serial = one_at_a_time();
     let mut r = Running::start();
