@@ -361,12 +361,7 @@ pub fn detach(pin_dir: &Path) -> Result<()> {
     let Some((path, _)) = pinned(pin_dir) else {
         return Err(DecapError::NotAttached(pin_dir.to_owned()));
     };
-    fs::remove_file(&path).map_err(|source| DecapError::Pin {
-        what: "removing the link pin",
-        path: path.clone(),
-        source,
-    })?;
-    Ok(front::remove_pins(pin_dir)?)
+    Ok(front::detach_and_unpin(&path, pin_dir)?)
 }
 
 /// The decapsulator's attachment, addresses and counters, if it is attached.

@@ -184,10 +184,16 @@ pub fn uninstall(pin_dir: &Path) -> Result<()> {
     let Some((path, _)) = pinned_link(pin_dir) else {
         return Err(FrontError::NotAttached(pin_dir.to_owned()));
     };
-    // Removing the last reference to the link detaches the program.
-    fs::remove_file(&path).map_err(|source| FrontError::Pin {
+    detach_and_unpin(&path, pin_dir)
+}
+
+/// Removes the link pin at `link` first (the last reference to the link: the program is
+/// detached), then every other pin under `pin_dir` and the directory. Shared with the reals'
+/// decapsulator, whose pins are laid out the same way.
+pub(crate) fn detach_and_unpin(link: &Path, pin_dir: &Path) -> Result<()> {
+    fs::remove_file(link).map_err(|source| FrontError::Pin {
         what: "removing the link pin",
-        path: path.clone(),
+        path: link.to_owned(),
         source,
     })?;
     remove_pins(pin_dir)

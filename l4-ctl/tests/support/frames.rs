@@ -169,17 +169,8 @@ fn l4_frame(src: SocketAddr, dst: SocketAddr, proto: u8, segment: &[u8]) -> Vec<
     }
 }
 
-/// The Internet checksum (RFC 1071).
-pub fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+/// The Internet checksum (RFC 1071), from the project's test tooling.
+pub use dl7_testbed::packet::checksum;
 
 /// The outer headers of L3 direct server return, written from the wire format dl7 shares with
 /// Katran (not from the program's code): IPIP and GUE variant 1, and the sources made from
