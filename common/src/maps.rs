@@ -159,8 +159,15 @@ pub struct FrontSettings {
     /// new flow is still forwarded by the Maglev table but not recorded, so a SYN flood
     /// cannot evict established flows. 0 records every new flow.
     pub new_flow_limit: u32,
-    /// Always zero.
-    pub _pad: u32,
+    /// [`FrontSettings::DRAINED`] or 0. The program does not read it: it is the front's
+    /// operator state, kept in the maps (the only state) so that it survives daemon restarts.
+    pub flags: u32,
+}
+
+impl FrontSettings {
+    /// `l4-ctl front drain`: the daemon withdraws this front's VIP announcements (the program
+    /// keeps forwarding what still arrives).
+    pub const DRAINED: u32 = 1;
 }
 
 /// The per-CPU state of the new-flow guard: the current one-second window and how many

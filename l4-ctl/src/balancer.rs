@@ -359,7 +359,7 @@ impl Balancer {
         if self.settings()? == FrontSettings::default() {
             self.set_settings(FrontSettings {
                 new_flow_limit: default_new_flow_limit(self.nr_cpus),
-                _pad: 0,
+                flags: 0,
             })?;
         }
         Ok(())
@@ -803,6 +803,28 @@ impl Balancer {
             .get(&meta.ring, 0)
             .map_err(map_err(name))?;
         Ok(ring.to_vec())
+    }
+
+    /// A digest of the table the program uses for `vip`, over the address of each slot's
+    /// real (ids are local to a front, addresses are not): two fronts with the same digest
+    /// send every new flow of the VIP to the same real. xxh64, as 16 hex digits.
+    pub fn table_digest(&self, vip: &Vip) -> Result<String> {
+        let addrs: std::collections::HashMap<u32, [u8; 16]> = self
+            .reals(vip)?
+            .iter()
+            .map(|r| {
+                let octets = match r.addr() {
+                    IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+                    IpAddr::V6(a) => a.octets(),
+                };
+                (r.id, octets)
+            })
+            .collect();
+        let mut hasher = xxhash_rust::xxh64::Xxh64::new(0);
+        for id in self.active_table(vip)? {
+            hasher.update(addrs.get(&id).unwrap_or(&[0; 16]));
+        }
+        Ok(format!("{:016x}", hasher.digest()))
     }
 
     /// The table for `reals`: reals with weight 0 or down get no slot. When every real with

@@ -94,15 +94,39 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: DecapCommand,
     },
-    /// Health-check the reals and serve Prometheus metrics, until SIGTERM or SIGINT.
+    /// Health-check the reals and serve Prometheus metrics and the membership, until SIGTERM
+    /// or SIGINT.
     Daemon {
         /// Apply this configuration at start and again on SIGHUP.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Where to serve /metrics, ADDR:PORT.
+        /// Where to serve /metrics and /members, ADDR:PORT.
         #[arg(long)]
         metrics: std::net::SocketAddr,
+        /// Announce the VIPs while this front is healthy: their addresses go on the
+        /// interface dl7-vips, which BIRD exports by BGP (deploy/bird/front.conf); they are
+        /// withdrawn when the program is detached, a VIP has no real taking new flows, the
+        /// front is drained, or the daemon stops for any reason.
+        #[arg(long)]
+        announce: bool,
+        /// BIRD's control socket, read for the BGP session metrics.
+        #[arg(long, default_value = l4_ctl::bird::DEFAULT_SOCKET, value_name = "PATH")]
+        bird_socket: PathBuf,
     },
+    /// Withdraw or restore this front's VIP announcements (`l4-ctl daemon --announce`).
+    Front {
+        #[command(subcommand)]
+        command: FrontCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum FrontCommand {
+    /// Withdraw the VIPs from the routers; flows that still arrive are forwarded as before.
+    /// Kept in the maps: a restarted daemon stays drained.
+    Drain,
+    /// Announce the VIPs again (each while it has a real that takes new flows).
+    Undrain,
 }
 
 #[derive(Debug, Subcommand)]

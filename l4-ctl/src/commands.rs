@@ -10,6 +10,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use common::FrontSettings;
 use l4_ctl::{
     Balancer,
     config::{self, Config},
@@ -18,7 +19,7 @@ use l4_ctl::{
     stats::{self, RealState, Snapshot},
 };
 
-use crate::cli::{Cli, Command, DecapCommand, RealCommand, VipCommand};
+use crate::cli::{Cli, Command, DecapCommand, FrontCommand, RealCommand, VipCommand};
 use crate::daemon;
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -64,7 +65,18 @@ pub fn run(cli: Cli) -> Result<()> {
             interval,
             count,
         } => stats(pin_dir, json, watch, interval, count),
-        Command::Daemon { config, metrics } => daemon::run(pin_dir, config.as_deref(), metrics),
+        Command::Daemon {
+            config,
+            metrics,
+            announce,
+            bird_socket,
+        } => daemon::run(
+            pin_dir,
+            config.as_deref(),
+            metrics,
+            announce.then_some(bird_socket.as_path()),
+        ),
+        Command::Front { command } => front_drain(pin_dir, command),
         Command::Decap { command, .. } => decap(pin_dir, command),
     }
 }
@@ -223,6 +235,11 @@ fn status(pin_dir: &Path, json: bool) -> Result<()> {
         0 | u32::MAX => None,
         n => Some(n),
     };
+    let drained_front = balancer.settings()?.flags & FrontSettings::DRAINED != 0;
+    let tables = vips
+        .iter()
+        .map(|(vip, _)| Ok((vip.to_string(), balancer.table_digest(vip)?)))
+        .collect::<Result<Vec<(String, String)>>>()?;
     let mode = format!("{:?}", att.mode).to_lowercase();
     if json {
         let value = serde_json::json!({
@@ -239,6 +256,8 @@ fn status(pin_dir: &Path, json: bool) -> Result<()> {
             "reals_down": down,
             "flows": flows,
             "new_flow_limit": limit.unwrap_or(0),
+            "drained": drained_front,
+            "maglev_digests": tables.iter().map(|(v, d)| (v.clone(), serde_json::Value::from(d.as_str()))).collect::<serde_json::Map<_, _>>(),
         });
         println!("{value}");
         return Ok(());
@@ -255,6 +274,39 @@ fn status(pin_dir: &Path, json: bool) -> Result<()> {
     match limit {
         Some(n) => println!("new flows recorded: at most {n} per second and CPU"),
         None => println!("new flows recorded: all (no new-flow limit)"),
+    }
+    if drained_front {
+        println!("front: drained (`l4-ctl front undrain` announces the VIPs again)");
+    }
+    for (vip, digest) in &tables {
+        println!("Maglev table of {vip}: {digest}");
+    }
+    Ok(())
+}
+
+/// `front drain|undrain`: sets or clears the drained flag the daemon reads.
+fn front_drain(pin_dir: &Path, command: FrontCommand) -> Result<()> {
+    let drain = matches!(command, FrontCommand::Drain);
+    let _lock = lock(pin_dir)?;
+    let mut balancer = Balancer::open(pin_dir)?;
+    let settings = balancer.settings()?;
+    let flags = if drain {
+        settings.flags | FrontSettings::DRAINED
+    } else {
+        settings.flags & !FrontSettings::DRAINED
+    };
+    if flags == settings.flags {
+        println!(
+            "the front is {} already",
+            if drain { "drained" } else { "not drained" }
+        );
+        return Ok(());
+    }
+    balancer.set_settings(FrontSettings { flags, ..settings })?;
+    if drain {
+        println!("drained: the daemon withdraws this front's VIPs within a second");
+    } else {
+        println!("undrained: the daemon announces this front's VIPs again within a second");
     }
     Ok(())
 }

@@ -9,6 +9,10 @@
 //! `--config FILE` is applied at start (an invalid file stops the start) and on SIGHUP (an
 //! invalid file is logged and the running configuration kept). SIGTERM and SIGINT stop it;
 //! the program and the maps stay as they are.
+//!
+//! With `--announce` it also announces the VIPs to the routers while the front is healthy
+//! ([`l4_ctl::announce`]), checking several times a second, and reads BIRD's BGP sessions
+//! for its metrics ([`l4_ctl::bird`]).
 
 use std::{
     collections::BTreeMap,
@@ -22,12 +26,14 @@ use anyhow::{Context, Result};
 use common::HealthSpec;
 use l4_ctl::{
     Balancer, Vip,
+    announce::{self, Announcer},
+    bird,
     config::{self, Config},
     front,
     health::{self, State, Target},
     lock::PinLock,
     membership::{self, Generations, Membership},
-    metrics::{self, HealthMetrics},
+    metrics::{self, DaemonMetrics},
     stats,
 };
 use log::{error, info, warn};
@@ -41,6 +47,9 @@ use tokio::{
 
 /// How often the daemon re-reads the configuration from the maps.
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// How often an announcing daemon checks that the front is healthy: a detached program or a
+/// VIP that lost its last real is withdrawn within this.
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(200);
 /// Limits of the metrics endpoint's request reader.
 const METRICS_HEAD_MAX: usize = 8192;
 const METRICS_READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,7 +57,7 @@ const METRICS_READ_TIMEOUT: Duration = Duration::from_secs(5);
 struct Shared {
     pin_dir: PathBuf,
     balancer: Mutex<Balancer>,
-    health: HealthMetrics,
+    health: DaemonMetrics,
     members: Mutex<Generations>,
 }
 
@@ -74,23 +83,38 @@ impl Shared {
     }
 }
 
-pub fn run(pin_dir: &Path, config: Option<&Path>, metrics_addr: SocketAddr) -> Result<()> {
+/// `announce`: BIRD's control socket when the daemon announces the VIPs.
+pub fn run(
+    pin_dir: &Path,
+    config: Option<&Path>,
+    metrics_addr: SocketAddr,
+    announce: Option<&Path>,
+) -> Result<()> {
     let balancer = Balancer::open(pin_dir)?;
     let attached = front::require_attachment(pin_dir)?;
     let shared = Arc::new(Shared {
         pin_dir: pin_dir.to_owned(),
         balancer: Mutex::new(balancer),
-        health: HealthMetrics::default(),
+        health: DaemonMetrics::new(announce.is_some()),
         members: Mutex::new(Generations::default()),
     });
     if let Some(path) = config {
         apply_file(&shared, attached.ifindex, path)?;
     }
+    let announcing = announce
+        .map(|socket| Ok::<_, anyhow::Error>((Announcer::create()?, socket.to_owned())))
+        .transpose()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(shared, attached.ifindex, config, metrics_addr))
+    runtime.block_on(serve(
+        shared,
+        attached.ifindex,
+        config,
+        metrics_addr,
+        announcing,
+    ))
 }
 
 /// Applies a config file under the lock, logging each change.
@@ -114,6 +138,7 @@ async fn serve(
     ifindex: u32,
     config: Option<&Path>,
     metrics_addr: SocketAddr,
+    mut announcing: Option<(Announcer, PathBuf)>,
 ) -> Result<()> {
     let listener = TcpListener::bind(metrics_addr)
         .await
@@ -129,9 +154,19 @@ async fn serve(
     let mut checkers = Checkers::default();
     let mut tick = interval(RECONCILE_EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut announce_tick = interval(ANNOUNCE_EVERY);
+    announce_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = announce_tick.tick(), if announcing.is_some() => {
+                if let Some((announcer, _)) = announcing.as_mut() {
+                    reannounce(&shared, announcer);
+                }
+            }
             _ = tick.tick() => {
+                if let Some((_, socket)) = &announcing {
+                    read_bird(&shared, socket).await;
+                }
                 if let Err(e) = checkers.reconcile(&shared) {
                     error!("reading the configuration from the maps: {e:#}");
                 }
@@ -167,8 +202,97 @@ async fn serve(
         }
     }
     checkers.stop_all();
+    if let Some((mut announcer, _)) = announcing {
+        if let Err(e) = announcer.set(&Default::default()) {
+            // Closing the device below withdraws them all the same.
+            warn!("withdrawing the VIPs: {e:#}");
+        }
+        info!("withdrew every VIP announcement");
+    }
     info!("stopping; the program and its maps stay as they are");
     Ok(())
+}
+
+/// Announces the VIP addresses the front is healthy for, and withdraws the others.
+fn reannounce(shared: &Shared, announcer: &mut Announcer) {
+    let attached = match front::attachment(&shared.pin_dir) {
+        Ok(a) => a.is_some(),
+        Err(e) => {
+            warn!("reading the attachment: {e:#}; withdrawing");
+            false
+        }
+    };
+    let (wanted, drained) = if attached {
+        let balancer = shared.balancer();
+        let drained = balancer
+            .settings()
+            .map(|s| s.flags & common::FrontSettings::DRAINED != 0)
+            .unwrap_or(false);
+        match announce::wanted(&balancer) {
+            Ok(w) => (w, drained),
+            Err(e) => {
+                error!("reading the VIPs to announce: {e:#}; withdrawing");
+                (Default::default(), drained)
+            }
+        }
+    } else {
+        (Default::default(), false)
+    };
+    let result = announcer.set(&wanted);
+    let Some(m) = shared.health.announce.as_ref() else {
+        return;
+    };
+    match result {
+        Ok((up, down)) => {
+            for addr in &up {
+                info!("announcing {addr}");
+                m.vip_announced
+                    .with_label_values(&[&addr.to_string()])
+                    .set(1);
+            }
+            for addr in &down {
+                let why = if !attached {
+                    "the program is not attached"
+                } else if drained {
+                    "the front is drained"
+                } else {
+                    "no real of it takes new flows"
+                };
+                warn!("withdrawing {addr}: {why}");
+                m.vip_announced
+                    .with_label_values(&[&addr.to_string()])
+                    .set(0);
+            }
+        }
+        Err(e) => error!("announcing {wanted:?}: {e:#}"),
+    }
+    m.drained.set(i64::from(drained));
+    m.announced.set(announcer.announced().len() as i64);
+}
+
+/// Reads BIRD's protocols into the BGP session gauges.
+async fn read_bird(shared: &Shared, socket: &Path) {
+    let Some(m) = shared.health.announce.as_ref() else {
+        return;
+    };
+    match bird::protocols(socket).await {
+        Ok(protocols) => {
+            m.bird_up.set(1);
+            m.bgp_session_up.reset();
+            for p in protocols.iter().filter(|p| p.proto == "BGP") {
+                m.bgp_session_up
+                    .with_label_values(&[&p.name])
+                    .set(i64::from(p.is_bgp_up()));
+            }
+        }
+        Err(e) => {
+            if m.bird_up.get() != 0 {
+                warn!("BIRD: {e:#}");
+            }
+            m.bird_up.set(0);
+            m.bgp_session_up.reset();
+        }
+    }
 }
 
 /// One probe task per checked real.

@@ -18,7 +18,9 @@
 //!
 //! The `l4-ctl` binary (`src/main.rs`) is the command line over these.
 
+pub mod announce;
 pub mod balancer;
+pub mod bird;
 pub mod config;
 pub mod decap;
 pub mod front;

@@ -16,18 +16,36 @@
 //! | `dl7_l4_vip_active_reals` | `vip` | reals that get new flows (weight > 0 and up) |
 //! | `dl7_l4_health_checks_total` | `vip`, `real`, `result` | probes, `ok` or `fail` |
 //! | `dl7_l4_health_transitions_total` | `vip`, `real`, `to` | state changes, `up` or `down` |
+//! | `dl7_l4_front_drained` | | 1 after `l4-ctl front drain` (with `--announce`) |
+//! | `dl7_l4_announced_addresses` | | VIP addresses announced now (with `--announce`) |
+//! | `dl7_l4_vip_announced` | `address` | 1 while the address is announced, 0 once withdrawn |
+//! | `dl7_l4_bird_up` | | 1 when BIRD's control socket answered the last query |
+//! | `dl7_l4_bgp_session_up` | `protocol` | 1 while BIRD's BGP protocol is established |
 
 use prometheus::{
-    Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder, core::Collector,
+    Encoder, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    core::Collector,
 };
 
 use crate::stats::{RealState, Snapshot};
 
-/// The daemon's own counters (health checks), kept across scrapes.
-pub struct HealthMetrics {
+/// What only the daemon sees, kept across scrapes: health checks, and with `--announce` the
+/// announcements and BIRD's BGP sessions.
+pub struct DaemonMetrics {
     registry: Registry,
     checks: IntCounterVec,
     transitions: IntCounterVec,
+    /// With `--announce`.
+    pub announce: Option<AnnounceMetrics>,
+}
+
+/// The announcement gauges.
+pub struct AnnounceMetrics {
+    pub drained: IntGauge,
+    pub announced: IntGauge,
+    pub vip_announced: IntGaugeVec,
+    pub bird_up: IntGauge,
+    pub bgp_session_up: IntGaugeVec,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -40,8 +58,9 @@ fn register(registry: &Registry, c: impl Collector + 'static) {
         .expect("metric names are unique");
 }
 
-impl Default for HealthMetrics {
-    fn default() -> Self {
+impl DaemonMetrics {
+    /// The daemon's metrics; the announcement gauges only when it announces.
+    pub fn new(announce: bool) -> Self {
         let registry = Registry::new();
         let checks = counter_vec(
             "dl7_l4_health_checks_total",
@@ -55,15 +74,51 @@ impl Default for HealthMetrics {
         );
         register(&registry, checks.clone());
         register(&registry, transitions.clone());
-        HealthMetrics {
+        let announce = announce.then(|| {
+            let gauge = |name: &str, help: &str| {
+                let g = IntGauge::new(name, help).expect("valid metric definition");
+                register(&registry, g.clone());
+                g
+            };
+            let gauge_vec = |name: &str, help: &str, label: &str| {
+                let g = IntGaugeVec::new(Opts::new(name, help), &[label])
+                    .expect("valid metric definition");
+                register(&registry, g.clone());
+                g
+            };
+            AnnounceMetrics {
+                drained: gauge(
+                    "dl7_l4_front_drained",
+                    "1 when the front is drained (`l4-ctl front drain`): its VIPs are withdrawn.",
+                ),
+                announced: gauge(
+                    "dl7_l4_announced_addresses",
+                    "VIP addresses this front announces now.",
+                ),
+                vip_announced: gauge_vec(
+                    "dl7_l4_vip_announced",
+                    "1 while the VIP address is announced, 0 once withdrawn.",
+                    "address",
+                ),
+                bird_up: gauge(
+                    "dl7_l4_bird_up",
+                    "1 when BIRD's control socket answered the daemon's last query.",
+                ),
+                bgp_session_up: gauge_vec(
+                    "dl7_l4_bgp_session_up",
+                    "1 while the BGP protocol of BIRD is established.",
+                    "protocol",
+                ),
+            }
+        });
+        DaemonMetrics {
             registry,
             checks,
             transitions,
+            announce,
         }
     }
-}
 
-impl HealthMetrics {
     /// Counts a probe.
     pub fn check(&self, vip: &str, real: &str, ok: bool) {
         let result = if ok { "ok" } else { "fail" };
@@ -78,7 +133,7 @@ impl HealthMetrics {
 }
 
 /// The text exposition of a snapshot plus the daemon's health counters.
-pub fn render(snapshot: &Snapshot, health: Option<&HealthMetrics>) -> String {
+pub fn render(snapshot: &Snapshot, health: Option<&DaemonMetrics>) -> String {
     let registry = Registry::new();
     let frames = counter_vec(
         "dl7_l4_frames_total",

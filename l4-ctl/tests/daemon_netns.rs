@@ -266,6 +266,123 @@ fn sighup_reapplies_the_file_and_keeps_the_running_config_when_it_is_invalid() {
     assert_eq!(front.http("GET", "/healthz").0, 200);
 }
 
+/// The addresses on the announcement device, or `None` when it does not exist.
+fn announced(front: &Front) -> Option<Vec<String>> {
+    let out = output_within(
+        std::process::Command::new("ip")
+            .args(["-n", &front.ns, "-j", "addr", "show", "dev", "dl7-vips"]),
+        CTL_TIMEOUT,
+    );
+    if !out.status.success() {
+        return None;
+    }
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j");
+    Some(
+        links[0]["addr_info"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|i| format!("{}/{}", i["local"].as_str().unwrap_or(""), i["prefixlen"]))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    )
+}
+
+/// Waits until the device carries exactly `want` (`None`: the device is gone).
+fn wait_announced(front: &Front, want: Option<&[&str]>, what: &str) {
+    let want: Option<Vec<String>> = want.map(|w| w.iter().map(|s| s.to_string()).collect());
+    wait_for(DEADLINE, what, || (announced(front) == want).then_some(()));
+}
+
+#[test]
+fn the_announcing_daemon_withdraws_the_vip_on_drain_no_real_detach_and_any_exit() {
+    let _serial = one_at_a_time();
+    let socket = "/nonexistent/bird.ctl";
+    let mut r = Running::start_with(&["--announce", "--bird-socket", socket]);
+    let front = &r.bed.front;
+    let vip_addr = ["10.214.0.100/32"];
+    wait_announced(front, Some(&vip_addr), "the VIP is announced");
+    let m = front.scrape();
+    assert_eq!(m.one("dl7_l4_announced_addresses", &[]), 1.0);
+    assert_eq!(
+        m.one("dl7_l4_vip_announced", &[("address", "10.214.0.100")]),
+        1.0
+    );
+    assert_eq!(m.one("dl7_l4_front_drained", &[]), 0.0);
+    wait_for(DEADLINE, "BIRD counted as unreachable", || {
+        (front.scrape().one("dl7_l4_bird_up", &[]) == 0.0).then_some(())
+    });
+
+    // A second announcing daemon in the same namespace is refused before it serves.
+    let second = output_within(
+        front.command().args([
+            "daemon",
+            "--metrics",
+            "127.0.0.1:9401",
+            "--announce",
+            "--bird-socket",
+            socket,
+        ]),
+        CTL_TIMEOUT,
+    );
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("another l4-ctl daemon announces"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // Drained: withdrawn, and kept in the maps (status shows it); undrained: back.
+    front.ok(&["front", "drain"]);
+    wait_announced(front, Some(&[]), "drain withdraws the VIP");
+    assert_eq!(front.scrape().one("dl7_l4_front_drained", &[]), 1.0);
+    assert_eq!(
+        front
+            .scrape()
+            .one("dl7_l4_vip_announced", &[("address", "10.214.0.100")]),
+        0.0
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&front.ok(&["status", "--json"])).expect("json");
+    assert_eq!(state["drained"], true, "{state}");
+    assert!(front.ok(&["front", "drain"]).contains("already"));
+    front.ok(&["front", "undrain"]);
+    wait_announced(front, Some(&vip_addr), "undrain announces the VIP again");
+
+    // No real takes new flows: withdrawn until one does.
+    for ip in &r.addrs {
+        front.ok(&["real", "drain", VIP, &ip.to_string()]);
+    }
+    wait_announced(
+        front,
+        Some(&[]),
+        "a VIP without a real taking new flows is withdrawn",
+    );
+    front.ok(&["real", "weight", VIP, &r.addrs[0].to_string(), "1"]);
+    wait_announced(front, Some(&vip_addr), "one real back: announced again");
+
+    // SIGKILL: the kernel deletes the device, and every announcement with it.
+    r.bed.daemon().signal(libc::SIGKILL);
+    r.bed.daemon().wait_exit();
+    wait_announced(&r.bed.front, None, "a killed daemon's device is gone");
+
+    // A restarted daemon announces again; detaching the program withdraws.
+    let log = r.bed.files.path().join("daemon2.log");
+    r.bed.daemon = Some(Daemon::start_with(
+        &r.bed.front,
+        &r.config_path,
+        log,
+        &["--announce", "--bird-socket", socket],
+    ));
+    let front = &r.bed.front;
+    wait_announced(front, Some(&vip_addr), "the restarted daemon announces");
+    front.ok(&["unload"]);
+    wait_announced(front, Some(&[]), "a detached program withdraws the VIP");
+    // SIGTERM: withdrawn and the device removed.
+    r.bed.daemon().signal(libc::SIGTERM);
+    r.bed.daemon().wait_exit();
+    wait_announced(&r.bed.front, None, "a stopped daemon's device is gone");
+}
+
 #[test]
 fn sigterm_stops_the_daemon_and_leaves_the_program_and_every_flow() {
     let _serial = one_at_a_time();

@@ -15,7 +15,7 @@ use dl7_testbed::metrics::AlertCase;
 use l4_ctl::{
     Mac,
     config::Config,
-    metrics::{self, HealthMetrics},
+    metrics::{self, DaemonMetrics},
     stats::{RealState, RealStats, Snapshot, VipStats},
 };
 
@@ -182,9 +182,12 @@ fn the_alert_rules_use_metrics_the_daemon_exports() {
         }],
         global: GlobalCounter::ALL.iter().map(|c| (c.name(), 0)).collect(),
     };
-    let health = HealthMetrics::default();
+    let health = DaemonMetrics::new(true);
     health.check("192.0.2.10:80/tcp", "10.0.1.11", true);
     health.transition("192.0.2.10:80/tcp", "10.0.1.11", true);
+    let announce = health.announce.as_ref().expect("announcing");
+    announce.bgp_session_up.with_label_values(&["router1"]).set(1);
+    announce.vip_announced.with_label_values(&["192.0.2.10"]).set(1);
     let exported = metrics::render(&snapshot, Some(&health));
     let rules = read("prometheus/dl7-front-alerts.yml");
     let problems = dl7_testbed::metrics::check_rules(
@@ -230,6 +233,15 @@ tests:
         values: '0+5x10 100+50x11'
       - series: 'up{job="dl7-front",instance="f1:9400"}'
         values: '1x11 0x11'
+      # Announcing: stops at 6m while not drained; BGP down from 9m; BIRD silent from 15m.
+      - series: 'dl7_l4_announced_addresses{job="dl7-front",instance="f1:9400"}'
+        values: '1x5 0x16'
+      - series: 'dl7_l4_front_drained{job="dl7-front",instance="f1:9400"}'
+        values: '0x22'
+      - series: 'dl7_l4_bgp_session_up{job="dl7-front",instance="f1:9400",protocol="router1"}'
+        values: '1x8 0x13'
+      - series: 'dl7_l4_bird_up{job="dl7-front",instance="f1:9400"}'
+        values: '1x14 0x7'
     promql_expr_test:
 "#;
 
@@ -254,6 +266,24 @@ const RULE_CASES: &[AlertCase<'static>] = &[
         quiet: &["10m", "15m"],
         fires: "18m",
         labels: r#"severity="warning",job="dl7-front",instance="f1:9400""#,
+    },
+    AlertCase {
+        alert: "Dl7FrontNotAnnouncing",
+        quiet: &["5m", "6m"],
+        fires: "7m",
+        labels: r#"severity="warning",job="dl7-front",instance="f1:9400""#,
+    },
+    AlertCase {
+        alert: "Dl7FrontBgpSessionDown",
+        quiet: &["9m"],
+        fires: "10m",
+        labels: r#"severity="warning",job="dl7-front",instance="f1:9400",protocol="router1""#,
+    },
+    AlertCase {
+        alert: "Dl7FrontBirdDown",
+        quiet: &["15m"],
+        fires: "17m",
+        labels: r#"severity="critical",job="dl7-front",instance="f1:9400""#,
     },
     AlertCase {
         alert: "Dl7FrontDaemonDown",

@@ -480,7 +480,7 @@ fn the_new_flow_guard_forwards_but_does_not_record_beyond_its_limit() {
     tb.bal
         .set_settings(common::FrontSettings {
             new_flow_limit: 2,
-            _pad: 0,
+            flags: 0,
         })
         .unwrap();
     for port in [40000, 40001, 40002] {
@@ -508,7 +508,7 @@ fn load_sets_the_new_flow_guard_default_and_keeps_a_configured_one() {
     tb.bal
         .set_settings(common::FrontSettings {
             new_flow_limit: 7,
-            _pad: 0,
+            flags: 0,
         })
         .unwrap();
     let again = tb.reload();

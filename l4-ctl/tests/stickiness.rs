@@ -115,7 +115,7 @@ fn established_flows_keep_their_real_and_new_flows_move_minimally() {
     tb.bal
         .set_settings(common::FrontSettings {
             new_flow_limit: 0,
-            _pad: 0,
+            flags: 0,
         })
         .unwrap();
     let vip: Vip = VIP.parse().unwrap();

@@ -212,7 +212,7 @@ fn flood_run(limit: u32) -> Outcome {
         .bal
         .set_settings(FrontSettings {
             new_flow_limit: limit,
-            _pad: 0,
+            flags: 0,
         })
         .expect("set the new-flow guard's limit");
     let cpu = first_allowed_cpu();

@@ -206,11 +206,17 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon with its stderr (the log) in `log`.
     pub fn start(front: &Front, config: &Path, log: PathBuf) -> Self {
+        Self::start_with(front, config, log, &[])
+    }
+
+    /// [`Daemon::start`] with more daemon flags (`--announce`).
+    pub fn start_with(front: &Front, config: &Path, log: PathBuf, extra: &[&str]) -> Self {
         let file = File::create(&log).expect("create the daemon's log");
         let child = front
             .command()
             .args(["daemon", "--metrics", METRICS, "--config"])
             .arg(config)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -640,6 +646,11 @@ pub struct Running {
 
 impl Running {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`Running::start`] with more daemon flags.
+    pub fn start_with(extra: &[&str]) -> Self {
         let mut bed = Bed::new();
         bed.net.add_bridge();
         let (front_ns, _) = bed.net.add_host("front", FRONT_IP);
@@ -656,7 +667,7 @@ impl Running {
         // The daemon applies the file (resolving the reals' MACs) before it serves /metrics.
         let config_path = write_file(&bed.files, "dl7.toml", &config([1, 1, 1], TIMEOUT_MS));
         let log = bed.files.path().join("daemon.log");
-        bed.daemon = Some(Daemon::start(&bed.front, &config_path, log));
+        bed.daemon = Some(Daemon::start_with(&bed.front, &config_path, log, extra));
         wait_for(DEADLINE, "the daemon serves /healthz", || {
             bed.daemon().assert_running();
             let up = in_netns(&bed.front.ns, || {

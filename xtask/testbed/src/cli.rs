@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use crate::plan::{DEFAULT_NAME, Encap, MAX_SERVERS, Mode, Parts, Spec, parse_name};
+use crate::plan::{DEFAULT_NAME, Encap, MAX_FRONTS, MAX_SERVERS, Mode, Parts, Spec, parse_name};
 use crate::testbed::{self, Testbed};
 
 #[derive(Subcommand)]
@@ -63,6 +63,11 @@ pub struct UpArgs {
     /// How the front reaches the routed servers.
     #[arg(long, value_enum, default_value = "ipip")]
     pub encap: Encap,
+    /// Fronts: with 2 or more, each announces the VIP by BGP (BIRD) to a router that
+    /// spreads the clients' flows over them by ECMP, and the sidecars follow the fronts'
+    /// membership.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=MAX_FRONTS as i64))]
+    pub fronts: u16,
 }
 
 impl From<&UpArgs> for Spec {
@@ -79,6 +84,7 @@ impl From<&UpArgs> for Spec {
             relay_cache_bytes: a.relay_cache_bytes,
             l3_servers: a.l3_servers,
             encap: a.encap,
+            fronts: a.fronts,
         }
     }
 }
@@ -108,13 +114,34 @@ fn print_status(t: &Testbed, json: bool) -> Result<()> {
         return Ok(());
     }
     println!("testbed {} is up", t.name);
-    println!(
-        "  VIP {} (front {} in namespace {}, {} mode)",
-        t.vip,
-        t.front.addr,
-        t.front.ns,
-        t.mode.as_str()
-    );
+    if t.more_fronts.is_empty() {
+        println!(
+            "  VIP {} (front {} in namespace {}, {} mode)",
+            t.vip,
+            t.front.addr,
+            t.front.ns,
+            t.mode.as_str()
+        );
+    } else {
+        println!(
+            "  VIP {} announced by BGP from {} fronts ({} mode), ECMP at the router:",
+            t.vip,
+            t.more_fronts.len() + 1,
+            t.mode.as_str()
+        );
+        for f in t.fronts() {
+            println!(
+                "    {} {} (namespace {}, metrics and members http://{}/, BIRD: birdc -s {})",
+                f.role,
+                f.addr,
+                f.ns,
+                f.metrics,
+                f.bird_socket
+                    .as_deref()
+                    .map_or("-".into(), |p| p.display().to_string())
+            );
+        }
+    }
     let clients: Vec<String> = t.client_addrs.iter().map(ToString::to_string).collect();
     println!("  clients in {} from {}", t.client_ns, clients.join(", "));
     println!("  origin {} in {}", t.origin.addr, t.origin.ns);
@@ -125,7 +152,9 @@ fn print_status(t: &Testbed, json: bool) -> Result<()> {
         );
     }
     if let Some(router) = &t.router_ns {
-        println!("  router 10.214.0.1 / 10.215.0.1 in {router}");
+        println!(
+            "  router 10.214.0.1 in {router} (also .1 of the routed servers' and clients' subnets)"
+        );
     }
     for s in &t.servers {
         let reached = match s.encap {

@@ -45,5 +45,7 @@ mod roles;
 mod testbed;
 
 pub use netns::{enter_netns, http_get, in_netns, switch_ns};
-pub use plan::{CENTRAL_ROLE, DEFAULT_NAME, Encap, MAX_SERVERS, Mode, PACKAGES, Parts, Spec};
+pub use plan::{
+    CENTRAL_ROLE, DEFAULT_NAME, Encap, MAX_FRONTS, MAX_SERVERS, Mode, PACKAGES, Parts, Spec,
+};
 pub use testbed::{Testbed, attach, down, up};

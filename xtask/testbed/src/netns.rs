@@ -86,6 +86,12 @@ pub(crate) fn l3_switch_ns(name: &str) -> String {
     ns_name(name, "br2")
 }
 
+/// The third switch of testbed `name`: the clients' subnet behind the router (several
+/// fronts).
+pub(crate) fn client_switch_ns(name: &str) -> String {
+    ns_name(name, "br3")
+}
+
 /// Creates a switch: namespace `br` holding bridge `br0`.
 pub(crate) fn add_switch(br: &str) -> Result<String> {
     ip(&["netns", "add", br])?;

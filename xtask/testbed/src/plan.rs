@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 /// The testbed's subnet, 10.214.0.0/24, and who has which address in it.
 pub(crate) const NET: [u8; 3] = [10, 214, 0];
 pub(crate) const FRONT_HOST: u8 = 2;
+/// The fronts' hosts with several fronts (`fronts`): the first is [`FRONT_HOST`].
+pub(crate) const FRONT_HOSTS: [u8; MAX_FRONTS as usize] = [FRONT_HOST, 6, 7, 8];
+/// Most fronts a testbed has.
+pub const MAX_FRONTS: u16 = 4;
 pub(crate) const CENTRAL_HOST: u8 = 3;
 pub(crate) const ORIGIN_HOST: u8 = 5;
 pub(crate) const CLIENT_HOSTS: [u8; 4] = [10, 11, 12, 13];
@@ -26,12 +30,19 @@ pub(crate) const ORIGIN_PORT: u16 = 8000;
 /// router is .1 on both subnets, the routed servers .21 on.
 pub(crate) const L3_NET: [u8; 3] = [10, 215, 0];
 pub(crate) const ROUTER_HOST: u8 = 1;
+/// The clients' subnet with several fronts, 10.216.0.0/24, behind the router (.1), which
+/// reaches the VIP over the fronts by ECMP.
+pub(crate) const CLIENT_NET: [u8; 3] = [10, 216, 0];
+/// The BGP autonomous systems of the router and of every front (one AS for all fronts, so
+/// that their routes have equal AS paths and the router spreads flows over them).
+pub(crate) const ROUTER_AS: u32 = 65000;
+pub(crate) const FRONTS_AS: u32 = 65001;
 /// Most servers the /24 and the interface names allow.
 pub const MAX_SERVERS: u16 = 32;
 /// The testbed's name when none is given: the prefix of everything it creates.
 pub const DEFAULT_NAME: &str = "dl7tb";
 /// Debian packages the testbed drives (`ip`, `ethtool`, `sysctl`, `nsenter`).
-pub const PACKAGES: &[&str] = &["iproute2", "ethtool", "procps", "util-linux"];
+pub const PACKAGES: &[&str] = &["iproute2", "ethtool", "procps", "util-linux", "bird2"];
 /// The central balancer's role: its namespace, config, log and cgroup name.
 pub const CENTRAL_ROLE: &str = "central";
 
@@ -42,6 +53,19 @@ pub(crate) fn host(h: u8) -> Ipv4Addr {
 /// An address in the routed servers' subnet.
 pub(crate) fn l3_host(h: u8) -> Ipv4Addr {
     Ipv4Addr::new(L3_NET[0], L3_NET[1], L3_NET[2], h)
+}
+
+/// An address in the clients' subnet (several fronts).
+pub(crate) fn client_host(h: u8) -> Ipv4Addr {
+    Ipv4Addr::new(CLIENT_NET[0], CLIENT_NET[1], CLIENT_NET[2], h)
+}
+
+/// Front `i`'s role (0-based): `front`, `front2`, ...
+pub(crate) fn front_role(i: usize) -> String {
+    match i {
+        0 => "front".to_owned(),
+        i => format!("front{}", i + 1),
+    }
 }
 
 /// Where a routed server's decapsulator pins its link and maps (bpffs is shared by all
@@ -61,6 +85,14 @@ pub(crate) fn run_dir(name: &str) -> PathBuf {
 
 pub(crate) fn pin_dir(name: &str) -> PathBuf {
     PathBuf::from(format!("/sys/fs/bpf/{name}"))
+}
+
+/// Front `i`'s pin directory: the first front's is [`pin_dir`], the others' beside it.
+pub(crate) fn front_pin_dir(name: &str, i: usize) -> PathBuf {
+    match i {
+        0 => pin_dir(name),
+        i => PathBuf::from(format!("/sys/fs/bpf/{name}-{}", front_role(i))),
+    }
 }
 
 /// The programs and files the testbed runs; the caller builds them.
@@ -140,6 +172,10 @@ pub struct Spec {
     pub l3_servers: u16,
     /// The encapsulation of the routed servers.
     pub encap: Encap,
+    /// Fronts (1 to [`MAX_FRONTS`]). With two or more the clients sit behind a router that
+    /// reaches the VIP over every front by ECMP, each front announcing it with BIRD, and the
+    /// sidecars follow the fronts' membership (`members-from`).
+    pub fronts: u16,
 }
 
 impl Spec {
@@ -157,6 +193,7 @@ impl Spec {
             relay_cache_bytes: None,
             l3_servers: 0,
             encap: Encap::Ipip,
+            fronts: 1,
         }
     }
 
@@ -177,6 +214,15 @@ impl Spec {
             self.l3_servers == 0 || !self.central,
             "routed servers and the central balancer do not go together in one testbed"
         );
+        ensure!(
+            (1..=MAX_FRONTS).contains(&self.fronts),
+            "{} fronts: a testbed has 1 to {MAX_FRONTS}",
+            self.fronts
+        );
+        ensure!(
+            self.fronts == 1 || !self.central,
+            "several fronts and the central balancer do not go together in one testbed"
+        );
         if let Some(q) = self.cpu_quota {
             ensure!(
                 (0.01..=64.0).contains(&q),
@@ -194,6 +240,15 @@ pub struct Front {
     /// The front daemon's metrics (and membership) listener.
     pub metrics: SocketAddr,
     pub pin_dir: PathBuf,
+    /// `front`, `front2`, ...: its namespace's suffix, and the name of its logs.
+    #[serde(default)]
+    pub role: String,
+    /// The front daemon's process.
+    #[serde(default)]
+    pub daemon_pid: u32,
+    /// Its BIRD's control socket (several fronts).
+    #[serde(default)]
+    pub bird_socket: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -6,18 +6,23 @@ use std::{
     net::{Ipv4Addr, SocketAddr},
     path::Path,
     process::Command,
+    thread,
+    time::{Duration, Instant},
 };
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 
 use crate::cgroup::CpuCgroups;
 use crate::netns::{self, add_host, add_host_on, ip};
 use crate::plan::{
-    CENTRAL_HOST, CENTRAL_ROLE, CLIENT_HOSTS, Central, Encap, FIRST_SERVER_HOST, FRONT_HOST,
-    FRONT_METRICS_PORT, Front, L3_NET, Mode, ORIGIN_HOST, PEER_PORT, Parts, ROUTER_HOST,
-    SIDECAR_METRICS_PORT, Server, Spec, VIP_HOST, VIP_PORT, decap_pin_dir, deploy_file, host,
-    l3_host, pin_dir, role_config, run_dir,
+    CENTRAL_HOST, CENTRAL_ROLE, CLIENT_HOSTS, CLIENT_NET, Central, Encap, FIRST_SERVER_HOST,
+    FRONT_HOSTS, FRONT_METRICS_PORT, FRONTS_AS, Front, L3_NET, Mode, ORIGIN_HOST, PEER_PORT, Parts,
+    ROUTER_AS, ROUTER_HOST, SIDECAR_METRICS_PORT, Server, Spec, VIP_HOST, VIP_PORT, client_host,
+    decap_pin_dir, deploy_file, front_pin_dir, front_role, host, l3_host, role_config, run_dir,
 };
+
+/// How long BGP may take to give the router a route over every front.
+const ROUTE_TIMEOUT: Duration = Duration::from_secs(20);
 use crate::{config, process};
 
 /// Keys of the sidecar's example config that central mode refuses (it has no self, no peer
@@ -26,7 +31,8 @@ const CENTRAL_UNUSED_KEYS: &[&str] = &["self", "peer-listen", "origin", "upstrea
 
 /// The hosts of a testbed, before anything runs on them.
 pub(crate) struct Network {
-    pub front_ns: String,
+    /// (role, namespace, address) of each front.
+    pub fronts: Vec<(String, String, Ipv4Addr)>,
     pub client_ns: String,
     pub client_addrs: Vec<Ipv4Addr>,
     pub origin_ns: String,
@@ -36,38 +42,65 @@ pub(crate) struct Network {
     pub router_ns: Option<String>,
 }
 
-/// The routed servers' subnet, as a route destination.
-fn l3_subnet() -> String {
-    format!("{}.{}.{}.0/24", L3_NET[0], L3_NET[1], L3_NET[2])
-}
-
-/// The switch and every host: the front (which alone answers ARP for the VIP), the client,
-/// the origin, and the servers (set up with deploy/real-server-setup.sh). With routed servers
-/// also a router between the two subnets; the last `l3_servers` servers sit behind it and
-/// decapsulate with `l4-ctl decap` (attached by the setup script).
+/// The switch and every host: the fronts, the client, the origin, and the servers (set up
+/// with deploy/real-server-setup.sh). With one front, it alone answers ARP for the VIP and
+/// the client shares its subnet. With several, the client sits in a third subnet behind the
+/// router, which reaches the VIP over the fronts by ECMP ([`bgp`] starts the routing). With
+/// routed servers the router also joins the second subnet; the last `l3_servers` servers sit
+/// there and decapsulate with `l4-ctl decap` (attached by the setup script).
 pub(crate) fn network(spec: &Spec, parts: &Parts) -> Result<Network> {
     let name = spec.name.as_str();
     let br = netns::add_switch(&netns::switch_ns(name))?;
     let vip = host(VIP_HOST);
-    let front_ns = add_host(name, "front", &[host(FRONT_HOST)])?;
-    ip(&[
-        "-n",
-        &front_ns,
-        "addr",
-        "add",
-        &format!("{vip}/32"),
-        "dev",
-        "eth0",
-    ])?;
-    let client_addrs: Vec<Ipv4Addr> = CLIENT_HOSTS.iter().map(|&h| host(h)).collect();
-    let client_ns = add_host(name, "client", &client_addrs)?;
+    let several = spec.fronts > 1;
+    let mut fronts = Vec::new();
+    for (i, &h) in FRONT_HOSTS.iter().enumerate().take(usize::from(spec.fronts)) {
+        let (role, addr) = (front_role(i), host(h));
+        let ns = add_host(name, &role, &[addr])?;
+        if !several {
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{vip}/32"),
+                "dev",
+                "eth0",
+            ])?;
+        }
+        fronts.push((role, ns, addr));
+    }
+    let client_addrs: Vec<Ipv4Addr> = CLIENT_HOSTS
+        .iter()
+        .map(|&h| if several { client_host(h) } else { host(h) })
+        .collect();
+    let client_ns = if several {
+        add_host_on(
+            name,
+            &netns::add_switch(&netns::client_switch_ns(name))?,
+            "client",
+            &client_addrs,
+        )?
+    } else {
+        add_host(name, "client", &client_addrs)?
+    };
     // Frames the front bounces with XDP_TX keep the client's partial checksum otherwise.
-    process::output(Command::new("ip").args([
-        "netns", "exec", &client_ns, "ethtool", "-K", "eth0", "tx", "off",
-    ]))?;
+    checksum_offload_off(&client_ns)?;
     let origin_ns = add_host(name, "origin", &[host(ORIGIN_HOST)])?;
-    let router_ns = if spec.l3_servers > 0 {
-        Some(router(name, &[&front_ns, &client_ns, &origin_ns])?)
+    let router_ns = if spec.l3_servers > 0 || several {
+        let ns = router(name, spec.l3_servers > 0, several)?;
+        if spec.l3_servers > 0 {
+            for (_, front, _) in &fronts {
+                route_via_router(front, &l3_subnet())?;
+            }
+            route_via_router(&client_ns, &l3_subnet())?;
+            route_via_router(&origin_ns, &l3_subnet())?;
+        }
+        if several {
+            let gateway = client_host(ROUTER_HOST).to_string();
+            ip(&["-n", &client_ns, "route", "add", "default", "via", &gateway])?;
+        }
+        Some(ns)
     } else {
         None
     };
@@ -94,8 +127,12 @@ pub(crate) fn network(spec: &Spec, parts: &Parts) -> Result<Network> {
         } else {
             let addr = host(FIRST_SERVER_HOST + i as u8);
             let ns = add_host(name, &role, &[addr])?;
-            if router_ns.is_some() {
-                route_to_l3(&ns)?;
+            if spec.l3_servers > 0 {
+                route_via_router(&ns, &l3_subnet())?;
+            }
+            if several {
+                // Direct server return: replies go to the clients through the router.
+                route_via_router(&ns, &client_subnet())?;
             }
             setup
                 .arg(format!("--net=/run/netns/{ns}"))
@@ -107,23 +144,25 @@ pub(crate) fn network(spec: &Spec, parts: &Parts) -> Result<Network> {
     }
     if spec.mode == Mode::Native {
         // In native mode the kernel drops frames XDP_TX'd into a veth whose peer runs no XDP
-        // program: give the front's bridge-side peer one that passes everything.
-        ip(&[
-            "-n",
-            &br,
-            "link",
-            "set",
-            "dev",
-            "vfront",
-            "xdpdrv",
-            "obj",
-            &parts.xdp_pass.to_string_lossy(),
-            "sec",
-            "xdp",
-        ])?;
+        // program: give each front's bridge-side peer one that passes everything.
+        for (role, _, _) in &fronts {
+            ip(&[
+                "-n",
+                &br,
+                "link",
+                "set",
+                "dev",
+                &format!("v{role}"),
+                "xdpdrv",
+                "obj",
+                &parts.xdp_pass.to_string_lossy(),
+                "sec",
+                "xdp",
+            ])?;
+        }
     }
     Ok(Network {
-        front_ns,
+        fronts,
         client_ns,
         client_addrs,
         origin_ns,
@@ -132,30 +171,51 @@ pub(crate) fn network(spec: &Spec, parts: &Parts) -> Result<Network> {
     })
 }
 
-/// The router between the two subnets (.1 on both, forwarding on), and the routes of the
-/// first subnet's hosts to the second. The front also needs forwarding on its eth0: the
-/// kernel answers the program's FIB lookups only then.
-fn router(name: &str, hosts: &[&str]) -> Result<String> {
-    let br2 = netns::add_switch(&netns::l3_switch_ns(name))?;
+fn checksum_offload_off(ns: &str) -> Result<()> {
+    process::output(
+        Command::new("ip").args(["netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"]),
+    )
+    .map(drop)
+}
+
+fn sysctl(ns: &str, setting: &str) -> Result<()> {
+    process::output(Command::new("ip").args(["netns", "exec", ns, "sysctl", "-qw", setting]))
+        .map(drop)
+}
+
+/// The router: .1 on the first subnet, on the routed servers' (`l3`) and on the clients'
+/// (`clients`, several fronts: multipath routes hashed on the layer-4 ports, so that a flow
+/// keeps its front), forwarding on.
+fn router(name: &str, l3: bool, clients: bool) -> Result<String> {
     let ns = add_host(name, "router", &[host(ROUTER_HOST)])?;
-    netns::plug(&br2, &ns, "eth1", "vrouter", &[l3_host(ROUTER_HOST)])?;
-    process::output(Command::new("ip").args([
-        "netns",
-        "exec",
-        &ns,
-        "sysctl",
-        "-qw",
-        "net.ipv4.ip_forward=1",
-    ]))?;
-    for h in hosts {
-        route_to_l3(h)?;
+    if l3 {
+        let br2 = netns::add_switch(&netns::l3_switch_ns(name))?;
+        netns::plug(&br2, &ns, "eth1", "vrouter", &[l3_host(ROUTER_HOST)])?;
     }
+    if clients {
+        // The clients' switch exists already (the client is plugged in first).
+        let br3 = netns::client_switch_ns(name);
+        netns::plug(&br3, &ns, "eth2", "vrouter", &[client_host(ROUTER_HOST)])?;
+        sysctl(&ns, "net.ipv4.fib_multipath_hash_policy=1")?;
+        checksum_offload_off(&ns)?;
+    }
+    sysctl(&ns, "net.ipv4.ip_forward=1")?;
     Ok(ns)
 }
 
-fn route_to_l3(ns: &str) -> Result<()> {
+/// The routed servers' subnet, as a route destination.
+fn l3_subnet() -> String {
+    format!("{}.{}.{}.0/24", L3_NET[0], L3_NET[1], L3_NET[2])
+}
+
+/// The clients' subnet (several fronts), as a route destination.
+fn client_subnet() -> String {
+    format!("{}.{}.{}.0/24", CLIENT_NET[0], CLIENT_NET[1], CLIENT_NET[2])
+}
+
+fn route_via_router(ns: &str, subnet: &str) -> Result<()> {
     let gateway = host(ROUTER_HOST).to_string();
-    ip(&["-n", ns, "route", "add", &l3_subnet(), "via", &gateway])
+    ip(&["-n", ns, "route", "add", subnet, "via", &gateway])
 }
 
 /// The `members` value of the sidecars' config: `name=peer,...`.
@@ -193,27 +253,52 @@ pub(crate) fn sidecars(
             .iter()
             .map(|(role, _, addr)| (role.as_str(), SocketAddr::from((*addr, PEER_PORT)))),
     );
+    let follow = toml::Value::Array(
+        net.fronts
+            .iter()
+            .map(|(_, _, addr)| format!("http://{addr}:{FRONT_METRICS_PORT}/members").into())
+            .collect(),
+    );
     let mut servers = Vec::with_capacity(net.servers.len());
     for (role, ns, addr) in &net.servers {
         let listen = SocketAddr::from((*addr, VIP_PORT));
         let metrics = SocketAddr::from((*addr, SIDECAR_METRICS_PORT));
         let peer = SocketAddr::from((*addr, PEER_PORT));
+        // One front: the static member list. Several: the fronts' membership, followed.
+        let membership: Vec<(&str, toml::Value)> = if spec.fronts > 1 {
+            vec![
+                ("members-from", follow.clone()),
+                (
+                    "members-vip",
+                    format!("{}/tcp", SocketAddr::from((host(VIP_HOST), VIP_PORT))).into(),
+                ),
+            ]
+        } else {
+            vec![
+                ("self", role.clone().into()),
+                ("members", members.clone().into()),
+            ]
+        };
         let values: Vec<(&str, toml::Value)> = [
             ("listen", format!("0.0.0.0:{VIP_PORT}").into()),
             ("peer-listen", peer.to_string().into()),
-            ("self", role.clone().into()),
-            ("members", members.clone().into()),
             ("scheme", spec.scheme.clone().into()),
             ("origin", format!("http://{origin}").into()),
             ("metrics", metrics.to_string().into()),
             ("cache-bytes", toml::Value::Integer(spec.cache_bytes as i64)),
         ]
         .into_iter()
+        .chain(membership)
         .chain(optional_keys(spec))
         .collect();
+        let unused: &[&str] = if spec.fronts > 1 {
+            &["self", "members", "weights"]
+        } else {
+            &[]
+        };
         fs::write(
             role_config(&dir, role),
-            config::edit(&template, &values, &[])?,
+            config::edit(&template, &values, unused)?,
         )?;
         let pid = start_sidecar(ns, &parts.sidecar, &dir, role)?;
         if let Some(groups) = cgroups {
@@ -282,17 +367,20 @@ pub(crate) fn central(
     })
 }
 
-/// The front: `l4-ctl load` on its eth0, the VIP and every server as a real, and the front
-/// daemon (health checks, metrics) with deploy/dl7.toml.
+/// Front `i` (role, namespace, address): `l4-ctl load` on its eth0, the VIP and every server
+/// as a real, and the front daemon (health checks, metrics, membership) with deploy/dl7.toml;
+/// with several fronts the daemon also announces the VIP (BIRD is started by [`bgp`]).
+/// Every front gets the same configuration, in the same order.
 pub(crate) fn front(
     spec: &Spec,
     parts: &Parts,
-    ns: &str,
+    i: usize,
+    (role, ns, addr): (&str, &str, Ipv4Addr),
     vip: SocketAddr,
     servers: &[Server],
 ) -> Result<Front> {
     let dir = run_dir(&spec.name);
-    let pins = pin_dir(&spec.name);
+    let pins = front_pin_dir(&spec.name, i);
     let ctl = |args: &[&str]| {
         process::output(process::l4_ctl_command(&parts.l4_ctl, Some(ns), Some(&pins)).args(args))
     };
@@ -300,14 +388,7 @@ pub(crate) fn front(
     let service = format!("{vip}/tcp");
     ctl(&["vip", "add", &service])?;
     if servers.iter().any(|s| s.encap.is_some()) {
-        process::output(Command::new("ip").args([
-            "netns",
-            "exec",
-            ns,
-            "sysctl",
-            "-qw",
-            "net.ipv4.conf.eth0.forwarding=1",
-        ]))?;
+        sysctl(ns, "net.ipv4.conf.eth0.forwarding=1")?;
     }
     for s in servers {
         let addr = s.addr.to_string();
@@ -316,7 +397,7 @@ pub(crate) fn front(
             Some(encap) => ctl(&["real", "add", &service, &addr, "--encap", encap.as_str()])?,
         };
     }
-    let metrics = SocketAddr::from((host(FRONT_HOST), FRONT_METRICS_PORT));
+    let metrics = SocketAddr::from((addr, FRONT_METRICS_PORT));
     let config_path = dir.join("dl7.toml");
     let config = config::front(
         &deploy_file(parts, "deploy/dl7.toml")?,
@@ -327,23 +408,164 @@ pub(crate) fn front(
         SIDECAR_METRICS_PORT,
     )?;
     fs::write(&config_path, config)?;
-    let args: Vec<String> = vec![
-        "--pin-dir".into(),
-        pins.to_string_lossy().into_owned(),
-        "daemon".into(),
-        "--config".into(),
-        config_path.to_string_lossy().into_owned(),
-        "--metrics".into(),
-        metrics.to_string(),
-    ];
-    process::spawn_in(ns, &parts.l4_ctl, &args, &dir.join("front-daemon.log"))?;
-    netns::wait_listening(ns, metrics, "the front daemon")?;
-    Ok(Front {
+    let bird_socket = (spec.fronts > 1).then(|| dir.join(format!("{role}-bird.ctl")));
+    let front = Front {
         ns: ns.to_owned(),
-        addr: host(FRONT_HOST),
+        addr,
         metrics,
         pin_dir: pins,
-    })
+        role: role.to_owned(),
+        daemon_pid: 0,
+        bird_socket,
+    };
+    start_front_daemon(front, &parts.l4_ctl, &dir)
+}
+
+/// Starts `front`'s daemon (with the testbed's dl7.toml, announcing when the front has a
+/// BIRD) and waits until it serves; returns the front with the daemon's pid.
+pub(crate) fn start_front_daemon(mut front: Front, l4_ctl: &Path, dir: &Path) -> Result<Front> {
+    let mut args: Vec<String> = vec![
+        "--pin-dir".into(),
+        front.pin_dir.to_string_lossy().into_owned(),
+        "daemon".into(),
+        "--config".into(),
+        dir.join("dl7.toml").to_string_lossy().into_owned(),
+        "--metrics".into(),
+        front.metrics.to_string(),
+    ];
+    if let Some(socket) = &front.bird_socket {
+        args.extend([
+            "--announce".into(),
+            "--bird-socket".into(),
+            socket.to_string_lossy().into_owned(),
+        ]);
+    }
+    let log = dir.join(format!("{}-daemon.log", front.role));
+    front.daemon_pid = process::spawn_in(&front.ns, l4_ctl, &args, &log)?;
+    netns::wait_listening(
+        &front.ns,
+        front.metrics,
+        &format!("the {} daemon", front.role),
+    )?;
+    Ok(front)
+}
+
+/// BGP with several fronts: BIRD on every front with deploy/bird/front.conf (announcing what
+/// its daemon puts on dl7-vips) and on the router with deploy/bird/router-example.conf
+/// (installing one multipath route over the fronts); waits until the router reaches the VIP
+/// over every front.
+pub(crate) fn bgp(parts: &Parts, dir: &Path, router_ns: &str, fronts: &[Front]) -> Result<()> {
+    let router_addr = host(ROUTER_HOST);
+    for f in fronts {
+        let site = format!(
+            "router id {};\nprotocol bgp router1 from dl7_router {{ local as {FRONTS_AS}; neighbor {router_addr} as {ROUTER_AS}; }}\n",
+            f.addr
+        );
+        let socket = f
+            .bird_socket
+            .as_deref()
+            .context("a front without a BIRD socket")?;
+        start_bird(
+            parts,
+            dir,
+            &f.role,
+            &f.ns,
+            "front.conf",
+            "dl7-site.conf",
+            &site,
+            socket,
+        )?;
+    }
+    let mut peers = format!("router id {router_addr};\n");
+    for f in fronts {
+        peers.push_str(&format!(
+            "protocol bgp {} from dl7_front {{ local as {ROUTER_AS}; neighbor {} as {FRONTS_AS}; }}\n",
+            f.role, f.addr
+        ));
+    }
+    let socket = dir.join("router-bird.ctl");
+    start_bird(
+        parts,
+        dir,
+        "router",
+        router_ns,
+        "router-example.conf",
+        "dl7-fronts.conf",
+        &peers,
+        &socket,
+    )?;
+    wait_ecmp(router_ns, host(VIP_HOST), fronts.len())
+}
+
+/// Starts BIRD in `ns` with deploy/bird/`conf` and the site file `site_name` (`site`) beside
+/// it, in `dir`/`role`-bird/.
+#[allow(clippy::too_many_arguments)]
+fn start_bird(
+    parts: &Parts,
+    dir: &Path,
+    role: &str,
+    ns: &str,
+    conf: &str,
+    site_name: &str,
+    site: &str,
+    socket: &Path,
+) -> Result<u32> {
+    let conf_dir = dir.join(format!("{role}-bird"));
+    fs::create_dir_all(&conf_dir)?;
+    let main = conf_dir.join(conf);
+    fs::copy(deploy_file(parts, &format!("deploy/bird/{conf}"))?, &main)?;
+    fs::write(conf_dir.join(site_name), site)?;
+    let args: Vec<String> = vec![
+        "-f".into(),
+        "-c".into(),
+        main.to_string_lossy().into_owned(),
+        "-s".into(),
+        socket.to_string_lossy().into_owned(),
+        "-P".into(),
+        conf_dir.join("bird.pid").to_string_lossy().into_owned(),
+    ];
+    process::spawn_in(
+        ns,
+        Path::new("bird"),
+        &args,
+        &dir.join(format!("{role}-bird.log")),
+    )
+}
+
+/// Waits until the router's route to `vip` has `paths` next hops.
+pub(crate) fn wait_ecmp(router_ns: &str, vip: Ipv4Addr, paths: usize) -> Result<()> {
+    let deadline = Instant::now() + ROUTE_TIMEOUT;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        last = ecmp_route(router_ns, vip)?;
+        if next_hops(&last) == paths {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    bail!(
+        "the router did not reach {vip} over {paths} fronts within {ROUTE_TIMEOUT:?}; its route: {:?}",
+        last.trim()
+    )
+}
+
+/// The router's route to `vip` as `ip route` prints it (empty without one).
+pub(crate) fn ecmp_route(router_ns: &str, vip: Ipv4Addr) -> Result<String> {
+    process::output(Command::new("ip").args([
+        "-n",
+        router_ns,
+        "route",
+        "show",
+        &format!("{vip}/32"),
+    ]))
+}
+
+/// How many next hops a route printed by `ip route` has.
+pub(crate) fn next_hops(route: &str) -> usize {
+    match route.matches("nexthop via").count() {
+        0 if route.contains(" via ") => 1,
+        n => n,
+    }
 }
 
 /// Starts the origin (`dl7-traffic origin`) in `ns` and waits until it listens.

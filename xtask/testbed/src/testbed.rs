@@ -14,8 +14,8 @@ use crate::cgroup::{self, CpuCgroups};
 #[cfg(feature = "metrics")]
 use crate::metrics;
 use crate::plan::{
-    CENTRAL_ROLE, Central, Front, Mode, ORIGIN_HOST, ORIGIN_PORT, Origin, Parts, Server, Spec,
-    VIP_HOST, VIP_PORT, decap_pin_root, host, pin_dir, run_dir,
+    CENTRAL_ROLE, Central, Front, MAX_FRONTS, Mode, ORIGIN_HOST, ORIGIN_PORT, Origin, Parts,
+    Server, Spec, VIP_HOST, VIP_PORT, decap_pin_root, front_pin_dir, host, run_dir,
 };
 use crate::{config, netns, process, roles};
 
@@ -30,7 +30,11 @@ pub struct Testbed {
     pub router_ns: Option<String>,
     /// The client's source addresses (all in `client_ns`).
     pub client_addrs: Vec<Ipv4Addr>,
+    /// The (first) front.
     pub front: Front,
+    /// The other fronts (`fronts` > 1), in order.
+    #[serde(default)]
+    pub more_fronts: Vec<Front>,
     pub servers: Vec<Server>,
     pub origin: Origin,
     /// The conventional design's central L7 balancer (`central`).
@@ -93,9 +97,37 @@ fn bring_up(spec: &Spec, parts: &Parts) -> Result<Testbed> {
     } else {
         None
     };
-    eprintln!("testbed: loading the front ({} mode)", spec.mode.as_str());
+    eprintln!(
+        "testbed: loading {} ({} mode)",
+        if spec.fronts > 1 {
+            "the fronts"
+        } else {
+            "the front"
+        },
+        spec.mode.as_str()
+    );
     let vip = SocketAddr::from((host(VIP_HOST), VIP_PORT));
-    let front = roles::front(spec, parts, &net.front_ns, vip, &servers)?;
+    let mut fronts = Vec::with_capacity(net.fronts.len());
+    for (i, (role, ns, addr)) in net.fronts.iter().enumerate() {
+        fronts.push(roles::front(
+            spec,
+            parts,
+            i,
+            (role, ns, *addr),
+            vip,
+            &servers,
+        )?);
+    }
+    if let (true, Some(router)) = (spec.fronts > 1, &net.router_ns) {
+        eprintln!(
+            "testbed: BGP from {} fronts to the router (BIRD)",
+            fronts.len()
+        );
+        roles::bgp(parts, &dir, router, &fronts)?;
+    }
+    let mut fronts = fronts.into_iter();
+    let front = fronts.next().context("a testbed without a front")?;
+    let more_fronts: Vec<Front> = fronts.collect();
 
     let testbed = Testbed {
         name: spec.name.clone(),
@@ -104,6 +136,7 @@ fn bring_up(spec: &Spec, parts: &Parts) -> Result<Testbed> {
         router_ns: net.router_ns,
         client_addrs: net.client_addrs,
         front,
+        more_fronts,
         servers,
         origin: Origin {
             ns: net.origin_ns,
@@ -173,7 +206,9 @@ fn down_quietly(name: &str) {
     }
     // The link pin goes with the pin directory; deleting the namespaces removes the veths
     // (and the XDP attachments on them).
-    let _ = fs::remove_dir_all(pin_dir(name));
+    for i in 0..usize::from(MAX_FRONTS) {
+        let _ = fs::remove_dir_all(front_pin_dir(name, i));
+    }
     let _ = fs::remove_dir_all(decap_pin_root(name));
     for ns in &namespaces {
         let _ = std::process::Command::new("ip")
@@ -204,6 +239,89 @@ impl Testbed {
             )
             .args(args),
         )
+    }
+
+    /// Every front, the first one first.
+    pub fn fronts(&self) -> impl Iterator<Item = &Front> {
+        std::iter::once(&self.front).chain(&self.more_fronts)
+    }
+
+    /// Front `i` (0 is [`Testbed::front`]).
+    pub fn front_at(&self, i: usize) -> Result<&Front> {
+        self.fronts()
+            .nth(i)
+            .with_context(|| format!("testbed {} has no front {}", self.name, i + 1))
+    }
+
+    /// Runs `l4-ctl ARGS` on front `i`; its stdout.
+    pub fn l4_ctl_on(&self, i: usize, args: &[&str]) -> Result<String> {
+        let f = self.front_at(i)?;
+        process::output(
+            process::l4_ctl_command(&self.parts.l4_ctl, Some(&f.ns), Some(&f.pin_dir)).args(args),
+        )
+    }
+
+    /// Runs `l4-ctl ARGS` on every front, in order (what an operator does to change the
+    /// configuration of a tier of fronts).
+    pub fn l4_ctl_all(&self, args: &[&str]) -> Result<()> {
+        for i in 0..=self.more_fronts.len() {
+            self.l4_ctl_on(i, args)?;
+        }
+        Ok(())
+    }
+
+    /// A front that fails: SIGKILL of its daemon, then its program detached and its pins
+    /// removed (`l4-ctl unload`).
+    pub fn kill_front(&self, i: usize) -> Result<()> {
+        let f = self.front_at(i)?;
+        process::stop(f.daemon_pid);
+        self.l4_ctl_on(i, &["unload"]).map(drop)
+    }
+
+    /// Brings a killed front back as an operator would: `l4-ctl load`, then its daemon, which
+    /// applies the testbed's dl7.toml (the same VIP and reals as every front) and announces
+    /// the VIP again.
+    pub fn restart_front(&mut self, i: usize) -> Result<()> {
+        let mode = self.mode.as_str();
+        self.l4_ctl_on(i, &["load", "--iface", "eth0", "--mode", mode])?;
+        let front = roles::start_front_daemon(
+            self.front_at(i)?.clone(),
+            &self.parts.l4_ctl,
+            &self.run_dir,
+        )?;
+        match i {
+            0 => self.front = front,
+            i => self.more_fronts[i - 1] = front,
+        }
+        self.save()
+    }
+
+    /// The router's route to the VIP (several fronts): as `ip route` prints it, and how many
+    /// fronts it reaches the VIP through.
+    pub fn router_route(&self) -> Result<(String, usize)> {
+        let ns = self
+            .router_ns
+            .as_deref()
+            .context("this testbed has no router")?;
+        let ip = match self.vip.ip() {
+            std::net::IpAddr::V4(a) => a,
+            std::net::IpAddr::V6(_) => bail!("the testbed's VIP is IPv4"),
+        };
+        let route = roles::ecmp_route(ns, ip)?;
+        let hops = roles::next_hops(&route);
+        Ok((route, hops))
+    }
+
+    /// Waits until the router reaches the VIP through `paths` fronts.
+    pub fn wait_router_paths(&self, paths: usize) -> Result<()> {
+        let ns = self
+            .router_ns
+            .as_deref()
+            .context("this testbed has no router")?;
+        match self.vip.ip() {
+            std::net::IpAddr::V4(a) => roles::wait_ecmp(ns, a, paths),
+            std::net::IpAddr::V6(_) => bail!("the testbed's VIP is IPv4"),
+        }
     }
 
     /// The VIP as l4-ctl writes it.
