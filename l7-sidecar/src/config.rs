@@ -113,7 +113,8 @@ settings! {
     /// Peer side (requests forwarded by other sidecars), ADDR:PORT. Distributed mode only.
     #[arg(long, value_name = "ADDR:PORT")]
     peer_listen: String,
-    /// This server's member name. Distributed mode only.
+    /// This server's member name. Distributed mode only. With --members-from: this
+    /// server's address as the front lists it (default: the address of --peer-listen).
     #[arg(long = "self", value_name = "NAME")]
     #[serde(rename = "self")]
     self_name: String,
@@ -121,9 +122,30 @@ settings! {
     /// central mode the backend). A bare ADDR:PORT is its own name.
     #[arg(long, value_name = "NAME=ADDR:PORT,..")]
     members: String,
-    /// Comma-separated weights, one per member (default: all 1).
+    /// Comma-separated weights, one per member (default: all 1). Not with --members-from.
     #[arg(long, value_name = "W,..")]
     weights: String,
+    /// Follow the membership the front serves (`l4-ctl daemon`, GET /members) instead of a
+    /// fixed list: one http://HOST:PORT/PATH per front, comma-separated or repeated (in the
+    /// file an array); the first that answers is followed. Members are then the VIP's reals
+    /// that are active or down, named by their addresses, at ADDR:--members-peer-port, with
+    /// the front's weights; a real the front reports down is skipped like a member down by
+    /// health checks. --members (bare ADDRs allowed) is the list until a front first
+    /// answers, else this server alone. Distributed mode only.
+    #[arg(long, value_name = "URL,..", value_delimiter = ',')]
+    members_from: Vec<String>,
+    /// With --members-from: the VIP whose reals are the members, as the front writes it
+    /// (10.0.0.100:80/tcp); needed when the front serves more than one VIP.
+    #[arg(long, value_name = "ADDR:PORT/PROTO")]
+    members_vip: String,
+    /// With --members-from: the sidecars' peer port on every real (default: the port of
+    /// --peer-listen).
+    #[arg(long, value_name = "PORT")]
+    members_peer_port: u16,
+    /// With --members-from: how often the fronts are asked; each answer is awaited half of
+    /// it at most, 1s at most (default 1s, at least 100ms).
+    #[arg(long, value_name = "DURATION")]
+    members_interval: String,
     /// Hashing scheme (see `route --help`; default ketama).
     #[arg(long, value_name = "NAME")]
     scheme: String,
@@ -286,6 +308,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("health-fall", "2"),
     ("health-rise", "2"),
     ("health-path", "/healthz"),
+    ("members-interval", "1s"),
     ("hop-limit", "2"),
     ("purge-allow", "none"),
     ("relay-cache-bytes", "auto"),
@@ -330,6 +353,63 @@ pub struct Membership {
     pub addrs: Vec<SocketAddr>,
     /// This server's position in `members` (distributed mode).
     pub self_index: Option<usize>,
+}
+
+/// One front's membership endpoint, a `members-from` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Front {
+    /// The URL as configured (the `url` label of `dl7_l7_membership_source`).
+    pub url: String,
+    /// Where it is asked (resolved when the configuration is validated).
+    pub addr: SocketAddr,
+    /// `HOST[:PORT]` as written: the `Host` sent.
+    pub authority: String,
+    /// The path (and query) asked for.
+    pub path: String,
+}
+
+/// Following the fronts' membership (`members-from`, [`crate::follow`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowSettings {
+    /// The fronts, in the order they are asked.
+    pub fronts: Vec<Front>,
+    /// The VIP whose reals are the members, written as [`canonical_vip`] writes it; `None`:
+    /// the front's only VIP.
+    pub vip: Option<String>,
+    /// The sidecars' peer port on every real.
+    pub peer_port: u16,
+    /// How often the fronts are asked.
+    pub interval: Duration,
+    /// This server's address: its member name is this address as text.
+    pub self_ip: IpAddr,
+}
+
+impl FollowSettings {
+    /// How long one front's answer is awaited: half the interval, a second at most, so that
+    /// a front that does not answer leaves time to ask the next.
+    pub fn timeout(&self) -> Duration {
+        (self.interval / 2).min(Duration::from_secs(1))
+    }
+}
+
+/// A VIP as the front writes it (`10.0.0.100:80/tcp`, `[2001:db8::1]:80/udp`), from any
+/// spelling of it (`TCP`, spaces around it); `None` when it is not `ADDR:PORT/tcp|udp`.
+///
+/// ```
+/// assert_eq!(
+///     l7_sidecar::config::canonical_vip(" 10.0.0.100:80/TCP").as_deref(),
+///     Some("10.0.0.100:80/tcp")
+/// );
+/// assert_eq!(l7_sidecar::config::canonical_vip("10.0.0.100/tcp"), None);
+/// ```
+pub fn canonical_vip(text: &str) -> Option<String> {
+    let (addr, proto) = text.trim().rsplit_once('/')?;
+    let proto = proto.to_ascii_lowercase();
+    if proto != "tcp" && proto != "udp" {
+        return None;
+    }
+    let addr: SocketAddr = addr.parse().ok()?;
+    Some(format!("{addr}/{proto}"))
 }
 
 /// How requests this server owns are served.
@@ -428,8 +508,10 @@ pub struct Config {
     pub key: KeyMode,
     /// Tokio worker threads.
     pub threads: usize,
-    /// Members and scheme.
+    /// Members and scheme (with `members-from`, the membership until a front answers).
     pub membership: Membership,
+    /// Following the fronts' membership (`members-from`); `None`: the members are fixed.
+    pub follow: Option<FollowSettings>,
     /// Local serving.
     pub local: Local,
     /// Request head limits.
@@ -605,7 +687,8 @@ impl Settings {
                 });
             }
         };
-        let membership = self.membership(mode)?;
+        let follow = self.follow(mode, peer_listen)?;
+        let membership = self.membership(mode, follow.as_ref())?;
         let local = self.local(mode)?;
         let threads = match self.threads {
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -650,6 +733,7 @@ impl Settings {
             key,
             threads,
             membership,
+            follow,
             local,
             head,
             max_body: number("max-body-bytes", self.max_body_bytes)?,
@@ -724,24 +808,145 @@ impl Settings {
         }
     }
 
-    fn membership(&self, mode: Mode) -> Result<Membership, ConfigError> {
-        let list = self.members.as_deref().ok_or(ConfigError::Missing {
-            field: "members",
-            when: "(NAME=ADDR:PORT,..)",
-        })?;
+    /// `members-from` and the settings that go with it; `None` without it.
+    fn follow(
+        &self,
+        mode: Mode,
+        peer_listen: Option<SocketAddr>,
+    ) -> Result<Option<FollowSettings>, ConfigError> {
+        let Some(urls) = &self.members_from else {
+            let only_with = [
+                ("members-vip", self.members_vip.is_some()),
+                ("members-peer-port", self.members_peer_port.is_some()),
+                ("members-interval", self.members_interval.is_some()),
+            ];
+            return match only_with.iter().find(|(_, given)| *given) {
+                Some(&(field, _)) => Err(ConfigError::NotAllowed {
+                    field,
+                    why: "without --members-from",
+                }),
+                None => Ok(None),
+            };
+        };
+        let Some(peer_listen) = peer_listen.filter(|_| mode == Mode::Distributed) else {
+            return Err(ConfigError::NotAllowed {
+                field: "members-from",
+                why: "in central mode (list the backends in --members)",
+            });
+        };
+        if self.weights.is_some() {
+            return Err(ConfigError::NotAllowed {
+                field: "weights",
+                why: "with --members-from (the front gives the weights)",
+            });
+        }
+        if urls.is_empty() {
+            return Err(invalid(
+                "members-from",
+                "",
+                "is empty (one http://HOST:PORT/PATH per front)",
+            ));
+        }
+        let fronts = urls
+            .iter()
+            .map(|url| front(url))
+            .collect::<Result<Vec<_>, _>>()?;
+        let vip = self
+            .members_vip
+            .as_deref()
+            .map(|v| {
+                canonical_vip(v).ok_or_else(|| {
+                    invalid(
+                        "members-vip",
+                        v,
+                        "is not a VIP as the front writes it (ADDR:PORT/tcp or ADDR:PORT/udp)",
+                    )
+                })
+            })
+            .transpose()?;
+        let peer_port = match self.members_peer_port {
+            Some(0) => return Err(invalid("members-peer-port", "0", "is not a port")),
+            Some(port) => port,
+            None => peer_listen.port(),
+        };
+        let field = "members-interval";
+        let interval = self.duration(field, &self.members_interval)?;
+        if interval < Duration::from_millis(100) {
+            return Err(invalid(
+                field,
+                self.members_interval
+                    .as_deref()
+                    .unwrap_or(default_text(field)),
+                "is shorter than 100ms",
+            ));
+        }
+        let self_ip = match self.self_name.as_deref() {
+            Some(me) => me.trim().parse().map_err(|_| {
+                invalid(
+                    "self",
+                    me,
+                    "is not an IP address (with --members-from, members are named by their \
+                     addresses as the front lists them)",
+                )
+            })?,
+            None if peer_listen.ip().is_unspecified() => {
+                return Err(ConfigError::Missing {
+                    field: "self",
+                    when: "with --members-from when --peer-listen is 0.0.0.0 or :: (this \
+                           server's address as the front lists it)",
+                });
+            }
+            None => peer_listen.ip(),
+        };
+        Ok(Some(FollowSettings {
+            fronts,
+            vip,
+            peer_port,
+            interval,
+            self_ip,
+        }))
+    }
+
+    /// The membership at start: `members`, or with `members-from` and no `members` this
+    /// server alone (until a front answers).
+    fn membership(
+        &self,
+        mode: Mode,
+        follow: Option<&FollowSettings>,
+    ) -> Result<Membership, ConfigError> {
         let mut names = Vec::new();
         let mut addrs = Vec::new();
-        for entry in list.split(',') {
-            let (name, addr) = members::split_entry(entry);
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
-                return Err(invalid(
-                    "members",
-                    entry,
-                    "needs a name of visible ASCII characters (NAME=ADDR:PORT)",
-                ));
+        match (self.members.as_deref(), follow) {
+            (None, None) => {
+                return Err(ConfigError::Missing {
+                    field: "members",
+                    when: "(NAME=ADDR:PORT,..)",
+                });
             }
-            names.push(name.to_owned());
-            addrs.push(address("members", addr)?);
+            (None, Some(f)) => {
+                names.push(f.self_ip.to_string());
+                addrs.push(SocketAddr::new(f.self_ip, f.peer_port));
+            }
+            (Some(list), _) => {
+                for entry in list.split(',') {
+                    // With members-from, a bare ADDR is the real as the front names it.
+                    if let (Some(f), Ok(ip)) = (follow, entry.trim().parse::<IpAddr>()) {
+                        names.push(ip.to_string());
+                        addrs.push(SocketAddr::new(ip, f.peer_port));
+                        continue;
+                    }
+                    let (name, addr) = members::split_entry(entry);
+                    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
+                        return Err(invalid(
+                            "members",
+                            entry,
+                            "needs a name of visible ASCII characters (NAME=ADDR:PORT)",
+                        ));
+                    }
+                    names.push(name.to_owned());
+                    addrs.push(address("members", addr)?);
+                }
+            }
         }
         let members = members::with_weights(names, self.weights.as_deref())?;
         let scheme = self
@@ -751,7 +956,11 @@ impl Settings {
         let info =
             scheme::lookup(&scheme).map_err(|e| invalid("scheme", &scheme, &e.to_string()))?;
         info.build(&members).map_err(ConfigError::Scheme)?;
-        let self_index = match (mode, self.self_name.as_deref()) {
+        let me = match follow {
+            Some(f) => Some(f.self_ip.to_string()),
+            None => self.self_name.clone(),
+        };
+        let self_index = match (mode, me) {
             (Mode::Distributed, None) => {
                 return Err(ConfigError::Missing {
                     field: "self",
@@ -762,7 +971,15 @@ impl Settings {
                 members
                     .iter()
                     .position(|m| m.name == me)
-                    .ok_or_else(|| invalid("self", me, "is not one of --members"))?,
+                    .ok_or_else(|| match follow {
+                        Some(_) => invalid(
+                            "self",
+                            &me,
+                            "is not one of --members (with --members-from, members are named \
+                             by their addresses: list them as ADDR or ADDR=ADDR:PORT)",
+                        ),
+                        None => invalid("self", &me, "is not one of --members"),
+                    })?,
             ),
             (Mode::Central, None) => None,
             (Mode::Central, Some(_)) => {
@@ -1029,6 +1246,42 @@ fn address(field: &'static str, value: &str) -> Result<SocketAddr, ConfigError> 
     }
 }
 
+/// A `members-from` URL: `http://HOST[:PORT]/PATH` (port 80 when none), the host resolved
+/// now.
+fn front(url: &str) -> Result<Front, ConfigError> {
+    let url = url.trim();
+    let bad = |why: &str| invalid("members-from", url, why);
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| bad("is not http://HOST:PORT/PATH"))?;
+    let (authority, path) = rest
+        .find('/')
+        .map(|at| rest.split_at(at))
+        .ok_or_else(|| bad("has no path (http://HOST:PORT/PATH, e.g. /members)"))?;
+    if authority.is_empty() || authority.contains('@') {
+        return Err(bad("is not http://HOST:PORT/PATH"));
+    }
+    if !path.bytes().all(|b| b.is_ascii_graphic() && b != b'#') {
+        return Err(bad("has a path that is not visible ASCII without #"));
+    }
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr =
+        address("members-from", &with_port).map_err(|_| bad("does not resolve to an address"))?;
+    Ok(Front {
+        url: url.to_owned(),
+        addr,
+        authority: authority.to_owned(),
+        path: path.to_owned(),
+    })
+}
+
 /// `500ms`, `10s`, `2m`, or a bare number of seconds; positive, at most an hour.
 fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
@@ -1178,6 +1431,170 @@ mod tests {
         assert_eq!(
             (c.pool.max_idle, c.outlier.failures, c.hop_limit),
             (64, 3, 2)
+        );
+    }
+
+    const FOLLOWER: &str = "listen = \"127.0.0.1:1\"\npeer-listen = \"127.0.0.7:8081\"\n\
+                            origin = \"http://127.0.0.1:9\"\n\
+                            members-from = [\"http://127.0.0.1:9400/members\", \"http://[::1]/m?x\"]\n";
+
+    #[test]
+    fn members_from_alone_starts_with_this_server_only() {
+        let c = settings(FOLLOWER).validate().unwrap();
+        let f = c.follow.expect("following");
+        let urls: Vec<(&str, String, &str)> = f
+            .fronts
+            .iter()
+            .map(|f| (f.authority.as_str(), f.addr.to_string(), f.path.as_str()))
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                ("127.0.0.1:9400", "127.0.0.1:9400".to_owned(), "/members"),
+                ("[::1]", "[::1]:80".to_owned(), "/m?x")
+            ]
+        );
+        assert_eq!(f.fronts[0].url, "http://127.0.0.1:9400/members");
+        assert_eq!((f.vip.as_deref(), f.peer_port), (None, 8081));
+        assert_eq!(f.interval, Duration::from_secs(1));
+        assert_eq!(f.timeout(), Duration::from_millis(500));
+        assert_eq!(f.self_ip, "127.0.0.7".parse::<IpAddr>().unwrap());
+        let m = c.membership;
+        assert_eq!(m.members, [Member::new("127.0.0.7", 1)]);
+        assert_eq!(m.addrs, ["127.0.0.7:8081".parse().unwrap()]);
+        assert_eq!(m.self_index, Some(0));
+    }
+
+    #[test]
+    fn members_from_with_members_and_its_own_settings() {
+        let c = settings(&format!(
+            "{FOLLOWER}members = \"127.0.0.5, 127.0.0.7, b=127.0.0.8:99\"\n\
+             members-vip = \"10.0.0.100:80/TCP\"\nmembers-peer-port = 7000\n\
+             members-interval = \"250ms\"\nscheme = \"maglev\"\n"
+        ))
+        .validate()
+        .unwrap();
+        let f = c.follow.expect("following");
+        assert_eq!(f.vip.as_deref(), Some("10.0.0.100:80/tcp"));
+        assert_eq!(f.peer_port, 7000);
+        assert_eq!(f.timeout(), Duration::from_millis(125));
+        let names: Vec<&str> = c
+            .membership
+            .members
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(names, ["127.0.0.5", "127.0.0.7", "b"]);
+        let addrs: Vec<String> = c.membership.addrs.iter().map(ToString::to_string).collect();
+        assert_eq!(addrs, ["127.0.0.5:7000", "127.0.0.7:7000", "127.0.0.8:99"]);
+        assert_eq!(c.membership.self_index, Some(1));
+        assert_eq!(c.membership.scheme, "maglev");
+        // An unspecified peer-listen address needs self, which must be an address.
+        let any = FOLLOWER.replace("127.0.0.7:8081", "0.0.0.0:8081");
+        let c = settings(&format!("{any}self = \"127.0.0.9\"\n"))
+            .validate()
+            .unwrap();
+        assert_eq!(c.membership.members[0].name, "127.0.0.9");
+        assert_eq!(c.membership.addrs[0].to_string(), "127.0.0.9:8081");
+        // Static members stay as they were.
+        let c = settings(CENTRAL).validate().unwrap();
+        assert_eq!(c.follow, None);
+    }
+
+    #[test]
+    fn members_from_errors_name_the_field_and_value() {
+        let err = |text: &str| settings(text).validate().unwrap_err().to_string();
+        let with = |extra: &str| err(&format!("{FOLLOWER}{extra}"));
+        let urls = |list: &str| {
+            err(&FOLLOWER.replace(
+                "[\"http://127.0.0.1:9400/members\", \"http://[::1]/m?x\"]",
+                list,
+            ))
+        };
+        assert_eq!(
+            urls("[\"https://127.0.0.1:9400/members\"]"),
+            "--members-from: \"https://127.0.0.1:9400/members\" is not http://HOST:PORT/PATH"
+        );
+        assert!(
+            urls("[\"http://127.0.0.1:9400\"]")
+                .starts_with("--members-from: \"http://127.0.0.1:9400\" has no path"),
+            "{}",
+            urls("[\"http://127.0.0.1:9400\"]")
+        );
+        assert!(
+            urls("[\"http://nowhere.invalid:9400/members\"]").starts_with(
+                "--members-from: \"http://nowhere.invalid:9400/members\" does not resolve"
+            )
+        );
+        assert!(urls("[\"http://u@127.0.0.1/m\"]").starts_with("--members-from: \"http://u@"));
+        assert!(urls("[\"http://127.0.0.1/a b\"]").starts_with("--members-from: "));
+        assert!(urls("[]").starts_with("--members-from: \"\" is empty"));
+        assert!(
+            toml::from_str::<Settings>("members-from = 7").is_err(),
+            "not a list of URLs"
+        );
+        assert_eq!(
+            with("weights = \"1\"\n"),
+            "--weights cannot be used with --members-from (the front gives the weights)"
+        );
+        assert!(
+            with("members-vip = \"10.0.0.100:80\"\n")
+                .starts_with("--members-vip: \"10.0.0.100:80\" is not a VIP")
+        );
+        assert!(
+            with("members-interval = \"50ms\"\n")
+                .starts_with("--members-interval: \"50ms\" is shorter than 100ms")
+        );
+        assert!(with("members-interval = \"soon\"\n").starts_with("--members-interval: \"soon\""));
+        assert!(with("members-peer-port = 0\n").starts_with("--members-peer-port: \"0\""));
+        assert!(
+            with("self = \"s1\"\n").starts_with("--self: \"s1\" is not an IP address"),
+            "{}",
+            with("self = \"s1\"\n")
+        );
+        assert!(
+            with("members = \"s1=127.0.0.7:8081\"\n")
+                .starts_with("--self: \"127.0.0.7\" is not one of --members (with --members-from")
+        );
+        let any = FOLLOWER.replace("127.0.0.7:8081", "[::]:8081");
+        assert!(err(&any).starts_with("--self is required with --members-from"));
+        let central = format!("{CENTRAL}members-from = [\"http://127.0.0.1:9400/members\"]\n");
+        assert!(err(&central).starts_with("--members-from cannot be used in central mode"));
+        for (field, line) in [
+            ("members-vip", "members-vip = \"10.0.0.100:80/tcp\"\n"),
+            ("members-peer-port", "members-peer-port = 8081\n"),
+            ("members-interval", "members-interval = \"2s\"\n"),
+        ] {
+            assert_eq!(
+                err(&format!("{CENTRAL}{line}")),
+                format!("--{field} cannot be used without --members-from")
+            );
+        }
+    }
+
+    #[test]
+    fn members_from_flags_are_comma_separated_or_repeated() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Serve {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let parsed = Serve::try_parse_from([
+            "serve",
+            "--members-from",
+            "http://127.0.0.1:1/a,http://127.0.0.1:2/b",
+            "--members-from",
+            "http://127.0.0.1:3/c",
+        ])
+        .unwrap();
+        assert_eq!(
+            parsed.settings.members_from.unwrap(),
+            [
+                "http://127.0.0.1:1/a",
+                "http://127.0.0.1:2/b",
+                "http://127.0.0.1:3/c"
+            ]
         );
     }
 

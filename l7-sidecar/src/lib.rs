@@ -7,7 +7,8 @@
 //! [`router`] who answers, and either forwards with [`proxy`] over a [`pool`] (with
 //! [`outlier`] detection and active [`health`] checks) or serves with [`local`] (the [`cache`] filled from the origin, or
 //! a local upstream). [`config`] is the one definition of every setting, [`metrics`] of every
-//! metric, [`admin`] serves them; [`scheme`] holds the hashing schemes.
+//! metric, [`admin`] serves them; [`scheme`] holds the hashing schemes; [`follow`] keeps the
+//! members in step with the front's (`members-from`).
 
 pub mod admin;
 pub mod cache;
@@ -15,6 +16,7 @@ pub mod client;
 pub mod config;
 pub mod connection;
 pub mod context;
+pub mod follow;
 pub mod health;
 pub mod http;
 pub mod local;

@@ -475,8 +475,8 @@ pub async fn serve_relayed(
         metrics.relay_hits.inc();
         return Some(serve_entry(&entry, req, io, metrics).await);
     }
-    // An ejected owner is left to the failover walk.
-    if io.method != Method::Get || owner.outlier.is_ejected() || !relay.admits(primary, estimate) {
+    // An owner routing skips (ejected, down) is left to the failover walk.
+    if io.method != Method::Get || !owner.is_available() || !relay.admits(primary, estimate) {
         return None;
     }
     // Bounded: a vanished leader is the only reason to look again.

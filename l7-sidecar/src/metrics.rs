@@ -30,12 +30,25 @@
 //! | `dl7_l7_connections` | listener | open client connections |
 //! | `dl7_l7_connections_refused_total` | listener | connections refused at the cap |
 //! | `dl7_l7_reloads_total` | result | SIGHUP reloads |
+//! | `dl7_l7_members` | | members in the routing table (this server included when it is one) |
+//!
+//! Only while the sidecar follows a front's membership (`members-from`):
+//!
+//! | metric | labels | what |
+//! |---|---|---|
+//! | `dl7_l7_membership_generation` | | the generation of the membership last applied, as numbered by the front it came from (fronts number theirs independently) |
+//! | `dl7_l7_membership_age_seconds` | | seconds since a front last answered with a membership (since following began, until one does) |
+//! | `dl7_l7_membership_source` | url | 1 for the front whose membership is followed, 0 for the others |
+//! | `dl7_l7_membership_updates_total` | | routing tables swapped in from a front's answer |
+//! | `dl7_l7_membership_errors_total` | reason | fronts asked whose answer was not followed: `unreachable` (no connection or no answer in time), `bad_status` (not 200), `bad_answer` (not the front's JSON, over 1 MiB), `no_vip` (not the `members-vip`, or no VIP), `vip_ambiguous` (several VIPs and no `members-vip`), `no_members` (no real active or down), `scheme` (the scheme refused the members) |
+//! | `dl7_l7_peer_front_down` | peer | 1 while the front reports the member down (skipped by routing), else 0 |
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -73,6 +86,18 @@ impl Route {
         }
     }
 }
+
+/// The `reason` labels of `dl7_l7_membership_errors_total`, each exported from the start of
+/// following so that the first error is an increase.
+pub const MEMBERSHIP_ERRORS: [&str; 7] = [
+    "unreachable",
+    "bad_status",
+    "bad_answer",
+    "no_vip",
+    "vip_ambiguous",
+    "no_members",
+    "scheme",
+];
 
 /// The status codes a request counter exists for (100 to 599).
 const STATUSES: usize = 500;
@@ -131,6 +156,116 @@ pub struct Metrics {
     connections: IntGaugeVec,
     refused: IntCounterVec,
     reloads: IntCounterVec,
+    /// Members in the routing table.
+    pub members: IntGauge,
+    /// Following a front's membership.
+    pub membership: MembershipMetrics,
+}
+
+/// The metrics of following a front's membership (`members-from`): registered, and so
+/// exported, only while the sidecar follows one ([`Metrics::following`]), so that alerts
+/// about them apply to those sidecars alone.
+#[derive(Debug)]
+pub struct MembershipMetrics {
+    /// The generation of the membership last applied, as numbered by its front.
+    pub generation: IntGauge,
+    /// Seconds since a front last answered with a membership (set when metrics are
+    /// gathered).
+    pub age: Gauge,
+    /// Routing tables swapped in from a front's answer.
+    pub updates: IntCounter,
+    source: IntGaugeVec,
+    errors: IntCounterVec,
+    front_down: IntGaugeVec,
+    /// True while registered.
+    exported: Mutex<bool>,
+}
+
+impl MembershipMetrics {
+    fn new() -> Result<Self, prometheus::Error> {
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "dl7_l7_membership_errors_total",
+                "Fronts asked for the membership whose answer was not followed, by reason.",
+            ),
+            &["reason"],
+        )?;
+        for reason in MEMBERSHIP_ERRORS {
+            errors.with_label_values(&[reason]);
+        }
+        Ok(Self {
+            generation: IntGauge::new(
+                "dl7_l7_membership_generation",
+                "The generation of the membership last applied, as numbered by the front it \
+                 came from.",
+            )?,
+            age: Gauge::new(
+                "dl7_l7_membership_age_seconds",
+                "Seconds since a front last answered with a membership.",
+            )?,
+            updates: IntCounter::new(
+                "dl7_l7_membership_updates_total",
+                "Routing tables swapped in from a front's membership.",
+            )?,
+            source: IntGaugeVec::new(
+                Opts::new(
+                    "dl7_l7_membership_source",
+                    "1 for the front whose membership is followed, 0 for the others.",
+                ),
+                &["url"],
+            )?,
+            errors,
+            front_down: IntGaugeVec::new(
+                Opts::new(
+                    "dl7_l7_peer_front_down",
+                    "1 while the front reports the member down (routing skips it), else 0.",
+                ),
+                &["peer"],
+            )?,
+            exported: Mutex::new(false),
+        })
+    }
+
+    fn collectors(&self) -> [Box<dyn Collector>; 6] {
+        [
+            Box::new(self.generation.clone()),
+            Box::new(self.age.clone()),
+            Box::new(self.updates.clone()),
+            Box::new(self.source.clone()),
+            Box::new(self.errors.clone()),
+            Box::new(self.front_down.clone()),
+        ]
+    }
+
+    /// Counts a front's answer that was not followed; `reason` is one of
+    /// [`MEMBERSHIP_ERRORS`].
+    pub fn error(&self, reason: &str) {
+        self.errors.with_label_values(&[reason]).inc();
+    }
+
+    /// Exports `dl7_l7_membership_source` for exactly `urls`: 1 for `followed`, 0 for the
+    /// others.
+    pub fn source(&self, urls: &[&str], followed: Option<&str>) {
+        for stale in self.source.collect().iter().flat_map(|f| f.get_metric()) {
+            if let Some(url) = stale.get_label().first().map(|l| l.value())
+                && !urls.contains(&url)
+            {
+                let _ = self.source.remove_label_values(&[url]);
+            }
+        }
+        for url in urls {
+            self.source
+                .with_label_values(&[url])
+                .set(i64::from(Some(*url) == followed));
+        }
+    }
+
+    /// Exports whether the front reports the member called `name` down.
+    pub fn front_down(&self, name: &str, down: bool) {
+        self.front_down
+            .with_label_values(&[name])
+            .set(i64::from(down));
+    }
 }
 
 /// The handles of one pool (a member, the origin or the local upstream).
@@ -373,6 +508,11 @@ impl Metrics {
                 "SIGHUP reloads by result.",
                 &["result"],
             )?,
+            members: gauge(
+                "dl7_l7_members",
+                "Members in the routing table, this server included when it is one.",
+            )?,
+            membership: MembershipMetrics::new()?,
             registry,
         })
     }
@@ -453,6 +593,32 @@ impl Metrics {
             let _ = self.pool_connections.remove_label_values(&[name, state]);
         }
         let _ = self.peer_up.remove_label_values(&[name]);
+        let _ = self.membership.front_down.remove_label_values(&[name]);
+    }
+
+    /// Exports the membership metrics (`members-from` is set) or stops exporting them; the
+    /// counters keep their values in between.
+    pub fn following(&self, on: bool) {
+        let m = &self.membership;
+        let mut exported = m.exported.lock().unwrap_or_else(PoisonError::into_inner);
+        if *exported == on {
+            return;
+        }
+        for collector in m.collectors() {
+            let done = if on {
+                self.registry.register(collector)
+            } else {
+                self.registry.unregister(collector)
+            };
+            if let Err(e) = done {
+                log::error!("metrics: membership metrics: {e}");
+            }
+        }
+        if !on {
+            m.source.reset();
+            m.front_down.reset();
+        }
+        *exported = on;
     }
 
     /// The handles of the listener called `name`.

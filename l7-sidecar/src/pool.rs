@@ -34,6 +34,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Waker};
 use std::time::Instant;
@@ -130,6 +131,8 @@ pub struct Pool {
     pub outlier: Outlier,
     /// Active health state.
     pub health: Health,
+    /// The front reports this member down (`members-from`, [`crate::follow`]).
+    down_by_front: AtomicBool,
     /// Metric handles.
     pub metrics: PoolMetrics,
 }
@@ -150,6 +153,7 @@ impl Pool {
             idle: Mutex::new(IdleList::default()),
             outlier: Outlier::new(outlier),
             health: Health::default(),
+            down_by_front: AtomicBool::new(false),
             metrics,
         }
     }
@@ -181,9 +185,20 @@ impl Pool {
     }
 
     /// Routing may send requests here: not ejected by outlier detection, not down by
-    /// active health checks.
+    /// active health checks, not reported down by the front.
     pub fn is_available(&self) -> bool {
-        self.health.is_up() && !self.outlier.is_ejected()
+        self.health.is_up() && !self.is_down_by_front() && !self.outlier.is_ejected()
+    }
+
+    /// True while the front reports this member down.
+    pub fn is_down_by_front(&self) -> bool {
+        self.down_by_front.load(Ordering::Relaxed)
+    }
+
+    /// Records what the front reports (only the membership's writer calls this); true when
+    /// it changed.
+    pub fn set_down_by_front(&self, down: bool) -> bool {
+        self.down_by_front.swap(down, Ordering::Relaxed) != down
     }
 
     fn idle(&self) -> MutexGuard<'_, IdleList> {

@@ -13,8 +13,8 @@
 //! - Central mode: every request goes to its owner, then to the next candidates (three
 //!   attempts in all); a request that already made `--hop-limit` hops is refused with 508
 //!   (a central balancer listed as its own backend would otherwise loop).
-//! - Ejected members, and members that active health checks found down, are skipped
-//!   without using an attempt. When every member is ejected or down, the owner is tried
+//! - Ejected members, members that active health checks found down, and members the front
+//!   reports down (`members-from`) are skipped without using an attempt. When every member is ejected or down, the owner is tried
 //!   anyway: a cluster whose members all failed recently is better
 //!   served by trying than by refusing.
 

@@ -6,7 +6,10 @@
 //! - SIGHUP re-reads the configuration (the file named by `--config` plus the flags given at
 //!   start) and swaps in the new members and scheme atomically. Requests in flight finish
 //!   with the table they started with; pools of members that stayed keep their connections.
-//!   Other changed settings are reported as needing a restart and ignored.
+//!   Other changed settings are reported as needing a restart and ignored. With
+//!   `members-from` the members come from the front ([`crate::follow`], a background task
+//!   started here): the reload applies the file's scheme and follower settings to the
+//!   front's last answer and asks the fronts again at once.
 //! - SIGTERM (or SIGINT) stops accepting, closes idle keep-alive connections, lets requests
 //!   in flight finish (their responses carry `Connection: close`) and returns when all
 //!   connections are gone or the drain timeout has passed. `/healthz` answers 503 meanwhile.
@@ -22,6 +25,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::admin;
 use crate::config::{Config, ConfigError};
 use crate::connection::{self, Listener};
+use crate::follow;
 use crate::http::canned;
 use crate::metrics::Metrics;
 use crate::scheme::BuildError;
@@ -130,6 +134,7 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), ServeError> {
         }
     });
     background.spawn(sidecar.clone().check_members());
+    background.spawn(follow::run(sidecar.clone()));
 
     let reload = Arc::new(reload);
     loop {

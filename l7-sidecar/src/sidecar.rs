@@ -1,14 +1,16 @@
 //! `Sidecar`: one running sidecar, shared by every connection, the admin endpoint and the
 //! background tasks: the configuration it started with, the current routing table (swapped
-//! whole on SIGHUP), local serving, the metrics and the draining flag. The listeners, signals
-//! and the drain itself are [`crate::server`]'s.
+//! whole on SIGHUP, or when the front's membership changes with `members-from`), local
+//! serving, the metrics and the draining flag. The listeners, signals and the drain itself
+//! are [`crate::server`]'s.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
-use crate::config::Config;
+use crate::config::{Config, Membership};
+use crate::follow::{Follower, Target};
 use crate::health;
 use crate::http::canned;
 use crate::local::{LocalServer, Relay};
@@ -31,6 +33,8 @@ pub struct Sidecar {
     pub relay: Option<Relay>,
     /// Metrics.
     pub metrics: Metrics,
+    /// Following the front's membership (`members-from`; idle without it).
+    pub follower: Follower,
     draining: Arc<AtomicBool>,
 }
 
@@ -46,12 +50,15 @@ impl Sidecar {
             _ => u64::MAX,
         };
         let relay = config.relay.map(|r| Relay::new(&r, max_object));
+        let follower = Follower::new(&config, &metrics);
+        metrics.members.set(routing.pools().len() as i64);
         Ok(Self {
             config,
             routing: ArcSwap::from_pointee(routing),
             local,
             relay,
             metrics,
+            follower,
             draining: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -100,6 +107,9 @@ impl Sidecar {
     /// Brings the gauges that are sampled rather than counted up to date.
     pub fn refresh_gauges(&self) {
         self.for_each_pool(Pool::reap);
+        if let Some(age) = self.follower.age() {
+            self.metrics.membership.age.set(age.as_secs_f64());
+        }
         if let Some(cache) = self.local.as_ref().and_then(LocalServer::cache) {
             let (objects, bytes) = cache.usage();
             let m = &self.metrics;
@@ -127,7 +137,8 @@ impl Sidecar {
         }
     }
 
-    /// Applies the membership of a re-read configuration.
+    /// Applies the membership of a re-read configuration: its `members`, or with
+    /// `members-from` what the front last answered under its settings ([`crate::follow`]).
     pub fn reload(&self, new: Config) {
         let restart = self.config.needs_restart(&new);
         if !restart.is_empty() {
@@ -136,34 +147,90 @@ impl Sidecar {
                 restart.join(", ")
             );
         }
-        let current = self.routing.load_full();
-        if *current.membership() == new.membership {
-            log::info!("reload: membership unchanged");
-            self.metrics.reload(true);
-            return;
-        }
-        match Routing::build(&new.membership, Some(&current), |name, addr| {
-            Pool::configured(&self.config, &self.metrics, name, addr)
-        }) {
-            Ok(routing) => {
-                for gone in current.pools() {
-                    if !routing.pools().iter().any(|p| p.name() == gone.name()) {
-                        self.metrics.forget_pool(gone.name());
-                    }
-                }
-                log::info!(
-                    "reload: {} members, scheme {}",
-                    routing.membership().members.len(),
-                    routing.membership().scheme
-                );
-                self.routing.store(Arc::new(routing));
+        let mut follower = self.follower.lock();
+        let target = follower.reconfigure(&new, &self.metrics);
+        let applied = target.map(|Target { membership, down }| {
+            self.apply(&membership, down.as_deref())
+                .map(|swapped| (swapped, membership))
+        });
+        drop(follower);
+        match applied {
+            None | Some(Ok((false, _))) => {
+                log::info!("reload: membership unchanged");
                 self.metrics.reload(true);
             }
-            Err(e) => {
+            Some(Ok((true, membership))) => {
+                log::info!(
+                    "reload: {} members, scheme {}",
+                    membership.members.len(),
+                    membership.scheme
+                );
+                self.metrics.reload(true);
+            }
+            Some(Err(e)) => {
                 log::error!("reload refused: --members: {e}");
                 self.metrics.reload(false);
             }
         }
+        if new.follow.is_some() {
+            self.follower.wake();
+        }
+    }
+
+    /// Swaps in the routing table for `membership` when it differs from the current one
+    /// (pools of members whose name and address stay are kept, with their connections;
+    /// requests in flight finish with the table they started with), its members marked down
+    /// by the front as `down` says (a flag per member; `None` when not following: none).
+    /// True when the table was swapped. The one way the routing table changes: SIGHUP and
+    /// the follower both come here, under the follower's lock.
+    pub fn apply(
+        &self,
+        membership: &Membership,
+        down: Option<&[bool]>,
+    ) -> Result<bool, BuildError> {
+        let current = self.routing.load_full();
+        let next = if *current.membership() == *membership {
+            None
+        } else {
+            Some(Routing::build(membership, Some(&current), |name, addr| {
+                Pool::configured(&self.config, &self.metrics, name, addr)
+            })?)
+        };
+        // Marked before the swap, so that no request sees a down member available; pools
+        // are shared with the old table, which needs the same marks.
+        let table = next.as_ref().unwrap_or(&current);
+        for (i, pool) in table.pools().iter().enumerate() {
+            let is_down = down.and_then(|d| d.get(i)).copied().unwrap_or(false);
+            if pool.set_down_by_front(is_down) {
+                if is_down {
+                    log::warn!(
+                        "{} ({}) is down at the front: routing skips it",
+                        pool.name(),
+                        pool.addr()
+                    );
+                } else {
+                    log::warn!(
+                        "{} ({}) is active at the front again",
+                        pool.name(),
+                        pool.addr()
+                    );
+                }
+            }
+            if down.is_some() {
+                self.metrics.membership.front_down(pool.name(), is_down);
+            }
+        }
+        let Some(routing) = next else {
+            return Ok(false);
+        };
+        for gone in current.pools() {
+            if !routing.pools().iter().any(|p| p.name() == gone.name()) {
+                self.metrics.forget_pool(gone.name());
+            }
+        }
+        self.metrics.members.set(routing.pools().len() as i64);
+        self.routing.store(Arc::new(routing));
+        Ok(true)
     }
 
     /// Checks every member other than this server every `health-interval`, until aborted

@@ -210,6 +210,8 @@ fn the_alert_rules_use_exported_metrics_and_the_scrape_job() {
     pool.retired_unsolicited.inc();
     m.health("s1").up.set(1);
     m.purge("refused");
+    // Exported only by sidecars that follow a front (members-from).
+    m.following(true);
     m.request(
         l7_sidecar::metrics::Route::Peer,
         502,
@@ -232,6 +234,7 @@ fn the_alert_rules_use_exported_metrics_and_the_scrape_job() {
             "dl7_l7_cache_evictions_total",
             "dl7_l7_cache_stale_served_total",
             "dl7_l7_cache_purges_total",
+            "dl7_l7_membership_age_seconds",
         ],
     );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -342,6 +345,11 @@ tests:
         values: '0+5x59'
       - series: 'dl7_l7_cache_purges_total{job="dl7-sidecar",instance="s2:9101",result="absent"}'
         values: '0+1x59'
+      # s1's fronts stop answering at 9m; s2's membership reaches 30 s of age, never more.
+      - series: 'dl7_l7_membership_age_seconds{job="dl7-sidecar",instance="s1:9101"}'
+        values: '0.5x8 60+60x50'
+      - series: 'dl7_l7_membership_age_seconds{job="dl7-sidecar",instance="s2:9101"}'
+        values: '0.5x8 30x5 0.5x45'
     promql_expr_test:
 "#;
 
@@ -411,6 +419,13 @@ const RULE_CASES: &[AlertCase<'static>] = &[
         alert: "Dl7HotSpot",
         quiet: &["29m", "40m"],
         fires: "52m",
+        labels: r#"severity="warning",job="dl7-sidecar",instance="s1:9101""#,
+    },
+    // Over 30 s from 9m on, for a minute.
+    AlertCase {
+        alert: "Dl7SidecarMembershipStale",
+        quiet: &["8m", "9m"],
+        fires: "10m",
         labels: r#"severity="warning",job="dl7-sidecar",instance="s1:9101""#,
     },
 ];

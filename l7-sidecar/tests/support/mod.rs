@@ -1,19 +1,22 @@
 //! Shared by l7-sidecar's end-to-end tests: sidecar processes that are killed on drop
 //! ([`process`]), the project's origin (dl7-traffic's, with its test routes and scripts), a
 //! raw HTTP/1.1
-//! client that can send anything and checks how connections end ([`client`]), and clusters
-//! of sidecars in front of one origin.
+//! client that can send anything and checks how connections end ([`client`]), clusters
+//! of sidecars in front of one origin, and a stand-in for the front's membership endpoint
+//! ([`front`]).
 //!
 //! Everything listens on loopback addresses `127.0.NET.x`, with `NET` different for every
 //! test, so tests running in parallel never share an address; ports come from the kernel.
 #![allow(dead_code)]
 
 pub mod client;
+pub mod front;
 pub mod process;
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 #[allow(unused_imports, reason = "each test binary uses its share")]
 pub use dl7_traffic::origin::{Origin, Step, body};
@@ -59,6 +62,56 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .iter()
         .map(|l| l.local_addr().expect("local addr").port())
         .collect()
+}
+
+/// A port that is free on every one of `ips` at once (for members reached at
+/// `ADDR:members-peer-port`).
+pub fn common_port(ips: &[Ipv4Addr]) -> u16 {
+    for _ in 0..100 {
+        let first = TcpListener::bind((ips[0], 0)).expect("bind a free port");
+        let port = first.local_addr().expect("local addr").port();
+        let rest: Result<Vec<TcpListener>, _> = ips[1..]
+            .iter()
+            .map(|&ip| TcpListener::bind((ip, port)))
+            .collect();
+        if rest.is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on all of {ips:?}");
+}
+
+/// The member (index into `names`) that owns `key` under `scheme`, computed with the
+/// library's scheme (what `l7-sidecar route` prints).
+pub fn owner(scheme_name: &str, names: &[String], key: &str) -> usize {
+    let members: Vec<Member> = names.iter().map(|n| Member::new(n, 1)).collect();
+    scheme::build(scheme_name, &members)
+        .expect("build scheme")
+        .pick(key.as_bytes())
+}
+
+/// Every member (index into `names`) in `scheme`'s failover order for `key`, the owner first.
+pub fn candidates(scheme_name: &str, names: &[String], key: &str) -> Vec<usize> {
+    let members: Vec<Member> = names.iter().map(|n| Member::new(n, 1)).collect();
+    let mut order = Vec::new();
+    scheme::build(scheme_name, &members)
+        .expect("build scheme")
+        .candidates(key.as_bytes(), &mut order);
+    order
+}
+
+/// Checks `done` every 50 ms until it holds (true) or `timeout` has passed (false).
+pub fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Sidecars in distributed mode (members `s0`, `s1`, ..) in front of one test origin, each
@@ -126,10 +179,7 @@ impl Cluster {
 
     /// The member (index) that owns `key`, computed with the library's scheme.
     pub fn owner(&self, key: &str) -> usize {
-        let members: Vec<Member> = self.names.iter().map(|n| Member::new(n, 1)).collect();
-        scheme::build(&self.scheme, &members)
-            .expect("build scheme")
-            .pick(key.as_bytes())
+        owner(&self.scheme, &self.names, key)
     }
 
     /// The first of the keys `key(0)`, `key(1)`, .. that member `owner` owns.
