@@ -186,8 +186,14 @@ fn the_alert_rules_use_metrics_the_daemon_exports() {
     health.check("192.0.2.10:80/tcp", "10.0.1.11", true);
     health.transition("192.0.2.10:80/tcp", "10.0.1.11", true);
     let announce = health.announce.as_ref().expect("announcing");
-    announce.bgp_session_up.with_label_values(&["router1"]).set(1);
-    announce.vip_announced.with_label_values(&["192.0.2.10"]).set(1);
+    announce
+        .bgp_session_up
+        .with_label_values(&["router1"])
+        .set(1);
+    announce
+        .vip_announced
+        .with_label_values(&["192.0.2.10"])
+        .set(1);
     let exported = metrics::render(&snapshot, Some(&health));
     let rules = read("prometheus/dl7-front-alerts.yml");
     let problems = dl7_testbed::metrics::check_rules(

@@ -6,6 +6,10 @@
 //! draws the per-server load as a PNG and takes the testbed down again (`--keep` leaves it up
 //! with its Prometheus endpoints, for a look around). With `--l3-servers K` the last K
 //! servers sit behind a router and the front reaches them with IPIP or GUE (`--encap`).
+//! With `--fronts F` the clients sit behind a router that reaches the VIP over F fronts by
+//! ECMP (each announcing it with BIRD) and the sidecars follow the fronts' membership; the
+//! report then splits the traffic by front, and a failover follows: a front killed under
+//! load, the router's time to leave it and the failed requests, and its return.
 
 use std::{
     fs,
@@ -52,6 +56,9 @@ pub struct DemoArgs {
     /// How the front reaches the servers behind the router.
     #[arg(long, value_enum, default_value = "gue")]
     encap: Encap,
+    /// Fronts announcing the VIP by BGP to a router that spreads flows over them (ECMP).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=dl7_testbed::MAX_FRONTS as i64))]
+    fronts: u16,
 }
 
 /// One server's numbers, from its sidecar's /metrics and the front.
@@ -83,10 +90,17 @@ pub fn run(root: &Path, args: DemoArgs) -> Result<()> {
         cache_bytes: 1 << 30,
         l3_servers: args.l3_servers,
         encap: args.encap,
+        fronts: args.fronts,
         ..Spec::new(DEMO_NAME, args.servers, &args.scheme)
     };
-    let status = dl7_testbed::up(&spec, &parts)?;
-    let result = demo(root, &args, &status);
+    let mut status = dl7_testbed::up(&spec, &parts)?;
+    let result = demo(root, &args, &status).and_then(|()| {
+        if args.fronts > 1 {
+            failover(&mut status)
+        } else {
+            Ok(())
+        }
+    });
     if args.keep {
         println!(
             "\nthe testbed stays up (--keep): `cargo xtask testbed status --name {DEMO_NAME}`; \
@@ -100,10 +114,12 @@ pub fn run(root: &Path, args: DemoArgs) -> Result<()> {
 
 fn demo(root: &Path, args: &DemoArgs, status: &Testbed) -> Result<()> {
     println!("\nPrometheus endpoints while the demo runs:");
-    println!(
-        "  front  http://{}/metrics   (namespace {})",
-        status.front.metrics, status.front.ns
-    );
+    for f in status.fronts() {
+        println!(
+            "  {:<6} http://{}/metrics   (namespace {})",
+            f.role, f.metrics, f.ns
+        );
+    }
     for s in &status.servers {
         println!(
             "  {:<6} http://{}/metrics   (namespace {})",
@@ -151,18 +167,28 @@ fn demo(root: &Path, args: &DemoArgs, status: &Testbed) -> Result<()> {
             front_packets: 0,
         });
     }
-    let stats = status.l4_ctl(&["stats", "--json"])?;
-    let stats: serde_json::Value = serde_json::from_str(&stats)?;
-    let reals = stats["vips"][0]["reals"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for (server, numbers) in status.servers.iter().zip(servers.iter_mut()) {
-        numbers.front_packets = reals
-            .iter()
-            .find(|r| r["address"].as_str() == Some(server.addr.to_string().as_str()))
-            .and_then(|r| r["packets"].as_u64())
-            .unwrap_or(0);
+    // Every front's counters, summed: per real, and the global ones.
+    let mut stats = serde_json::json!({"global": {}});
+    let mut per_front = Vec::new();
+    for i in 0..status.fronts().count() {
+        let one: serde_json::Value =
+            serde_json::from_str(&status.l4_ctl_on(i, &["stats", "--json"])?)?;
+        let reals = one["vips"][0]["reals"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for (server, numbers) in status.servers.iter().zip(servers.iter_mut()) {
+            numbers.front_packets += reals
+                .iter()
+                .find(|r| r["address"].as_str() == Some(server.addr.to_string().as_str()))
+                .and_then(|r| r["packets"].as_u64())
+                .unwrap_or(0);
+        }
+        for (k, v) in one["global"].as_object().into_iter().flatten() {
+            let sum = stats["global"][k].as_u64().unwrap_or(0) + v.as_u64().unwrap_or(0);
+            stats["global"][k] = sum.into();
+        }
+        per_front.push(one["vips"][0]["packets"].as_u64().unwrap_or(0));
     }
     let origin_addr = status.origin.addr;
     let counts = in_netns(&status.origin.ns, || {
@@ -182,6 +208,24 @@ fn demo(root: &Path, args: &DemoArgs, status: &Testbed) -> Result<()> {
         counts.len(),
         fetches,
     );
+    if per_front.len() > 1 {
+        let total: u64 = per_front.iter().sum();
+        let split: Vec<String> = status
+            .fronts()
+            .zip(&per_front)
+            .map(|(f, p)| {
+                format!(
+                    "{} {p} ({:.1}%)",
+                    f.role,
+                    100.0 * *p as f64 / (total as f64).max(1.0)
+                )
+            })
+            .collect();
+        println!(
+            "fronts: VIP frames by front (the router's ECMP over the BGP announcements): {}",
+            split.join(", ")
+        );
+    }
     let chart = root.join("target/demo/per-server-load.png");
     if draw_chart(&servers, &chart)? {
         println!("\nchart of the per-server load: {}", chart.display());
@@ -190,6 +234,50 @@ fn demo(root: &Path, args: &DemoArgs, status: &Testbed) -> Result<()> {
         report.error_total == 0,
         "{} requests failed",
         report.error_total
+    );
+    Ok(())
+}
+
+/// A front killed under load (SIGKILL of its daemon, program detached), then brought back.
+fn failover(status: &mut Testbed) -> Result<()> {
+    let last = status.fronts().count() - 1;
+    let role = status.front_at(last)?.role.clone();
+    println!("\n=== failover: {role} killed under load, then back ===");
+    let mut config = dl7_traffic::load::LoadConfig::new(status.vip);
+    config.requests = u64::MAX;
+    config.concurrency = 16;
+    config.duration = std::time::Duration::from_secs(4);
+    config.timeout = std::time::Duration::from_secs(5);
+    config.source_addrs = status.client_addrs.iter().map(|&a| a.into()).collect();
+    let tb = &*status;
+    let (report, left) = std::thread::scope(|scope| -> Result<_> {
+        let load = scope.spawn(|| in_netns(&tb.client_ns, || dl7_traffic::load::run(&config)));
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let killed = std::time::Instant::now();
+        let left = tb
+            .kill_front(last)
+            .and_then(|()| tb.wait_router_paths(last));
+        let left = left.map(|_| killed.elapsed());
+        let report = load
+            .join()
+            .map_err(|_| anyhow::anyhow!("the load thread panicked"))???;
+        Ok((report, left?))
+    })?;
+    println!(
+        "{role} killed (daemon SIGKILL, program detached): the router left it after {:.0} ms; \
+         {} of {} requests failed during the {:.0} s run ({:.0} req/s)",
+        left.as_secs_f64() * 1000.0,
+        report.error_total,
+        report.requests,
+        report.seconds,
+        report.req_per_s
+    );
+    let restarted = std::time::Instant::now();
+    status.restart_front(last)?;
+    status.wait_router_paths(last + 1)?;
+    println!(
+        "{role} back (l4-ctl load + daemon): announced and used again after {:.0} ms",
+        restarted.elapsed().as_secs_f64() * 1000.0
     );
     Ok(())
 }
@@ -279,8 +367,8 @@ fn print_report(
         .sum();
     println!(
         "front: tx {} frames ({} of them encapsulated), new flows {}, flow-table hits {}, \
-         drops {drops}; not for a VIP {} (the daemon's health-check replies: replies to \
-         clients never pass the front)",
+         drops {drops}; not for a VIP {} (health-check replies, and BGP and BFD with several \
+         fronts: replies to clients never pass the front)",
         global["tx"],
         global["encapsulated"],
         global["new_flows"],

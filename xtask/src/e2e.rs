@@ -405,7 +405,7 @@ fn wait_state(tb: &Testbed, addr: &str, state: &str, limit: Duration) -> Result<
 
 /// Runs a workload for `seconds` in the background while `during` acts (one second in);
 /// the workload's report.
-fn under_load(
+pub(crate) fn under_load(
     tb: &Testbed,
     seconds: u64,
     during: impl FnOnce() -> Result<()>,

@@ -23,6 +23,8 @@ mod demo;
 #[cfg(feature = "full")]
 mod e2e;
 #[cfg(feature = "full")]
+mod e2e_fronts;
+#[cfg(feature = "full")]
 mod e2e_routed;
 mod ebpf;
 mod setup;
@@ -85,7 +87,12 @@ enum FullTask {
     /// dl7 at work on a namespace testbed: workload through the VIP, a report and a chart.
     Demo(demo::DemoArgs),
     /// End-to-end scenarios on the namespace testbed (part of `test`).
-    E2e,
+    E2e {
+        /// Only these testbeds' scenarios: layer2 (e2e.rs), routed (e2e_routed.rs), fronts
+        /// (e2e_fronts.rs); comma-separated [default: all].
+        #[arg(long, value_delimiter = ',', value_enum)]
+        only: Vec<E2eSet>,
+    },
     /// What `test` runs after the workspace's tests: the end-to-end scenarios and the smoke
     /// runs of the benchmarks.
     #[command(hide = true)]
@@ -160,17 +167,36 @@ fn run(task: Task) -> Result<()> {
     }
 }
 
+/// The end-to-end scenario sets, one testbed kind each.
+#[cfg(feature = "full")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum E2eSet {
+    Layer2,
+    Routed,
+    Fronts,
+}
+
 #[cfg(feature = "full")]
 fn run_full_task(root: &Path, task: FullTask) -> Result<()> {
     match task {
         FullTask::Demo(args) => demo::run(root, args),
-        FullTask::E2e => {
-            e2e::run(root)?;
-            e2e_routed::run(root)
+        FullTask::E2e { only } => {
+            let run = |set| only.is_empty() || only.contains(&set);
+            if run(E2eSet::Layer2) {
+                e2e::run(root)?;
+            }
+            if run(E2eSet::Routed) {
+                e2e_routed::run(root)?;
+            }
+            if run(E2eSet::Fronts) {
+                e2e_fronts::run(root)?;
+            }
+            Ok(())
         }
         FullTask::TestScenarios => {
             e2e::run(root).context("the end-to-end scenarios failed")?;
             e2e_routed::run(root).context("the routed-reals scenarios failed")?;
+            e2e_fronts::run(root).context("the several-fronts scenarios failed")?;
             cache_tests::run_check(root).context("the cache-tests check failed")?;
             bench::run_quick(root)
         }

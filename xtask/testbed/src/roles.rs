@@ -54,7 +54,11 @@ pub(crate) fn network(spec: &Spec, parts: &Parts) -> Result<Network> {
     let vip = host(VIP_HOST);
     let several = spec.fronts > 1;
     let mut fronts = Vec::new();
-    for (i, &h) in FRONT_HOSTS.iter().enumerate().take(usize::from(spec.fronts)) {
+    for (i, &h) in FRONT_HOSTS
+        .iter()
+        .enumerate()
+        .take(usize::from(spec.fronts))
+    {
         let (role, addr) = (front_role(i), host(h));
         let ns = add_host(name, &role, &[addr])?;
         if !several {
@@ -494,7 +498,7 @@ pub(crate) fn bgp(parts: &Parts, dir: &Path, router_ns: &str, fronts: &[Front]) 
         &peers,
         &socket,
     )?;
-    wait_ecmp(router_ns, host(VIP_HOST), fronts.len())
+    wait_ecmp(router_ns, host(VIP_HOST), fronts.len()).map(drop)
 }
 
 /// Starts BIRD in `ns` with deploy/bird/`conf` and the site file `site_name` (`site`) beside
@@ -532,16 +536,17 @@ fn start_bird(
     )
 }
 
-/// Waits until the router's route to `vip` has `paths` next hops.
-pub(crate) fn wait_ecmp(router_ns: &str, vip: Ipv4Addr, paths: usize) -> Result<()> {
-    let deadline = Instant::now() + ROUTE_TIMEOUT;
+/// Waits until the router's route to `vip` has `paths` next hops; how long it took (polled
+/// every 5 ms).
+pub(crate) fn wait_ecmp(router_ns: &str, vip: Ipv4Addr, paths: usize) -> Result<Duration> {
+    let start = Instant::now();
     let mut last = String::new();
-    while Instant::now() < deadline {
+    while start.elapsed() < ROUTE_TIMEOUT {
         last = ecmp_route(router_ns, vip)?;
         if next_hops(&last) == paths {
-            return Ok(());
+            return Ok(start.elapsed());
         }
-        thread::sleep(Duration::from_millis(100));
+        thread::sleep(Duration::from_millis(5));
     }
     bail!(
         "the router did not reach {vip} over {paths} fronts within {ROUTE_TIMEOUT:?}; its route: {:?}",

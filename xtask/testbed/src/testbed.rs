@@ -312,8 +312,8 @@ impl Testbed {
         Ok((route, hops))
     }
 
-    /// Waits until the router reaches the VIP through `paths` fronts.
-    pub fn wait_router_paths(&self, paths: usize) -> Result<()> {
+    /// Waits until the router reaches the VIP through `paths` fronts; how long it took.
+    pub fn wait_router_paths(&self, paths: usize) -> Result<std::time::Duration> {
         let ns = self
             .router_ns
             .as_deref()
@@ -459,5 +459,66 @@ impl Testbed {
             .iter()
             .map(|s| metrics::scrape_in(&s.ns, s.metrics))
             .collect()
+    }
+
+    /// Waits until every sidecar's ring has `n` members (`dl7_l7_members`): after a start or
+    /// a membership change, once sidecars that follow the fronts have caught up. How long it
+    /// took.
+    #[cfg(feature = "metrics")]
+    pub fn wait_sidecar_members(
+        &self,
+        n: usize,
+        limit: std::time::Duration,
+    ) -> Result<std::time::Duration> {
+        let start = std::time::Instant::now();
+        loop {
+            let counts: Vec<f64> = self
+                .scrape_servers()?
+                .iter()
+                .map(|m| m.sum("dl7_l7_members", &[]))
+                .collect();
+            if counts.iter().all(|&c| c == n as f64) {
+                return Ok(start.elapsed());
+            }
+            ensure!(
+                start.elapsed() < limit,
+                "the sidecars' rings have {counts:?} members, not {n}, after {limit:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Caps the traffic the switch sends front `i` at `bits_per_s` (a token bucket on its
+    /// port), or lifts the cap (`None`): a front of a given capacity, since the XDP program
+    /// runs in softirq context, where no cgroup quota applies.
+    pub fn cap_front(&self, i: usize, bits_per_s: Option<u64>) -> Result<()> {
+        let port = format!("v{}", self.front_at(i)?.role);
+        let br = self.switch_ns();
+        let mut tc = std::process::Command::new("ip");
+        tc.args(["netns", "exec", &br, "tc", "qdisc"]);
+        match bits_per_s {
+            Some(rate) => {
+                // A burst of 10 ms at the rate (at least a few full frames).
+                let burst = (rate / 8 / 100).max(16 << 10);
+                tc.args(["replace", "dev", &port, "root", "tbf"])
+                    .args(["rate", &format!("{rate}bit")])
+                    .args(["burst", &burst.to_string(), "latency", "50ms"]);
+            }
+            None => {
+                tc.args(["del", "dev", &port, "root"]);
+            }
+        }
+        match (process::output(&mut tc), bits_per_s) {
+            (Ok(_), _) => Ok(()),
+            // Lifting a cap that is not there.
+            (Err(e), None)
+                if e.to_string().contains("No such file")
+                    || e.to_string()
+                        .contains("Cannot delete qdisc with handle of zero") =>
+            {
+                Ok(())
+            }
+            (Err(e), _) => Err(e),
+        }
     }
 }
