@@ -117,25 +117,50 @@ fn the_unit_runs_command_lines_the_cli_accepts() {
             .1
             .contains(" daemon --config /etc/dl7/dl7.toml --metrics ${DL7_METRICS}")
     );
-    for (key, line) in commands {
-        let mut words = line.split_whitespace();
-        assert_eq!(words.next(), Some("/usr/local/bin/l4-ctl"), "{key}");
-        let args: Vec<String> = words
-            .map(
-                |w| match w.strip_prefix("${").and_then(|w| w.strip_suffix('}')) {
-                    Some(var) => env
-                        .get(var)
-                        .unwrap_or_else(|| panic!("{key}: ${{{var}}} has no default"))
-                        .to_string(),
-                    None => w.to_owned(),
+    // With its defaults, and with the flags an operator of several fronts sets.
+    let announcing: BTreeMap<&str, &str> = env
+        .iter()
+        .map(|(&k, &v)| {
+            (
+                k,
+                if k == "DL7_DAEMON_ARGS" {
+                    "--announce"
+                } else {
+                    v
                 },
             )
-            .collect();
-        // clap parses (and checks the values of) every argument before it acts on --help,
-        // so this succeeds exactly when the command line would be accepted.
-        ok(Command::new(env!("CARGO_BIN_EXE_l4-ctl"))
-            .args(&args)
-            .arg("--help"));
+        })
+        .collect();
+    for env in [&env, &announcing] {
+        for (key, line) in &commands {
+            let mut words = line.split_whitespace();
+            assert_eq!(words.next(), Some("/usr/local/bin/l4-ctl"), "{key}");
+            // systemd: `${VAR}` is one word, `$VAR` is split into words (none when empty).
+            let args: Vec<String> = words
+                .flat_map(|w| {
+                    let value = |var: &str| {
+                        env.get(var)
+                            .unwrap_or_else(|| panic!("{key}: ${var} has no default"))
+                            .to_string()
+                    };
+                    match (
+                        w.strip_prefix("${").and_then(|w| w.strip_suffix('}')),
+                        w.strip_prefix('$'),
+                    ) {
+                        (Some(var), _) => vec![value(var)],
+                        (None, Some(var)) => {
+                            value(var).split_whitespace().map(str::to_owned).collect()
+                        }
+                        (None, None) => vec![w.to_owned()],
+                    }
+                })
+                .collect();
+            // clap parses (and checks the values of) every argument before it acts on
+            // --help, so this succeeds exactly when the command line would be accepted.
+            ok(Command::new(env!("CARGO_BIN_EXE_l4-ctl"))
+                .args(&args)
+                .arg("--help"));
+        }
     }
 
     if have("systemd-analyze", "systemd") {

@@ -267,22 +267,7 @@ fn front_back(tb: &mut Testbed, conns: &mut [KeepAlive]) -> Result<()> {
 
 /// Waits until every sidecar's ring has `n` members (from the fronts).
 fn wait_members(tb: &Testbed, n: usize) -> Result<Duration> {
-    let start = Instant::now();
-    loop {
-        let counts: Vec<f64> = tb
-            .scrape_servers()?
-            .iter()
-            .map(|m| m.sum("dl7_l7_members", &[]))
-            .collect();
-        if counts.iter().all(|&c| c == n as f64) {
-            return Ok(start.elapsed());
-        }
-        ensure!(
-            start.elapsed() < CONVERGE,
-            "the sidecars' rings have {counts:?} members, not {n}, after {CONVERGE:?}"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    tb.wait_sidecar_members(n, CONVERGE)
 }
 
 /// Waits until every sidecar reports member `peer` down by the fronts (`down`) or not.

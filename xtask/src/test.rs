@@ -16,9 +16,10 @@ use crate::{build, ebpf, setup};
 
 /// Debian packages the tests drive: nginx (hashing comparison), iproute2 and ethtool
 /// (namespaces, veths, offloads), procps (sysctl inside namespaces), curl (HTTP clients),
-/// haproxy and wrk (the quick L7 benchmark).
+/// haproxy and wrk (the quick L7 benchmark), nftables (a health check made to fail in the
+/// several-fronts scenarios).
 const TEST_PACKAGES: &[&str] = &[
-    "nginx", "iproute2", "ethtool", "procps", "curl", "haproxy", "wrk",
+    "nginx", "iproute2", "ethtool", "procps", "curl", "haproxy", "wrk", "nftables",
 ];
 
 /// Prefixes of what tests create; leftovers of a killed earlier run are removed first.

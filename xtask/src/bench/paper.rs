@@ -46,6 +46,9 @@
 //! runs without a crowd: with no peer, runs with different relay settings repeat one
 //! measurement. A run with failed requests fails the bench.
 //!
+//! With `--fronts F` (F >= 2) the bench measures the front tier instead ([`fronts`]): F
+//! fronts behind an ECMP router against one, at the largest N, and the failover times.
+//!
 //! Results go to `target/bench-results/paper/` (or `--out`): results.json, table.txt and
 //! req_per_s_conventional.png / req_per_s_distributed.png (req/s against the number of
 //! servers, one line per scheme, like the paper's figures). `--quick` (1 and 2 servers, carp,
@@ -71,6 +74,8 @@ use dl7_testbed::{CENTRAL_ROLE, Spec, Testbed, in_netns};
 use super::opts::{BenchOpts, Uses};
 use super::plot;
 use super::process::{CatchInterrupts, CpuTimes, check_interrupted};
+
+mod fronts;
 
 /// The testbeds' names (one at a time).
 const NAME: &str = "dl7paper";
@@ -138,9 +143,16 @@ pub struct BenchPaperArgs {
     /// on top of the workload; each value is a run of its own [default: 0].
     #[arg(long, value_delimiter = ',')]
     pub hot_share: Vec<f64>,
-    /// Where results go [default: target/bench-results/paper, --quick .../paper-quick].
+    /// Where results go [default: target/bench-results/paper, --quick .../paper-quick;
+    /// with --fronts .../paper-fronts].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Measure the front tier instead: this many fronts (2 to 4) announcing the VIP by BGP
+    /// to an ECMP router, each capped so that the fronts are the limit, against one front, at
+    /// the largest --servers [default 16, scheme carp]; then the time the router takes to
+    /// leave a killed and a dead front.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=dl7_testbed::MAX_FRONTS as i64))]
+    pub fronts: u16,
 }
 
 /// The two designs of the paper.
@@ -259,6 +271,9 @@ struct Plan {
 pub fn run(root: &Path, args: BenchPaperArgs) -> Result<()> {
     let plan = plan(&args, online_cpus())?;
     let _lock = super::opts::lock("bench paper")?;
+    if args.fronts > 1 {
+        return fronts::run(root, &args, &plan);
+    }
     let parts = crate::build::testbed_parts(root, args.opts.profile())?;
     let _interrupts = CatchInterrupts::install();
     fs::create_dir_all(&plan.out).with_context(|| format!("creating {}", plan.out.display()))?;
@@ -307,11 +322,15 @@ pub fn run(root: &Path, args: BenchPaperArgs) -> Result<()> {
         }
         println!("results: {}", plan.out.join("results.json").display());
     }
-    let broken: Vec<String> = report
-        .runs
-        .iter()
+    check_runs(&report.runs)
+}
+
+/// Fails the bench when a run had failed requests (over [`MAX_FAILED`]) or none answered.
+fn check_runs<'a>(runs: impl IntoIterator<Item = &'a Run>) -> Result<()> {
+    let broken: Vec<String> = runs
+        .into_iter()
         .filter(|r| r.failed as f64 > MAX_FAILED * r.requests.max(1) as f64 || r.req_per_s <= 0.0)
-        .map(|r| format!("{} {} N={}", r.design.name(), r.scheme, r.servers))
+        .map(|r| format!("{} {} N={}", r.design.name(), label(r), r.servers))
         .collect();
     ensure!(
         broken.is_empty(),
@@ -336,12 +355,18 @@ fn plan(args: &BenchPaperArgs, cpus: f64) -> Result<Plan> {
             concurrency: true,
         },
     )?;
+    ensure!(
+        args.fronts == 1 || (args.relay_cache_bytes.is_empty() && args.hot_share.is_empty()),
+        "--fronts measures the front tier: --relay-cache-bytes and --hot-share do not apply"
+    );
     let quota = args.quota.unwrap_or(opts.pick(0.05, 0.25));
     ensure!(
         (0.01..=4.0).contains(&quota),
         "--quota {quota} is not between 0.01 and 4 CPUs"
     );
-    let mut servers: Vec<usize> = if args.servers.is_empty() {
+    let mut servers: Vec<usize> = if args.servers.is_empty() && args.fronts > 1 {
+        vec![16]
+    } else if args.servers.is_empty() {
         opts.pick(vec![1, 2, 4, 8, 16], vec![1, 2])
     } else {
         args.servers.iter().map(|&n| usize::from(n)).collect()
@@ -369,7 +394,9 @@ fn plan(args: &BenchPaperArgs, cpus: f64) -> Result<Plan> {
         "no number of servers fits: {}",
         skipped.join("; ")
     );
-    let schemes = if args.schemes.is_empty() {
+    let schemes = if args.schemes.is_empty() && args.fronts > 1 {
+        vec!["carp".to_owned()]
+    } else if args.schemes.is_empty() {
         let all = [
             "rr", "md5", "mit-ch", "carp", "mod-ch", "ht-rr", "maglev", "bounded",
         ];
@@ -405,10 +432,13 @@ fn plan(args: &BenchPaperArgs, cpus: f64) -> Result<Plan> {
         "--hot-share takes shares from 0 to below 1"
     );
     ensure!(args.max_size >= 1, "--max-size must be at least 1");
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| opts.results_dir("paper"));
+    let out = args.out.clone().unwrap_or_else(|| {
+        opts.results_dir(if args.fronts > 1 {
+            "paper-fronts"
+        } else {
+            "paper"
+        })
+    });
     Ok(Plan {
         quota,
         servers,

@@ -502,7 +502,7 @@ impl Testbed {
                 let burst = (rate / 8 / 100).max(16 << 10);
                 tc.args(["replace", "dev", &port, "root", "tbf"])
                     .args(["rate", &format!("{rate}bit")])
-                    .args(["burst", &burst.to_string(), "latency", "50ms"]);
+                    .args(["burst", &burst.to_string(), "latency", "1s"]);
             }
             None => {
                 tc.args(["del", "dev", &port, "root"]);
