@@ -21,7 +21,7 @@
 //! says `active` again, without moving any other key.
 //!
 //! A membership that differs from the routing table's is swapped in exactly as SIGHUP swaps
-//! a reloaded one ([`Sidecar::apply`]): pools of unchanged members are kept, requests in
+//! a reloaded one ([`Routed::apply`], the sidecar's): pools of unchanged members are kept, requests in
 //! flight finish with the table they started with. An answer that gives no membership (no
 //! connection, not 200, not the front's JSON, no such VIP, several VIPs and no
 //! `members-vip`, no member left, a scheme that refuses the members) is counted
@@ -54,7 +54,6 @@ use crate::http::response::{self, ResponseHead};
 use crate::http::wire;
 use crate::metrics::Metrics;
 use crate::scheme::{BuildError, Member};
-use crate::sidecar::Sidecar;
 
 /// Largest answer read from a front (a VIP with thousands of reals is well below it).
 pub const MAX_ANSWER: u64 = 1 << 20;
@@ -306,7 +305,7 @@ pub async fn fetch(front: &Front, timeout: Duration) -> Result<Answer, Refused> 
         })
 }
 
-/// The follower's state, shared by its task ([`run`]) and SIGHUP ([`Sidecar::reload`]);
+/// The follower's state, shared by its task ([`run`]) and SIGHUP (the sidecar's reload);
 /// whoever swaps the routing table holds its lock, so the two never interleave.
 #[derive(Debug)]
 pub struct Follower {
@@ -478,17 +477,31 @@ impl State {
     }
 }
 
+/// What the follower acts on: the sidecar (which implements it), kept behind a trait so that
+/// this module does not depend on the one that holds it.
+pub trait Routed {
+    /// The follower's state.
+    fn follower(&self) -> &Follower;
+    /// The metrics.
+    fn metrics(&self) -> &Metrics;
+    /// Members in the routing table now.
+    fn members(&self) -> usize;
+    /// Swaps in `membership` if it differs from the routing table's, and marks the members
+    /// `down` says the front reports down; true when the table was swapped.
+    fn apply(&self, membership: &Membership, down: Option<&[bool]>) -> Result<bool, BuildError>;
+}
+
 /// Follows the fronts until aborted: every `members-interval`, or at once when a reload
 /// wakes it; idle while not following.
-pub async fn run(sidecar: Arc<Sidecar>) {
-    let follower = &sidecar.follower;
+pub async fn run<S: Routed>(sidecar: Arc<S>) {
+    let follower = sidecar.follower();
     loop {
         let settings = follower.lock().settings.clone();
         let Some(settings) = settings else {
             follower.wake.notified().await;
             continue;
         };
-        poll(&sidecar, &settings).await;
+        poll(&*sidecar, &settings).await;
         tokio::select! {
             () = tokio::time::sleep(settings.interval) => {}
             () = follower.wake.notified() => {}
@@ -497,11 +510,11 @@ pub async fn run(sidecar: Arc<Sidecar>) {
 }
 
 /// Asks the fronts in order until one's answer gives a membership, and follows it.
-async fn poll(sidecar: &Sidecar, settings: &FollowSettings) {
-    let metrics = &sidecar.metrics;
+async fn poll<S: Routed>(sidecar: &S, settings: &FollowSettings) {
+    let metrics = sidecar.metrics();
     for front in &settings.fronts {
         let fetched = fetch(front, settings.timeout()).await;
-        let mut state = sidecar.follower.lock();
+        let mut state = sidecar.follower().lock();
         let followed = fetched.and_then(|answer| follow_answer(sidecar, &mut state, front, answer));
         match followed {
             Ok(()) => {
@@ -514,10 +527,10 @@ async fn poll(sidecar: &Sidecar, settings: &FollowSettings) {
             Err(why) => state.refused(&front.url, &why, metrics),
         }
     }
-    let mut state = sidecar.follower.lock();
+    let mut state = sidecar.follower().lock();
     if !state.stale_logged {
         state.stale_logged = true;
-        let members = sidecar.routing.load().membership().members.len();
+        let members = sidecar.members();
         match &state.last {
             Some(last) => log::warn!(
                 "members-from: no front gave a membership; keeping the {members} members of \
@@ -535,8 +548,8 @@ async fn poll(sidecar: &Sidecar, settings: &FollowSettings) {
 
 /// Swaps in the membership of `front`'s `answer` if it differs from the routing table's,
 /// and marks the members the front reports down.
-fn follow_answer(
-    sidecar: &Sidecar,
+fn follow_answer<S: Routed>(
+    sidecar: &S,
     state: &mut State,
     front: &Front,
     answer: Answer,
@@ -549,7 +562,7 @@ fn follow_answer(
     let swapped = sidecar
         .apply(&followed.membership, Some(&followed.down))
         .map_err(Refused::Scheme)?;
-    let metrics = &sidecar.metrics.membership;
+    let metrics = &sidecar.metrics().membership;
     if swapped {
         metrics.updates.inc();
         let names: Vec<&str> = followed

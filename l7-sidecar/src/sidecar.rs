@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, Membership};
-use crate::follow::{Follower, Target};
+use crate::follow::{Follower, Routed, Target};
 use crate::health;
 use crate::http::canned;
 use crate::local::{LocalServer, Relay};
@@ -273,5 +273,23 @@ impl Sidecar {
                 metrics.up.set(i64::from(pool.health.is_up()));
             }
         }
+    }
+}
+
+impl Routed for Sidecar {
+    fn follower(&self) -> &Follower {
+        &self.follower
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn members(&self) -> usize {
+        self.routing.load().membership().members.len()
+    }
+
+    fn apply(&self, membership: &Membership, down: Option<&[bool]>) -> Result<bool, BuildError> {
+        Sidecar::apply(self, membership, down)
     }
 }

@@ -44,6 +44,7 @@ pub fn run(root: &Path, bench: Bench) -> Result<()> {
         Bench::Xdp(args) => xdp::run(root, args),
         Bench::Hashing(args) => hashing::run(args),
         Bench::L7(args) => l7::run(root, args),
+        Bench::Paper(args) if args.fronts > 1 => paper::fronts::run(root, args),
         Bench::Paper(args) => paper::run(root, args),
         Bench::L4(args) => l4::run(root, args),
         Bench::Forward(args) => forward::run(root, args),

@@ -46,7 +46,7 @@
 //! runs without a crowd: with no peer, runs with different relay settings repeat one
 //! measurement. A run with failed requests fails the bench.
 //!
-//! With `--fronts F` (F >= 2) the bench measures the front tier instead ([`fronts`]): F
+//! With `--fronts F` (F >= 2) the bench measures the front tier instead (`fronts.rs`): F
 //! fronts behind an ECMP router against one, at the largest N, and the failover times.
 //!
 //! Results go to `target/bench-results/paper/` (or `--out`): results.json, table.txt and
@@ -75,7 +75,7 @@ use super::opts::{BenchOpts, Uses};
 use super::plot;
 use super::process::{CatchInterrupts, CpuTimes, check_interrupted};
 
-mod fronts;
+pub(super) mod fronts;
 
 /// The testbeds' names (one at a time).
 const NAME: &str = "dl7paper";
@@ -269,11 +269,12 @@ struct Plan {
 }
 
 pub fn run(root: &Path, args: BenchPaperArgs) -> Result<()> {
+    ensure!(
+        args.fronts == 1,
+        "bench paper --fronts runs as bench::paper::fronts::run"
+    );
     let plan = plan(&args, online_cpus())?;
     let _lock = super::opts::lock("bench paper")?;
-    if args.fronts > 1 {
-        return fronts::run(root, &args, &plan);
-    }
     let parts = crate::build::testbed_parts(root, args.opts.profile())?;
     let _interrupts = CatchInterrupts::install();
     fs::create_dir_all(&plan.out).with_context(|| format!("creating {}", plan.out.display()))?;

@@ -69,7 +69,10 @@ struct Failover {
     back_ms: f64,
 }
 
-pub(super) fn run(root: &Path, args: &BenchPaperArgs, plan: &Plan) -> Result<()> {
+pub(in crate::bench) fn run(root: &Path, args: BenchPaperArgs) -> Result<()> {
+    let plan = &plan(&args, online_cpus())?;
+    let _lock = super::super::opts::lock("bench paper")?;
+    let args = &args;
     let fronts = args.fronts;
     let n = *plan.servers.last().context("no number of servers fits")?;
     let parts = crate::build::testbed_parts(root, args.opts.profile())?;
