@@ -43,19 +43,31 @@ struct FrontsReport {
     warmup_s: f64,
     duration_s: f64,
     concurrency: usize,
-    /// The calibration run: every front, no cap.
-    uncapped_req_per_s: f64,
-    uncapped_vip_bits_per_s: f64,
+    /// The calibration sample: every front, no cap.
+    uncapped: Sample,
     /// Each front's cap.
     cap_bits_per_s: u64,
     one_front: Run,
     all_fronts: Run,
+    /// A sample after each run, on the same caches: what the fronts received per request.
+    one_front_sample: Sample,
+    all_fronts_sample: Sample,
     ratio: f64,
     target: Option<f64>,
     met: Option<bool>,
     /// The router leaving a killed front, and a dead one.
     killed: Failover,
     link_down: Failover,
+}
+
+/// A short load run (`--duration`) and what the fronts received meanwhile.
+#[derive(Debug, Serialize)]
+struct Sample {
+    req_per_s: f64,
+    /// Frames and bytes to the VIP, over every front, per request and per second.
+    vip_packets_per_request: f64,
+    vip_bytes_per_request: f64,
+    vip_bits_per_s: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,15 +116,32 @@ pub(in crate::bench) fn run(root: &Path, args: BenchPaperArgs) -> Result<()> {
     check_runs([&report.one_front, &report.all_fronts])
 }
 
-/// Bytes the VIP received, over every front.
-fn vip_bytes(tb: &Testbed) -> Result<u64> {
-    let mut sum = 0;
+/// Frames and bytes the VIP received, over every front (a drained front still counts what
+/// reaches it).
+fn vip_counts(tb: &Testbed) -> Result<(u64, u64)> {
+    let (mut packets, mut bytes) = (0, 0);
     for i in 0..tb.fronts().count() {
         let stats: serde_json::Value =
             serde_json::from_str(&tb.l4_ctl_on(i, &["stats", "--json"])?)?;
-        sum += stats["vips"][0]["bytes"].as_u64().unwrap_or(0);
+        packets += stats["vips"][0]["packets"].as_u64().unwrap_or(0);
+        bytes += stats["vips"][0]["bytes"].as_u64().unwrap_or(0);
     }
-    Ok(sum)
+    Ok((packets, bytes))
+}
+
+/// A [`Sample`]: the workload for `--duration` seconds, on the caches as they are.
+fn sample(tb: &Testbed, plan: &Plan, args: &BenchPaperArgs) -> Result<Sample> {
+    let (p0, b0) = vip_counts(tb)?;
+    let config = load_config(tb, plan, args, plan.duration);
+    let report = in_netns(&tb.client_ns, || load::run(&config))??;
+    let (p1, b1) = vip_counts(tb)?;
+    let requests = report.requests.max(1) as f64;
+    Ok(Sample {
+        req_per_s: report.req_per_s,
+        vip_packets_per_request: (p1 - p0) as f64 / requests,
+        vip_bytes_per_request: (b1 - b0) as f64 / requests,
+        vip_bits_per_s: (b1 - b0) as f64 * 8.0 / report.seconds.max(1e-3),
+    })
 }
 
 /// Restarts every sidecar with the scheme (cold caches) and waits until they follow the
@@ -148,16 +177,13 @@ fn measure_fronts(tb: &mut Testbed, args: &BenchPaperArgs, plan: &Plan) -> Resul
     // Calibration: every front, no cap, warm caches (the catalogue once, then the stream).
     restart(tb)?;
     let warm = measure(tb, args, plan, variant)?;
-    let bytes0 = vip_bytes(tb)?;
-    let config = load_config(tb, plan, args, plan.duration);
-    let sample = in_netns(&tb.client_ns, || load::run(&config))??;
-    let vip_bits = (vip_bytes(tb)? - bytes0) as f64 * 8.0 / sample.seconds.max(1e-3);
-    let cap = (vip_bits * CAP_SHARE_OF_TIER / fronts as f64) as u64;
+    let uncapped = sample(tb, plan, args)?;
+    let cap = (uncapped.vip_bits_per_s * CAP_SHARE_OF_TIER / fronts as f64) as u64;
     eprintln!(
         "bench paper --fronts: uncapped {:.0} req/s (warm run {:.0}), the VIP received {:.1} Mbit/s: each front capped at {:.1} Mbit/s",
-        sample.req_per_s,
+        uncapped.req_per_s,
         warm.req_per_s,
-        vip_bits / 1e6,
+        uncapped.vip_bits_per_s / 1e6,
         cap as f64 / 1e6
     );
     check_interrupted()?;
@@ -172,6 +198,7 @@ fn measure_fronts(tb: &mut Testbed, args: &BenchPaperArgs, plan: &Plan) -> Resul
     tb.wait_router_paths(1)?;
     restart(tb)?;
     let one_front = measure(tb, args, plan, variant).context("one front")?;
+    let one_front_sample = sample(tb, plan, args)?;
     eprintln!(
         "bench paper --fronts: one front: {:.0} req/s",
         one_front.req_per_s
@@ -183,6 +210,7 @@ fn measure_fronts(tb: &mut Testbed, args: &BenchPaperArgs, plan: &Plan) -> Resul
     tb.wait_router_paths(fronts)?;
     restart(tb)?;
     let all_fronts = measure(tb, args, plan, variant).context("all fronts")?;
+    let all_fronts_sample = sample(tb, plan, args)?;
     eprintln!(
         "bench paper --fronts: {fronts} fronts: {:.0} req/s",
         all_fronts.req_per_s
@@ -222,11 +250,12 @@ fn measure_fronts(tb: &mut Testbed, args: &BenchPaperArgs, plan: &Plan) -> Resul
         warmup_s: plan.warmup,
         duration_s: plan.duration,
         concurrency: plan.concurrency,
-        uncapped_req_per_s: sample.req_per_s,
-        uncapped_vip_bits_per_s: vip_bits,
+        uncapped,
         cap_bits_per_s: cap,
         one_front,
         all_fronts,
+        one_front_sample,
+        all_fronts_sample,
         ratio,
         target,
         met: target.map(|t| ratio >= t),
@@ -288,27 +317,44 @@ fn table(r: &FrontsReport) -> String {
     );
     let _ = writeln!(
         t,
-        "calibration (every front, no cap): {:.0} req/s, the VIP received {:.1} Mbit/s; each \
-         front capped at {:.1} Mbit/s (its link), so that the fronts are the limit",
-        r.uncapped_req_per_s,
-        r.uncapped_vip_bits_per_s / 1e6,
+        "calibration (every front, no cap): {:.0} req/s, the VIP received {:.1} Mbit/s ({:.1} \
+         frames, {:.0} bytes per request); each front capped at {:.1} Mbit/s (its link), so that \
+         the fronts are the limit",
+        r.uncapped.req_per_s,
+        r.uncapped.vip_bits_per_s / 1e6,
+        r.uncapped.vip_packets_per_request,
+        r.uncapped.vip_bytes_per_request,
         r.cap_bits_per_s as f64 / 1e6
     );
     let _ = writeln!(
         t,
-        "\n{:<12} {:>9} {:>8} {:>9} {:>10} {:>9}",
-        "fronts", "req/s", "p99 ms", "hit %", "throttled", "failed"
+        "\n{:<8} {:>8} {:>8} {:>7} {:>10} {:>7} {:>11} {:>9} {:>8}",
+        "fronts",
+        "req/s",
+        "p99 ms",
+        "hit %",
+        "throttled",
+        "failed",
+        "sample r/s",
+        "frames/r",
+        "bytes/r"
     );
-    for (name, run) in [("1", &r.one_front), (&*r.fronts.to_string(), &r.all_fronts)] {
+    for (name, run, sample) in [
+        ("1".to_owned(), &r.one_front, &r.one_front_sample),
+        (r.fronts.to_string(), &r.all_fronts, &r.all_fronts_sample),
+    ] {
         let _ = writeln!(
             t,
-            "{:<12} {:>9.0} {:>8.1} {:>9.1} {:>9.0}% {:>9}",
+            "{:<8} {:>8.0} {:>8.1} {:>7.1} {:>9.0}% {:>7} {:>11.0} {:>9.1} {:>8.0}",
             name,
             run.req_per_s,
             run.p99_ms,
             run.hit_ratio * 100.0,
             run.servers_throttled * 100.0,
-            run.failed
+            run.failed,
+            sample.req_per_s,
+            sample.vip_packets_per_request,
+            sample.vip_bytes_per_request
         );
     }
     let _ = writeln!(
