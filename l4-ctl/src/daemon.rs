@@ -140,6 +140,8 @@ async fn serve(
     metrics_addr: SocketAddr,
     mut announcing: Option<(Announcer, PathBuf)>,
 ) -> Result<()> {
+    // The last announcement error logged: the same one is not logged again every tick.
+    let mut announce_error = None;
     let listener = TcpListener::bind(metrics_addr)
         .await
         .with_context(|| format!("listening for /metrics on {metrics_addr}"))?;
@@ -160,7 +162,7 @@ async fn serve(
         tokio::select! {
             _ = announce_tick.tick(), if announcing.is_some() => {
                 if let Some((announcer, _)) = announcing.as_mut() {
-                    reannounce(&shared, announcer);
+                    reannounce(&shared, announcer, &mut announce_error);
                 }
             }
             _ = tick.tick() => {
@@ -214,7 +216,9 @@ async fn serve(
 }
 
 /// Announces the VIP addresses the front is healthy for, and withdraws the others.
-fn reannounce(shared: &Shared, announcer: &mut Announcer) {
+/// `last_error`: the error last logged, logged again only when it changes (or after a
+/// success).
+fn reannounce(shared: &Shared, announcer: &mut Announcer, last_error: &mut Option<String>) {
     let attached = match front::attachment(&shared.pin_dir) {
         Ok(a) => a.is_some(),
         Err(e) => {
@@ -238,12 +242,25 @@ fn reannounce(shared: &Shared, announcer: &mut Announcer) {
     } else {
         (Default::default(), false)
     };
-    let result = announcer.set(&wanted);
+    let result = if front::ifindex(announce::IFACE).is_err() {
+        // Someone deleted the device: make a new one (the old descriptor goes with it).
+        warn!("{} is gone; creating it again", announce::IFACE);
+        Announcer::create().and_then(|mut fresh| {
+            let changes = fresh.set(&wanted);
+            *announcer = fresh;
+            changes
+        })
+    } else {
+        announcer.set(&wanted)
+    };
     let Some(m) = shared.health.announce.as_ref() else {
         return;
     };
     match result {
         Ok((up, down)) => {
+            if last_error.take().is_some() {
+                info!("announcing works again");
+            }
             for addr in &up {
                 info!("announcing {addr}");
                 m.vip_announced
@@ -264,7 +281,16 @@ fn reannounce(shared: &Shared, announcer: &mut Announcer) {
                     .set(0);
             }
         }
-        Err(e) => error!("announcing {wanted:?}: {e:#}"),
+        Err(e) => {
+            let message = format!("announcing {wanted:?}: {e:#}");
+            if last_error.as_deref() != Some(message.as_str()) {
+                error!("{message}; retrying every {ANNOUNCE_EVERY:?}");
+                *last_error = Some(message);
+            }
+            m.drained.set(i64::from(drained));
+            m.announced.set(announcer.announced().len() as i64);
+            return;
+        }
     }
     m.drained.set(i64::from(drained));
     m.announced.set(announcer.announced().len() as i64);

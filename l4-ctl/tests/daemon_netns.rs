@@ -360,6 +360,11 @@ fn the_announcing_daemon_withdraws_the_vip_on_drain_no_real_detach_and_any_exit(
     front.ok(&["real", "weight", VIP, &r.addrs[0].to_string(), "1"]);
     wait_announced(front, Some(&vip_addr), "one real back: announced again");
 
+    // The device deleted by hand: the daemon makes it again and announces.
+    run(&format!("ip -n {} link del dl7-vips", front.ns));
+    wait_announced(front, Some(&vip_addr), "a deleted device is made again");
+    assert!(r.bed.daemon().log().contains("creating it again"));
+
     // SIGKILL: the kernel deletes the device, and every announcement with it.
     r.bed.daemon().signal(libc::SIGKILL);
     r.bed.daemon().wait_exit();
