@@ -43,6 +43,7 @@ pub mod plan;
 pub mod process;
 mod roles;
 mod testbed;
+pub mod tls;
 
 pub use netns::{enter_netns, http_get, in_netns, switch_ns};
 pub use plan::{

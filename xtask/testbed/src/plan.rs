@@ -42,7 +42,14 @@ pub const MAX_SERVERS: u16 = 32;
 /// The testbed's name when none is given: the prefix of everything it creates.
 pub const DEFAULT_NAME: &str = "dl7tb";
 /// Debian packages the testbed drives (`ip`, `ethtool`, `sysctl`, `nsenter`).
-pub const PACKAGES: &[&str] = &["iproute2", "ethtool", "procps", "util-linux", "bird2"];
+pub const PACKAGES: &[&str] = &[
+    "iproute2",
+    "ethtool",
+    "procps",
+    "util-linux",
+    "bird2",
+    "openssl",
+];
 /// The central balancer's role: its namespace, config, log and cgroup name.
 pub const CENTRAL_ROLE: &str = "central";
 
