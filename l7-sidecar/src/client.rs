@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 
 use crate::http::body::{BodyReader, Framing};
 use crate::http::canned;
@@ -27,6 +26,7 @@ use crate::http::forward::Connection;
 use crate::http::request::{BodyKind, Method, RequestHead};
 use crate::http::response::ResponseHead;
 use crate::http::wire;
+use crate::stream::ClientStream;
 
 /// Initial size of a client connection's read buffer.
 const READ_BUFFER: usize = 8 * 1024;
@@ -55,7 +55,7 @@ impl Heartbeat {
 /// meanwhile (nothing when it is `None`). `None` when the requester could not take a beat
 /// within `timeout` (it went away: the work is abandoned).
 pub async fn beating<F: Future>(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     heartbeat: &mut Option<Heartbeat>,
     timeout: Duration,
     work: F,
@@ -88,8 +88,8 @@ pub struct Outcome {
 /// The client side of a connection.
 #[derive(Debug)]
 pub struct ClientIo {
-    /// The socket.
-    pub stream: TcpStream,
+    /// The socket, plain or TLS.
+    pub stream: ClientStream,
     /// Bytes read and not consumed: the current request's body, pipelined requests.
     pub rbuf: BytesMut,
     /// Scratch for heads written to the client.
@@ -98,6 +98,10 @@ pub struct ClientIo {
     pub resp: ResponseHead,
     /// The client's address as text, for `X-Forwarded-For`.
     pub addr: Box<[u8]>,
+    /// `X-Forwarded-Proto` for the requests sent on: `http` or `https` as the client
+    /// connected (clients' own values are replaced); `None` on the peer listener, where the
+    /// forwarding sidecar's value passes through (peers are trusted, clients are not).
+    pub proto: Option<&'static [u8]>,
     /// The current request's minor HTTP version.
     pub minor: u8,
     /// The current request's method.
@@ -122,9 +126,11 @@ impl ClientIo {
     /// A new client connection from `addr`; `draining` is set when the server drains (the
     /// connection then closes after the current response). `timeout` bounds each write to
     /// the client and each read of a body; bodies above `max_body` bytes are refused.
+    /// `proto`: see [`ClientIo::proto`].
     pub fn new(
-        stream: TcpStream,
+        stream: ClientStream,
         addr: std::net::SocketAddr,
+        proto: Option<&'static [u8]>,
         draining: Arc<AtomicBool>,
         timeout: Duration,
         max_body: u64,
@@ -135,6 +141,7 @@ impl ClientIo {
             out: BytesMut::with_capacity(1024),
             resp: ResponseHead::default(),
             addr: addr.ip().to_string().into_bytes().into_boxed_slice(),
+            proto,
             minor: 1,
             method: Method::Get,
             body: BodyKind::None,

@@ -29,6 +29,7 @@ use std::time::Duration;
 use crate::http::request::{Limits as HeadLimits, MAX_HEADERS_CAP};
 use crate::members::{self, MembersError};
 use crate::scheme::{self, BuildError, Member};
+use crate::tls::{CertEntry, Certificates};
 
 /// Why the configuration was refused. Every message names the field.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +111,25 @@ settings! {
     /// Client side (VIP traffic), ADDR:PORT.
     #[arg(long, value_name = "ADDR:PORT")]
     listen: String,
+    /// HTTPS client side, ADDR:PORT (TLS 1.2 and 1.3, ALPN http/1.1; with --tls-cert); runs
+    /// beside --listen, with its own connection cap of --max-connections. Requests that
+    /// arrive on it are sent on with `X-Forwarded-Proto: https` (default: none).
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen_tls: String,
+    /// With --listen-tls: a certificate, CERT.pem:KEY.pem (the PEM chain, leaf first, and
+    /// its PEM private key: RSA, ECDSA P-256/P-384 or Ed25519); repeat the flag (in the file
+    /// an array) for more. Chosen by SNI among the certificates' DNS names; the first is
+    /// the default for clients that send no SNI or an unknown name.
+    #[arg(long, value_name = "CERT:KEY")]
+    tls_cert: Vec<String>,
+    /// With --listen-tls: time from accept to a completed TLS handshake; slower clients are
+    /// closed (default 10s).
+    #[arg(long, value_name = "DURATION")]
+    tls_handshake_timeout: String,
+    /// With --listen-tls: TLS handshakes in progress at once; connections beyond are closed
+    /// at once and counted (default 1024).
+    #[arg(long, value_name = "N")]
+    tls_max_handshakes: usize,
     /// Peer side (requests forwarded by other sidecars), ADDR:PORT. Distributed mode only.
     #[arg(long, value_name = "ADDR:PORT")]
     peer_listen: String,
@@ -313,6 +333,8 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("purge-allow", "none"),
     ("relay-cache-bytes", "auto"),
     ("relay-max-age", "5s"),
+    ("tls-handshake-timeout", "10s"),
+    ("tls-max-handshakes", "1024"),
 ];
 
 /// The default of `field` as written in [`DEFAULTS`] (empty for a field without one, which
@@ -493,11 +515,26 @@ pub struct OutlierSettings {
     pub max: Duration,
 }
 
+/// The HTTPS listener (`listen-tls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// The certificates, loaded and checked.
+    pub certs: Certificates,
+    /// Accept to handshake done.
+    pub handshake_timeout: Duration,
+    /// Handshakes in progress at once.
+    pub max_handshakes: usize,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Client-side listener.
     pub listen: SocketAddr,
+    /// The HTTPS client-side listener.
+    pub tls: Option<TlsSettings>,
     /// Peer-side listener (distributed mode).
     pub peer_listen: Option<SocketAddr>,
     /// Admin listener for /metrics and /healthz.
@@ -597,6 +634,10 @@ impl Config {
         };
         check("listen", self.listen != other.listen);
         check("peer-listen", self.peer_listen != other.peer_listen);
+        check(
+            "listen-tls/tls-cert/tls-handshake-timeout/tls-max-handshakes",
+            self.tls != other.tls,
+        );
         check("metrics", self.metrics != other.metrics);
         check("mode", self.mode != other.mode);
         check("key", self.key != other.key);
@@ -687,6 +728,7 @@ impl Settings {
                 });
             }
         };
+        let tls = self.tls()?;
         let follow = self.follow(mode, peer_listen)?;
         let membership = self.membership(mode, follow.as_ref())?;
         let local = self.local(mode)?;
@@ -727,6 +769,7 @@ impl Settings {
         let health = self.health()?;
         Ok(Config {
             listen,
+            tls,
             peer_listen,
             metrics,
             mode,
@@ -775,6 +818,70 @@ impl Settings {
             },
             relay: self.relay(mode)?,
         })
+    }
+
+    /// The HTTPS listener: `listen-tls` with its certificates; the other TLS settings only
+    /// with it. An expired certificate is served all the same (with a warning): refusing to
+    /// start would take the plain listener down with it.
+    fn tls(&self) -> Result<Option<TlsSettings>, ConfigError> {
+        let Some(listen) = self.listen_tls.as_deref() else {
+            let only_with = [
+                ("tls-cert", self.tls_cert.is_some()),
+                (
+                    "tls-handshake-timeout",
+                    self.tls_handshake_timeout.is_some(),
+                ),
+                ("tls-max-handshakes", self.tls_max_handshakes.is_some()),
+            ];
+            return match only_with.iter().find(|(_, given)| *given) {
+                Some(&(field, _)) => Err(ConfigError::NotAllowed {
+                    field,
+                    why: "without --listen-tls",
+                }),
+                None => Ok(None),
+            };
+        };
+        let listen = address("listen-tls", listen)?;
+        let given = self.tls_cert.as_deref().unwrap_or_default();
+        if given.is_empty() {
+            return Err(ConfigError::Missing {
+                field: "tls-cert",
+                when: "with --listen-tls (CERT.pem:KEY.pem, at least one)",
+            });
+        }
+        let mut entries = Vec::with_capacity(given.len());
+        for entry in given {
+            let Some((cert, key)) = entry
+                .split_once(':')
+                .filter(|(c, k)| !c.trim().is_empty() && !k.trim().is_empty())
+            else {
+                return Err(invalid(
+                    "tls-cert",
+                    entry,
+                    "is not CERT.pem:KEY.pem (two file names)",
+                ));
+            };
+            let loaded = CertEntry::load(Path::new(cert.trim()), Path::new(key.trim()))
+                .map_err(|e| invalid("tls-cert", entry, &format!("cannot be loaded: {e}")))?;
+            if loaded
+                .not_after
+                .is_some_and(|t| t < crate::http::date::now())
+            {
+                log::warn!("--tls-cert {entry}: the certificate has expired");
+            }
+            entries.push(loaded);
+        }
+        let field = "tls-max-handshakes";
+        Ok(Some(TlsSettings {
+            listen,
+            certs: Certificates::new(entries).ok_or(ConfigError::Missing {
+                field: "tls-cert",
+                when: "with --listen-tls",
+            })?,
+            handshake_timeout: self
+                .duration("tls-handshake-timeout", &self.tls_handshake_timeout)?,
+            max_handshakes: in_range(field, number(field, self.tls_max_handshakes)?, 1, 1 << 20)?,
+        }))
     }
 
     /// The relay cache: distributed mode only, off at 0 bytes.
@@ -1624,6 +1731,94 @@ mod tests {
         for bad in ["", "10.0.0.0/33", "::1/129", "localhost", "10.0.0.0/8,"] {
             assert!(Networks::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A self-signed certificate for `name` and its key in `dir`: `CERT:KEY`.
+    fn cert_pair(dir: &Path, name: &str) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        format!("{}:{}", c.display(), k.display())
+    }
+
+    #[test]
+    fn tls_settings_load_the_certificates_and_name_field_and_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            cert_pair(dir.path(), "a.test"),
+            cert_pair(dir.path(), "b.test"),
+        );
+        let with = |extra: &str| settings(&format!("{CENTRAL}{extra}")).validate();
+        let c = with(&format!(
+            "listen-tls = \"127.0.0.1:6\"\ntls-cert = [\"{a}\", \"{b}\"]\n"
+        ))
+        .unwrap();
+        let tls = c.tls.clone().expect("TLS on");
+        assert_eq!(tls.listen, "127.0.0.1:6".parse().unwrap());
+        assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(tls.max_handshakes, 1024);
+        let names: Vec<&[String]> = tls.certs.entries().iter().map(|e| &e.names[..]).collect();
+        assert_eq!(names, [["a.test".to_owned()], ["b.test".to_owned()]]);
+        assert_eq!(settings(CENTRAL).validate().unwrap().tls, None);
+        let other = with(&format!(
+            "listen-tls = \"127.0.0.1:6\"\ntls-cert = [\"{a}\"]\ntls-max-handshakes = 8\n"
+        ))
+        .unwrap();
+        assert!(
+            c.needs_restart(&other)
+                .iter()
+                .any(|f| f.starts_with("listen-tls"))
+        );
+
+        let err = |extra: &str| with(extra).unwrap_err().to_string();
+        assert!(err("listen-tls = \"127.0.0.1:6\"\n").starts_with("--tls-cert is required"));
+        assert!(
+            err(&format!("tls-cert = [\"{a}\"]\n"))
+                .starts_with("--tls-cert cannot be used without --listen-tls")
+        );
+        assert!(
+            err("tls-handshake-timeout = \"1s\"\n").starts_with("--tls-handshake-timeout cannot")
+        );
+        let listen = "listen-tls = \"127.0.0.1:6\"\n";
+        let e = err(&format!("{listen}tls-cert = [\"nocolon\"]\n"));
+        assert!(
+            e.starts_with("--tls-cert: \"nocolon\" is not CERT.pem:KEY.pem"),
+            "{e}"
+        );
+        let missing = format!(
+            "{}/missing.pem:{}/missing.key",
+            dir.path().display(),
+            dir.path().display()
+        );
+        let e = err(&format!("{listen}tls-cert = [\"{missing}\"]\n"));
+        assert!(
+            e.starts_with(&format!(
+                "--tls-cert: \"{missing}\" cannot be loaded: cannot read"
+            )),
+            "{e}"
+        );
+        let (a_cert, _) = a.split_once(':').unwrap();
+        let (_, b_key) = b.split_once(':').unwrap();
+        let e = err(&format!("{listen}tls-cert = [\"{a_cert}:{b_key}\"]\n"));
+        assert!(e.contains("does not match the certificate"), "{e}");
+        let e = err(&format!("{listen}tls-cert = [\"{b_key}:{b_key}\"]\n"));
+        assert!(e.contains("holds no PEM certificate"), "{e}");
+        let e = err(&format!(
+            "{listen}tls-cert = [\"{a}\"]\ntls-max-handshakes = 0\n"
+        ));
+        assert!(e.starts_with("--tls-max-handshakes: \"0\""), "{e}");
+        let e = err(&format!(
+            "{listen}tls-cert = [\"{a}\"]\ntls-handshake-timeout = \"x\"\n"
+        ));
+        assert!(e.starts_with("--tls-handshake-timeout: \"x\""), "{e}");
     }
 
     #[test]

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use prometheus::IntGauge;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use crate::client::{ClientIo, Outcome};
@@ -27,6 +26,7 @@ use crate::metrics::Route;
 use crate::proxy::{self, Failure};
 use crate::router::{self, CENTRAL_ATTEMPTS, Failover, PEER_ATTEMPTS, Target};
 use crate::sidecar::Sidecar;
+use crate::stream::ClientStream;
 
 /// How long, and how many bytes, a closing connection is read and discarded.
 const LINGER: Duration = Duration::from_secs(1);
@@ -39,6 +39,8 @@ const HEAD_READ: usize = 4096;
 pub enum Listener {
     /// Client side (VIP traffic).
     Client,
+    /// Client side over TLS (`listen-tls`): the same requests, HTTPS.
+    ClientTls,
     /// Peer side: every request on it came from another sidecar.
     Peer,
 }
@@ -48,7 +50,18 @@ impl Listener {
     pub fn name(self) -> &'static str {
         match self {
             Listener::Client => "client",
+            Listener::ClientTls => "client-tls",
             Listener::Peer => "peer",
+        }
+    }
+
+    /// The `X-Forwarded-Proto` sent on for requests from this listener: the scheme clients
+    /// connected with; `None` on the peer listener, whose peers' values are trusted and kept.
+    pub fn forwarded_proto(self) -> Option<&'static [u8]> {
+        match self {
+            Listener::Client => Some(b"http"),
+            Listener::ClientTls => Some(b"https"),
+            Listener::Peer => None,
         }
     }
 }
@@ -82,7 +95,7 @@ struct LocalScratch {
 /// Serves one accepted connection until it closes. `permit` holds its place under the
 /// listener's connection cap; `open` is the listener's gauge, already incremented.
 pub async fn serve(
-    stream: TcpStream,
+    stream: ClientStream,
     addr: std::net::SocketAddr,
     sidecar: Arc<Sidecar>,
     listener: Listener,
@@ -96,6 +109,7 @@ pub async fn serve(
     let mut io = ClientIo::new(
         stream,
         addr,
+        listener.forwarded_proto(),
         sidecar.draining_flag(),
         config.timeouts.client,
         config.max_body,
@@ -217,7 +231,7 @@ async fn answer(
     let hops = s.head.hop.unwrap_or(0);
     // PURGE is checked where it enters, on the client listener; peers carry it on to the
     // owner like any request.
-    if listener == Listener::Client && s.head.method_bytes(&s.buf) == b"PURGE" {
+    if listener != Listener::Peer && s.head.method_bytes(&s.buf) == b"PURGE" {
         let client = std::str::from_utf8(&io.addr)
             .ok()
             .and_then(|a| a.parse().ok());

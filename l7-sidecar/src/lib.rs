@@ -2,8 +2,9 @@
 //! scheme to find the server that owns it, serves what it owns and forwards the rest to the
 //! owner.
 //!
-//! The request path, module by module: [`server`] accepts (connection caps, signals) and
-//! hands each connection to [`connection`], which reads heads with [`http::request`], asks
+//! The request path, module by module: [`server`] accepts (connection caps, signals; on
+//! `listen-tls` the [`tls`] handshake first) and hands each connection, a [`stream`] plain
+//! or TLS, to [`connection`], which reads heads with [`http::request`], asks
 //! [`router`] who answers, and either forwards with [`proxy`] over a [`pool`] (with
 //! [`outlier`] detection and active [`health`] checks) or serves with [`local`] (the [`cache`] filled from the origin, or
 //! a local upstream). [`config`] is the one definition of every setting, [`metrics`] of every
@@ -29,3 +30,5 @@ pub mod router;
 pub mod scheme;
 pub mod server;
 pub mod sidecar;
+pub mod stream;
+pub mod tls;

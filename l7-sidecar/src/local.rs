@@ -617,6 +617,7 @@ pub fn upstream_head(
     let stamp = Stamp {
         via: VIA,
         client: &io.addr,
+        proto: io.proto,
         hops: req.hops.saturating_add(1),
         default_host,
         origin_form,

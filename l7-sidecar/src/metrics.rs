@@ -27,8 +27,11 @@
 //! | `dl7_l7_cache_stale_served_total` | reason (`error`, `revalidating`) | stale entries served: the origin failed (`stale-if-error`), or a revalidation in the background was started (`stale-while-revalidate`) |
 //! | `dl7_l7_cache_revalidations_total` | result (`not_modified`, `modified`) | stale entries checked with the origin: a 304 refreshed the entry, or a full response replaced it |
 //! | `dl7_l7_cache_purges_total` | result (`purged`, `absent`, `refused`) | `PURGE` requests: an entry removed, none there, or a client outside `purge-allow` |
-//! | `dl7_l7_connections` | listener | open client connections |
+//! | `dl7_l7_connections` | listener (`client`, `client-tls`, `peer`) | open client connections (on `client-tls`: handshake done) |
 //! | `dl7_l7_connections_refused_total` | listener | connections refused at the cap |
+//! | `dl7_l7_tls_handshakes_total` | result (`ok`, `timeout`, `plain_http`, `bad_client_hello`, `cap`, `error`), protocol (`TLSv1.2`, `TLSv1.3` for `ok`, else `none`) | TLS handshakes on `listen-tls`: done, not done within `tls-handshake-timeout`, plain HTTP sent to the HTTPS port (answered 400), a first record that is no ClientHello, refused above `tls-max-handshakes`, failed (no common version or cipher, bad ALPN, alerts) |
+//! | `dl7_l7_tls_handshake_seconds` | | accept to handshake done, handshakes that succeeded |
+//! | `dl7_l7_tls_certificate_expiry_seconds` | name (the `tls-cert` entry's certificate file) | its certificate's notAfter, Unix time |
 //! | `dl7_l7_reloads_total` | result | SIGHUP reloads |
 //! | `dl7_l7_members` | | members in the routing table (this server included when it is one) |
 //!
@@ -156,6 +159,10 @@ pub struct Metrics {
     connections: IntGaugeVec,
     refused: IntCounterVec,
     reloads: IntCounterVec,
+    tls_handshakes: IntCounterVec,
+    /// TLS handshakes that succeeded: accept to handshake done.
+    pub tls_handshake_seconds: Histogram,
+    tls_certificate_expiry: IntGaugeVec,
     /// Members in the routing table.
     pub members: IntGauge,
     /// Following a front's membership.
@@ -508,6 +515,30 @@ impl Metrics {
                 "SIGHUP reloads by result.",
                 &["result"],
             )?,
+            tls_handshakes: counters(
+                "dl7_l7_tls_handshakes_total",
+                "TLS handshakes on listen-tls by result and protocol version.",
+                &["result", "protocol"],
+            )?,
+            tls_handshake_seconds: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "dl7_l7_tls_handshake_seconds",
+                        "Time from accept to a completed TLS handshake.",
+                    )
+                    .buckets(vec![
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0, 10.0,
+                    ]),
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
+            tls_certificate_expiry: gauges(
+                "dl7_l7_tls_certificate_expiry_seconds",
+                "notAfter of each tls-cert entry's certificate, Unix time.",
+                &["name"],
+            )?,
             members: gauge(
                 "dl7_l7_members",
                 "Members in the routing table, this server included when it is one.",
@@ -619,6 +650,21 @@ impl Metrics {
             m.front_down.reset();
         }
         *exported = on;
+    }
+
+    /// Counts a TLS handshake on `listen-tls` that ended with `result`; `protocol` is the
+    /// version agreed (`TLSv1.2`, `TLSv1.3`), `none` when the handshake did not finish.
+    pub fn tls_handshake(&self, result: &str, protocol: &str) {
+        self.tls_handshakes
+            .with_label_values(&[result, protocol])
+            .inc();
+    }
+
+    /// Sets the notAfter (Unix time) of the certificate of `tls-cert` entry `name`.
+    pub fn tls_certificate_expiry(&self, name: &str, not_after: i64) {
+        self.tls_certificate_expiry
+            .with_label_values(&[name])
+            .set(not_after);
     }
 
     /// The handles of the listener called `name`.

@@ -518,13 +518,15 @@ pub async fn stream(
     }
     conn.buf.advance(first);
     // A long body of known length, relayed with the same framing and nothing of it buffered
-    // here yet: the kernel moves it from socket to socket (splice), not this process.
+    // here yet, to a plain client connection: the kernel moves it from socket to socket
+    // (splice), not this process. TLS clients take the copy below (bytes are encrypted here).
     let splice = body
         .remaining_length()
-        .filter(|&left| !done && !plan.chunked && left >= SPLICE_MIN && conn.buf.is_empty());
-    if let Some(left) = splice {
+        .filter(|&left| !done && !plan.chunked && left >= SPLICE_MIN && conn.buf.is_empty())
+        .zip(io.stream.plain_socket());
+    if let Some((left, client)) = splice {
         let timeouts = (config.timeouts.response, io.timeout);
-        let moved = wire::splice_exactly(&conn.stream, &io.stream, left, timeouts.0, timeouts.1);
+        let moved = wire::splice_exactly(&conn.stream, client, left, timeouts.0, timeouts.1);
         match moved.await {
             Ok(()) => {}
             Err(wire::SpliceError::Source(e)) => {

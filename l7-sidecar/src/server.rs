@@ -1,8 +1,15 @@
 //! `serve`: binds the listeners, accepts connections under a cap, and handles the signals.
 //!
-//! - Each listener (client side, peer side) has its own connection cap: a connection above
-//!   it gets a `503` and is closed at once; connections already open are unaffected. The
-//!   peer side has its own cap so that a flood of clients cannot starve forwarded requests.
+//! - Each listener (client side, HTTPS client side, peer side) has its own connection cap
+//!   (`max-connections` each): a connection above it gets a `503` and is closed at once (on
+//!   the HTTPS listener it is closed without an answer, which would not be TLS); connections
+//!   already open are unaffected. The peer side has its own cap so that a flood of clients
+//!   cannot starve forwarded requests; the HTTPS side its own so that either kind of client
+//!   keeps its share.
+//! - On the HTTPS listener (`listen-tls`) each connection first completes its handshake
+//!   ([`crate::tls::handshake`]) within `tls-handshake-timeout`, at most
+//!   `tls-max-handshakes` at once (beyond, a new connection is closed and counted as
+//!   `cap`); then it is served like any client connection.
 //! - SIGHUP re-reads the configuration (the file named by `--config` plus the flags given at
 //!   start) and swaps in the new members and scheme atomically. Requests in flight finish
 //!   with the table they started with; pools of members that stayed keep their connections.
@@ -16,7 +23,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
@@ -30,6 +37,8 @@ use crate::http::canned;
 use crate::metrics::Metrics;
 use crate::scheme::BuildError;
 use crate::sidecar::Sidecar;
+use crate::stream::ClientStream;
+use crate::tls::{self, handshake};
 
 /// Pending connections the kernel queues per listener.
 const BACKLOG: u32 = 4096;
@@ -55,6 +64,9 @@ pub enum ServeError {
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The TLS configuration could not be built.
+    #[error("--listen-tls: {0}")]
+    Tls(#[from] rustls::Error),
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
@@ -87,6 +99,26 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), ServeError> {
     let sidecar = Arc::new(Sidecar::new(config, Metrics::new()?)?);
     let config = &sidecar.config;
     let client = bind("listen", config.listen)?;
+    let https = match &config.tls {
+        Some(settings) => {
+            let listener = bind("listen-tls", settings.listen)?;
+            for entry in settings.certs.entries() {
+                let name = entry.cert_path.display().to_string();
+                if let Some(t) = entry.not_after {
+                    let t = i64::try_from(t).unwrap_or(i64::MAX);
+                    sidecar.metrics.tls_certificate_expiry(&name, t);
+                }
+                log::info!("TLS certificate {name} for {:?}", entry.names);
+            }
+            let handshakes = Handshakes {
+                config: tls::server_config(&settings.certs)?,
+                timeout: settings.handshake_timeout,
+                slots: Arc::new(Semaphore::new(settings.max_handshakes)),
+            };
+            Some((listener, handshakes))
+        }
+        None => None,
+    };
     let peer = config
         .peer_listen
         .map(|a| bind("peer-listen", a))
@@ -99,16 +131,23 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), ServeError> {
     let (stop, stopped) = watch::channel(false);
     let mut caps = Vec::new();
     let mut accepting = tokio::task::JoinSet::new();
-    for (listener, kind) in
-        std::iter::once((client, Listener::Client)).chain(peer.map(|p| (p, Listener::Peer)))
-    {
+    let (https, handshakes) = match https {
+        Some((listener, handshakes)) => (Some(listener), Some(handshakes)),
+        None => (None, None),
+    };
+    let listeners = std::iter::once((client, Listener::Client))
+        .chain(https.map(|l| (l, Listener::ClientTls)))
+        .chain(peer.map(|p| (p, Listener::Peer)));
+    for (listener, kind) in listeners {
         let cap = Arc::new(Semaphore::new(max));
         caps.push(cap.clone());
+        let tls = handshakes.clone().filter(|_| kind == Listener::ClientTls);
         accepting.spawn(accept(
             listener,
             sidecar.clone(),
             kind,
             cap,
+            tls,
             stopped.clone(),
         ));
     }
@@ -174,12 +213,23 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Accepts connections on one listener until aborted.
+/// What the HTTPS listener needs for its handshakes.
+#[derive(Clone)]
+struct Handshakes {
+    config: Arc<rustls::ServerConfig>,
+    timeout: Duration,
+    /// A permit per handshake in progress (`tls-max-handshakes`).
+    slots: Arc<Semaphore>,
+}
+
+/// Accepts connections on one listener until aborted; with `tls`, each one completes a TLS
+/// handshake before it is served.
 async fn accept(
     listener: TcpListener,
     sidecar: Arc<Sidecar>,
     kind: Listener,
     cap: Arc<Semaphore>,
+    tls: Option<Handshakes>,
     stopped: watch::Receiver<bool>,
 ) {
     let metrics = sidecar.metrics.listener(kind.name());
@@ -196,22 +246,44 @@ async fn accept(
                 continue;
             }
         };
+        let accepted = Instant::now();
         let Ok(permit) = cap.clone().try_acquire_owned() else {
             metrics.refused.inc();
-            refuse(stream);
+            if tls.is_none() {
+                refuse(stream);
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
-        metrics.open.inc();
-        tokio::spawn(connection::serve(
-            stream,
-            addr,
-            sidecar.clone(),
-            kind,
-            stopped.clone(),
-            permit,
-            metrics.open.clone(),
-        ));
+        let Some(tls) = &tls else {
+            metrics.open.inc();
+            tokio::spawn(connection::serve(
+                ClientStream::Plain(stream),
+                addr,
+                sidecar.clone(),
+                kind,
+                stopped.clone(),
+                permit,
+                metrics.open.clone(),
+            ));
+            continue;
+        };
+        let Ok(slot) = tls.slots.clone().try_acquire_owned() else {
+            sidecar.metrics.tls_handshake("cap", "none");
+            continue;
+        };
+        let (config, timeout) = (tls.config.clone(), tls.timeout);
+        let (sidecar, stopped, open) = (sidecar.clone(), stopped.clone(), metrics.open.clone());
+        tokio::spawn(async move {
+            let shaken = handshake::accept(stream, config, accepted, timeout, &sidecar.metrics);
+            let Some(stream) = shaken.await else {
+                return;
+            };
+            drop(slot);
+            open.inc();
+            let stream = ClientStream::Tls(Box::new(stream));
+            connection::serve(stream, addr, sidecar, kind, stopped, permit, open).await;
+        });
     }
 }
 

@@ -144,7 +144,7 @@ fn days_in(year: u64, month: u64) -> u64 {
 }
 
 /// Days from 1970-01-01 to a date on or after it (Howard Hinnant's algorithm).
-fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+pub fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = y / 400;
     let yoe = y - era * 400;

@@ -74,6 +74,8 @@ pub enum Kind {
     Via,
     /// `X-Forwarded-For`: appended to.
     ForwardedFor,
+    /// `X-Forwarded-Proto`: replaced on requests from clients, passed on from peers.
+    ForwardedProto,
     /// `If-*` and `Range`: dropped from cache fills, whose response must be the full object.
     Conditional,
     /// `Authorization`: requests carrying it are not served from or stored in the cache.
@@ -159,6 +161,7 @@ pub fn classify(name: &[u8]) -> Kind {
         14 if is("Content-Length") => Kind::ContentLength,
         15 if is("X-Forwarded-For") => Kind::ForwardedFor,
         16 if is("Proxy-Connection") => Kind::HopByHop,
+        17 if is("X-Forwarded-Proto") => Kind::ForwardedProto,
         17 if is("Transfer-Encoding") => Kind::TransferEncoding,
         17 if is("If-Modified-Since") => Kind::Conditional,
         17 if is("CDN-Cache-Control") => Kind::CdnCacheControl,

@@ -5,8 +5,9 @@
 //! `HTTP/1.1`; `Host` first, naming the authority of an absolute-form target rather than the
 //! `Host` received with it (RFC 9112 3.2.2), or a default when an HTTP/1.0 request had none
 //! (the peer's view of the request must be the same as this server's); every end-to-end field; `Via` with `1.1 <name>` appended,
-//! `X-Forwarded-For` with the client address appended, dl7's hop field with the new hop
-//! count; the body's framing written anew. Hop-by-hop fields (RFC 9110 7.6.1), `Expect`
+//! `X-Forwarded-For` with the client address appended, `X-Forwarded-Proto` with the scheme the
+//! client connected with (replacing the client's own; a peer's passes through), dl7's hop
+//! field with the new hop count; the body's framing written anew. Hop-by-hop fields (RFC 9110 7.6.1), `Expect`
 //! (the sidecar answers it) and the old framing fields are not sent; cache fills also drop
 //! `If-*` and `Range`, since what they fetch must be the whole object.
 //!
@@ -28,6 +29,9 @@ pub struct Stamp<'a> {
     pub via: &'a [u8],
     /// The client's address for `X-Forwarded-For`.
     pub client: &'a [u8],
+    /// `X-Forwarded-Proto` (`http`, `https`), replacing any received; `None`: the received
+    /// ones pass through (the request came from a trusted peer sidecar).
+    pub proto: Option<&'a [u8]>,
     /// Hop count to send in dl7's hop field.
     pub hops: u8,
     /// The `Host` value sent when the request has no authority (HTTP/1.0 without `Host`):
@@ -92,6 +96,7 @@ pub fn request(out: &mut BytesMut, head: &RequestHead, buf: &[u8], stamp: &Stamp
             | Kind::Via
             | Kind::ForwardedFor
             | Kind::Host => true,
+            Kind::ForwardedProto => stamp.proto.is_some(),
             Kind::Conditional => fill,
             kind => kind.is_hop_by_hop(),
         };
@@ -113,6 +118,11 @@ pub fn request(out: &mut BytesMut, head: &RequestHead, buf: &[u8], stamp: &Stamp
         buf,
         stamp.client,
     );
+    if let Some(proto) = stamp.proto {
+        out.put_slice(b"X-Forwarded-Proto: ");
+        out.put_slice(proto);
+        out.put_slice(b"\r\n");
+    }
     let mut n = itoa::Buffer::new();
     out.put_slice(fields::HOP.as_bytes());
     out.put_slice(b": ");
@@ -243,6 +253,7 @@ mod tests {
     const STAMP: Stamp<'static> = Stamp {
         via: b"1.1 dl7",
         client: b"192.0.2.7",
+        proto: None,
         hops: 1,
         default_host: b"",
         origin_form: false,
@@ -298,6 +309,35 @@ mod tests {
         out.clear();
         request(&mut out, &head, buf, &STAMP, true);
         assert!(!out.windows(7).any(|w| w == b"If-None"));
+    }
+
+    #[test]
+    fn forwarded_proto_is_replaced_for_clients_and_kept_from_peers() {
+        let buf = b"GET /x HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\nx-forwarded-proto: ftp\r\n\r\n";
+        let from_client = Stamp {
+            proto: Some(b"http"),
+            ..STAMP
+        };
+        let sent = forwarded(buf, &from_client);
+        assert_eq!(
+            sent.matches("X-Forwarded-Proto: http\r\n").count(),
+            1,
+            "{sent}"
+        );
+        assert!(!sent.contains("https") && !sent.contains("ftp"), "{sent}");
+        let over_tls = Stamp {
+            proto: Some(b"https"),
+            ..STAMP
+        };
+        let sent = forwarded(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n", &over_tls);
+        assert!(sent.contains("\r\nX-Forwarded-Proto: https\r\n"), "{sent}");
+        // From a peer (proto None): what the forwarding sidecar wrote passes through.
+        let sent = forwarded(
+            b"GET /x HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\n\r\n",
+            &STAMP,
+        );
+        assert_eq!(sent.matches("X-Forwarded-Proto").count(), 1, "{sent}");
+        assert!(sent.contains("X-Forwarded-Proto: https\r\n"), "{sent}");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Socket reads and writes with deadlines. Writes are vectored (`writev`): a response head
 //! built in one buffer and a body piece still sitting in another leave in one system call.
+//! Every write ends with a flush: a no-op on a TCP socket, and what sends the last records
+//! a TLS stream holds back.
 
 use std::io::{self, IoSlice};
 use std::time::Duration;
@@ -52,7 +54,7 @@ pub async fn write_all<W: AsyncWrite + Unpin>(
             }
             IoSlice::advance_slices(&mut parts, n);
         }
-        Ok(())
+        dst.flush().await
     };
     match tokio::time::timeout(timeout, write).await {
         Ok(result) => result,
@@ -66,7 +68,11 @@ pub async fn write_one<W: AsyncWrite + Unpin>(
     bytes: &[u8],
     timeout: Duration,
 ) -> io::Result<()> {
-    match tokio::time::timeout(timeout, dst.write_all(bytes)).await {
+    let write = async {
+        dst.write_all(bytes).await?;
+        dst.flush().await
+    };
+    match tokio::time::timeout(timeout, write).await {
         Ok(result) => result,
         Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }

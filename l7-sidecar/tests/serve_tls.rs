@@ -1,0 +1,380 @@
+//! HTTPS at the sidecar (`listen-tls`): a real sidecar process in front of the test origin,
+//! throwaway certificates made here with rcgen (a CA and two server certificates, ECDSA
+//! P-256 and P-384: rcgen with ring cannot generate RSA keys), a rustls client.
+
+mod support;
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use support::client::Client;
+use support::process::Sidecar;
+use support::{TempDir, body, free_addrs, ip, start_origin, temp_dir, wait_for};
+
+/// The sidecar, its origin, and what a client needs to trust it.
+struct Https {
+    sidecar: Sidecar,
+    tls: SocketAddr,
+    ca: CertificateDer<'static>,
+    /// The leaf certificates of `a.test` (the default) and `b.test`.
+    leaves: [CertificateDer<'static>; 2],
+    _origin: support::Origin,
+    _dir: TempDir,
+}
+
+/// Writes a CA-signed certificate for `name` (chain: leaf, CA) and its key to `dir`.
+fn issue(
+    dir: &Path,
+    name: &str,
+    alg: &'static rcgen::SignatureAlgorithm,
+    ca: &rcgen::Certificate,
+    ca_key: &rcgen::KeyPair,
+) -> (String, CertificateDer<'static>) {
+    let key = rcgen::KeyPair::generate_for(alg).expect("generate a key");
+    let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+        .expect("params")
+        .signed_by(&key, ca, ca_key)
+        .expect("sign");
+    let (c, k) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&c, format!("{}{}", cert.pem(), ca.pem())).expect("write chain");
+    std::fs::write(&k, key.serialize_pem()).expect("write key");
+    (
+        format!("{}:{}", c.display(), k.display()),
+        cert.der().clone(),
+    )
+}
+
+fn start(net: u8) -> Https {
+    let dir = temp_dir("tls");
+    let origin = start_origin(ip(net, 1));
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut params = rcgen::CertificateParams::new(Vec::new()).expect("CA params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&ca_key).expect("CA");
+    let (a, a_der) = issue(
+        dir.path(),
+        "a.test",
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+        &ca,
+        &ca_key,
+    );
+    let (b, b_der) = issue(
+        dir.path(),
+        "b.test",
+        &rcgen::PKCS_ECDSA_P384_SHA384,
+        &ca,
+        &ca_key,
+    );
+    let [listen, peer, metrics, tls] = free_addrs(ip(net, 11));
+    let args: Vec<String> = [
+        "serve",
+        "--listen",
+        &listen.to_string(),
+        "--peer-listen",
+        &peer.to_string(),
+        "--metrics",
+        &metrics.to_string(),
+        "--listen-tls",
+        &tls.to_string(),
+        "--tls-cert",
+        &a,
+        "--tls-cert",
+        &b,
+        "--tls-handshake-timeout",
+        "1s",
+        "--self",
+        "s0",
+        "--members",
+        &format!("s0={peer}"),
+        "--origin",
+        &origin.url(),
+        "--threads",
+        "2",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let sidecar = Sidecar::start(&args, listen, Some(peer), metrics, dir.path().join("s.log"));
+    assert!(
+        wait_for(Duration::from_secs(10), || TcpStream::connect(tls).is_ok()),
+        "the TLS listener does not accept: {}",
+        sidecar.log_text()
+    );
+    Https {
+        sidecar,
+        tls,
+        ca: ca.der().clone(),
+        leaves: [a_der, b_der],
+        _origin: origin,
+        _dir: dir,
+    }
+}
+
+type Tls = StreamOwned<ClientConnection, TcpStream>;
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A TLS connection to `h` with SNI `name` (none for an IP address), only `version`, the
+/// certificate verified against the test CA; the handshake is done on return.
+fn connect(h: &Https, name: &str, version: &'static rustls::SupportedProtocolVersion) -> Tls {
+    let mut roots = RootCertStore::empty();
+    roots.add(h.ca.clone()).expect("add the CA");
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[version])
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    handshake(h.tls, config, name)
+}
+
+fn handshake(addr: SocketAddr, config: ClientConfig, name: &str) -> Tls {
+    let name = ServerName::try_from(name.to_owned()).expect("server name");
+    let conn = ClientConnection::new(Arc::new(config), name).expect("client connection");
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut tls = StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).expect("TLS handshake");
+    }
+    tls
+}
+
+/// Accepts any certificate: only to see which one a name the server has none for gets.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A response with a `Content-Length` body, read from a stream.
+struct Response {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+fn get(stream: &mut impl ReadWrite, target: &str) -> io::Result<Response> {
+    stream.write_all(format!("GET {target} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())?;
+    stream.flush()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let (len, status, length) = loop {
+        let mut slots = [httparse::EMPTY_HEADER; 64];
+        let mut r = httparse::Response::new(&mut slots);
+        if let httparse::Status::Complete(len) = r.parse(&buf).map_err(io::Error::other)? {
+            let length = r
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
+                .ok_or_else(|| io::Error::other("no Content-Length"))?;
+            break (len, r.code.unwrap_or(0), length);
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..len]).into_owned();
+    let mut body = buf.split_off(len);
+    while body.len() < length {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Ok(Response { status, head, body })
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+fn peer_leaf(tls: &Tls) -> CertificateDer<'static> {
+    tls.conn.peer_certificates().expect("a certificate")[0].clone()
+}
+
+#[test]
+fn https_get_sni_alpn_and_both_versions() {
+    let h = start(170);
+    for (version, label) in [
+        (&rustls::version::TLS12, "TLSv1.2"),
+        (&rustls::version::TLS13, "TLSv1.3"),
+    ] {
+        let mut tls = connect(&h, "a.test", version);
+        assert_eq!(tls.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+        assert_eq!(peer_leaf(&tls), h.leaves[0]);
+        let r = get(&mut tls, "/headers").expect("GET /headers over TLS");
+        assert_eq!(r.status, 200, "{}", r.head);
+        let seen = String::from_utf8_lossy(&r.body).to_ascii_lowercase();
+        assert!(seen.contains("x-forwarded-proto: https\r\n"), "{seen}");
+        let target = "/obj/tls?size=5000";
+        let r = get(&mut tls, target).expect("GET over TLS");
+        assert_eq!(r.body, body(target, 5000));
+
+        let tls = connect(&h, "b.test", version);
+        assert_eq!(
+            peer_leaf(&tls),
+            h.leaves[1],
+            "SNI b.test gets b's certificate"
+        );
+        let series = format!("dl7_l7_tls_handshakes_total{{result=\"ok\",protocol=\"{label}\"}}");
+        assert!(h.sidecar.metric(&series) >= 2.0, "{series}");
+    }
+    // No SNI (an IP address) and an unknown name get the first certificate.
+    for name in [h.tls.ip().to_string(), "unknown.test".to_owned()] {
+        let config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
+            .with_no_client_auth();
+        let tls = handshake(h.tls, config, &name);
+        assert_eq!(peer_leaf(&tls), h.leaves[0], "{name} gets the default");
+    }
+    // The plain listener says http, whatever the client claims.
+    let mut plain = Client::connect(h.sidecar.listen);
+    plain.send(b"GET /headers HTTP/1.1\r\nHost: test\r\nX-Forwarded-Proto: https\r\n\r\n");
+    let r = plain.read_response(false).expect("plain GET");
+    let seen = String::from_utf8_lossy(&r.body).to_ascii_lowercase();
+    assert!(seen.contains("x-forwarded-proto: http\r\n"), "{seen}");
+    assert!(!seen.contains("x-forwarded-proto: https"), "{seen}");
+    assert!(h.sidecar.metric("dl7_l7_tls_handshake_seconds_count") >= 4.0);
+    assert!(h.sidecar.metric("dl7_l7_tls_certificate_expiry_seconds") > 1.0e9);
+}
+
+#[test]
+fn plain_http_to_the_https_port_gets_400_and_a_close() {
+    let h = start(171);
+    let mut c = Client::connect(h.tls);
+    let r = c.get("/obj/x");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(String::from_utf8_lossy(&r.body).contains("plain HTTP sent to the HTTPS port"));
+    assert!(c.is_closed());
+    let series = "dl7_l7_tls_handshakes_total{result=\"plain_http\"}";
+    assert!(wait_for(Duration::from_secs(5), || h
+        .sidecar
+        .metric(series)
+        >= 1.0));
+}
+
+#[test]
+fn a_truncated_client_hello_is_closed_within_the_handshake_timeout() {
+    let h = start(172);
+    let mut tcp = TcpStream::connect(h.tls).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let sent = Instant::now();
+    // A handshake record header announcing 200 bytes, one of them, then silence.
+    tcp.write_all(&[0x16, 0x03, 0x01, 0x00, 0xc8, 0x01])
+        .expect("send");
+    let mut probe = [0u8; 64];
+    let closed = match tcp.read(&mut probe) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed, "the connection stays open");
+    let took = sent.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(4),
+        "closed after {took:?} (tls-handshake-timeout is 1s)"
+    );
+    let series = "dl7_l7_tls_handshakes_total{result=\"timeout\"}";
+    assert!(wait_for(Duration::from_secs(5), || h
+        .sidecar
+        .metric(series)
+        >= 1.0));
+    // Garbage that is not a handshake record is closed at once.
+    let mut tcp = TcpStream::connect(h.tls).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    tcp.write_all(&[0x01, 0x02, 0x03]).expect("send");
+    assert!(matches!(tcp.read(&mut probe), Ok(0) | Err(_)));
+    let series = "dl7_l7_tls_handshakes_total{result=\"bad_client_hello\"}";
+    assert!(wait_for(Duration::from_secs(5), || h
+        .sidecar
+        .metric(series)
+        >= 1.0));
+}
+
+#[test]
+fn keep_alive_and_large_bodies_over_tls() {
+    let h = start(173);
+    let mut tls = connect(&h, "a.test", &rustls::version::TLS13);
+    for i in 0..5 {
+        let target = format!("/obj/keep-{i}?size=3000");
+        let r = get(&mut tls, &target).expect("a request on the kept connection");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, body(&target, 3000));
+    }
+    // 3 MiB: filled into the cache, then from the cache; and not storable, relayed as it
+    // comes (on a plain connection that body would be spliced).
+    let size = 3 << 20;
+    for target in [
+        format!("/obj/big?size={size}"),
+        format!("/obj/big?size={size}"),
+        format!("/obj/stream?size={size}&cc=no-store"),
+    ] {
+        let r = get(&mut tls, &target).expect("a large body over TLS");
+        assert_eq!(r.status, 200, "{}", r.head);
+        assert!(
+            r.body == body(&target, size as u64),
+            "{target}: body differs"
+        );
+    }
+    assert!(h.sidecar.metric("dl7_l7_cache_hits_total") >= 1.0);
+    assert_eq!(
+        h.sidecar
+            .metric("dl7_l7_connections{listener=\"client-tls\"}"),
+        1.0
+    );
+}
