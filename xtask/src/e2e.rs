@@ -7,14 +7,17 @@
 //!    (every one forwarded; replies never come back through it);
 //! 2. exclusive placement: every object was fetched from the origin once and is stored on
 //!    exactly one server (stored bytes = unique bytes);
-//! 3. `l4-ctl real drain`: an established keep-alive connection to the drained server keeps
+//! 3. HTTPS through the VIP (port 443, every sidecar's `listen-tls`, a throwaway CA) with
+//!    `curl --cacert`: TLS 1.2 and 1.3 from every client address, bodies intact; plain HTTP
+//!    sent to the HTTPS port answered 400;
+//! 4. `l4-ctl real drain`: an established keep-alive connection to the drained server keeps
 //!    working, new connections avoid it;
-//! 4. origin down: misses get 502 quickly, hits still 200, nothing hangs; origin back: misses
+//! 5. origin down: misses get 502 quickly, hits still 200, nothing hangs; origin back: misses
 //!    succeed again;
-//! 5. a sidecar killed under load: requests keep succeeding except those on the killed
+//! 6. a sidecar killed under load: requests keep succeeding except those on the killed
 //!    server's connections (counted), the front's health check drains it, restarted it comes
 //!    back;
-//! 6. a server removed from both tiers (l4-ctl real del + sidecar membership reload) during a
+//! 7. a server removed from both tiers (l4-ctl real del + sidecar membership reload) during a
 //!    workload: failures counted and reported, about 1/N of the objects change owner.
 //!
 //! Then a second testbed with maglev repeats scenario 2. Every testbed is taken down at the
@@ -55,6 +58,7 @@ pub fn run(root: &std::path::Path) -> Result<()> {
 fn up(parts: &Parts, scheme: &str) -> Result<Testbed> {
     let spec = Spec {
         cache_bytes: 64 << 20,
+        tls: true,
         ..Spec::new(NAME, SERVERS, scheme)
     };
     dl7_testbed::up(&spec, parts)
@@ -67,10 +71,11 @@ fn scenarios(parts: &Parts) -> Result<()> {
         || through_the_vip(&tb),
     )?;
     step("2. exclusive placement (carp)", || exclusive_placement(&tb))?;
-    step("3. drain keeps established connections", || drain(&tb))?;
-    step("4. origin down and back", || origin_down(&mut tb))?;
-    step("5. a sidecar killed under load", || sidecar_killed(&mut tb))?;
-    step("6. a server removed from both tiers", || {
+    step("3. HTTPS through the VIP", || https(&tb))?;
+    step("4. drain keeps established connections", || drain(&tb))?;
+    step("5. origin down and back", || origin_down(&mut tb))?;
+    step("6. a sidecar killed under load", || sidecar_killed(&mut tb))?;
+    step("7. a server removed from both tiers", || {
         server_removed(&tb)
     })?;
     dl7_testbed::down(NAME)?;
@@ -496,6 +501,83 @@ fn server_removed(tb: &Testbed) -> Result<()> {
         "e2e:   {:.1} % of the objects changed owner (1/N = {:.1} %)",
         share * 100.0,
         100.0 / f64::from(SERVERS)
+    );
+    Ok(())
+}
+
+/// `curl ARGS` from the client namespace, bound to client address `src`: its stdout.
+fn curl(tb: &Testbed, src: std::net::Ipv4Addr, args: &[&str]) -> Result<String> {
+    dl7_testbed::process::output(
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &tb.client_ns,
+                "curl",
+                "-sS",
+                "--max-time",
+                "10",
+            ])
+            .args(["--interface", &src.to_string()])
+            .args(args),
+    )
+}
+
+fn https(tb: &Testbed) -> Result<()> {
+    let (vip, ca) = match (tb.vip_tls, &tb.ca) {
+        (Some(vip), Some(ca)) => (vip, ca.to_string_lossy().into_owned()),
+        _ => bail!("the testbed has no HTTPS"),
+    };
+    let name = dl7_testbed::plan::TLS_NAME;
+    let resolve = format!("{name}:{}:{}", vip.port(), vip.ip());
+    let mut ok = 0;
+    for (i, version) in ["--tlsv1.2 --tls-max 1.2", "--tlsv1.3"].iter().enumerate() {
+        for c in 0..tb.client_addrs.len() {
+            for n in 0..4 {
+                let size = 1000 + 70_000 * n;
+                let url = format!("https://{name}/obj/tls-{i}-{c}-{n}?size={size}");
+                let mut args: Vec<&str> = version.split_whitespace().collect();
+                args.extend(["--cacert", &ca, "--resolve", &resolve]);
+                args.extend([
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code} %{size_download} %{ssl_verify_result}",
+                ]);
+                args.push(&url);
+                let out = curl(tb, client_addr(tb, c)?, &args)?;
+                ensure!(
+                    out.trim() == format!("200 {size} 0"),
+                    "{url} over {version}: {out:?} (want 200, {size} bytes, a verified certificate)"
+                );
+                ok += 1;
+            }
+        }
+    }
+    // Plain HTTP to the HTTPS port: 400 and a close, as nginx does.
+    let plain = curl(
+        tb,
+        client_addr(tb, 0)?,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://{vip}/obj/plain"),
+        ],
+    )?;
+    ensure!(plain.trim() == "400", "plain HTTP to {vip}: {plain:?}");
+    let handshakes: f64 = tb
+        .scrape_servers()?
+        .iter()
+        .map(|m| m.sum("dl7_l7_tls_handshakes_total", &[("result", "ok")]))
+        .sum();
+    ensure!(
+        handshakes >= ok as f64,
+        "{ok} HTTPS requests, {handshakes} handshakes counted by the sidecars"
+    );
+    eprintln!(
+        "e2e:   {ok} HTTPS requests through {vip} (TLS 1.2 and 1.3, every client address) verified and whole; plain HTTP to it got 400"
     );
     Ok(())
 }

@@ -3,7 +3,9 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use crate::plan::{DEFAULT_NAME, Encap, MAX_FRONTS, MAX_SERVERS, Mode, Parts, Spec, parse_name};
+use crate::plan::{
+    DEFAULT_NAME, Encap, MAX_FRONTS, MAX_SERVERS, Mode, Parts, Spec, TLS_NAME, parse_name,
+};
 use crate::testbed::{self, Testbed};
 
 #[derive(Subcommand)]
@@ -68,6 +70,10 @@ pub struct UpArgs {
     /// membership.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=MAX_FRONTS as i64))]
     pub fronts: u16,
+    /// HTTPS too: the VIP's port 443, served by every sidecar's `listen-tls` with a
+    /// certificate for the VIP (and the name dl7.test) from a throwaway CA.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 impl From<&UpArgs> for Spec {
@@ -85,6 +91,7 @@ impl From<&UpArgs> for Spec {
             l3_servers: a.l3_servers,
             encap: a.encap,
             fronts: a.fronts,
+            tls: a.tls,
         }
     }
 }
@@ -142,6 +149,13 @@ fn print_status(t: &Testbed, json: bool) -> Result<()> {
             );
         }
     }
+    if let (Some(vip), Some(ca)) = (t.vip_tls, &t.ca) {
+        println!(
+            "  HTTPS on {vip} (every sidecar's listen-tls), certificate for {} from the CA {}",
+            TLS_NAME,
+            ca.display()
+        );
+    }
     let clients: Vec<String> = t.client_addrs.iter().map(ToString::to_string).collect();
     println!("  clients in {} from {}", t.client_ns, clients.join(", "));
     println!("  origin {} in {}", t.origin.addr, t.origin.ns);
@@ -174,6 +188,17 @@ fn print_status(t: &Testbed, json: bool) -> Result<()> {
         "  try: nsenter --net=/run/netns/{} curl -s http://{}/obj/1?size=1000 | wc -c",
         t.client_ns, t.vip
     );
+    if let (Some(vip), Some(ca)) = (t.vip_tls, &t.ca) {
+        println!(
+            "  try: nsenter --net=/run/netns/{} curl -s --cacert {} --resolve {}:{}:{} https://{}/obj/1?size=1000 | wc -c",
+            t.client_ns,
+            ca.display(),
+            TLS_NAME,
+            vip.port(),
+            vip.ip(),
+            TLS_NAME
+        );
+    }
     println!("  logs and configs: {}", t.run_dir.display());
     Ok(())
 }

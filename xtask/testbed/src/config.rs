@@ -31,43 +31,49 @@ pub(crate) fn update(path: &Path, values: &[(&str, toml::Value)]) -> Result<()> 
     fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// deploy/dl7.toml's first VIP (its health check) with the testbed's VIP and reals (each with
-/// its encapsulation, if any); health checks ask the sidecars' own health endpoint on
-/// `health_port`.
+/// deploy/dl7.toml's first VIP (its health check) once for each of the testbed's `vips`, with
+/// the testbed's reals (each with its encapsulation, if any); health checks ask the sidecars'
+/// own health endpoint on `health_port`.
 pub(crate) fn front<'a>(
     template: &Path,
-    vip: &str,
-    reals: impl Iterator<Item = (SocketAddr, Option<&'a str>)>,
+    vips: &[String],
+    reals: impl Iterator<Item = (SocketAddr, Option<&'a str>)> + Clone,
     health_port: u16,
 ) -> Result<String> {
     let text =
         fs::read_to_string(template).with_context(|| format!("reading {}", template.display()))?;
     let doc: toml::Table = toml::from_str(&text)?;
-    let mut first = doc
+    let first = doc
         .get("vip")
         .and_then(|v| v.as_array())
         .and_then(|v| v.first())
         .and_then(|v| v.as_table())
         .cloned()
         .with_context(|| format!("{} has no [[vip]]", template.display()))?;
-    first.insert("address".into(), vip.into());
-    if let Some(health) = first.get_mut("health").and_then(|h| h.as_table_mut()) {
-        health.insert("check".into(), "http".into());
-        health.insert("port".into(), i64::from(health_port).into());
-        health.insert("path".into(), "/healthz".into());
+    let mut tables = Vec::new();
+    for vip in vips {
+        let mut t = first.clone();
+        t.insert("address".into(), vip.as_str().into());
+        if let Some(health) = t.get_mut("health").and_then(|h| h.as_table_mut()) {
+            health.insert("check".into(), "http".into());
+            health.insert("port".into(), i64::from(health_port).into());
+            health.insert("path".into(), "/healthz".into());
+        }
+        let reals: Vec<toml::Value> = reals
+            .clone()
+            .map(|(addr, encap)| {
+                let mut r = toml::Table::new();
+                r.insert("address".into(), addr.ip().to_string().into());
+                if let Some(encap) = encap {
+                    r.insert("encap".into(), encap.into());
+                }
+                toml::Value::Table(r)
+            })
+            .collect();
+        t.insert("real".into(), reals.into());
+        tables.push(toml::Value::Table(t));
     }
-    let reals: Vec<toml::Value> = reals
-        .map(|(addr, encap)| {
-            let mut t = toml::Table::new();
-            t.insert("address".into(), addr.ip().to_string().into());
-            if let Some(encap) = encap {
-                t.insert("encap".into(), encap.into());
-            }
-            toml::Value::Table(t)
-        })
-        .collect();
-    first.insert("real".into(), reals.into());
     let mut out = toml::Table::new();
-    out.insert("vip".into(), vec![toml::Value::Table(first)].into());
+    out.insert("vip".into(), tables.into());
     Ok(toml::to_string(&out)?)
 }

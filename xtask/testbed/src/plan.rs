@@ -22,6 +22,10 @@ pub(crate) const CLIENT_HOSTS: [u8; 4] = [10, 11, 12, 13];
 pub(crate) const FIRST_SERVER_HOST: u8 = 21;
 pub(crate) const VIP_HOST: u8 = 100;
 pub(crate) const VIP_PORT: u16 = 80;
+/// The VIP's HTTPS port (with `tls`), where the sidecars' `listen-tls` also listens.
+pub(crate) const TLS_PORT: u16 = 443;
+/// The DNS name of the VIP's certificate (with `tls`; clients resolve it to the VIP).
+pub const TLS_NAME: &str = "dl7.test";
 pub(crate) const PEER_PORT: u16 = 8080;
 pub(crate) const SIDECAR_METRICS_PORT: u16 = 9500;
 pub(crate) const FRONT_METRICS_PORT: u16 = 9400;
@@ -183,6 +187,9 @@ pub struct Spec {
     /// reaches the VIP over every front by ECMP, each front announcing it with BIRD, and the
     /// sidecars follow the fronts' membership (`members-from`).
     pub fronts: u16,
+    /// HTTPS too: the VIP's port 443 on every front, and `listen-tls` on every sidecar with a
+    /// certificate for the VIP from a throwaway CA (`Testbed::ca`).
+    pub tls: bool,
 }
 
 impl Spec {
@@ -201,6 +208,7 @@ impl Spec {
             l3_servers: 0,
             encap: Encap::Ipip,
             fronts: 1,
+            tls: false,
         }
     }
 
@@ -275,6 +283,9 @@ pub struct Server {
     /// Its decapsulator's pin directory (routed servers).
     #[serde(default)]
     pub decap_pin_dir: Option<PathBuf>,
+    /// The sidecar's HTTPS listener (`tls`).
+    #[serde(default)]
+    pub listen_tls: Option<SocketAddr>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -17,13 +17,33 @@ use crate::netns::{self, add_host, add_host_on, ip};
 use crate::plan::{
     CENTRAL_HOST, CENTRAL_ROLE, CLIENT_HOSTS, CLIENT_NET, Central, Encap, FIRST_SERVER_HOST,
     FRONT_HOSTS, FRONT_METRICS_PORT, FRONTS_AS, Front, L3_NET, Mode, ORIGIN_HOST, PEER_PORT, Parts,
-    ROUTER_AS, ROUTER_HOST, SIDECAR_METRICS_PORT, Server, Spec, VIP_HOST, VIP_PORT, client_host,
-    decap_pin_dir, deploy_file, front_pin_dir, front_role, host, l3_host, role_config, run_dir,
+    ROUTER_AS, ROUTER_HOST, SIDECAR_METRICS_PORT, Server, Spec, TLS_NAME, TLS_PORT, VIP_HOST,
+    VIP_PORT, client_host, decap_pin_dir, deploy_file, front_pin_dir, front_role, host, l3_host,
+    role_config, run_dir,
 };
+
+/// The testbed's HTTPS material (`tls`): a throwaway CA and the VIP's certificate.
+pub(crate) struct TlsFiles {
+    pub ca: tls::Ca,
+    pub cert: tls::ServerCert,
+}
+
+/// Issues the CA and the VIP's certificate (for the name [`TLS_NAME`] and the VIP's address,
+/// ECDSA P-256) under `dir`/tls.
+pub(crate) fn tls_files(dir: &Path) -> Result<TlsFiles> {
+    let ca = tls::Ca::create(&dir.join("tls"))?;
+    let cert = ca.issue(
+        "vip",
+        &[TLS_NAME],
+        &[host(VIP_HOST).into()],
+        tls::KeyType::EcdsaP256,
+    )?;
+    Ok(TlsFiles { ca, cert })
+}
 
 /// How long BGP may take to give the router a route over every front.
 const ROUTE_TIMEOUT: Duration = Duration::from_secs(20);
-use crate::{config, process};
+use crate::{config, process, tls};
 
 /// Keys of the sidecar's example config that central mode refuses (it has no self, no peer
 /// side and never serves locally).
@@ -249,9 +269,23 @@ pub(crate) fn sidecars(
     net: &Network,
     origin: SocketAddr,
     cgroups: Option<&CpuCgroups>,
+    tls: Option<&TlsFiles>,
 ) -> Result<Vec<Server>> {
     let dir = run_dir(&spec.name);
     let template = deploy_file(parts, "deploy/sidecar.example.toml")?;
+    // HTTPS: every sidecar serves the VIP's certificate on the VIP's port 443.
+    let tls_keys: Vec<(&str, toml::Value)> = match tls {
+        Some(files) => vec![
+            ("listen-tls", format!("0.0.0.0:{TLS_PORT}").into()),
+            (
+                "tls-cert",
+                toml::Value::Array(vec![
+                    format!("{}:{}", files.cert.cert.display(), files.cert.key.display()).into(),
+                ]),
+            ),
+        ],
+        None => Vec::new(),
+    };
     let members = members(
         net.servers
             .iter()
@@ -293,6 +327,7 @@ pub(crate) fn sidecars(
         ]
         .into_iter()
         .chain(membership)
+        .chain(tls_keys.iter().cloned())
         .chain(optional_keys(spec))
         .collect();
         let unused: &[&str] = if spec.fronts > 1 {
@@ -319,10 +354,14 @@ pub(crate) fn sidecars(
             pid,
             encap: routed.then_some(spec.encap),
             decap_pin_dir: routed.then(|| decap_pin_dir(&spec.name, role)),
+            listen_tls: tls.map(|_| SocketAddr::from((*addr, TLS_PORT))),
         });
     }
     for s in &servers {
         netns::wait_listening(&s.ns, s.listen, &s.name)?;
+        if let Some(addr) = s.listen_tls {
+            netns::wait_listening(&s.ns, addr, &s.name)?;
+        }
     }
     Ok(servers)
 }
@@ -389,23 +428,31 @@ pub(crate) fn front(
         process::output(process::l4_ctl_command(&parts.l4_ctl, Some(ns), Some(&pins)).args(args))
     };
     ctl(&["load", "--iface", "eth0", "--mode", spec.mode.as_str()])?;
-    let service = format!("{vip}/tcp");
-    ctl(&["vip", "add", &service])?;
+    // The VIP's HTTP port, and with `tls` its HTTPS port, each with every server as a real.
+    let mut services = vec![format!("{vip}/tcp")];
+    if spec.tls {
+        services.push(format!("{}/tcp", SocketAddr::new(vip.ip(), TLS_PORT)));
+    }
+    for service in &services {
+        ctl(&["vip", "add", service])?;
+    }
     if servers.iter().any(|s| s.encap.is_some()) {
         sysctl(ns, "net.ipv4.conf.eth0.forwarding=1")?;
     }
-    for s in servers {
-        let addr = s.addr.to_string();
-        match s.encap {
-            None => ctl(&["real", "add", &service, &addr])?,
-            Some(encap) => ctl(&["real", "add", &service, &addr, "--encap", encap.as_str()])?,
-        };
+    for service in &services {
+        for s in servers {
+            let addr = s.addr.to_string();
+            match s.encap {
+                None => ctl(&["real", "add", service, &addr])?,
+                Some(encap) => ctl(&["real", "add", service, &addr, "--encap", encap.as_str()])?,
+            };
+        }
     }
     let metrics = SocketAddr::from((addr, FRONT_METRICS_PORT));
     let config_path = dir.join("dl7.toml");
     let config = config::front(
         &deploy_file(parts, "deploy/dl7.toml")?,
-        &service,
+        &services,
         servers
             .iter()
             .map(|s| (s.listen, s.encap.map(Encap::as_str))),

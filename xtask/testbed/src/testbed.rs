@@ -15,7 +15,7 @@ use crate::cgroup::{self, CpuCgroups};
 use crate::metrics;
 use crate::plan::{
     CENTRAL_ROLE, Central, Front, MAX_FRONTS, Mode, ORIGIN_HOST, ORIGIN_PORT, Origin, Parts,
-    Server, Spec, VIP_HOST, VIP_PORT, decap_pin_root, front_pin_dir, host, run_dir,
+    Server, Spec, TLS_PORT, VIP_HOST, VIP_PORT, decap_pin_root, front_pin_dir, host, run_dir,
 };
 use crate::{config, netns, process, roles};
 
@@ -43,6 +43,12 @@ pub struct Testbed {
     pub scheme: String,
     pub mode: Mode,
     pub cpu_quota: Option<f64>,
+    /// With `tls`: the VIP's HTTPS address and the CA certificate clients trust
+    /// (`curl --cacert CA --resolve dl7.test:443:VIP https://dl7.test/`).
+    #[serde(default)]
+    pub vip_tls: Option<SocketAddr>,
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
     /// Where the processes' logs and generated configs are.
     pub run_dir: PathBuf,
     /// The programs it runs.
@@ -87,7 +93,15 @@ fn bring_up(spec: &Spec, parts: &Parts) -> Result<Testbed> {
         net.servers.len(),
         spec.scheme
     );
-    let servers = roles::sidecars(spec, parts, &net, origin_addr, cgroups.as_ref())?;
+    let tls = spec.tls.then(|| roles::tls_files(&dir)).transpose()?;
+    let servers = roles::sidecars(
+        spec,
+        parts,
+        &net,
+        origin_addr,
+        cgroups.as_ref(),
+        tls.as_ref(),
+    )?;
     let central = if spec.central {
         eprintln!(
             "testbed: starting the central L7 balancer ({})",
@@ -147,6 +161,10 @@ fn bring_up(spec: &Spec, parts: &Parts) -> Result<Testbed> {
         scheme: spec.scheme.clone(),
         mode: spec.mode,
         cpu_quota: spec.cpu_quota,
+        vip_tls: spec
+            .tls
+            .then(|| SocketAddr::from((host(VIP_HOST), TLS_PORT))),
+        ca: tls.map(|t| t.ca.cert),
         run_dir: dir,
         parts: parts.clone(),
     };
