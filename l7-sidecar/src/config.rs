@@ -29,7 +29,8 @@ use std::time::Duration;
 use crate::http::request::{Limits as HeadLimits, MAX_HEADERS_CAP};
 use crate::members::{self, MembersError};
 use crate::scheme::{self, BuildError, Member};
-use crate::tls::{CertEntry, Certificates};
+use crate::tls::ticket::TicketKey;
+use crate::tls::{CertEntry, Certificates, Credentials};
 
 /// Why the configuration was refused. Every message names the field.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +123,16 @@ settings! {
     /// the default for clients that send no SNI or an unknown name.
     #[arg(long, value_name = "CERT:KEY")]
     tls_cert: Vec<String>,
+    /// With --listen-tls: a session-ticket key file, 80 random bytes (`openssl rand 80`, as
+    /// nginx's ssl_session_ticket_key); repeat the flag or separate with commas (in the file
+    /// an array). The first seals new tickets, every one opens them: the same files on every
+    /// sidecar let a client resume on any server. Unset: a key of this process only.
+    #[arg(long, value_name = "FILE", value_delimiter = ',')]
+    tls_ticket_key: Vec<String>,
+    /// With --listen-tls: how long clients may resume with a ticket sealed by
+    /// --tls-ticket-key, at most 24h (default 1h).
+    #[arg(long, value_name = "DURATION")]
+    tls_ticket_lifetime: String,
     /// With --listen-tls: time from accept to a completed TLS handshake; slower clients are
     /// closed (default 10s).
     #[arg(long, value_name = "DURATION")]
@@ -335,6 +346,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("relay-max-age", "5s"),
     ("tls-handshake-timeout", "10s"),
     ("tls-max-handshakes", "1024"),
+    ("tls-ticket-lifetime", "1h"),
 ];
 
 /// The default of `field` as written in [`DEFAULTS`] (empty for a field without one, which
@@ -520,8 +532,8 @@ pub struct OutlierSettings {
 pub struct TlsSettings {
     /// Where it listens.
     pub listen: SocketAddr,
-    /// The certificates, loaded and checked.
-    pub certs: Certificates,
+    /// The certificates and ticket keys, loaded and checked (reloaded on SIGHUP).
+    pub credentials: Credentials,
     /// Accept to handshake done.
     pub handshake_timeout: Duration,
     /// Handshakes in progress at once.
@@ -634,9 +646,14 @@ impl Config {
         };
         check("listen", self.listen != other.listen);
         check("peer-listen", self.peer_listen != other.peer_listen);
+        let tls_fixed = |c: &Config| {
+            c.tls
+                .as_ref()
+                .map(|t| (t.listen, t.handshake_timeout, t.max_handshakes))
+        };
         check(
-            "listen-tls/tls-cert/tls-handshake-timeout/tls-max-handshakes",
-            self.tls != other.tls,
+            "listen-tls/tls-handshake-timeout/tls-max-handshakes",
+            tls_fixed(self) != tls_fixed(other),
         );
         check("metrics", self.metrics != other.metrics);
         check("mode", self.mode != other.mode);
@@ -820,9 +837,10 @@ impl Settings {
         })
     }
 
-    /// The HTTPS listener: `listen-tls` with its certificates; the other TLS settings only
-    /// with it. An expired certificate is served all the same (with a warning): refusing to
-    /// start would take the plain listener down with it.
+    /// The HTTPS listener: `listen-tls` with its certificates and ticket keys; the other TLS
+    /// settings only with it. An expired certificate is served all the same (with a warning),
+    /// at start and on reload, as nginx does: refusing it would take the plain listener down
+    /// with it at start, and keep the older (also expiring) one on reload.
     fn tls(&self) -> Result<Option<TlsSettings>, ConfigError> {
         let Some(listen) = self.listen_tls.as_deref() else {
             let only_with = [
@@ -832,6 +850,8 @@ impl Settings {
                     self.tls_handshake_timeout.is_some(),
                 ),
                 ("tls-max-handshakes", self.tls_max_handshakes.is_some()),
+                ("tls-ticket-key", self.tls_ticket_key.is_some()),
+                ("tls-ticket-lifetime", self.tls_ticket_lifetime.is_some()),
             ];
             return match only_with.iter().find(|(_, given)| *given) {
                 Some(&(field, _)) => Err(ConfigError::NotAllowed {
@@ -874,14 +894,63 @@ impl Settings {
         let field = "tls-max-handshakes";
         Ok(Some(TlsSettings {
             listen,
-            certs: Certificates::new(entries).ok_or(ConfigError::Missing {
-                field: "tls-cert",
-                when: "with --listen-tls",
-            })?,
+            credentials: Credentials {
+                certs: Certificates::new(entries).ok_or(ConfigError::Missing {
+                    field: "tls-cert",
+                    when: "with --listen-tls",
+                })?,
+                ticket_keys: self.ticket_keys()?,
+                ticket_lifetime: self.ticket_lifetime()?,
+            },
             handshake_timeout: self
                 .duration("tls-handshake-timeout", &self.tls_handshake_timeout)?,
             max_handshakes: in_range(field, number(field, self.tls_max_handshakes)?, 1, 1 << 20)?,
         }))
+    }
+
+    /// The `tls-ticket-key` files, read; their names distinct.
+    fn ticket_keys(&self) -> Result<Vec<TicketKey>, ConfigError> {
+        let field = "tls-ticket-key";
+        let mut keys: Vec<TicketKey> = Vec::new();
+        for entry in self.tls_ticket_key.as_deref().unwrap_or_default() {
+            let key = TicketKey::load(Path::new(entry.trim()))
+                .map_err(|e| invalid(field, entry, &format!("cannot be used: {e}")))?;
+            if let Some(twin) = keys.iter().find(|k| k.name == key.name) {
+                return Err(invalid(
+                    field,
+                    entry,
+                    &format!(
+                        "has the key name {} (bytes 0..16) of {} already",
+                        key.name_hex(),
+                        twin.path.display()
+                    ),
+                ));
+            }
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+
+    /// `tls-ticket-lifetime`: a duration, or whole hours up to 24h.
+    fn ticket_lifetime(&self) -> Result<Duration, ConfigError> {
+        let field = "tls-ticket-lifetime";
+        let text = self
+            .tls_ticket_lifetime
+            .as_deref()
+            .unwrap_or(default_text(field));
+        text.trim()
+            .strip_suffix('h')
+            .and_then(|hours| hours.parse::<u64>().ok())
+            .filter(|hours| (1..=24).contains(hours))
+            .map(|hours| Duration::from_secs(hours * 3600))
+            .or_else(|| parse_duration(text))
+            .ok_or_else(|| {
+                invalid(
+                    field,
+                    text,
+                    "is not a duration like 30m, 1h or 24h (at most 24h)",
+                )
+            })
     }
 
     /// The relay cache: distributed mode only, off at 0 bytes.
@@ -1750,6 +1819,93 @@ mod tests {
     }
 
     #[test]
+    fn ticket_keys_and_lifetime_are_checked_and_reload_without_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = cert_pair(dir.path(), "a.test");
+        let key = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path.display().to_string()
+        };
+        let (k1, k2, twin) = (key("1.key", &[1; 80]), key("2.key", &[2; 80]), {
+            let mut same_name = [1u8; 80];
+            same_name[40] = 9;
+            key("twin.key", &same_name)
+        });
+        let short = key("short.key", &[1; 79]);
+        let with = |extra: &str| {
+            settings(&format!(
+                "{CENTRAL}listen-tls = \"127.0.0.1:6\"\ntls-cert = [\"{a}\"]\n{extra}"
+            ))
+            .validate()
+        };
+        let c = with(&format!("tls-ticket-key = [\"{k2}\", \"{k1}\"]\n")).unwrap();
+        let credentials = &c.tls.as_ref().unwrap().credentials;
+        assert_eq!(credentials.ticket_keys.len(), 2);
+        assert_eq!(credentials.ticket_keys[0].name, [2; 16]);
+        assert_eq!(credentials.ticket_lifetime, Duration::from_secs(3600));
+        let plain = with("").unwrap();
+        assert!(
+            plain
+                .tls
+                .as_ref()
+                .unwrap()
+                .credentials
+                .ticket_keys
+                .is_empty()
+        );
+        assert!(c.needs_restart(&plain).is_empty(), "ticket keys reload");
+        let later = with("tls-ticket-lifetime = \"24h\"\n").unwrap();
+        assert_eq!(
+            later.tls.as_ref().unwrap().credentials.ticket_lifetime,
+            Duration::from_secs(86_400)
+        );
+        assert!(later.needs_restart(&plain).is_empty());
+        assert_eq!(
+            with("tls-ticket-lifetime = \"90s\"\n")
+                .unwrap()
+                .tls
+                .unwrap()
+                .credentials
+                .ticket_lifetime,
+            Duration::from_secs(90)
+        );
+
+        let err = |extra: &str| with(extra).unwrap_err().to_string();
+        let e = err(&format!("tls-ticket-key = [\"{short}\"]\n"));
+        assert!(
+            e.starts_with(&format!("--tls-ticket-key: \"{short}\" cannot be used: "))
+                && e.contains("holds 79 bytes, not 80"),
+            "{e}"
+        );
+        let missing = dir.path().join("missing.key").display().to_string();
+        let e = err(&format!("tls-ticket-key = [\"{missing}\"]\n"));
+        assert!(e.contains("cannot read"), "{e}");
+        let e = err(&format!("tls-ticket-key = [\"{k1}\", \"{twin}\"]\n"));
+        assert!(
+            e.starts_with(&format!(
+                "--tls-ticket-key: \"{twin}\" has the key name 0101"
+            )),
+            "{e}"
+        );
+        for bad in ["25h", "0h", "2d", "x"] {
+            let e = err(&format!("tls-ticket-lifetime = \"{bad}\"\n"));
+            assert!(
+                e.starts_with(&format!("--tls-ticket-lifetime: \"{bad}\"")),
+                "{e}"
+            );
+        }
+        let e = settings(&format!("{CENTRAL}tls-ticket-key = [\"{k1}\"]\n"))
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--tls-ticket-key cannot be used without --listen-tls"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn tls_settings_load_the_certificates_and_name_field_and_value() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (
@@ -1765,7 +1921,13 @@ mod tests {
         assert_eq!(tls.listen, "127.0.0.1:6".parse().unwrap());
         assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
         assert_eq!(tls.max_handshakes, 1024);
-        let names: Vec<&[String]> = tls.certs.entries().iter().map(|e| &e.names[..]).collect();
+        let names: Vec<&[String]> = tls
+            .credentials
+            .certs
+            .entries()
+            .iter()
+            .map(|e| &e.names[..])
+            .collect();
         assert_eq!(names, [["a.test".to_owned()], ["b.test".to_owned()]]);
         assert_eq!(settings(CENTRAL).validate().unwrap().tls, None);
         let other = with(&format!(

@@ -30,6 +30,7 @@
 //! | `dl7_l7_connections` | listener (`client`, `client-tls`, `peer`) | open client connections (on `client-tls`: handshake done) |
 //! | `dl7_l7_connections_refused_total` | listener | connections refused at the cap |
 //! | `dl7_l7_tls_handshakes_total` | result (`ok`, `timeout`, `plain_http`, `bad_client_hello`, `cap`, `error`), protocol (`TLSv1.2`, `TLSv1.3` for `ok`, else `none`) | TLS handshakes on `listen-tls`: done, not done within `tls-handshake-timeout`, plain HTTP sent to the HTTPS port (answered 400), a first record that is no ClientHello, refused above `tls-max-handshakes`, failed (no common version or cipher, bad ALPN, alerts) |
+//! | `dl7_l7_tls_resumptions_total` | protocol (`TLSv1.2`, `TLSv1.3`) | handshakes counted `ok` above that resumed a session (a ticket, or a TLS 1.2 session ID) instead of a full handshake |
 //! | `dl7_l7_tls_handshake_seconds` | | accept to handshake done, handshakes that succeeded |
 //! | `dl7_l7_tls_certificate_expiry_seconds` | name (the `tls-cert` entry's certificate file) | its certificate's notAfter, Unix time |
 //! | `dl7_l7_reloads_total` | result | SIGHUP reloads |
@@ -160,6 +161,7 @@ pub struct Metrics {
     refused: IntCounterVec,
     reloads: IntCounterVec,
     tls_handshakes: IntCounterVec,
+    tls_resumptions: IntCounterVec,
     /// TLS handshakes that succeeded: accept to handshake done.
     pub tls_handshake_seconds: Histogram,
     tls_certificate_expiry: IntGaugeVec,
@@ -520,6 +522,11 @@ impl Metrics {
                 "TLS handshakes on listen-tls by result and protocol version.",
                 &["result", "protocol"],
             )?,
+            tls_resumptions: counters(
+                "dl7_l7_tls_resumptions_total",
+                "TLS handshakes on listen-tls that resumed a session, by protocol version.",
+                &["protocol"],
+            )?,
             tls_handshake_seconds: {
                 let h = Histogram::with_opts(
                     HistogramOpts::new(
@@ -660,11 +667,21 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets the notAfter (Unix time) of the certificate of `tls-cert` entry `name`.
-    pub fn tls_certificate_expiry(&self, name: &str, not_after: i64) {
-        self.tls_certificate_expiry
-            .with_label_values(&[name])
-            .set(not_after);
+    /// Counts a TLS handshake that resumed a session, `protocol` as in
+    /// [`tls_handshake`](Self::tls_handshake).
+    pub fn tls_resumption(&self, protocol: &str) {
+        self.tls_resumptions.with_label_values(&[protocol]).inc();
+    }
+
+    /// Sets the notAfter (Unix time) of the certificates of the `tls-cert` entries, each
+    /// `(name, notAfter)`, forgetting those no longer listed (after a reload).
+    pub fn tls_certificate_expiries(&self, certificates: &[(String, i64)]) {
+        self.tls_certificate_expiry.reset();
+        for (name, not_after) in certificates {
+            self.tls_certificate_expiry
+                .with_label_values(&[name])
+                .set(*not_after);
+        }
     }
 
     /// The handles of the listener called `name`.

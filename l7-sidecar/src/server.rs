@@ -11,7 +11,9 @@
 //!   `tls-max-handshakes` at once (beyond, a new connection is closed and counted as
 //!   `cap`); then it is served like any client connection.
 //! - SIGHUP re-reads the configuration (the file named by `--config` plus the flags given at
-//!   start) and swaps in the new members and scheme atomically. Requests in flight finish
+//!   start) and swaps in the new members and scheme atomically, and on `listen-tls` the
+//!   certificates and ticket keys (re-read from their files) for new handshakes; a bad file
+//!   refuses the whole reload. Requests in flight finish
 //!   with the table they started with; pools of members that stayed keep their connections.
 //!   Other changed settings are reported as needing a restart and ignored. With
 //!   `members-from` the members come from the front ([`crate::follow`], a background task
@@ -38,7 +40,7 @@ use crate::metrics::Metrics;
 use crate::scheme::BuildError;
 use crate::sidecar::Sidecar;
 use crate::stream::ClientStream;
-use crate::tls::{self, handshake};
+use crate::tls::{Terminator, handshake};
 
 /// Pending connections the kernel queues per listener.
 const BACKLOG: u32 = 4096;
@@ -96,28 +98,25 @@ fn bind(field: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError
 /// Runs the sidecar until SIGTERM/SIGINT and the drain that follows.
 pub async fn run(config: Config, reload: Reload) -> Result<(), ServeError> {
     let max = config.max_connections;
-    let sidecar = Arc::new(Sidecar::new(config, Metrics::new()?)?);
+    let terminator = match &config.tls {
+        Some(settings) => Some(Arc::new(Terminator::new(&settings.credentials)?)),
+        None => None,
+    };
+    let sidecar = Arc::new(Sidecar::new(config, Metrics::new()?, terminator.clone())?);
     let config = &sidecar.config;
     let client = bind("listen", config.listen)?;
-    let https = match &config.tls {
-        Some(settings) => {
+    let https = match (&config.tls, terminator) {
+        (Some(settings), Some(terminator)) => {
             let listener = bind("listen-tls", settings.listen)?;
-            for entry in settings.certs.entries() {
-                let name = entry.cert_path.display().to_string();
-                if let Some(t) = entry.not_after {
-                    let t = i64::try_from(t).unwrap_or(i64::MAX);
-                    sidecar.metrics.tls_certificate_expiry(&name, t);
-                }
-                log::info!("TLS certificate {name} for {:?}", entry.names);
-            }
+            sidecar.show_credentials(&settings.credentials);
             let handshakes = Handshakes {
-                config: tls::server_config(&settings.certs)?,
+                terminator,
                 timeout: settings.handshake_timeout,
                 slots: Arc::new(Semaphore::new(settings.max_handshakes)),
             };
             Some((listener, handshakes))
         }
-        None => None,
+        _ => None,
     };
     let peer = config
         .peer_listen
@@ -216,7 +215,8 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), ServeError> {
 /// What the HTTPS listener needs for its handshakes.
 #[derive(Clone)]
 struct Handshakes {
-    config: Arc<rustls::ServerConfig>,
+    /// The rustls configuration, loaded per connection (SIGHUP replaces it).
+    terminator: Arc<Terminator>,
     timeout: Duration,
     /// A permit per handshake in progress (`tls-max-handshakes`).
     slots: Arc<Semaphore>,
@@ -272,7 +272,7 @@ async fn accept(
             sidecar.metrics.tls_handshake("cap", "none");
             continue;
         };
-        let (config, timeout) = (tls.config.clone(), tls.timeout);
+        let (config, timeout) = (tls.terminator.config(), tls.timeout);
         let (sidecar, stopped, open) = (sidecar.clone(), stopped.clone(), metrics.open.clone());
         tokio::spawn(async move {
             let shaken = handshake::accept(stream, config, accepted, timeout, &sidecar.metrics);

@@ -1,7 +1,8 @@
 //! `Sidecar`: one running sidecar, shared by every connection, the admin endpoint and the
 //! background tasks: the configuration it started with, the current routing table (swapped
-//! whole on SIGHUP, or when the front's membership changes with `members-from`), local
-//! serving, the metrics and the draining flag. The listeners, signals and the drain itself
+//! whole on SIGHUP, or when the front's membership changes with `members-from`), the TLS
+//! configuration of `listen-tls` (its certificates and ticket keys also swapped on SIGHUP),
+//! local serving, the metrics and the draining flag. The listeners, signals and the drain itself
 //! are [`crate::server`]'s.
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::router::Routing;
 use crate::scheme::BuildError;
+use crate::tls::{Credentials, Terminator};
 
 /// A running sidecar: what every connection, the admin endpoint and the background tasks
 /// share.
@@ -35,12 +37,19 @@ pub struct Sidecar {
     pub metrics: Metrics,
     /// Following the front's membership (`members-from`; idle without it).
     pub follower: Follower,
+    /// The TLS configuration of `listen-tls` (none without it).
+    pub tls: Option<Arc<Terminator>>,
     draining: Arc<AtomicBool>,
 }
 
 impl Sidecar {
-    /// The sidecar for `config`: its routing table (a pool per member) and local serving.
-    pub fn new(config: Config, metrics: Metrics) -> Result<Self, BuildError> {
+    /// The sidecar for `config`: its routing table (a pool per member), local serving, and
+    /// `tls`, built from `config.tls`.
+    pub fn new(
+        config: Config,
+        metrics: Metrics,
+        tls: Option<Arc<Terminator>>,
+    ) -> Result<Self, BuildError> {
         let routing = Routing::build(&config.membership, None, |name, addr| {
             Pool::configured(&config, &metrics, name, addr)
         })?;
@@ -59,6 +68,7 @@ impl Sidecar {
             relay,
             metrics,
             follower,
+            tls,
             draining: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -137,8 +147,34 @@ impl Sidecar {
         }
     }
 
-    /// Applies the membership of a re-read configuration: its `members`, or with
-    /// `members-from` what the front last answered under its settings ([`crate::follow`]).
+    /// Logs the certificates and ticket keys of `listen-tls` and sets the expiry gauges.
+    pub fn show_credentials(&self, credentials: &Credentials) {
+        let mut expiries = Vec::new();
+        for entry in credentials.certs.entries() {
+            let name = entry.cert_path.display().to_string();
+            log::info!("TLS certificate {name} for {:?}", entry.names);
+            if let Some(t) = entry.not_after {
+                expiries.push((name, i64::try_from(t).unwrap_or(i64::MAX)));
+            }
+        }
+        self.metrics.tls_certificate_expiries(&expiries);
+        match credentials.ticket_keys.split_first() {
+            Some((sealing, opening)) => log::info!(
+                "TLS session tickets: sealed with {} (name {}), opened also with {}",
+                sealing.path.display(),
+                sealing.name_hex(),
+                opening.len()
+            ),
+            None => log::info!(
+                "TLS session tickets: a key of this process (no tls-ticket-key): clients \
+                 resume on this server only"
+            ),
+        }
+    }
+
+    /// Applies a re-read configuration: the certificates and ticket keys of `listen-tls`
+    /// (for new handshakes), then the membership: its `members`, or with `members-from`
+    /// what the front last answered under its settings ([`crate::follow`]).
     pub fn reload(&self, new: Config) {
         let restart = self.config.needs_restart(&new);
         if !restart.is_empty() {
@@ -146,6 +182,14 @@ impl Sidecar {
                 "reload: changes to {} need a restart and are ignored",
                 restart.join(", ")
             );
+        }
+        if let (Some(terminator), Some(tls)) = (&self.tls, &new.tls) {
+            if let Err(e) = terminator.replace(&tls.credentials) {
+                log::error!("reload refused: --tls-cert/--tls-ticket-key: {e}");
+                self.metrics.reload(false);
+                return;
+            }
+            self.show_credentials(&tls.credentials);
         }
         let mut follower = self.follower.lock();
         let target = follower.reconfigure(&new, &self.metrics);

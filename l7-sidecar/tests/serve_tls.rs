@@ -1,6 +1,8 @@
 //! HTTPS at the sidecar (`listen-tls`): a real sidecar process in front of the test origin,
 //! throwaway certificates made here with rcgen (a CA and two server certificates, ECDSA
-//! P-256 and P-384: rcgen with ring cannot generate RSA keys), a rustls client.
+//! P-256 and P-384: rcgen with ring cannot generate RSA keys), a rustls client. Also:
+//! sessions resumed on another sidecar that shares the ticket keys (`tls-ticket-key`), and
+//! certificates replaced on SIGHUP.
 
 mod support;
 
@@ -10,8 +12,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustls::client::{ClientSessionMemoryCache, Resumption};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::{ClientConfig, ClientConnection, HandshakeKind, RootCertStore, StreamOwned};
 use support::client::Client;
 use support::process::Sidecar;
 use support::{TempDir, body, free_addrs, ip, start_origin, temp_dir, wait_for};
@@ -52,29 +55,25 @@ fn issue(
     )
 }
 
-fn start(net: u8) -> Https {
-    let dir = temp_dir("tls");
-    let origin = start_origin(ip(net, 1));
+/// A throwaway CA and its key.
+fn new_ca() -> (rcgen::Certificate, rcgen::KeyPair) {
     let ca_key = rcgen::KeyPair::generate().expect("CA key");
     let mut params = rcgen::CertificateParams::new(Vec::new()).expect("CA params");
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = params.self_signed(&ca_key).expect("CA");
-    let (a, a_der) = issue(
-        dir.path(),
-        "a.test",
-        &rcgen::PKCS_ECDSA_P256_SHA256,
-        &ca,
-        &ca_key,
-    );
-    let (b, b_der) = issue(
-        dir.path(),
-        "b.test",
-        &rcgen::PKCS_ECDSA_P384_SHA384,
-        &ca,
-        &ca_key,
-    );
-    let [listen, peer, metrics, tls] = free_addrs(ip(net, 11));
-    let args: Vec<String> = [
+    (params.self_signed(&ca_key).expect("CA"), ca_key)
+}
+
+/// A sidecar on `127.0.NET.HOST` in front of `origin` with an HTTPS listener and `tls`
+/// (`--tls-cert` and other TLS flags); its log in `dir`. Also returns the HTTPS address.
+fn serve_https(
+    net: u8,
+    host: u8,
+    dir: &Path,
+    origin: &support::Origin,
+    tls: &[&str],
+) -> (Sidecar, SocketAddr) {
+    let [listen, peer, metrics, https] = free_addrs(ip(net, host));
+    let mut args: Vec<String> = [
         "serve",
         "--listen",
         &listen.to_string(),
@@ -83,11 +82,7 @@ fn start(net: u8) -> Https {
         "--metrics",
         &metrics.to_string(),
         "--listen-tls",
-        &tls.to_string(),
-        "--tls-cert",
-        &a,
-        "--tls-cert",
-        &b,
+        &https.to_string(),
         "--tls-handshake-timeout",
         "1s",
         "--self",
@@ -102,11 +97,42 @@ fn start(net: u8) -> Https {
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    let sidecar = Sidecar::start(&args, listen, Some(peer), metrics, dir.path().join("s.log"));
+    args.extend(tls.iter().map(|s| (*s).to_owned()));
+    let log = dir.join(format!("s{host}.log"));
+    let sidecar = Sidecar::start(&args, listen, Some(peer), metrics, log);
     assert!(
-        wait_for(Duration::from_secs(10), || TcpStream::connect(tls).is_ok()),
+        wait_for(Duration::from_secs(10), || TcpStream::connect(https)
+            .is_ok()),
         "the TLS listener does not accept: {}",
         sidecar.log_text()
+    );
+    (sidecar, https)
+}
+
+fn start(net: u8) -> Https {
+    let dir = temp_dir("tls");
+    let origin = start_origin(ip(net, 1));
+    let (ca, ca_key) = new_ca();
+    let (a, a_der) = issue(
+        dir.path(),
+        "a.test",
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+        &ca,
+        &ca_key,
+    );
+    let (b, b_der) = issue(
+        dir.path(),
+        "b.test",
+        &rcgen::PKCS_ECDSA_P384_SHA384,
+        &ca,
+        &ca_key,
+    );
+    let (sidecar, tls) = serve_https(
+        net,
+        11,
+        dir.path(),
+        &origin,
+        &["--tls-cert", &a, "--tls-cert", &b],
     );
     Https {
         sidecar,
@@ -135,12 +161,12 @@ fn connect(h: &Https, name: &str, version: &'static rustls::SupportedProtocolVer
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    handshake(h.tls, config, name)
+    handshake(h.tls, Arc::new(config), name)
 }
 
-fn handshake(addr: SocketAddr, config: ClientConfig, name: &str) -> Tls {
+fn handshake(addr: SocketAddr, config: Arc<ClientConfig>, name: &str) -> Tls {
     let name = ServerName::try_from(name.to_owned()).expect("server name");
-    let conn = ClientConnection::new(Arc::new(config), name).expect("client connection");
+    let conn = ClientConnection::new(config, name).expect("client connection");
     let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     tcp.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -276,7 +302,7 @@ fn https_get_sni_alpn_and_both_versions() {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
             .with_no_client_auth();
-        let tls = handshake(h.tls, config, &name);
+        let tls = handshake(h.tls, Arc::new(config), &name);
         assert_eq!(peer_leaf(&tls), h.leaves[0], "{name} gets the default");
     }
     // The plain listener says http, whatever the client claims.
@@ -377,4 +403,210 @@ fn keep_alive_and_large_bodies_over_tls() {
             .metric("dl7_l7_connections{listener=\"client-tls\"}"),
         1.0
     );
+}
+
+/// Writes an 80-byte ticket key (name and secret all `fill`) to `dir/NAME`: its path.
+fn ticket_key(dir: &Path, name: &str, fill: u8) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, [fill; 80]).expect("write a ticket key");
+    path.display().to_string()
+}
+
+/// A client trusting `ca`, speaking only `version`, that keeps its sessions in `store`
+/// (shared by every connection made with it, to whichever sidecar).
+fn resuming_client(
+    ca: &CertificateDer<'static>,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).expect("add the CA");
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[version])
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption = Resumption::store(Arc::new(ClientSessionMemoryCache::new(64)));
+    Arc::new(config)
+}
+
+/// Connects with `config`, checks that a request is answered (which also reads the
+/// session tickets sent after a TLS 1.3 handshake) and returns how the handshake went.
+fn resume_or_not(addr: SocketAddr, config: &Arc<ClientConfig>) -> HandshakeKind {
+    let mut tls = handshake(addr, config.clone(), "a.test");
+    let kind = tls.conn.handshake_kind().expect("handshake done");
+    let target = "/obj/resume?size=100";
+    let r = get(&mut tls, target).expect("GET over TLS");
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(r.body, body(target, 100));
+    kind
+}
+
+#[test]
+fn sessions_resume_on_any_sidecar_with_the_same_ticket_keys() {
+    let net = 174;
+    let dir = temp_dir("tls-resume");
+    let origin = start_origin(ip(net, 1));
+    let (ca, ca_key) = new_ca();
+    let (a, _) = issue(
+        dir.path(),
+        "a.test",
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+        &ca,
+        &ca_key,
+    );
+    let old = ticket_key(dir.path(), "old.key", 1);
+    let new = ticket_key(dir.path(), "new.key", 2);
+    let other = ticket_key(dir.path(), "other.key", 3);
+    let with_keys = |host, keys: &str| {
+        serve_https(
+            net,
+            host,
+            dir.path(),
+            &origin,
+            &["--tls-cert", &a, "--tls-ticket-key", keys],
+        )
+    };
+    let (sa, a_addr) = with_keys(11, &old);
+    let (sb, b_addr) = with_keys(12, &old);
+    let (sc, c_addr) = with_keys(13, &other);
+    let ca_der = ca.der().clone();
+    for (version, label) in [
+        (&rustls::version::TLS13, "TLSv1.3"),
+        (&rustls::version::TLS12, "TLSv1.2"),
+    ] {
+        let client = resuming_client(&ca_der, version);
+        assert_eq!(
+            resume_or_not(a_addr, &client),
+            HandshakeKind::Full,
+            "{label}"
+        );
+        assert_eq!(
+            resume_or_not(b_addr, &client),
+            HandshakeKind::Resumed,
+            "{label}: B opens A's ticket"
+        );
+        let series = format!("dl7_l7_tls_resumptions_total{{protocol=\"{label}\"}}");
+        assert_eq!(sb.metric(&series), 1.0, "{series}");
+        assert_eq!(
+            resume_or_not(c_addr, &client),
+            HandshakeKind::Full,
+            "{label}: C has another key"
+        );
+        assert_eq!(sc.metric(&series), 0.0, "{series}");
+    }
+    assert!(sa.log_text().contains("sealed with"), "{}", sa.log_text());
+    assert!(sc.log_text().contains("other.key"), "{}", sc.log_text());
+
+    // Rotation: A restarted with [new, old] opens a ticket B sealed under old, and seals
+    // its own under new (which B, with old only, cannot open).
+    drop(sa);
+    let rotated = format!("{new},{old}");
+    let (_sa, a_addr) = with_keys(14, &rotated);
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let client = resuming_client(&ca_der, version);
+        assert_eq!(resume_or_not(b_addr, &client), HandshakeKind::Full);
+        assert_eq!(resume_or_not(a_addr, &client), HandshakeKind::Resumed);
+        assert_eq!(resume_or_not(b_addr, &client), HandshakeKind::Full);
+    }
+}
+
+/// Writes a certificate for `name` signed by `ca` (not after `not_after`, when given) over
+/// the files of `entry` (`CERT:KEY`); its DER.
+fn replace_certificate(
+    entry: &str,
+    name: &str,
+    not_after: Option<(i32, u8, u8)>,
+    ca: &(rcgen::Certificate, rcgen::KeyPair),
+) -> CertificateDer<'static> {
+    let (cert, key) = entry.split_once(':').expect("CERT:KEY");
+    let pair = rcgen::KeyPair::generate().expect("generate a key");
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params");
+    if let Some((y, m, d)) = not_after {
+        params.not_before = rcgen::date_time_ymd(y - 1, m, d);
+        params.not_after = rcgen::date_time_ymd(y, m, d);
+    }
+    let signed = params.signed_by(&pair, &ca.0, &ca.1).expect("sign");
+    std::fs::write(cert, format!("{}{}", signed.pem(), ca.0.pem())).expect("write chain");
+    std::fs::write(key, pair.serialize_pem()).expect("write key");
+    signed.der().clone()
+}
+
+#[test]
+fn sighup_replaces_the_certificate_keeps_connections_and_refuses_a_bad_file() {
+    let net = 175;
+    let dir = temp_dir("tls-reload");
+    let origin = start_origin(ip(net, 1));
+    let ca = new_ca();
+    let (entry, a_der) = issue(
+        dir.path(),
+        "site",
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+        &ca.0,
+        &ca.1,
+    );
+    let (sidecar, addr) = serve_https(net, 11, dir.path(), &origin, &["--tls-cert", &entry]);
+    // Any certificate: the test looks at which one it gets. No resumption: a resumed
+    // session keeps the certificate of its full handshake.
+    let mut client = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
+        .with_no_client_auth();
+    client.resumption = Resumption::disabled();
+    let client = Arc::new(client);
+    let leaf = || peer_leaf(&handshake(addr, client.clone(), "site.test"));
+    let reloads =
+        |result: &str| sidecar.metric(&format!("dl7_l7_reloads_total{{result=\"{result}\"}}"));
+    let mut kept = handshake(addr, client.clone(), "site.test");
+    assert_eq!(peer_leaf(&kept), a_der);
+    assert_eq!(get(&mut kept, "/obj/k1?size=10").expect("GET").status, 200);
+
+    let b_der = replace_certificate(&entry, "b.test", None, &ca);
+    sidecar.signal("HUP");
+    assert!(
+        wait_for(Duration::from_secs(10), || reloads("ok") >= 1.0),
+        "{}",
+        sidecar.log_text()
+    );
+    assert_eq!(leaf(), b_der, "new connections get B");
+    let r = get(&mut kept, "/obj/k2?size=10").expect("the kept connection after the reload");
+    assert_eq!(r.status, 200);
+
+    let (cert_file, _) = entry.split_once(':').expect("CERT:KEY");
+    std::fs::write(cert_file, "not a certificate\n").expect("break the file");
+    sidecar.signal("HUP");
+    assert!(
+        wait_for(Duration::from_secs(10), || reloads("error") >= 1.0),
+        "{}",
+        sidecar.log_text()
+    );
+    assert_eq!(leaf(), b_der, "a bad file keeps B");
+    let log = sidecar.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("reload refused: --tls-cert") && l.contains(cert_file)),
+        "{log}"
+    );
+
+    // An expired certificate is loaded (as nginx does), with a warning, and its expiry
+    // shows in the gauge.
+    let expired = replace_certificate(&entry, "old.test", Some((2020, 1, 1)), &ca);
+    sidecar.signal("HUP");
+    assert!(
+        wait_for(Duration::from_secs(10), || reloads("ok") >= 2.0),
+        "{}",
+        sidecar.log_text()
+    );
+    assert_eq!(leaf(), expired);
+    assert!(
+        sidecar.log_text().contains("the certificate has expired"),
+        "{}",
+        sidecar.log_text()
+    );
+    let expiry = sidecar.metric("dl7_l7_tls_certificate_expiry_seconds");
+    assert!(expiry > 1.5e9 && expiry < 1.6e9, "{expiry}");
+    let r = get(&mut kept, "/obj/k3?size=10").expect("the kept connection at the end");
+    assert_eq!(r.status, 200);
 }

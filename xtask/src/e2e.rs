@@ -9,7 +9,9 @@
 //!    exactly one server (stored bytes = unique bytes);
 //! 3. HTTPS through the VIP (port 443, every sidecar's `listen-tls`, a throwaway CA) with
 //!    `curl --cacert`: TLS 1.2 and 1.3 from every client address, bodies intact; plain HTTP
-//!    sent to the HTTPS port answered 400;
+//!    sent to the HTTPS port answered 400; a TLS 1.2 and a TLS 1.3 session of one server
+//!    resumed on another (`openssl s_client -sess_out` / `-sess_in`, from sources the front
+//!    sends to different servers);
 //! 4. `l4-ctl real drain`: an established keep-alive connection to the drained server keeps
 //!    working, new connections avoid it;
 //! 5. origin down: misses get 502 quickly, hits still 200, nothing hangs; origin back: misses
@@ -578,6 +580,102 @@ fn https(tb: &Testbed) -> Result<()> {
     );
     eprintln!(
         "e2e:   {ok} HTTPS requests through {vip} (TLS 1.2 and 1.3, every client address) verified and whole; plain HTTP to it got 400"
+    );
+    for (version, flag) in [("TLSv1.2", "-tls1_2"), ("TLSv1.3", "-tls1_3")] {
+        resumed_elsewhere(tb, &ca, version, flag)?;
+    }
+    Ok(())
+}
+
+/// A session from one server resumed on another: the client's first connection (from a
+/// source the front gives server A) saves its session, a second one (from a source the
+/// front gives server B) offers it, and B resumes it, since every sidecar opens the tickets
+/// with the cluster's shared ticket key (`tls-ticket-key`).
+fn resumed_elsewhere(tb: &Testbed, ca: &str, version: &str, flag: &str) -> Result<()> {
+    let vip = tb.vip_tls.context("the testbed has no HTTPS")?;
+    let service = format!("{vip}/tcp");
+    let src_a = SocketAddrV4::new(client_addr(tb, 0)?, 42_000 + u16::from(flag == "-tls1_3"));
+    let real_a = tb.l4_ctl(&["lookup", &service, "--src", &src_a.to_string()])?;
+    let mut src_b = None;
+    for port in 43_000..43_200u16 {
+        let src = SocketAddrV4::new(
+            client_addr(tb, 1)?,
+            port + 200 * u16::from(flag == "-tls1_3"),
+        );
+        let real = tb.l4_ctl(&["lookup", &service, "--src", &src.to_string()])?;
+        if real.trim() != real_a.trim() {
+            src_b = Some((src, real));
+            break;
+        }
+    }
+    let (src_b, real_b) = src_b.context("no source the front gives another server")?;
+    let session = tb.run_dir.join(format!("tls/session-{version}"));
+    let session = session.to_string_lossy().into_owned();
+    let s_client = |src: SocketAddrV4, sess: &[&str]| -> Result<String> {
+        let mut child = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &tb.client_ns,
+                "timeout",
+                "10",
+                "openssl",
+                "s_client",
+            ])
+            .args(["-connect", &vip.to_string(), "-bind", &src.to_string()])
+            .args([
+                "-servername",
+                dl7_testbed::plan::TLS_NAME,
+                "-CAfile",
+                ca,
+                flag,
+            ])
+            .args(["-verify_return_error", "-ign_eof"])
+            .args(sess)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        // One request, so that the session's tickets (sent after a TLS 1.3 handshake) and the
+        // response are read before the server closes.
+        std::io::Write::write_all(
+            child.stdin.as_mut().context("s_client's stdin")?,
+            b"GET /obj/resume?size=100 HTTP/1.1\r\nHost: dl7.test\r\nConnection: close\r\n\r\n",
+        )?;
+        let out = child.wait_with_output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let resumptions = |real: &str| -> Result<f64> {
+        let s = tb
+            .servers
+            .iter()
+            .find(|s| s.addr.to_string() == real.trim())
+            .with_context(|| format!("no server {real}"))?;
+        let m = dl7_testbed::metrics::scrape_in(&s.ns, s.metrics)?;
+        Ok(m.sum("dl7_l7_tls_resumptions_total", &[]))
+    };
+    let first = s_client(src_a, &["-sess_out", &session])?;
+    ensure!(
+        first.contains(&format!("New, {version}")) && first.contains("HTTP/1.1 200"),
+        "the first {version} connection (to {real_a}): {first}"
+    );
+    let before = resumptions(&real_b)?;
+    let second = s_client(src_b, &["-sess_in", &session])?;
+    ensure!(
+        second.contains(&format!("Reused, {version}")) && second.contains("HTTP/1.1 200"),
+        "the {version} session from {} offered to {}: {second}",
+        real_a.trim(),
+        real_b.trim()
+    );
+    ensure!(
+        resumptions(&real_b)? > before,
+        "{} did not count the resumption",
+        real_b.trim()
+    );
+    eprintln!(
+        "e2e:   a {version} session from {} resumed on {} (shared ticket key)",
+        real_a.trim(),
+        real_b.trim()
     );
     Ok(())
 }

@@ -3,7 +3,7 @@
 //!
 //! | what arrives | what happens | result |
 //! |---|---|---|
-//! | a ClientHello, a handshake that completes | the stream is served | `ok` (protocol `TLSv1.2`/`TLSv1.3`) |
+//! | a ClientHello, a handshake that completes | the stream is served | `ok` (protocol `TLSv1.2`/`TLSv1.3`; a resumed session also counts in `dl7_l7_tls_resumptions_total`) |
 //! | nothing complete within `tls-handshake-timeout` | closed | `timeout` |
 //! | plain HTTP (the first byte is an upper-case letter, as in `GET `) | `400 Bad Request` "plain HTTP sent to the HTTPS port", `Connection: close`, closed (as nginx does) | `plain_http` |
 //! | a first record that is not a handshake record, or a malformed ClientHello | closed | `bad_client_hello` |
@@ -82,6 +82,9 @@ pub async fn accept(
                 _ => "none",
             };
             metrics.tls_handshake("ok", protocol);
+            if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                metrics.tls_resumption(protocol);
+            }
             metrics
                 .tls_handshake_seconds
                 .observe(accepted.elapsed().as_secs_f64());

@@ -6,19 +6,29 @@
 //!   is validated. The certificate for a handshake is chosen by SNI among the DNS names of
 //!   the certificates' subjectAltName (an exact name first, then a wildcard `*.example.com`
 //!   for one label); a client that sends no SNI or an unknown name gets the first entry.
-//! - [`server_config`]: rustls with the `ring` provider, TLS 1.2 and 1.3 only, ALPN
-//!   `http/1.1`.
+//! - [`ticket`]: session tickets sealed with the `tls-ticket-key` files, so that a client
+//!   resumes on any sidecar of the cluster (without them, rustls's ticketer with a key of
+//!   this process: resumption only on the server that issued the ticket).
+//! - [`Terminator`]: the rustls configuration (the `ring` provider, TLS 1.2 and 1.3 only,
+//!   ALPN `http/1.1`) that each new handshake takes, replaced whole when SIGHUP brings new
+//!   [`Credentials`]; connections already established keep their own state.
 //! - [`handshake`]: what happens between accept and the first request (timeout, plain HTTP
 //!   sent to the HTTPS port, malformed ClientHellos), counted in metrics.
 
 pub mod handshake;
+pub mod ticket;
 mod validity;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use rustls::ServerConfig;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{
+    ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache,
+    StoresServerSessions,
+};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -230,14 +240,80 @@ fn provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
+/// TLS 1.2 sessions remembered by ID (clients that do not take tickets), on this server.
+const SESSION_CACHE: usize = 256;
+
+/// What SIGHUP may change on the HTTPS listener: files, read and checked with the
+/// configuration (`tls-cert`, `tls-ticket-key`) and the ticket lifetime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The certificates.
+    pub certs: Certificates,
+    /// The ticket keys, the sealing one first; empty: this process's own ticketer.
+    pub ticket_keys: Vec<ticket::TicketKey>,
+    /// The lifetime of tickets sealed with `ticket_keys`.
+    pub ticket_lifetime: Duration,
+}
+
+/// The TLS side of `listen-tls`: the rustls configuration each new handshake loads, and
+/// what outlives a reload (this process's own ticketer and the TLS 1.2 session cache, so
+/// that sessions issued before a reload still resume on this server).
+#[derive(Debug)]
+pub struct Terminator {
+    current: ArcSwap<ServerConfig>,
+    own_tickets: Arc<dyn ProducesTickets>,
+    sessions: Arc<dyn StoresServerSessions>,
+}
+
+impl Terminator {
+    /// The configuration for `credentials`.
+    pub fn new(credentials: &Credentials) -> Result<Self, rustls::Error> {
+        let own_tickets = rustls::crypto::ring::Ticketer::new()?;
+        let sessions: Arc<dyn StoresServerSessions> = ServerSessionMemoryCache::new(SESSION_CACHE);
+        let config = build(credentials, &own_tickets, &sessions)?;
+        Ok(Self {
+            current: ArcSwap::new(config),
+            own_tickets,
+            sessions,
+        })
+    }
+
+    /// The configuration for a new handshake.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.current.load_full()
+    }
+
+    /// New handshakes use `credentials` from now on; on an error the current ones stay.
+    pub fn replace(&self, credentials: &Credentials) -> Result<(), rustls::Error> {
+        let config = build(credentials, &self.own_tickets, &self.sessions)?;
+        self.current.store(config);
+        Ok(())
+    }
+}
+
 /// The server side's TLS configuration: TLS 1.2 and 1.3, ALPN `http/1.1`, the certificate
-/// chosen by SNI from `certs`.
-pub fn server_config(certs: &Certificates) -> Result<Arc<ServerConfig>, rustls::Error> {
+/// chosen by SNI, tickets sealed with the shared keys when there are some, else with
+/// `own_tickets`.
+fn build(
+    credentials: &Credentials,
+    own_tickets: &Arc<dyn ProducesTickets>,
+    sessions: &Arc<dyn StoresServerSessions>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(certs.clone()));
+        .with_cert_resolver(Arc::new(credentials.certs.clone()));
     config.alpn_protocols = vec![ALPN.to_vec()];
+    config.session_storage = sessions.clone();
+    config.ticketer = if credentials.ticket_keys.is_empty() {
+        own_tickets.clone()
+    } else {
+        let lifetime = u32::try_from(credentials.ticket_lifetime.as_secs()).unwrap_or(u32::MAX);
+        Arc::new(ticket::SharedTickets::new(
+            credentials.ticket_keys.clone(),
+            lifetime,
+        ))
+    };
     Ok(Arc::new(config))
 }
 
@@ -283,7 +359,16 @@ mod tests {
         assert_eq!(picked(Some("unknown.test")), a);
         assert_eq!(picked(None), a);
         assert!(certs.entries()[0].not_after.is_some());
-        assert!(server_config(&certs).is_ok());
+        let credentials = Credentials {
+            certs,
+            ticket_keys: Vec::new(),
+            ticket_lifetime: Duration::from_secs(3600),
+        };
+        let terminator = Terminator::new(&credentials).unwrap();
+        assert!(terminator.config().ticketer.enabled());
+        let first = terminator.config();
+        terminator.replace(&credentials).unwrap();
+        assert!(!Arc::ptr_eq(&first, &terminator.config()));
     }
 
     #[test]

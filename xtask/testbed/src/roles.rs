@@ -26,6 +26,8 @@ use crate::plan::{
 pub(crate) struct TlsFiles {
     pub ca: tls::Ca,
     pub cert: tls::ServerCert,
+    /// The session-ticket key every sidecar shares, so that any of them resumes a session.
+    pub ticket_key: std::path::PathBuf,
 }
 
 /// Issues the CA and the VIP's certificate (for the name [`TLS_NAME`] and the VIP's address,
@@ -38,7 +40,12 @@ pub(crate) fn tls_files(dir: &Path) -> Result<TlsFiles> {
         &[host(VIP_HOST).into()],
         tls::KeyType::EcdsaP256,
     )?;
-    Ok(TlsFiles { ca, cert })
+    let ticket_key = ca.ticket_key("ticket.key")?;
+    Ok(TlsFiles {
+        ca,
+        cert,
+        ticket_key,
+    })
 }
 
 /// How long BGP may take to give the router a route over every front.
@@ -282,6 +289,10 @@ pub(crate) fn sidecars(
                 toml::Value::Array(vec![
                     format!("{}:{}", files.cert.cert.display(), files.cert.key.display()).into(),
                 ]),
+            ),
+            (
+                "tls-ticket-key",
+                toml::Value::Array(vec![files.ticket_key.display().to_string().into()]),
             ),
         ],
         None => Vec::new(),

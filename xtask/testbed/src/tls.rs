@@ -101,6 +101,14 @@ impl Ca {
         })
     }
 
+    /// A session-ticket key file named `file` beside the CA: 80 random bytes, the format of
+    /// nginx's `ssl_session_ticket_key` and the sidecars' `tls-ticket-key`.
+    pub fn ticket_key(&self, file: &str) -> Result<PathBuf> {
+        let path = self.dir.join(file);
+        openssl(&["rand", "-out", path_str(&path)?, "80"])?;
+        Ok(path)
+    }
+
     /// A server certificate named `file` (`file.pem`, `file.key`) for the DNS `names` and
     /// `ips`, with a `key_type` key, signed by this CA.
     pub fn issue(
