@@ -212,6 +212,7 @@ fn the_alert_rules_use_exported_metrics_and_the_scrape_job() {
     m.purge("refused");
     // Exported only by sidecars that follow a front (members-from).
     m.following(true);
+    m.tls_certificate_expiries(&[("/etc/dl7/site.pem".to_owned(), 2_000_000_000)]);
     m.request(
         l7_sidecar::metrics::Route::Peer,
         502,
@@ -235,6 +236,7 @@ fn the_alert_rules_use_exported_metrics_and_the_scrape_job() {
             "dl7_l7_cache_stale_served_total",
             "dl7_l7_cache_purges_total",
             "dl7_l7_membership_age_seconds",
+            "dl7_l7_tls_certificate_expiry_seconds",
         ],
     );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -350,6 +352,11 @@ tests:
         values: '0.5x8 60+60x50'
       - series: 'dl7_l7_membership_age_seconds{job="dl7-sidecar",instance="s2:9101"}'
         values: '0.5x8 30x5 0.5x45'
+      # s1's certificate expires 14 days and 5 minutes after time 0; s2's in 2286.
+      - series: 'dl7_l7_tls_certificate_expiry_seconds{job="dl7-sidecar",instance="s1:9101",name="/etc/dl7/site.pem"}'
+        values: '1209900x59'
+      - series: 'dl7_l7_tls_certificate_expiry_seconds{job="dl7-sidecar",instance="s2:9101",name="/etc/dl7/site.pem"}'
+        values: '10000000000x59'
     promql_expr_test:
 "#;
 
@@ -427,6 +434,13 @@ const RULE_CASES: &[AlertCase<'static>] = &[
         quiet: &["8m", "9m"],
         fires: "10m",
         labels: r#"severity="warning",job="dl7-sidecar",instance="s1:9101""#,
+    },
+    // Within 14 days from 6m on (time() > 300 s), for 10 minutes.
+    AlertCase {
+        alert: "Dl7TlsCertificateExpiring",
+        quiet: &["5m", "15m"],
+        fires: "16m",
+        labels: r#"severity="warning",job="dl7-sidecar",instance="s1:9101",name="/etc/dl7/site.pem""#,
     },
 ];
 
