@@ -11,7 +11,9 @@
 //!    `curl --cacert`: TLS 1.2 and 1.3 from every client address, bodies intact; plain HTTP
 //!    sent to the HTTPS port answered 400; a TLS 1.2 and a TLS 1.3 session of one server
 //!    resumed on another (`openssl s_client -sess_out` / `-sess_in`, from sources the front
-//!    sends to different servers);
+//!    sends to different servers); the certificate renewed (new files, SIGHUP to every
+//!    sidecar) while HTTPS requests on new connections go on: none fails, and new
+//!    connections get the new certificate;
 //! 4. `l4-ctl real drain`: an established keep-alive connection to the drained server keeps
 //!    working, new connections avoid it;
 //! 5. origin down: misses get 502 quickly, hits still 200, nothing hangs; origin back: misses
@@ -584,6 +586,103 @@ fn https(tb: &Testbed) -> Result<()> {
     for (version, flag) in [("TLSv1.2", "-tls1_2"), ("TLSv1.3", "-tls1_3")] {
         resumed_elsewhere(tb, &ca, version, flag)?;
     }
+    certificate_renewed_under_load(tb, &ca, &resolve)
+}
+
+/// The VIP's certificate renewed (new file, SIGHUP to every sidecar) while HTTPS requests
+/// on new connections keep coming: none fails, every sidecar counts a good reload, and the
+/// new certificate is what a new connection gets.
+fn certificate_renewed_under_load(tb: &Testbed, ca: &str, resolve: &str) -> Result<()> {
+    let name = dl7_testbed::plan::TLS_NAME;
+    let reloads = || -> Result<Vec<f64>> {
+        Ok(tb
+            .scrape_servers()?
+            .iter()
+            .map(|m| m.sum("dl7_l7_reloads_total", &[("result", "ok")]))
+            .collect())
+    };
+    let before = reloads()?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (sent, failed, renewed) = thread::scope(|scope| -> Result<_> {
+        let load = scope.spawn(|| -> Result<(usize, Vec<String>)> {
+            let (mut sent, mut failed) = (0, Vec::new());
+            // Bounded: at most 400 requests, and it stops once the reloads are done.
+            while sent < 400 && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let url = format!("https://{name}/obj/renew-{}?size=2000", sent % 20);
+                let args = [
+                    "--cacert",
+                    ca,
+                    "--resolve",
+                    resolve,
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    &url,
+                ];
+                match curl(tb, client_addr(tb, sent % 4)?, &args) {
+                    Ok(code) if code.trim() == "200" => {}
+                    Ok(code) => failed.push(format!("{url}: {code}")),
+                    Err(e) => failed.push(format!("{url}: {e:#}")),
+                }
+                sent += 1;
+            }
+            Ok((sent, failed))
+        });
+        thread::sleep(Duration::from_millis(500));
+        let renewed = tb.renew_tls_certificate();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let reloaded = loop {
+            match reloads() {
+                Ok(now) if now.iter().zip(&before).all(|(n, b)| n > b) => break Ok(()),
+                Ok(now) if Instant::now() > deadline => {
+                    break Err(anyhow::anyhow!("good reloads {before:?} -> {now:?}"));
+                }
+                Ok(_) => thread::sleep(Duration::from_millis(100)),
+                Err(e) => break Err(e),
+            }
+        };
+        thread::sleep(Duration::from_millis(500));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (sent, failed) = load
+            .join()
+            .map_err(|_| anyhow::anyhow!("the HTTPS load panicked"))??;
+        reloaded?;
+        Ok((sent, failed, renewed?))
+    })?;
+    ensure!(
+        failed.is_empty(),
+        "{} of {sent} HTTPS requests failed while the certificate was renewed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    // A new connection gets the renewed certificate.
+    let serial = |cmd: &str| -> Result<String> {
+        let out = dl7_testbed::process::output(std::process::Command::new("ip").args([
+            "netns",
+            "exec",
+            &tb.client_ns,
+            "sh",
+            "-c",
+            cmd,
+        ]))?;
+        Ok(out.trim().to_owned())
+    };
+    let vip = tb.vip_tls.context("the testbed has no HTTPS")?;
+    let served = serial(&format!(
+        "openssl s_client -connect {vip} -servername {name} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+    ))?;
+    let file = serial(&format!(
+        "openssl x509 -in {} -noout -serial",
+        renewed.display()
+    ))?;
+    ensure!(
+        !served.is_empty() && served == file,
+        "a new connection got the certificate {served:?}, the renewed file is {file:?}"
+    );
+    eprintln!(
+        "e2e:   the certificate renewed on every sidecar (SIGHUP) during {sent} HTTPS requests: 0 failed; new connections get it ({file})"
+    );
     Ok(())
 }
 

@@ -455,6 +455,31 @@ impl Testbed {
         self.save()
     }
 
+    /// Renews the VIP's certificate (`tls`) as an operator would: a new certificate and key
+    /// from the same CA moved over the files every sidecar's `tls-cert` names, then SIGHUP to
+    /// every sidecar. Returns the certificate file.
+    pub fn renew_tls_certificate(&self) -> Result<PathBuf> {
+        let dir = self.run_dir.join("tls");
+        let ca = crate::tls::Ca::open(&dir)?;
+        let vip = match self.vip.ip() {
+            std::net::IpAddr::V4(a) => a,
+            std::net::IpAddr::V6(_) => bail!("the testbed's VIP is IPv4"),
+        };
+        let fresh = ca.issue(
+            "vip-renewed",
+            &[crate::plan::TLS_NAME],
+            &[vip.into()],
+            crate::tls::KeyType::EcdsaP256,
+        )?;
+        let (cert, key) = (dir.join("vip.pem"), dir.join("vip.key"));
+        fs::rename(&fresh.key, &key).context("moving the renewed key in place")?;
+        fs::rename(&fresh.cert, &cert).context("moving the renewed certificate in place")?;
+        for i in 0..self.servers.len() {
+            self.signal_sidecar(i, libc::SIGHUP);
+        }
+        Ok(cert)
+    }
+
     /// Rewrites the sidecars' `members` to the servers named in `keep` and reloads them
     /// (SIGHUP); the other servers' sidecars are left alone.
     pub fn set_members(&self, keep: &[&str]) -> Result<()> {

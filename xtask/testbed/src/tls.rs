@@ -101,6 +101,21 @@ impl Ca {
         })
     }
 
+    /// The CA that [`Ca::create`] made in `dir` before.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let (cert, key) = (dir.join("ca.pem"), dir.join("ca.key"));
+        ensure!(
+            cert.exists() && key.exists(),
+            "no CA in {} (ca.pem, ca.key)",
+            dir.display()
+        );
+        Ok(Ca {
+            dir: dir.to_owned(),
+            cert,
+            key,
+        })
+    }
+
     /// A session-ticket key file named `file` beside the CA: 80 random bytes, the format of
     /// nginx's `ssl_session_ticket_key` and the sidecars' `tls-ticket-key`.
     pub fn ticket_key(&self, file: &str) -> Result<PathBuf> {
