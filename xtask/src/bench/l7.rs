@@ -17,10 +17,27 @@
 //!   share of both CPUs (/proc/stat: when CPU 0 is saturated the load side, not the tier,
 //!   limits req/s), and the tier's RSS (VmRSS) at the end of its run.
 //!
+//! With `--tls` the same run goes on over HTTPS: every tier also runs a second and third
+//! time (one instance per key type) terminating TLS on its port with the same certificate,
+//! issued into the temp directory by a throwaway CA (`dl7_testbed::tls`): one ECDSA P-256 and
+//! one RSA-2048 (dl7: `listen-tls`, `tls-cert`, `tls-ticket-key`; nginx: `listen ... ssl`, a
+//! shared session cache and tickets with the same key; HAProxy: `bind ... ssl crt`, its
+//! default session cache and tickets). Each is checked with curl over TLS 1.2 and 1.3 against
+//! the CA, then, in the same rounds as the plain tiers and with the same pinning, measured
+//! under three loads (see `s_time.rs` for why not wrk for the first two):
+//! - full handshakes/s: `openssl s_time -new`, a new connection and a full handshake per GET;
+//! - resumed handshakes/s: `openssl s_time -reuse`, every connection resuming one session;
+//! - keep-alive req/s over TLS: wrk on `https://`, as the plain load.
+//!
+//! with the tier's CPU seconds per 1,000 handshakes and per 100,000 keep-alive requests.
+//!
 //! Targets (ratios in the same run, reported and never enforced): dl7 >= 1.0x nginx's req/s
-//! (goal 1.5x), dl7's p99 no worse than nginx's. A tier that answers errors fails the bench.
+//! (goal 1.5x), dl7's p99 no worse than nginx's; with `--tls`, per key type, dl7's CPU per full
+//! handshake and per keep-alive request over TLS no higher than the lower of nginx's and
+//! HAProxy's. A tier that answers errors fails the bench.
 //! Every process started is killed and the temp directory removed, also on errors and Ctrl-C.
 
+pub mod s_time;
 pub mod servers;
 pub mod wrk;
 
@@ -36,10 +53,13 @@ use serde::Serialize;
 use super::opts::{BenchOpts, Uses};
 use super::process::{BenchDir, CatchInterrupts, CpuTimes};
 use crate::{cmd, setup};
-use servers::{Server, Tier, TierSetup};
+use dl7_testbed::tls::{Ca, KeyType};
+use s_time::Handshake;
+use servers::{Server, Tier, TierSetup, TlsCert};
 
-/// Debian packages the bench drives (util-linux brings `taskset`).
+/// Debian packages the bench drives (util-linux brings `taskset`), and those `--tls` adds.
 pub const PACKAGES: &[&str] = &["nginx", "haproxy", "wrk", "util-linux"];
+const TLS_PACKAGES: &[&str] = &["openssl", "curl"];
 
 /// The CPU of the tier under test, and the CPU of wrk and the backends.
 const TIER_CPU: usize = 1;
@@ -59,7 +79,7 @@ const GOAL_RATIO: f64 = 1.5;
 /// Options of `cargo xtask bench l7`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(
-    after_help = "--duration and --warmup are whole seconds (wrk's unit) [defaults: 5 and 2 s, --quick 2 and 1 s]; --concurrency is wrk's connections [default: 64]."
+    after_help = "--duration and --warmup are whole seconds (wrk's unit) [defaults: 5 and 2 s, --quick 2 and 1 s]; --concurrency is wrk's connections [default: 64]. --tls adds, after the plain rows of the same run, each tier over HTTPS with an ECDSA P-256 and an RSA-2048 certificate: full handshakes/s (openssl s_time -new), resumed handshakes/s (s_time -reuse), keep-alive req/s (wrk https), each --duration long (the warm-up before wrk only), and the tier's CPU per 1,000 handshakes and per 100,000 requests."
 )]
 pub struct BenchL7Args {
     #[command(flatten)]
@@ -79,6 +99,10 @@ pub struct BenchL7Args {
     /// The sidecar's hashing scheme (`nginx` maps keys as the nginx tier does).
     #[arg(long, default_value = "nginx")]
     pub scheme: String,
+    /// Also each tier terminating TLS (ECDSA and RSA certificates): full and resumed
+    /// handshakes/s and keep-alive req/s over HTTPS, after the plain rows.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// One tier's figures: medians over the rounds.
@@ -108,6 +132,53 @@ struct Row {
     p99_ms_rounds: Vec<f64>,
 }
 
+/// The loads of a tier over TLS, in the order they run in a round.
+const TLS_SHAPES: [TlsShape; 3] = [
+    TlsShape::Handshakes(Handshake::Full),
+    TlsShape::Handshakes(Handshake::Resumed),
+    TlsShape::KeepAlive,
+];
+
+#[derive(Debug, Clone, Copy)]
+enum TlsShape {
+    Handshakes(Handshake),
+    KeepAlive,
+}
+
+/// One tier with one key type over TLS: medians over the rounds.
+#[derive(Debug, Serialize)]
+struct TlsRow {
+    tier: Tier,
+    key: &'static str,
+    full_handshakes_per_s: f64,
+    cpu_s_per_1k_full: f64,
+    /// The tier's CPU share and CPU 0's busy share during the full handshakes (when CPU 0
+    /// is saturated, s_time, not the tier, limits handshakes/s).
+    full_tier_cpu_share: f64,
+    full_cpu0_busy: f64,
+    resumed_handshakes_per_s: f64,
+    cpu_s_per_1k_resumed: f64,
+    req_per_s: f64,
+    p99_ms: f64,
+    cpu_s_per_100k_req: f64,
+    /// Runs (of all three loads) in which other processes used more than `DISTURBED` of a CPU.
+    disturbed_runs: usize,
+    full_handshakes_per_s_rounds: Vec<f64>,
+    req_per_s_rounds: Vec<f64>,
+}
+
+/// dl7's CPU over TLS against the lower of nginx's and HAProxy's, for one key type.
+#[derive(Debug, Serialize)]
+struct TlsTargets {
+    key: &'static str,
+    dl7_cpu_s_per_1k_full: f64,
+    best_other_cpu_s_per_1k_full: f64,
+    full_met: bool,
+    dl7_cpu_s_per_100k_req: f64,
+    best_other_cpu_s_per_100k_req: f64,
+    req_met: bool,
+}
+
 /// dl7 against nginx, when both ran.
 #[derive(Debug, Serialize)]
 struct Targets {
@@ -133,6 +204,10 @@ struct Report {
     dl7_scheme: String,
     rows: Vec<Row>,
     targets: Option<Targets>,
+    /// With --tls: s_time processes at once, the rows, and the targets per key type.
+    handshake_clients: Option<usize>,
+    tls_rows: Vec<TlsRow>,
+    tls_targets: Vec<TlsTargets>,
 }
 
 /// One measured run of one tier.
@@ -173,6 +248,9 @@ pub fn run(root: &Path, args: BenchL7Args) -> Result<()> {
     tiers.dedup();
 
     setup::ensure_debian_packages(PACKAGES)?;
+    if args.tls {
+        setup::ensure_debian_packages(TLS_PACKAGES)?;
+    }
     CpuTimes::read(TIER_CPU).context("the bench needs two CPUs (0 and 1)")?;
     let sidecar = if tiers.contains(&Tier::Dl7) {
         Some(build_sidecar(root, opts.profile())?)
@@ -205,10 +283,27 @@ pub fn run(root: &Path, args: BenchL7Args) -> Result<()> {
     };
     let mut running: Vec<(Tier, Server)> = Vec::new();
     for &tier in &tiers {
-        let server = servers::start_tier(tier, &setup)?;
+        let server = servers::start_tier(tier, &setup, None)?;
         servers::check_tier(tier.name(), server.addr, args.objects, args.backends)?;
         running.push((tier, server));
     }
+    let mut running_tls: Vec<(Tier, KeyType, Server)> = Vec::new();
+    if args.tls {
+        let ca = Ca::create(&dir.join("tls"))?;
+        for key_type in [KeyType::EcdsaP256, KeyType::Rsa2048] {
+            let cert = TlsCert::issue(&ca, key_type)?;
+            for &tier in &tiers {
+                let name = servers::instance_name(tier, Some(&cert));
+                let server = servers::start_tier(tier, &setup, Some(&cert))?;
+                servers::check_tls_tier(&name, server.addr, &ca, args.objects)?;
+                running_tls.push((tier, key_type, server));
+            }
+        }
+    }
+    // The objects s_time fetches, one per client: the first ones, 1 KiB each.
+    let handshake_paths: Vec<String> = (0..s_time::CLIENTS)
+        .map(|i| servers::object_path(i % args.objects))
+        .collect();
 
     let spec = wrk::LoadSpec {
         script: &script,
@@ -216,6 +311,8 @@ pub fn run(root: &Path, args: BenchL7Args) -> Result<()> {
         cpu: LOAD_CPU,
     };
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); running.len()];
+    let mut tls_samples: Vec<[Vec<Sample>; 3]> =
+        running_tls.iter().map(|_| Default::default()).collect();
     for round in 0..rounds {
         for ((tier, server), samples) in running.iter_mut().zip(&mut samples) {
             if !opts.json {
@@ -225,13 +322,39 @@ pub fn run(root: &Path, args: BenchL7Args) -> Result<()> {
                 wrk::run(&spec, server.addr, warmup, dir)
                     .with_context(|| format!("{} warm-up", tier.name()))?;
             }
-            let sample = measure(server, &backends, &spec, duration, dir)
+            let addr = server.addr;
+            let sample = measure(server, &backends, || wrk::run(&spec, addr, duration, dir))
                 .with_context(|| format!("{}, round {}", tier.name(), round + 1))?;
             samples.push(sample);
         }
+        for ((tier, key_type, server), samples) in running_tls.iter_mut().zip(&mut tls_samples) {
+            let name = format!("{} over TLS ({})", tier.name(), key_type.name());
+            if !opts.json {
+                eprintln!("bench l7: round {}/{rounds}: {name}", round + 1);
+            }
+            let addr = server.addr;
+            for (shape, samples) in TLS_SHAPES.iter().zip(samples.iter_mut()) {
+                let sample = match *shape {
+                    TlsShape::Handshakes(kind) => measure(server, &backends, || {
+                        s_time::run(kind, addr, &handshake_paths, duration, LOAD_CPU, dir)
+                    }),
+                    TlsShape::KeepAlive => {
+                        if warmup > 0 {
+                            wrk::run_https(&spec, addr, warmup, dir)
+                                .with_context(|| format!("{name} warm-up"))?;
+                        }
+                        measure(server, &backends, || {
+                            wrk::run_https(&spec, addr, duration, dir)
+                        })
+                    }
+                }
+                .with_context(|| format!("{name}, {shape:?}, round {}", round + 1))?;
+                samples.push(sample);
+            }
+        }
     }
 
-    let report = report(
+    let mut report = report(
         &args,
         connections,
         duration,
@@ -240,6 +363,9 @@ pub fn run(root: &Path, args: BenchL7Args) -> Result<()> {
         &running,
         &samples,
     );
+    if args.tls {
+        report.add_tls(tls_rows(&running_tls, &tls_samples));
+    }
     if opts.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -257,19 +383,18 @@ fn build_sidecar(root: &Path, profile: crate::build::Profile) -> Result<PathBuf>
     Ok(exe)
 }
 
-/// One measured run of `server`'s tier; an error if the tier died or answered errors.
+/// One measured run of `server`'s tier under `load` (wrk's or s_time's); an error if the tier
+/// died or answered errors.
 fn measure(
     server: &mut Server,
     backends: &[Server],
-    spec: &wrk::LoadSpec,
-    seconds: u64,
-    dir: &Path,
+    load: impl FnOnce() -> Result<wrk::Load>,
 ) -> Result<Sample> {
     let backends_cpu = || backends.iter().map(|b| b.group.cpu_seconds()).sum::<f64>();
     let (cpu0, cpu1) = (CpuTimes::read(LOAD_CPU)?, CpuTimes::read(TIER_CPU)?);
     let (tier_before, backends_before) = (server.group.cpu_seconds(), backends_cpu());
     let start = Instant::now();
-    let load = wrk::run(spec, server.addr, seconds, dir)?;
+    let load = load()?;
     let wall_seconds = start.elapsed().as_secs_f64();
     let cpu_seconds = server.group.cpu_seconds() - tier_before;
     let load_cpu_seconds = backends_cpu() - backends_before + load.wrk_cpu_seconds;
@@ -321,6 +446,77 @@ fn median(mut v: Vec<f64>) -> f64 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The median of `f` over `samples`.
+fn median_of(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
+    median(samples.iter().map(f).collect())
+}
+
+/// The tier's CPU seconds per `per` requests (or handshakes) of a run.
+fn cpu_per(s: &Sample, per: f64) -> f64 {
+    s.cpu_seconds / s.load.requests as f64 * per
+}
+
+fn tls_rows(running: &[(Tier, KeyType, Server)], samples: &[[Vec<Sample>; 3]]) -> Vec<TlsRow> {
+    running
+        .iter()
+        .zip(samples)
+        .map(|((tier, key_type, _), [full, resumed, keep])| TlsRow {
+            tier: *tier,
+            key: key_type.name(),
+            full_handshakes_per_s: median_of(full, |s| s.load.req_per_s()),
+            cpu_s_per_1k_full: median_of(full, |s| cpu_per(s, 1e3)),
+            full_tier_cpu_share: median_of(full, |s| s.cpu_seconds / s.wall_seconds),
+            full_cpu0_busy: median_of(full, |s| s.cpu0_busy),
+            resumed_handshakes_per_s: median_of(resumed, |s| s.load.req_per_s()),
+            cpu_s_per_1k_resumed: median_of(resumed, |s| cpu_per(s, 1e3)),
+            req_per_s: median_of(keep, |s| s.load.req_per_s()),
+            p99_ms: median_of(keep, |s| s.load.p99_ms),
+            cpu_s_per_100k_req: median_of(keep, |s| cpu_per(s, 1e5)),
+            disturbed_runs: [full, resumed, keep]
+                .into_iter()
+                .flatten()
+                .filter(|s| s.foreign_share() > DISTURBED)
+                .count(),
+            full_handshakes_per_s_rounds: full.iter().map(|s| s.load.req_per_s()).collect(),
+            req_per_s_rounds: keep.iter().map(|s| s.load.req_per_s()).collect(),
+        })
+        .collect()
+}
+
+/// Per key type, when dl7 and at least one of nginx and HAProxy ran.
+fn tls_targets(rows: &[TlsRow]) -> Vec<TlsTargets> {
+    [KeyType::EcdsaP256, KeyType::Rsa2048]
+        .into_iter()
+        .filter_map(|key_type| {
+            let key = key_type.name();
+            let of_key = || rows.iter().filter(move |r| r.key == key);
+            let dl7 = of_key().find(|r| r.tier == Tier::Dl7)?;
+            let others = || of_key().filter(|r| r.tier != Tier::Dl7);
+            let best = |f: fn(&TlsRow) -> f64| others().map(f).min_by(f64::total_cmp);
+            let best_full = best(|r| r.cpu_s_per_1k_full)?;
+            let best_req = best(|r| r.cpu_s_per_100k_req)?;
+            Some(TlsTargets {
+                key,
+                dl7_cpu_s_per_1k_full: dl7.cpu_s_per_1k_full,
+                best_other_cpu_s_per_1k_full: best_full,
+                full_met: dl7.cpu_s_per_1k_full <= best_full,
+                dl7_cpu_s_per_100k_req: dl7.cpu_s_per_100k_req,
+                best_other_cpu_s_per_100k_req: best_req,
+                req_met: dl7.cpu_s_per_100k_req <= best_req,
+            })
+        })
+        .collect()
+}
+
+impl Report {
+    /// The rows over TLS, and dl7's targets against them.
+    fn add_tls(&mut self, rows: Vec<TlsRow>) {
+        self.handshake_clients = Some(s_time::CLIENTS);
+        self.tls_targets = tls_targets(&rows);
+        self.tls_rows = rows;
     }
 }
 
@@ -390,6 +586,9 @@ fn report(
         dl7_scheme: args.scheme.clone(),
         rows,
         targets,
+        handshake_clients: None,
+        tls_rows: Vec::new(),
+        tls_targets: Vec::new(),
     }
 }
 
@@ -467,6 +666,77 @@ fn table(r: &Report) -> String {
             met(t.p99_met)
         );
     }
+    if let Some(clients) = r.handshake_clients {
+        out.push_str(&tls_table(r, clients));
+    }
+    out
+}
+
+fn tls_table(r: &Report, clients: usize) -> String {
+    let mut out = format!(
+        "\nL7 tier over TLS (OpenSSL's clients negotiate TLS 1.3), the same certificate for every tier: \
+         handshakes: {clients} x openssl s_time (-new: full, -reuse: resumed; one GET of 1 KiB per connection), \
+         keep-alive: wrk -t1 -c{} https; {} x {} s per load (median), same pinning\n",
+        r.connections, r.rounds, r.duration_s
+    );
+    out.push_str(
+        "tier     key     full/s  CPU s/1k  tier CPU  CPU0  resumed/s  CPU s/1k  keep-alive req/s  p99 ms  CPU s/100k\n",
+    );
+    for row in &r.tls_rows {
+        let _ = writeln!(
+            out,
+            "{:<8} {:<5} {:>8.0} {:>9.3} {:>8.0}% {:>4.0}% {:>10.0} {:>9.3} {:>17.0} {:>7.2} {:>11.2}",
+            row.tier.name(),
+            row.key,
+            row.full_handshakes_per_s,
+            row.cpu_s_per_1k_full,
+            row.full_tier_cpu_share * 100.0,
+            row.full_cpu0_busy * 100.0,
+            row.resumed_handshakes_per_s,
+            row.cpu_s_per_1k_resumed,
+            row.req_per_s,
+            row.p99_ms,
+            row.cpu_s_per_100k_req
+        );
+    }
+    let disturbed: Vec<String> = r
+        .tls_rows
+        .iter()
+        .filter(|x| x.disturbed_runs > 0)
+        .map(|x| {
+            format!(
+                "{} {} ({} of {})",
+                x.tier.name(),
+                x.key,
+                x.disturbed_runs,
+                r.rounds * TLS_SHAPES.len()
+            )
+        })
+        .collect();
+    if !disturbed.is_empty() {
+        let _ = writeln!(
+            out,
+            "note: other processes used more than {:.0} % of a CPU in runs of {}: \
+             those figures are disturbed",
+            DISTURBED * 100.0,
+            disturbed.join(", ")
+        );
+    }
+    let met = |b: bool| if b { "met" } else { "MISSED" };
+    for t in &r.tls_targets {
+        let _ = writeln!(
+            out,
+            "targets ({}): dl7 CPU {:.3} s per 1k full handshakes vs best other {:.3} (<=: {}); \
+             {:.2} s per 100k keep-alive requests vs {:.2} (<=: {})",
+            t.key,
+            t.dl7_cpu_s_per_1k_full,
+            t.best_other_cpu_s_per_1k_full,
+            met(t.full_met),
+            t.dl7_cpu_s_per_100k_req,
+            t.best_other_cpu_s_per_100k_req,
+            met(t.req_met)
+        );
+    }
     out
 }
 
@@ -477,7 +747,7 @@ mod tests {
     #[test]
     fn quick_args_keep_the_defaults() {
         let a: BenchL7Args = crate::bench::opts::args_from(&["--quick"]).unwrap();
-        assert!(a.opts.quick && !a.opts.json);
+        assert!(a.opts.quick && !a.opts.json && !a.tls);
         assert_eq!(a.tiers, [Tier::Nginx, Tier::Haproxy, Tier::Dl7]);
         assert_eq!(
             (a.opts.concurrency(64, 64), a.backends, a.objects),

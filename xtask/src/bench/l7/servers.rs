@@ -1,6 +1,7 @@
 //! What the bench runs: the static objects, the nginx backends that serve them, and the three
 //! hashing tiers in front of them (nginx, HAProxy, dl7's sidecar), each from a generated
-//! config in the bench's temp directory; plus a functional check of a tier before it is loaded.
+//! config in the bench's temp directory, over plain HTTP or HTTPS (the same certificate for
+//! all three); plus a functional check of a tier before it is loaded.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -11,6 +12,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+
+use dl7_testbed::tls::{Ca, KeyType, ServerCert};
 
 use crate::bench::process::Group;
 
@@ -178,6 +181,37 @@ impl Tier {
     }
 }
 
+/// The name the tiers' certificate is issued for (and curl asks for in the HTTPS check).
+const TLS_NAME: &str = "bench.dl7";
+
+/// HTTPS on a tier's port: a server certificate every tier serves, and the session-ticket key
+/// that dl7 and nginx seal tickets with (HAProxy keeps its own, as by default).
+pub struct TlsCert {
+    pub key_type: KeyType,
+    pub cert: ServerCert,
+    /// The certificate, then its key, in one file: HAProxy's `crt`.
+    pub combined: PathBuf,
+    pub ticket_key: PathBuf,
+}
+
+impl TlsCert {
+    /// A certificate with a `key_type` key for `bench.dl7` and 127.0.0.1, signed by `ca`, and
+    /// a ticket key, all in the CA's directory.
+    pub fn issue(ca: &Ca, key_type: KeyType) -> Result<Self> {
+        let name = key_type.name();
+        let cert = ca.issue(name, &[TLS_NAME], &[Ipv4Addr::LOCALHOST.into()], key_type)?;
+        let combined = ca.dir.join(format!("{name}.combined.pem"));
+        let pem = [fs::read(&cert.cert)?, fs::read(&cert.key)?].concat();
+        fs::write(&combined, pem).with_context(|| format!("writing {}", combined.display()))?;
+        Ok(Self {
+            key_type,
+            cert,
+            combined,
+            ticket_key: ca.ticket_key(&format!("{name}.ticket"))?,
+        })
+    }
+}
+
 /// What every tier is given: the backends (name, address) and the CPU to run on.
 pub struct TierSetup<'a> {
     pub dir: &'a Path,
@@ -188,14 +222,22 @@ pub struct TierSetup<'a> {
     pub scheme: &'a str,
 }
 
-/// Starts `tier` on a free port and waits until it listens.
-pub fn start_tier(tier: Tier, setup: &TierSetup) -> Result<Server> {
-    let ports = free_ports(2)?;
+/// The name of `tier`'s instance: its files and table rows (`nginx`, `nginx-tls-rsa`).
+pub fn instance_name(tier: Tier, tls: Option<&TlsCert>) -> String {
+    match tls {
+        Some(t) => format!("{}-tls-{}", tier.name(), t.key_type.name()),
+        None => tier.name().to_owned(),
+    }
+}
+
+/// Starts `tier` on a free port, serving HTTPS there with `tls`, and waits until it listens.
+pub fn start_tier(tier: Tier, setup: &TierSetup, tls: Option<&TlsCert>) -> Result<Server> {
+    let ports = free_ports(3)?;
     let addr = local(ports[0]);
-    let name = tier.name();
+    let name = instance_name(tier, tls);
     let cmd = match tier {
-        Tier::Nginx => nginx_tier(setup, addr)?,
-        Tier::Haproxy => haproxy_tier(setup, addr)?,
+        Tier::Nginx => nginx_tier(setup, &name, addr, tls)?,
+        Tier::Haproxy => haproxy_tier(setup, &name, addr, tls)?,
         Tier::Dl7 => {
             let sidecar = setup.sidecar.context("the dl7 tier needs the sidecar")?;
             let members: Vec<String> = setup
@@ -203,27 +245,66 @@ pub fn start_tier(tier: Tier, setup: &TierSetup) -> Result<Server> {
                 .iter()
                 .map(|(n, a)| format!("{n}={a}"))
                 .collect();
+            // With TLS the plain listener (which the sidecar needs) is on a port of its own.
+            let plain = if tls.is_some() { local(ports[2]) } else { addr };
             let mut cmd = Command::new(sidecar);
             cmd.args(["serve", "--mode", "central", "--listen"])
-                .arg(addr.to_string())
+                .arg(plain.to_string())
                 .arg("--members")
                 .arg(members.join(","))
                 .args(["--scheme", setup.scheme, "--threads", "1", "--metrics"])
                 .arg(local(ports[1]).to_string())
                 .arg("--pool-max-idle")
                 .arg(UPSTREAM_KEEPALIVE.to_string());
+            if let Some(t) = tls {
+                cmd.arg("--listen-tls")
+                    .arg(addr.to_string())
+                    .arg("--tls-cert")
+                    .arg(format!(
+                        "{}:{}",
+                        t.cert.cert.display(),
+                        t.cert.key.display()
+                    ))
+                    .arg("--tls-ticket-key")
+                    .arg(&t.ticket_key);
+            }
             cmd
         }
     };
-    start(name, setup.cpu, &cmd, addr, setup.dir)
+    start(&name, setup.cpu, &cmd, addr, setup.dir)
 }
 
-fn nginx_tier(setup: &TierSetup, addr: SocketAddr) -> Result<Command> {
+/// nginx's `listen` and, with `tls`, its ssl directives (as nginx's docs: protocols, a shared
+/// session cache, tickets with the bench's key).
+fn nginx_listen(addr: SocketAddr, tls: Option<&TlsCert>) -> String {
+    let Some(t) = tls else {
+        return format!("        listen {addr};\n");
+    };
+    format!(
+        "        listen {addr} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:10m;
+        ssl_session_tickets on;
+        ssl_session_ticket_key {ticket};
+",
+        cert = t.cert.cert.display(),
+        key = t.cert.key.display(),
+        ticket = t.ticket_key.display(),
+    )
+}
+
+fn nginx_tier(
+    setup: &TierSetup,
+    name: &str,
+    addr: SocketAddr,
+    tls: Option<&TlsCert>,
+) -> Result<Command> {
     let servers: String = setup.backends.iter().fold(String::new(), |mut s, (_, a)| {
         let _ = writeln!(s, "        server {a};");
         s
     });
-    let name = Tier::Nginx.name();
     let config = format!(
         "{preamble}http {{
 {common}    upstream pool {{
@@ -233,8 +314,7 @@ fn nginx_tier(setup: &TierSetup, addr: SocketAddr) -> Result<Command> {
         keepalive_timeout 300s;
     }}
     server {{
-        listen {addr};
-        location / {{
+{listen}        location / {{
             proxy_pass http://pool;
             proxy_http_version 1.1;
             proxy_set_header Connection \"\";
@@ -244,15 +324,30 @@ fn nginx_tier(setup: &TierSetup, addr: SocketAddr) -> Result<Command> {
 ",
         preamble = nginx_preamble(setup.dir, name, true),
         common = nginx_http_common(setup.dir, name),
+        listen = nginx_listen(addr, tls),
     );
     nginx_command(setup.dir, name, &config)
 }
 
-fn haproxy_tier(setup: &TierSetup, addr: SocketAddr) -> Result<Command> {
+fn haproxy_tier(
+    setup: &TierSetup,
+    name: &str,
+    addr: SocketAddr,
+    tls: Option<&TlsCert>,
+) -> Result<Command> {
     let servers: String = setup.backends.iter().fold(String::new(), |mut s, (n, a)| {
         let _ = writeln!(s, "    server {n} {a}");
         s
     });
+    // HAProxy's docs: `ssl crt` with the certificate and key in one file; its session cache
+    // and ticket keys are its defaults.
+    let bind = match tls {
+        Some(t) => format!(
+            "{addr} ssl crt {} alpn http/1.1 ssl-min-ver TLSv1.2",
+            t.combined.display()
+        ),
+        None => addr.to_string(),
+    };
     let config = format!(
         "global
     nbthread 1
@@ -264,7 +359,7 @@ defaults
     timeout server 300s
     timeout http-keep-alive 300s
 frontend tier
-    bind {addr}
+    bind {bind}
     default_backend pool
 backend pool
     balance uri
@@ -272,7 +367,7 @@ backend pool
     http-reuse always
 {servers}"
     );
-    let conf = setup.dir.join("haproxy.cfg");
+    let conf = setup.dir.join(format!("{name}.cfg"));
     fs::write(&conf, config).with_context(|| format!("writing {}", conf.display()))?;
     let mut cmd = Command::new(HAPROXY);
     cmd.arg("-db").arg("-f").arg(conf);
@@ -321,5 +416,42 @@ pub fn check_tier(name: &str, addr: SocketAddr, objects: usize, backends: usize)
         "{name}: {sample} objects came from only {} of {backends} backends ({used:?})",
         used.len()
     );
+    Ok(())
+}
+
+/// The HTTPS check of a tier that passed [`check_tier`] over plain HTTP: a few objects fetched
+/// with curl over TLS 1.2 and over TLS 1.3, the certificate verified against `ca` for the
+/// bench's name; every answer 200, the object's size, and a backend's name.
+pub fn check_tls_tier(name: &str, addr: SocketAddr, ca: &Ca, objects: usize) -> Result<()> {
+    let resolve = format!("{TLS_NAME}:{}:{}", addr.port(), addr.ip());
+    for version in [
+        ["--tlsv1.2", "--tls-max", "1.2"],
+        ["--tlsv1.3", "--tls-max", "1.3"],
+    ] {
+        for i in (0..4).map(|k| k * objects / 4) {
+            let path = object_path(i);
+            let mut curl = Command::new("curl");
+            curl.args(["-sS", "-o", "/dev/null", "--cacert"])
+                .arg(&ca.cert)
+                .args(["--resolve", &resolve])
+                .args(version)
+                .args([
+                    "-w",
+                    &format!("%{{http_code}} %{{size_download}} %header{{{BACKEND_HEADER}}}"),
+                ])
+                .arg(format!("https://{TLS_NAME}:{}{path}", addr.port()));
+            let out = crate::cmd::output(&mut curl)
+                .with_context(|| format!("{name}: GET {path} with curl {}", version[0]))?;
+            // Status, size, then the backend's name (b1, b2, ...).
+            let want = format!("200 {} b", object_size(i));
+            ensure!(
+                out.trim().starts_with(&want),
+                "{name}: GET {path} with curl {} answered {:?} (status, size, backend), \
+                 not {want}N",
+                version[0],
+                out.trim()
+            );
+        }
+    }
     Ok(())
 }

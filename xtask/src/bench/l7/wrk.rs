@@ -1,6 +1,7 @@
 //! The load: Debian's wrk 4.1 with keep-alive connections, cycling over every object's URI
 //! (requests pre-formatted by a generated Lua script), whose `done` hook prints the figures
-//! in one machine-readable line, so nothing depends on wrk's human-formatted units.
+//! in one machine-readable line, so nothing depends on wrk's human-formatted units. Over
+//! HTTPS ([`run_https`]) wrk's connections stay open too: one handshake each, then requests.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -59,7 +60,8 @@ end
     Ok(path)
 }
 
-/// What one wrk run measured.
+/// What one load run measured: wrk's, or `openssl s_time`'s (see `s_time.rs`), whose
+/// connections count as requests and which has no latencies (0).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Load {
     pub requests: u64,
@@ -70,7 +72,7 @@ pub struct Load {
     pub bad_status: u64,
     /// Connect, read, write errors and timeouts.
     pub socket_errors: u64,
-    /// wrk's own CPU time.
+    /// The load generator's own CPU time.
     pub wrk_cpu_seconds: f64,
 }
 
@@ -111,13 +113,22 @@ pub struct LoadSpec<'a> {
 
 /// Runs wrk against `target` for `seconds` (one thread on `spec.cpu`), killed if it overruns.
 pub fn run(spec: &LoadSpec, target: SocketAddr, seconds: u64, dir: &Path) -> Result<Load> {
+    run_url(spec, &format!("http://{target}/"), seconds, dir)
+}
+
+/// [`run`] over HTTPS (wrk verifies no certificate).
+pub fn run_https(spec: &LoadSpec, target: SocketAddr, seconds: u64, dir: &Path) -> Result<Load> {
+    run_url(spec, &format!("https://{target}/"), seconds, dir)
+}
+
+fn run_url(spec: &LoadSpec, url: &str, seconds: u64, dir: &Path) -> Result<Load> {
     let mut cmd = Command::new(WRK);
     cmd.arg("-t1")
         .arg(format!("-c{}", spec.connections))
         .arg(format!("-d{seconds}s"))
         .args(["--timeout", "5s", "-s"])
         .arg(spec.script)
-        .arg(format!("http://{target}/"));
+        .arg(url);
     let cpu_before = reaped_children_cpu_seconds();
     let mut wrk = Group::spawn("wrk", spec.cpu, &cmd, dir)?;
     let status = wrk.wait_exit(Duration::from_secs(seconds) + GRACE)?;
