@@ -853,13 +853,7 @@ impl Settings {
                 ("tls-ticket-key", self.tls_ticket_key.is_some()),
                 ("tls-ticket-lifetime", self.tls_ticket_lifetime.is_some()),
             ];
-            return match only_with.iter().find(|(_, given)| *given) {
-                Some(&(field, _)) => Err(ConfigError::NotAllowed {
-                    field,
-                    why: "without --listen-tls",
-                }),
-                None => Ok(None),
-            };
+            return given_without(&only_with, "without --listen-tls").map(|()| None);
         };
         let listen = address("listen-tls", listen)?;
         let given = self.tls_cert.as_deref().unwrap_or_default();
@@ -996,13 +990,7 @@ impl Settings {
                 ("members-peer-port", self.members_peer_port.is_some()),
                 ("members-interval", self.members_interval.is_some()),
             ];
-            return match only_with.iter().find(|(_, given)| *given) {
-                Some(&(field, _)) => Err(ConfigError::NotAllowed {
-                    field,
-                    why: "without --members-from",
-                }),
-                None => Ok(None),
-            };
+            return given_without(&only_with, "without --members-from").map(|()| None);
         };
         let Some(peer_listen) = peer_listen.filter(|_| mode == Mode::Distributed) else {
             return Err(ConfigError::NotAllowed {
@@ -1381,6 +1369,15 @@ impl Networks {
             }
             _ => false,
         })
+    }
+}
+
+/// The first of `fields` (name, given) that was given, as the error that it cannot be used
+/// `why` (the setting it needs is absent).
+fn given_without(fields: &[(&'static str, bool)], why: &'static str) -> Result<(), ConfigError> {
+    match fields.iter().find(|(_, given)| *given) {
+        Some(&(field, _)) => Err(ConfigError::NotAllowed { field, why }),
+        None => Ok(()),
     }
 }
 

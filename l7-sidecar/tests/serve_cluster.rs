@@ -9,13 +9,12 @@
 mod support;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use support::client::{Client, get};
 use support::process::Sidecar;
-use support::{Cluster, free_addrs, ip, temp_dir};
+use support::{Cluster, SteadyLoad, free_addrs, ip, temp_dir};
 use support::{Origin, body, start_origin};
 
 #[test]
@@ -306,46 +305,14 @@ fn a_peer_killed_under_load_costs_no_get() {
     let victim = c.sidecars.pop().expect("three sidecars");
     let entries: Vec<_> = c.sidecars.iter().map(|s| s.listen).collect();
     const PER_CLIENT: usize = 400;
-    let done = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|t| {
-            let (done, failed, stop) = (done.clone(), failed.clone(), stop.clone());
-            let entry = entries[t % entries.len()];
-            std::thread::spawn(move || {
-                let mut client = Client::connect(entry);
-                for i in 0..PER_CLIENT {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let target = format!("/obj/k{}?size=2000", (i * 7 + t) % 300);
-                    let ok = match client.try_get(&target) {
-                        Ok(r) => r.status == 200 && r.body.len() == 2000,
-                        Err(_) => {
-                            client = Client::connect(entry);
-                            false
-                        }
-                    };
-                    if !ok {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
+    let load = SteadyLoad::start(&entries, 4, PER_CLIENT, "k", 2000);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while done.load(Ordering::Relaxed) < PER_CLIENT && Instant::now() < deadline {
+    while load.done() < PER_CLIENT && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
     drop(victim); // SIGKILL mid-load
-    let killed_at = done.load(Ordering::Relaxed);
-    for th in clients {
-        th.join().expect("client thread");
-    }
-    stop.store(true, Ordering::Relaxed);
-    let (total, failed) = (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let killed_at = load.done();
+    let (total, failed) = load.finish();
     let ejections: f64 = c
         .sidecars
         .iter()

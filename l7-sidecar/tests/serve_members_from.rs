@@ -10,14 +10,14 @@
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use support::client::{Client, get};
 use support::front::{Front, Real, active};
 use support::process::Sidecar;
-use support::{Origin, TempDir, candidates, common_port, free_addrs, ip, owner, wait_for};
+use support::{
+    Origin, SteadyLoad, TempDir, candidates, common_port, free_addrs, ip, owner, wait_for,
+};
 
 /// The VIP the sidecars follow, and another one the front also serves.
 const VIP: &str = "10.214.0.100:80/tcp";
@@ -199,54 +199,19 @@ fn sidecars_follow_the_fronts_membership_without_dropping_requests() {
     );
 
     // (b) A third real joins under a steady request loop: no request fails.
-    let done = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
     let entries = [f.sidecars[0].listen, f.sidecars[1].listen];
-    let load: Vec<_> = (0..4)
-        .map(|t| {
-            let (done, failed, stop) = (done.clone(), failed.clone(), stop.clone());
-            let entry = entries[t % 2];
-            std::thread::spawn(move || {
-                let mut client = Client::connect(entry);
-                for i in 0..5_000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let target = format!("/obj/load-{}?size=500", (i * 7 + t) % 300);
-                    let ok = match client.try_get(&target) {
-                        Ok(r) => r.status == 200 && r.body.len() == 500,
-                        Err(_) => {
-                            client = Client::connect(entry);
-                            false
-                        }
-                    };
-                    if !ok {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    assert!(
-        wait_for(SETTLE, || done.load(Ordering::Relaxed) >= 200),
-        "the load runs"
-    );
+    let load = SteadyLoad::start(&entries, 4, 5_000, "load-", 500);
+    assert!(wait_for(SETTLE, || load.done() >= 200), "the load runs");
     front.serve(
         200,
         &[(VIP, &[active(&a), active(&b), active(&c), drained])],
     );
-    let swapped_at = done.load(Ordering::Relaxed);
+    let swapped_at = load.done();
     f.settle(200, 3);
     // Some more load on the new table, then stop.
-    let settled_at = done.load(Ordering::Relaxed);
-    assert!(wait_for(SETTLE, || done.load(Ordering::Relaxed) >= settled_at + 200));
-    stop.store(true, Ordering::Relaxed);
-    for th in load {
-        th.join().expect("load thread");
-    }
-    let (total, failed) = (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let settled_at = load.done();
+    assert!(wait_for(SETTLE, || load.done() >= settled_at + 200));
+    let (total, failed) = load.stop();
     eprintln!("member joined after {swapped_at} of {total} GETs: {failed} failed");
     assert!(swapped_at < total, "the swap happened under load");
     assert_eq!(failed, 0, "GETs failed while the membership changed");

@@ -53,9 +53,18 @@ const MAX_SIZE: u64 = 32 << 10;
 
 /// Runs every scenario; the testbed is removed whatever happens.
 pub fn run(root: &std::path::Path) -> Result<()> {
+    on_testbed(root, NAME, scenarios)
+}
+
+/// Runs `scenarios` with the test build's parts; testbed `name` is removed whatever happens.
+pub(crate) fn on_testbed(
+    root: &std::path::Path,
+    name: &str,
+    scenarios: impl FnOnce(&Parts) -> Result<()>,
+) -> Result<()> {
     let parts = crate::build::testbed_parts(root, Profile::Test)?;
     let result = scenarios(&parts);
-    dl7_testbed::down(NAME)?;
+    dl7_testbed::down(name)?;
     result
 }
 

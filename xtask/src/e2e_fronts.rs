@@ -31,7 +31,6 @@ use anyhow::{Context, Result, ensure};
 use dl7_testbed::{Parts, Spec, Testbed};
 use l7_sidecar::scheme::{self, Member};
 
-use crate::build::Profile;
 use crate::e2e::{self, KeepAlive, client_addr, step};
 
 const NAME: &str = "dl7fr";
@@ -46,10 +45,7 @@ const HEALTH: Duration = Duration::from_secs(20);
 
 /// Runs every scenario; the testbed is removed whatever happens.
 pub fn run(root: &std::path::Path) -> Result<()> {
-    let parts = crate::build::testbed_parts(root, Profile::Test)?;
-    let result = scenarios(&parts);
-    dl7_testbed::down(NAME)?;
-    result
+    e2e::on_testbed(root, NAME, scenarios)
 }
 
 fn scenarios(parts: &Parts) -> Result<()> {

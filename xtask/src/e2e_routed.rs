@@ -24,7 +24,6 @@ use std::{
 use anyhow::{Context, Result, ensure};
 use dl7_testbed::{Encap, Parts, Spec, Testbed, in_netns};
 
-use crate::build::Profile;
 use crate::e2e::{self, KeepAlive, client_addr, front_stats, global, real_for, step};
 
 const NAME: &str = "dl7l3";
@@ -33,10 +32,7 @@ const ROUTED: u16 = 2;
 
 /// Runs every scenario; the testbed is removed whatever happens.
 pub fn run(root: &std::path::Path) -> Result<()> {
-    let parts = crate::build::testbed_parts(root, Profile::Test)?;
-    let result = scenarios(&parts);
-    dl7_testbed::down(NAME)?;
-    result
+    e2e::on_testbed(root, NAME, scenarios)
 }
 
 fn scenarios(parts: &Parts) -> Result<()> {

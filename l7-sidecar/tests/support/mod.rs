@@ -241,3 +241,81 @@ pub fn write_config(path: &Path, name: &str, members: &str, origin: &str) {
     )
     .expect("write config");
 }
+
+/// A steady GET load: `threads` clients, client `t` on `entries[t % len]`, each sending up
+/// to `per_client` GETs of `/obj/{tag}{k}?size={size}` over one keep-alive connection
+/// (reconnecting after an error), counting the answers that were not 200 with `size` bytes.
+pub struct SteadyLoad {
+    done: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl SteadyLoad {
+    pub fn start(
+        entries: &[SocketAddr],
+        threads: usize,
+        per_client: usize,
+        tag: &str,
+        size: usize,
+    ) -> Self {
+        use std::sync::atomic::Ordering;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let failed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|t| {
+                let (done, failed, stop) = (done.clone(), failed.clone(), stop.clone());
+                let entry = entries[t % entries.len()];
+                let tag = tag.to_owned();
+                std::thread::spawn(move || {
+                    let mut client = client::Client::connect(entry);
+                    for i in 0..per_client {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let target = format!("/obj/{tag}{}?size={size}", (i * 7 + t) % 300);
+                        let ok = match client.try_get(&target) {
+                            Ok(r) => r.status == 200 && r.body.len() == size,
+                            Err(_) => {
+                                client = client::Client::connect(entry);
+                                false
+                            }
+                        };
+                        if !ok {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        SteadyLoad {
+            done,
+            failed,
+            stop,
+            threads,
+        }
+    }
+
+    /// GETs answered or failed so far.
+    pub fn done(&self) -> usize {
+        self.done.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits for every client to send its GETs; (GETs, failed ones).
+    pub fn finish(self) -> (usize, usize) {
+        for th in self.threads {
+            th.join().expect("load thread");
+        }
+        let ordering = std::sync::atomic::Ordering::Relaxed;
+        (self.done.load(ordering), self.failed.load(ordering))
+    }
+
+    /// Stops the clients after their current GET; (GETs, failed ones).
+    pub fn stop(self) -> (usize, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.finish()
+    }
+}
