@@ -29,6 +29,7 @@ use std::time::Duration;
 use crate::http::request::{Limits as HeadLimits, MAX_HEADERS_CAP};
 use crate::members::{self, MembersError};
 use crate::scheme::{self, BuildError, Member};
+use crate::tls::peer::PeerCredentials;
 use crate::tls::ticket::TicketKey;
 use crate::tls::{CertEntry, Certificates, Credentials};
 
@@ -133,17 +134,33 @@ settings! {
     /// --tls-ticket-key, at most 24h (default 1h).
     #[arg(long, value_name = "DURATION")]
     tls_ticket_lifetime: String,
-    /// With --listen-tls: time from accept to a completed TLS handshake; slower clients are
-    /// closed (default 10s).
+    /// With --listen-tls or --peer-tls: time from accept to a completed TLS handshake;
+    /// slower clients are closed (default 10s).
     #[arg(long, value_name = "DURATION")]
     tls_handshake_timeout: String,
-    /// With --listen-tls: TLS handshakes in progress at once; connections beyond are closed
-    /// at once and counted (default 1024).
+    /// With --listen-tls or --peer-tls: TLS handshakes in progress at once, on each of the
+    /// two listeners; connections beyond are closed at once and counted (default 1024).
     #[arg(long, value_name = "N")]
     tls_max_handshakes: usize,
     /// Peer side (requests forwarded by other sidecars), ADDR:PORT. Distributed mode only.
     #[arg(long, value_name = "ADDR:PORT")]
     peer_listen: String,
+    /// Mutual TLS between sidecars (for a peer network that is not trusted), with
+    /// --peer-tls-cert and --peer-tls-ca: --peer-listen takes only TLS 1.3 connections whose
+    /// client certificate the cluster CA signed, and this sidecar connects to peers (requests
+    /// and health checks) over TLS, checking that their certificates name their addresses.
+    /// Every member must set it alike. Distributed mode only (default false: plain HTTP).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    peer_tls: bool,
+    /// With --peer-tls: this sidecar's certificate, CERT.pem:KEY.pem, signed by the cluster
+    /// CA, with the IP address of --peer-listen (as the members list it) in its
+    /// subjectAltName; presented as server on --peer-listen and as client to peers.
+    #[arg(long, value_name = "CERT:KEY")]
+    peer_tls_cert: String,
+    /// With --peer-tls: a PEM file with the cluster CA certificate(s); peers' certificates
+    /// must chain to one.
+    #[arg(long, value_name = "FILE")]
+    peer_tls_ca: String,
     /// This server's member name. Distributed mode only. With --members-from: this
     /// server's address as the front lists it (default: the address of --peer-listen).
     #[arg(long = "self", value_name = "NAME")]
@@ -540,6 +557,17 @@ pub struct TlsSettings {
     pub max_handshakes: usize,
 }
 
+/// Mutual TLS between sidecars (`peer-tls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerTlsSettings {
+    /// This sidecar's certificate and the cluster CA (reloaded on SIGHUP).
+    pub credentials: PeerCredentials,
+    /// Accept to handshake done, on `peer-listen`.
+    pub handshake_timeout: Duration,
+    /// Handshakes in progress at once on `peer-listen`.
+    pub max_handshakes: usize,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -549,6 +577,8 @@ pub struct Config {
     pub tls: Option<TlsSettings>,
     /// Peer-side listener (distributed mode).
     pub peer_listen: Option<SocketAddr>,
+    /// Mutual TLS between sidecars.
+    pub peer_tls: Option<PeerTlsSettings>,
     /// Admin listener for /metrics and /healthz.
     pub metrics: Option<SocketAddr>,
     /// Distributed or central.
@@ -646,6 +676,15 @@ impl Config {
         };
         check("listen", self.listen != other.listen);
         check("peer-listen", self.peer_listen != other.peer_listen);
+        let peer_tls_fixed = |c: &Config| {
+            c.peer_tls
+                .as_ref()
+                .map(|t| (t.handshake_timeout, t.max_handshakes))
+        };
+        check(
+            "peer-tls/tls-handshake-timeout/tls-max-handshakes",
+            peer_tls_fixed(self) != peer_tls_fixed(other),
+        );
         let tls_fixed = |c: &Config| {
             c.tls
                 .as_ref()
@@ -746,6 +785,7 @@ impl Settings {
             }
         };
         let tls = self.tls()?;
+        let peer_tls = self.peer_tls(mode)?;
         let follow = self.follow(mode, peer_listen)?;
         let membership = self.membership(mode, follow.as_ref())?;
         let local = self.local(mode)?;
@@ -788,6 +828,7 @@ impl Settings {
             listen,
             tls,
             peer_listen,
+            peer_tls,
             metrics,
             mode,
             key,
@@ -843,13 +884,17 @@ impl Settings {
     /// with it at start, and keep the older (also expiring) one on reload.
     fn tls(&self) -> Result<Option<TlsSettings>, ConfigError> {
         let Some(listen) = self.listen_tls.as_deref() else {
+            let peer_tls = self.peer_tls == Some(true);
             let only_with = [
                 ("tls-cert", self.tls_cert.is_some()),
                 (
                     "tls-handshake-timeout",
-                    self.tls_handshake_timeout.is_some(),
+                    self.tls_handshake_timeout.is_some() && !peer_tls,
                 ),
-                ("tls-max-handshakes", self.tls_max_handshakes.is_some()),
+                (
+                    "tls-max-handshakes",
+                    self.tls_max_handshakes.is_some() && !peer_tls,
+                ),
                 ("tls-ticket-key", self.tls_ticket_key.is_some()),
                 ("tls-ticket-lifetime", self.tls_ticket_lifetime.is_some()),
             ];
@@ -865,17 +910,8 @@ impl Settings {
         }
         let mut entries = Vec::with_capacity(given.len());
         for entry in given {
-            let Some((cert, key)) = entry
-                .split_once(':')
-                .filter(|(c, k)| !c.trim().is_empty() && !k.trim().is_empty())
-            else {
-                return Err(invalid(
-                    "tls-cert",
-                    entry,
-                    "is not CERT.pem:KEY.pem (two file names)",
-                ));
-            };
-            let loaded = CertEntry::load(Path::new(cert.trim()), Path::new(key.trim()))
+            let (cert, key) = cert_and_key("tls-cert", entry)?;
+            let loaded = CertEntry::load(cert, key)
                 .map_err(|e| invalid("tls-cert", entry, &format!("cannot be loaded: {e}")))?;
             if loaded
                 .not_after
@@ -885,7 +921,7 @@ impl Settings {
             }
             entries.push(loaded);
         }
-        let field = "tls-max-handshakes";
+        let (handshake_timeout, max_handshakes) = self.handshake_limits()?;
         Ok(Some(TlsSettings {
             listen,
             credentials: Credentials {
@@ -896,9 +932,56 @@ impl Settings {
                 ticket_keys: self.ticket_keys()?,
                 ticket_lifetime: self.ticket_lifetime()?,
             },
-            handshake_timeout: self
-                .duration("tls-handshake-timeout", &self.tls_handshake_timeout)?,
-            max_handshakes: in_range(field, number(field, self.tls_max_handshakes)?, 1, 1 << 20)?,
+            handshake_timeout,
+            max_handshakes,
+        }))
+    }
+
+    /// `tls-handshake-timeout` and `tls-max-handshakes`, for either TLS listener.
+    fn handshake_limits(&self) -> Result<(Duration, usize), ConfigError> {
+        let field = "tls-max-handshakes";
+        Ok((
+            self.duration("tls-handshake-timeout", &self.tls_handshake_timeout)?,
+            in_range(field, number(field, self.tls_max_handshakes)?, 1, 1 << 20)?,
+        ))
+    }
+
+    /// Mutual TLS between sidecars: `peer-tls` with `peer-tls-cert` and `peer-tls-ca`, in
+    /// distributed mode. The certificate must be valid now under the CA: its peers would
+    /// refuse it (unlike an expired certificate on `listen-tls`, which clients may accept).
+    fn peer_tls(&self, mode: Mode) -> Result<Option<PeerTlsSettings>, ConfigError> {
+        if self.peer_tls != Some(true) {
+            let only_with = [
+                ("peer-tls-cert", self.peer_tls_cert.is_some()),
+                ("peer-tls-ca", self.peer_tls_ca.is_some()),
+            ];
+            return given_without(&only_with, "without --peer-tls").map(|()| None);
+        }
+        if mode == Mode::Central {
+            return Err(ConfigError::NotAllowed {
+                field: "peer-tls",
+                why: "in central mode (the central balancer has no peers)",
+            });
+        }
+        let (Some(entry), Some(ca)) = (self.peer_tls_cert.as_deref(), self.peer_tls_ca.as_deref())
+        else {
+            return Err(ConfigError::Missing {
+                field: if self.peer_tls_cert.is_none() {
+                    "peer-tls-cert"
+                } else {
+                    "peer-tls-ca"
+                },
+                when: "with --peer-tls",
+            });
+        };
+        let (cert, key) = cert_and_key("peer-tls-cert", entry)?;
+        let credentials = PeerCredentials::load(cert, key, Path::new(ca.trim()))
+            .map_err(|e| invalid("peer-tls-cert", entry, &format!("cannot be used: {e}")))?;
+        let (handshake_timeout, max_handshakes) = self.handshake_limits()?;
+        Ok(Some(PeerTlsSettings {
+            credentials,
+            handshake_timeout,
+            max_handshakes,
         }))
     }
 
@@ -1374,6 +1457,19 @@ impl Networks {
 
 /// The first of `fields` (name, given) that was given, as the error that it cannot be used
 /// `why` (the setting it needs is absent).
+/// The two files of a `CERT.pem:KEY.pem` entry of `field`.
+fn cert_and_key<'a>(
+    field: &'static str,
+    entry: &'a str,
+) -> Result<(&'a Path, &'a Path), ConfigError> {
+    entry
+        .split_once(':')
+        .map(|(c, k)| (c.trim(), k.trim()))
+        .filter(|(c, k)| !c.is_empty() && !k.is_empty())
+        .map(|(c, k)| (Path::new(c), Path::new(k)))
+        .ok_or_else(|| invalid(field, entry, "is not CERT.pem:KEY.pem (two file names)"))
+}
+
 fn given_without(fields: &[(&'static str, bool)], why: &'static str) -> Result<(), ConfigError> {
     match fields.iter().find(|(_, given)| *given) {
         Some(&(field, _)) => Err(ConfigError::NotAllowed { field, why }),

@@ -25,11 +25,12 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::config::HealthSettings;
 use crate::http::response::{self, ResponseHead};
 use crate::http::wire;
+use crate::stream;
+use crate::tls::peer::PeerTls;
 
 /// Largest response head read from a health check.
 const MAX_HEAD: usize = 16 * 1024;
@@ -79,9 +80,11 @@ impl Health {
 
 /// One check: true when the member at `addr` answers the health path with a status below
 /// 500 in time.
-pub async fn check(addr: SocketAddr, settings: &HealthSettings) -> bool {
+/// With `tls` (`peer-tls`) the check is made over mutual TLS, as requests are: a member
+/// whose certificate is refused fails its checks.
+pub async fn check(addr: SocketAddr, settings: &HealthSettings, tls: Option<&PeerTls>) -> bool {
     let probe = async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
+        let mut stream = stream::connect(addr, tls, settings.timeout).await.ok()?;
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: dl7-health\r\nConnection: close\r\n\r\n",
             settings.path,
@@ -150,7 +153,7 @@ mod tests {
         use tokio::io::AsyncReadExt;
         // Accepts (the kernel does) but never answers: a hung server.
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        assert!(!check(silent.local_addr().unwrap(), &settings(1, 1)).await);
+        assert!(!check(silent.local_addr().unwrap(), &settings(1, 1), None).await);
         for (answer, passes) in [
             (
                 &b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"[..],
@@ -172,7 +175,7 @@ mod tests {
                 let _ = s.write_all(answer).await;
             });
             assert_eq!(
-                check(addr, &settings(1, 1)).await,
+                check(addr, &settings(1, 1), None).await,
                 passes,
                 "{:?}",
                 String::from_utf8_lossy(answer)

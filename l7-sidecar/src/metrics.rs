@@ -32,7 +32,8 @@
 //! | `dl7_l7_tls_handshakes_total` | result (`ok`, `timeout`, `plain_http`, `bad_client_hello`, `cap`, `error`), protocol (`TLSv1.2`, `TLSv1.3` for `ok`, else `none`) | TLS handshakes on `listen-tls`: done, not done within `tls-handshake-timeout`, plain HTTP sent to the HTTPS port (answered 400), a first record that is no ClientHello, refused above `tls-max-handshakes`, failed (no common version or cipher, bad ALPN, alerts) |
 //! | `dl7_l7_tls_resumptions_total` | protocol (`TLSv1.2`, `TLSv1.3`) | handshakes counted `ok` above that resumed a session (a ticket, or a TLS 1.2 session ID) instead of a full handshake |
 //! | `dl7_l7_tls_handshake_seconds` | | accept to handshake done, handshakes that succeeded |
-//! | `dl7_l7_tls_certificate_expiry_seconds` | name (the `tls-cert` entry's certificate file) | its certificate's notAfter, Unix time |
+//! | `dl7_l7_tls_certificate_expiry_seconds` | name (the certificate file of a `tls-cert` entry or of `peer-tls-cert`) | its certificate's notAfter, Unix time |
+//! | `dl7_l7_peer_tls_handshakes_total` | side (`accepted` on `peer-listen`, `connected` to a peer), result (`accepted`: as `dl7_l7_tls_handshakes_total`; `connected`: `ok`, `error`, `timeout`) | mutual TLS handshakes between sidecars (`peer-tls`); `error` counts a certificate refused by either side |
 //! | `dl7_l7_reloads_total` | result | SIGHUP reloads |
 //! | `dl7_l7_members` | | members in the routing table (this server included when it is one) |
 //!
@@ -165,6 +166,7 @@ pub struct Metrics {
     /// TLS handshakes that succeeded: accept to handshake done.
     pub tls_handshake_seconds: Histogram,
     tls_certificate_expiry: IntGaugeVec,
+    peer_tls_handshakes: IntCounterVec,
     /// Members in the routing table.
     pub members: IntGauge,
     /// Following a front's membership.
@@ -543,8 +545,13 @@ impl Metrics {
             },
             tls_certificate_expiry: gauges(
                 "dl7_l7_tls_certificate_expiry_seconds",
-                "notAfter of each tls-cert entry's certificate, Unix time.",
+                "notAfter of each tls-cert entry's certificate and of peer-tls-cert, Unix time.",
                 &["name"],
+            )?,
+            peer_tls_handshakes: counters(
+                "dl7_l7_peer_tls_handshakes_total",
+                "Mutual TLS handshakes between sidecars (peer-tls) by side and result.",
+                &["side", "result"],
             )?,
             members: gauge(
                 "dl7_l7_members",
@@ -671,6 +678,22 @@ impl Metrics {
     /// [`tls_handshake`](Self::tls_handshake).
     pub fn tls_resumption(&self, protocol: &str) {
         self.tls_resumptions.with_label_values(&[protocol]).inc();
+    }
+
+    /// Counts a mutual TLS handshake on `peer-listen` (`side` `accepted`) or with a peer
+    /// (`connected`) that ended with `result`.
+    pub fn peer_tls_handshake(&self, side: &str, result: &str) {
+        self.peer_tls_handshakes
+            .with_label_values(&[side, result])
+            .inc();
+    }
+
+    /// The counters of handshakes with peers (`side` `connected`): `ok`, `error`, `timeout`.
+    pub fn peer_tls_connected(&self) -> [IntCounter; 3] {
+        ["ok", "error", "timeout"].map(|result| {
+            self.peer_tls_handshakes
+                .with_label_values(&["connected", result])
+        })
     }
 
     /// Sets the notAfter (Unix time) of the certificates of the `tls-cert` entries, each

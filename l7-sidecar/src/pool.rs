@@ -29,44 +29,42 @@
 //! checks close that window down to the moment between the last check and the request's
 //! write.
 //!
+//! With `peer-tls`, a member's pool opens its connections with a TLS handshake
+//! ([`crate::tls::peer`]) within the same connect timeout; the checks above then look at
+//! what the TLS layer decrypts (a session ticket or key update that arrives is no byte of
+//! a response, a `close_notify` is a close).
+//!
 //! The idle list is behind a mutex held for a push, a pop or a readiness scan, never across
 //! an await or a system call: closing connections happens after the lock is released.
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::BytesMut;
 use prometheus::IntGauge;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::config::{Config, OutlierSettings, PoolSettings};
 use crate::health::Health;
 use crate::metrics::{Metrics, PoolMetrics};
 use crate::outlier::Outlier;
+pub use crate::stream::ConnectError;
+use crate::stream::{self, Stream, UpstreamStream};
+use crate::tls::peer::PeerTls;
 
 /// Initial read buffer of an upstream connection.
 const CONN_BUFFER: usize = 16 * 1024;
-
-/// Why no connection could be made.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// The connect timeout passed.
-    #[error("connect timed out")]
-    Timeout,
-    /// The connect failed (refused, unreachable, ...).
-    #[error("connect failed: {0}")]
-    Io(#[from] io::Error),
-}
 
 /// One upstream connection and its read buffer.
 #[derive(Debug)]
 pub struct Conn {
     /// The socket.
-    pub stream: TcpStream,
+    pub stream: UpstreamStream,
     /// Bytes read and not yet consumed; must be empty when the connection is given back.
     pub buf: BytesMut,
     /// Taken from the idle list rather than newly connected (a stale reused connection
@@ -97,12 +95,29 @@ impl Conn {
     /// anything but [`Probe::Clean`] must be dropped. (tokio makes the system call only when
     /// the reactor has seen the socket readable since a read last found nothing, so the
     /// usual clean case costs none.)
-    fn probe(&self) -> Probe {
+    ///
+    /// Over TLS the look is a read of the TLS stream with a waker that does nothing: records
+    /// that carry no data (a session ticket, a key update) are taken in and leave the
+    /// connection clean. Every caller registers a real waker on the socket again afterwards
+    /// when the connection stays idle.
+    fn probe(&mut self) -> Probe {
         let mut byte = [0u8; 1];
-        match self.stream.try_read(&mut byte) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Probe::Clean,
-            Ok(0) | Err(_) => Probe::Closed,
-            Ok(_) => Probe::Unsolicited,
+        match &mut self.stream {
+            Stream::Plain(tcp) => match tcp.try_read(&mut byte) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Probe::Clean,
+                Ok(0) | Err(_) => Probe::Closed,
+                Ok(_) => Probe::Unsolicited,
+            },
+            Stream::Tls(tls) => {
+                let mut buf = ReadBuf::new(&mut byte);
+                let mut cx = Context::from_waker(Waker::noop());
+                match Pin::new(tls.as_mut()).poll_read(&mut cx, &mut buf) {
+                    Poll::Pending => Probe::Clean,
+                    Poll::Ready(Ok(())) if buf.filled().is_empty() => Probe::Closed,
+                    Poll::Ready(Ok(())) => Probe::Unsolicited,
+                    Poll::Ready(Err(_)) => Probe::Closed,
+                }
+            }
         }
     }
 }
@@ -133,6 +148,8 @@ pub struct Pool {
     pub health: Health,
     /// The front reports this member down (`members-from`, [`crate::follow`]).
     down_by_front: AtomicBool,
+    /// Connections are TLS with these settings (a peer's pool, with `peer-tls`).
+    tls: Option<Arc<PeerTls>>,
     /// Metric handles.
     pub metrics: PoolMetrics,
 }
@@ -154,8 +171,15 @@ impl Pool {
             outlier: Outlier::new(outlier),
             health: Health::default(),
             down_by_front: AtomicBool::new(false),
+            tls: None,
             metrics,
         }
+    }
+
+    /// This pool with its connections over peer TLS (`peer-tls`).
+    pub fn with_tls(mut self, tls: Option<Arc<PeerTls>>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// A pool for `name` at `addr` with the configured pool and outlier settings.
@@ -172,6 +196,20 @@ impl Pool {
             config.outlier,
             metrics.pool(name),
         ))
+    }
+
+    /// A member's pool: [`configured`](Self::configured), over `tls` when given.
+    pub fn member(
+        config: &Config,
+        metrics: &Metrics,
+        tls: Option<&Arc<PeerTls>>,
+        name: &str,
+        addr: SocketAddr,
+    ) -> Arc<Self> {
+        Arc::new(
+            Self::new(name, addr, config.pool, config.outlier, metrics.pool(name))
+                .with_tls(tls.cloned()),
+        )
     }
 
     /// The destination's name (member name, `origin` or `upstream`).
@@ -239,13 +277,10 @@ impl Pool {
         }
     }
 
-    /// A new connection (within the connect timeout).
+    /// A new connection (within the connect timeout, the TLS handshake included).
     pub async fn connect(&self) -> Result<Conn, ConnectError> {
-        let stream =
-            tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(self.addr))
-                .await
-                .map_err(|_| ConnectError::Timeout)??;
-        stream.set_nodelay(true)?;
+        let timeout = self.settings.connect_timeout;
+        let stream = stream::connect(self.addr, self.tls.as_deref(), timeout).await?;
         self.metrics.connects.inc();
         self.metrics.open.inc();
         Ok(Conn {
@@ -259,7 +294,7 @@ impl Pool {
     /// Gives back a connection after a complete exchange. It is kept only when nothing is
     /// left to read: an unread byte in its buffer or in the socket, or a close from the
     /// other side, retires it.
-    pub fn put(&self, conn: Conn) {
+    pub fn put(&self, mut conn: Conn) {
         if self.settings.max_idle == 0 {
             return;
         }
@@ -279,7 +314,7 @@ impl Pool {
             // Register the watcher's interest; the probe above cleared the readiness, so
             // a Ready here is something that arrived since.
             let mut cx = Context::from_waker(watcher);
-            if conn.stream.poll_read_ready(&mut cx).is_ready() {
+            if conn.stream.tcp().poll_read_ready(&mut cx).is_ready() {
                 drop(idle);
                 // Dropped also when the probe finds nothing (a rare race, not counted).
                 return self.retired(conn.probe());
@@ -305,10 +340,10 @@ impl Pool {
                 idle.watcher = Some(cx.waker().clone());
             }
             idle.conns
-                .extract_if(.., |i| i.conn.stream.poll_read_ready(cx).is_ready())
+                .extract_if(.., |i| i.conn.stream.tcp().poll_read_ready(cx).is_ready())
                 .collect()
         };
-        for idle in readable {
+        for mut idle in readable {
             match idle.conn.probe() {
                 // Readiness without data (a spurious wake-up): keep it, watched again.
                 Probe::Clean => self.put_back(idle, cx),
@@ -318,7 +353,7 @@ impl Pool {
     }
 
     fn put_back(&self, idle: Idle, cx: &mut Context<'_>) {
-        if idle.conn.stream.poll_read_ready(cx).is_pending() {
+        if idle.conn.stream.tcp().poll_read_ready(cx).is_pending() {
             let mut list = self.idle();
             let at = list.conns.partition_point(|i| i.since <= idle.since);
             list.conns.insert(at, idle);
@@ -399,7 +434,10 @@ mod tests {
     }
 
     /// A server whose accepted connections are handed to the test.
-    async fn server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<TcpStream>) {
+    async fn server() -> (
+        SocketAddr,
+        tokio::sync::mpsc::UnboundedReceiver<tokio::net::TcpStream>,
+    ) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -496,6 +534,69 @@ mod tests {
             "the clean one is still there"
         );
         watcher.abort();
+    }
+
+    /// A CA-signed certificate for 127.0.0.1 and the CA, as peer TLS credentials.
+    fn peer_credentials(dir: &std::path::Path) -> crate::tls::peer::PeerCredentials {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let (c, k, a) = (dir.join("c.pem"), dir.join("k.pem"), dir.join("ca.pem"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        std::fs::write(&a, ca.pem()).unwrap();
+        crate::tls::peer::PeerCredentials::load(&c, &k, &a).unwrap()
+    }
+
+    /// Over peer TLS the pool looks through the TLS layer: the session tickets a server
+    /// sends after the handshake leave a connection clean, application bytes nobody asked
+    /// for retire it, and so does a `close_notify`.
+    #[tokio::test]
+    async fn tls_connections_are_checked_through_the_tls_layer() {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new().unwrap();
+        let tls = Arc::new(PeerTls::new(&peer_credentials(dir.path()), &metrics).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                if let Ok(s) = acceptor.accept(s).await {
+                    let _ = tx.send(s);
+                }
+            }
+        });
+        let p = pool(addr, 10_000).with_tls(Some(tls));
+        let conn = p.get().await.unwrap();
+        assert!(conn.stream.is_tls());
+        let mut far = accepted.recv().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        p.put(conn);
+        let again = p.get().await.unwrap();
+        assert!(again.reused, "tickets are no unsolicited bytes");
+        p.put(again);
+        far.write_all(b"X").await.unwrap();
+        far.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let conn = p.get().await.unwrap();
+        assert!(!conn.reused);
+        assert_eq!(p.metrics.retired_unsolicited.get(), 1);
+        let mut far = accepted.recv().await.unwrap();
+        p.put(conn);
+        far.shutdown().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!p.get().await.unwrap().reused);
+        assert_eq!(p.metrics.retired_closed.get(), 1);
+        let handshakes = metrics.peer_tls_connected()[0].get();
+        assert!(handshakes >= 3, "{handshakes}");
     }
 
     #[tokio::test]

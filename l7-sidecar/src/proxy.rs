@@ -518,15 +518,16 @@ pub async fn stream(
     }
     conn.buf.advance(first);
     // A long body of known length, relayed with the same framing and nothing of it buffered
-    // here yet, to a plain client connection: the kernel moves it from socket to socket
-    // (splice), not this process. TLS clients take the copy below (bytes are encrypted here).
+    // here yet, between plain connections: the kernel moves it from socket to socket
+    // (splice), not this process. TLS on either side takes the copy below (bytes are
+    // decrypted or encrypted here).
     let splice = body
         .remaining_length()
         .filter(|&left| !done && !plan.chunked && left >= SPLICE_MIN && conn.buf.is_empty())
-        .zip(io.stream.plain_socket());
-    if let Some((left, client)) = splice {
+        .zip(conn.stream.plain_socket().zip(io.stream.plain_socket()));
+    if let Some((left, (upstream, client))) = splice {
         let timeouts = (config.timeouts.response, io.timeout);
-        let moved = wire::splice_exactly(&conn.stream, client, left, timeouts.0, timeouts.1);
+        let moved = wire::splice_exactly(upstream, client, left, timeouts.0, timeouts.1);
         match moved.await {
             Ok(()) => {}
             Err(wire::SpliceError::Source(e)) => {

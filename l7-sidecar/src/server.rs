@@ -9,11 +9,13 @@
 //! - On the HTTPS listener (`listen-tls`) each connection first completes its handshake
 //!   ([`crate::tls::handshake`]) within `tls-handshake-timeout`, at most
 //!   `tls-max-handshakes` at once (beyond, a new connection is closed and counted as
-//!   `cap`); then it is served like any client connection.
+//!   `cap`); then it is served like any client connection. With `peer-tls` the peer
+//!   listener does the same with the peer configuration ([`crate::tls::peer`]: mutual TLS,
+//!   under its own `tls-max-handshakes`).
 //! - SIGHUP re-reads the configuration (the file named by `--config` plus the flags given at
 //!   start) and swaps in the new members and scheme atomically, and on `listen-tls` the
-//!   certificates and ticket keys (re-read from their files) for new handshakes; a bad file
-//!   refuses the whole reload. Requests in flight finish
+//!   certificates and ticket keys, with `peer-tls` the peer certificate and CA (re-read
+//!   from their files), for new handshakes; a bad file refuses the whole reload. Requests in flight finish
 //!   with the table they started with; pools of members that stayed keep their connections.
 //!   Other changed settings are reported as needing a restart and ignored. With
 //!   `members-from` the members come from the front ([`crate::follow`], a background task
@@ -40,6 +42,8 @@ use crate::metrics::Metrics;
 use crate::scheme::BuildError;
 use crate::sidecar::Sidecar;
 use crate::stream::ClientStream;
+use crate::tls::handshake::Side;
+use crate::tls::peer::PeerTls;
 use crate::tls::{Terminator, handshake};
 
 /// Pending connections the kernel queues per listener.
@@ -69,6 +73,9 @@ pub enum ServeError {
     /// The TLS configuration could not be built.
     #[error("--listen-tls: {0}")]
     Tls(#[from] rustls::Error),
+    /// The peer TLS configuration could not be built.
+    #[error("--peer-tls: {0}")]
+    PeerTls(rustls::Error),
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
@@ -102,20 +109,40 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), ServeError> {
         Some(settings) => Some(Arc::new(Terminator::new(&settings.credentials)?)),
         None => None,
     };
-    let sidecar = Arc::new(Sidecar::new(config, Metrics::new()?, terminator.clone())?);
+    let metrics = Metrics::new()?;
+    let peer_tls = match &config.peer_tls {
+        Some(settings) => Some(Arc::new(
+            PeerTls::new(&settings.credentials, &metrics).map_err(ServeError::PeerTls)?,
+        )),
+        None => None,
+    };
+    let sidecar = Arc::new(Sidecar::new(
+        config,
+        metrics,
+        terminator.clone(),
+        peer_tls.clone(),
+    )?);
     let config = &sidecar.config;
+    sidecar.show_credentials(config);
     let client = bind("listen", config.listen)?;
     let https = match (&config.tls, terminator) {
         (Some(settings), Some(terminator)) => {
             let listener = bind("listen-tls", settings.listen)?;
-            sidecar.show_credentials(&settings.credentials);
             let handshakes = Handshakes {
-                terminator,
+                configs: Configs::Clients(terminator),
                 timeout: settings.handshake_timeout,
                 slots: Arc::new(Semaphore::new(settings.max_handshakes)),
             };
             Some((listener, handshakes))
         }
+        _ => None,
+    };
+    let peer_handshakes = match (&config.peer_tls, peer_tls) {
+        (Some(settings), Some(peer_tls)) => Some(Handshakes {
+            configs: Configs::Peers(peer_tls),
+            timeout: settings.handshake_timeout,
+            slots: Arc::new(Semaphore::new(settings.max_handshakes)),
+        }),
         _ => None,
     };
     let peer = config
@@ -140,7 +167,11 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), ServeError> {
     for (listener, kind) in listeners {
         let cap = Arc::new(Semaphore::new(max));
         caps.push(cap.clone());
-        let tls = handshakes.clone().filter(|_| kind == Listener::ClientTls);
+        let tls = match kind {
+            Listener::Client => None,
+            Listener::ClientTls => handshakes.clone(),
+            Listener::Peer => peer_handshakes.clone(),
+        };
         accepting.spawn(accept(
             listener,
             sidecar.clone(),
@@ -212,11 +243,30 @@ pub async fn run(config: Config, reload: Reload) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// What the HTTPS listener needs for its handshakes.
+/// Where a TLS listener takes the rustls configuration of each handshake from (SIGHUP
+/// replaces it).
+#[derive(Clone)]
+enum Configs {
+    /// `listen-tls`.
+    Clients(Arc<Terminator>),
+    /// `peer-listen` with `peer-tls`.
+    Peers(Arc<PeerTls>),
+}
+
+impl Configs {
+    fn load(&self) -> (Arc<rustls::ServerConfig>, Side) {
+        match self {
+            Configs::Clients(t) => (t.config(), Side::Clients),
+            Configs::Peers(p) => (p.server_config(), Side::Peers),
+        }
+    }
+}
+
+/// What a TLS listener needs for its handshakes.
 #[derive(Clone)]
 struct Handshakes {
-    /// The rustls configuration, loaded per connection (SIGHUP replaces it).
-    terminator: Arc<Terminator>,
+    /// The rustls configuration, loaded per connection.
+    configs: Configs,
     timeout: Duration,
     /// A permit per handshake in progress (`tls-max-handshakes`).
     slots: Arc<Semaphore>,
@@ -268,14 +318,18 @@ async fn accept(
             ));
             continue;
         };
+        let ((config, side), timeout) = (tls.configs.load(), tls.timeout);
         let Ok(slot) = tls.slots.clone().try_acquire_owned() else {
-            sidecar.metrics.tls_handshake("cap", "none");
+            match side {
+                Side::Clients => sidecar.metrics.tls_handshake("cap", "none"),
+                Side::Peers => sidecar.metrics.peer_tls_handshake("accepted", "cap"),
+            }
             continue;
         };
-        let (config, timeout) = (tls.terminator.config(), tls.timeout);
         let (sidecar, stopped, open) = (sidecar.clone(), stopped.clone(), metrics.open.clone());
         tokio::spawn(async move {
-            let shaken = handshake::accept(stream, config, accepted, timeout, &sidecar.metrics);
+            let shaken =
+                handshake::accept(stream, config, accepted, timeout, &sidecar.metrics, side);
             let Some(stream) = shaken.await else {
                 return;
             };

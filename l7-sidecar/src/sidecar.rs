@@ -1,7 +1,8 @@
 //! `Sidecar`: one running sidecar, shared by every connection, the admin endpoint and the
 //! background tasks: the configuration it started with, the current routing table (swapped
 //! whole on SIGHUP, or when the front's membership changes with `members-from`), the TLS
-//! configuration of `listen-tls` (its certificates and ticket keys also swapped on SIGHUP),
+//! configuration of `listen-tls` (its certificates and ticket keys also swapped on SIGHUP)
+//! and of `peer-tls` (both ways, also swapped on SIGHUP),
 //! local serving, the metrics and the draining flag. The listeners, signals and the drain itself
 //! are [`crate::server`]'s.
 
@@ -19,7 +20,8 @@ use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::router::Routing;
 use crate::scheme::BuildError;
-use crate::tls::{Credentials, Terminator};
+use crate::tls::Terminator;
+use crate::tls::peer::PeerTls;
 
 /// A running sidecar: what every connection, the admin endpoint and the background tasks
 /// share.
@@ -39,19 +41,23 @@ pub struct Sidecar {
     pub follower: Follower,
     /// The TLS configuration of `listen-tls` (none without it).
     pub tls: Option<Arc<Terminator>>,
+    /// Mutual TLS with peers (`peer-tls`; none without it): `peer-listen`'s handshakes and
+    /// every member's pool.
+    pub peer_tls: Option<Arc<PeerTls>>,
     draining: Arc<AtomicBool>,
 }
 
 impl Sidecar {
-    /// The sidecar for `config`: its routing table (a pool per member), local serving, and
-    /// `tls`, built from `config.tls`.
+    /// The sidecar for `config`: its routing table (a pool per member), local serving,
+    /// `tls`, built from `config.tls`, and `peer_tls`, built from `config.peer_tls`.
     pub fn new(
         config: Config,
         metrics: Metrics,
         tls: Option<Arc<Terminator>>,
+        peer_tls: Option<Arc<PeerTls>>,
     ) -> Result<Self, BuildError> {
         let routing = Routing::build(&config.membership, None, |name, addr| {
-            Pool::configured(&config, &metrics, name, addr)
+            Pool::member(&config, &metrics, peer_tls.as_ref(), name, addr)
         })?;
         let local = LocalServer::new(&config.local, &config, &metrics);
         let max_object = match config.local {
@@ -69,6 +75,7 @@ impl Sidecar {
             metrics,
             follower,
             tls,
+            peer_tls,
             draining: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -147,17 +154,32 @@ impl Sidecar {
         }
     }
 
-    /// Logs the certificates and ticket keys of `listen-tls` and sets the expiry gauges.
-    pub fn show_credentials(&self, credentials: &Credentials) {
+    /// Logs the certificates and ticket keys of `listen-tls` and the certificate of
+    /// `peer-tls` in `config`, and sets the expiry gauges.
+    pub fn show_credentials(&self, config: &Config) {
         let mut expiries = Vec::new();
-        for entry in credentials.certs.entries() {
+        let tls = config.tls.as_ref().map(|t| &t.credentials);
+        let peer = config.peer_tls.as_ref().map(|t| &t.credentials);
+        let entries = tls.map(|c| c.certs.entries()).unwrap_or_default();
+        for (entry, role) in entries
+            .iter()
+            .map(|e| (e, "TLS"))
+            .chain(peer.map(|p| (&p.cert, "peer TLS")))
+        {
             let name = entry.cert_path.display().to_string();
-            log::info!("TLS certificate {name} for {:?}", entry.names);
+            log::info!("{role} certificate {name} for {:?}", entry.names);
             if let Some(t) = entry.not_after {
                 expiries.push((name, i64::try_from(t).unwrap_or(i64::MAX)));
             }
         }
         self.metrics.tls_certificate_expiries(&expiries);
+        if let Some(peer) = peer {
+            log::info!(
+                "peer TLS: peers' certificates checked against {}",
+                peer.ca_path.display()
+            );
+        }
+        let Some(credentials) = tls else { return };
         match credentials.ticket_keys.split_first() {
             Some((sealing, opening)) => log::info!(
                 "TLS session tickets: sealed with {} (name {}), opened also with {}",
@@ -183,14 +205,37 @@ impl Sidecar {
                 restart.join(", ")
             );
         }
-        if let (Some(terminator), Some(tls)) = (&self.tls, &new.tls) {
-            if let Err(e) = terminator.replace(&tls.credentials) {
-                log::error!("reload refused: --tls-cert/--tls-ticket-key: {e}");
-                self.metrics.reload(false);
-                return;
-            }
-            self.show_credentials(&tls.credentials);
+        // Both TLS configurations are built before either is swapped in: a reload applies
+        // whole or not at all.
+        let replaced = match (&self.tls, &new.tls) {
+            (Some(terminator), Some(tls)) => match terminator.prepare(&tls.credentials) {
+                Ok(config) => Some((terminator, config)),
+                Err(e) => {
+                    log::error!("reload refused: --tls-cert/--tls-ticket-key: {e}");
+                    self.metrics.reload(false);
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let peer_replaced = match (&self.peer_tls, &new.peer_tls) {
+            (Some(peer_tls), Some(settings)) => match peer_tls.prepare(&settings.credentials) {
+                Ok(configs) => Some((peer_tls, configs)),
+                Err(e) => {
+                    log::error!("reload refused: --peer-tls-cert/--peer-tls-ca: {e}");
+                    self.metrics.reload(false);
+                    return;
+                }
+            },
+            _ => None,
+        };
+        if let Some((terminator, config)) = replaced {
+            terminator.install(config);
         }
+        if let Some((peer_tls, configs)) = peer_replaced {
+            peer_tls.install(configs);
+        }
+        self.show_credentials(&new);
         let mut follower = self.follower.lock();
         let target = follower.reconfigure(&new, &self.metrics);
         let applied = target.map(|Target { membership, down }| {
@@ -237,7 +282,13 @@ impl Sidecar {
             None
         } else {
             Some(Routing::build(membership, Some(&current), |name, addr| {
-                Pool::configured(&self.config, &self.metrics, name, addr)
+                Pool::member(
+                    &self.config,
+                    &self.metrics,
+                    self.peer_tls.as_ref(),
+                    name,
+                    addr,
+                )
             })?)
         };
         // Marked before the swap, so that no request sees a down member available; pools
@@ -294,8 +345,9 @@ impl Sidecar {
                 if !routing.is_self(i) {
                     let pool = pool.clone();
                     let settings = settings.clone();
+                    let tls = self.peer_tls.clone();
                     checks.spawn(async move {
-                        let passed = health::check(pool.addr(), &settings).await;
+                        let passed = health::check(pool.addr(), &settings, tls.as_deref()).await;
                         (pool, passed)
                     });
                 }

@@ -11,6 +11,12 @@
 //!
 //! The whole wait, from accept to the handshake's end, is bounded by the timeout, so a client
 //! that sends a few bytes and then nothing holds its place for that long at most.
+//!
+//! `peer-listen` with `peer-tls` goes the same way, counted in
+//! `dl7_l7_peer_tls_handshakes_total{side="accepted"}`; a client certificate that is missing
+//! or not signed by the cluster CA fails the handshake (`error`). Plain HTTP there (a
+//! sidecar without `peer-tls`) is closed without an answer: a 400 would pass its health
+//! checks and be relayed to its clients, while a close makes it fail over.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,6 +66,15 @@ impl Refused {
     }
 }
 
+/// Which listener a handshake is on, for its metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// `listen-tls`: clients.
+    Clients,
+    /// `peer-listen` with `peer-tls`: other sidecars.
+    Peers,
+}
+
 /// Runs the server side of the handshake on `stream` within `timeout` (counted from
 /// `accepted`) and counts how it ended in `metrics`.
 pub async fn accept(
@@ -68,12 +83,18 @@ pub async fn accept(
     accepted: Instant,
     timeout: Duration,
     metrics: &Metrics,
+    side: Side,
 ) -> Option<TlsStream<TcpStream>> {
     let left = timeout.saturating_sub(accepted.elapsed());
-    let result = match tokio::time::timeout(left, handshake(stream, config)).await {
+    let result = match tokio::time::timeout(left, handshake(stream, config, side)).await {
         Ok(result) => result,
         Err(_) => Err(Refused::Timeout),
     };
+    if side == Side::Peers {
+        let label = result.as_ref().map_or_else(|r| r.label(), |_| "ok");
+        metrics.peer_tls_handshake("accepted", label);
+        return result.ok();
+    }
     match result {
         Ok(tls) => {
             let protocol = match tls.get_ref().1.protocol_version() {
@@ -101,6 +122,7 @@ pub async fn accept(
 async fn handshake(
     mut stream: TcpStream,
     config: Arc<ServerConfig>,
+    side: Side,
 ) -> Result<TlsStream<TcpStream>, Refused> {
     let mut first = [0u8; 1];
     match stream.peek(&mut first).await {
@@ -111,7 +133,9 @@ async fn handshake(
     match first[0] {
         HANDSHAKE_RECORD => {}
         b'A'..=b'Z' => {
-            answer_plain_http(&mut stream).await;
+            if side == Side::Clients {
+                answer_plain_http(&mut stream).await;
+            }
             return Err(Refused::PlainHttp);
         }
         _ => return Err(Refused::BadClientHello),

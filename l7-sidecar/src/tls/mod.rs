@@ -16,6 +16,7 @@
 //!   sent to the HTTPS port, malformed ClientHellos), counted in metrics.
 
 pub mod handshake;
+pub mod peer;
 pub mod ticket;
 mod validity;
 
@@ -285,9 +286,19 @@ impl Terminator {
 
     /// New handshakes use `credentials` from now on; on an error the current ones stay.
     pub fn replace(&self, credentials: &Credentials) -> Result<(), rustls::Error> {
-        let config = build(credentials, &self.own_tickets, &self.sessions)?;
-        self.current.store(config);
+        self.install(self.prepare(credentials)?);
         Ok(())
+    }
+
+    /// The configuration for `credentials`, built but not in use yet (see
+    /// [`install`](Self::install)).
+    pub fn prepare(&self, credentials: &Credentials) -> Result<Arc<ServerConfig>, rustls::Error> {
+        build(credentials, &self.own_tickets, &self.sessions)
+    }
+
+    /// New handshakes use `config` (from [`prepare`](Self::prepare)) from now on.
+    pub fn install(&self, config: Arc<ServerConfig>) {
+        self.current.store(config);
     }
 }
 

@@ -128,7 +128,19 @@ impl Cluster {
     /// `n` sidecars on `127.0.net.11..` with the origin on `127.0.net.1`; `extra` are more
     /// `serve` flags for every sidecar.
     pub fn start(net: u8, n: usize, extra: &[&str]) -> Cluster {
-        let dir = temp_dir("cluster");
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        Cluster::start_each(net, n, temp_dir("cluster"), |_, _| extra.clone())
+    }
+
+    /// As [`start`](Self::start), with the more flags of sidecar `i` on `host` given by
+    /// `extra(i, host)`, and `dir` (which may hold files those flags name) as the cluster's
+    /// directory.
+    pub fn start_each(
+        net: u8,
+        n: usize,
+        dir: TempDir,
+        extra: impl Fn(usize, Ipv4Addr) -> Vec<String>,
+    ) -> Cluster {
         let origin = start_origin(ip(net, 1));
         let names: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
         let hosts: Vec<Ipv4Addr> = (0..n).map(|i| ip(net, 11 + i as u8)).collect();
@@ -159,7 +171,7 @@ impl Cluster {
                 "--threads".to_owned(),
                 "2".to_owned(),
             ];
-            args.extend(extra.iter().map(|s| (*s).to_owned()));
+            args.extend(extra(i, hosts[i]));
             sidecars.push(Sidecar::start(
                 &args,
                 listen,

@@ -1,0 +1,412 @@
+//! Mutual TLS between sidecars (`peer-tls`): a cluster whose peer connections are TLS 1.3
+//! with client certificates, all issued here by a throwaway cluster CA (rcgen), each naming
+//! its sidecar's address. Checked: forwarding and health checks work over it and reuse their
+//! connections; the peer listener takes nobody else (plain HTTP, no certificate, another
+//! CA's certificate); a peer whose certificate does not name its address gets no request,
+//! and its keys are served elsewhere; SIGHUP swaps the certificate and refuses one the CA
+//! did not sign; configuration errors are one line.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{CertificateParams, KeyPair, SanType};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use support::client::Client;
+use support::{Cluster, body, temp_dir, wait_for};
+
+/// A throwaway CA.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::new()).expect("CA params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        Ca {
+            cert: params.self_signed(&key).expect("CA"),
+            key,
+        }
+    }
+
+    /// Writes the CA certificate to `dir/NAME.pem`; its path.
+    fn write(&self, dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(format!("{name}.pem"));
+        std::fs::write(&path, self.cert.pem()).expect("write the CA");
+        path
+    }
+
+    /// Issues a certificate for the IP address `ip`, writes it (with the CA) and its key to
+    /// `dir` under `tag`; the `CERT:KEY` entry.
+    fn issue(&self, dir: &Path, tag: &str, ip: IpAddr) -> String {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::new()).expect("params");
+        params.subject_alt_names = vec![SanType::IpAddress(ip)];
+        let cert = params.signed_by(&key, &self.cert, &self.key).expect("sign");
+        let (c, k) = (
+            dir.join(format!("{tag}.crt")),
+            dir.join(format!("{tag}.key")),
+        );
+        std::fs::write(&c, format!("{}{}", cert.pem(), self.cert.pem())).expect("write");
+        std::fs::write(&k, key.serialize_pem()).expect("write");
+        format!("{}:{}", c.display(), k.display())
+    }
+}
+
+/// A cluster of `n` sidecars with peer TLS, each with a certificate for its own address
+/// (or, for the member in `misnamed`, for another address).
+fn cluster(net: u8, n: usize, misnamed: Option<usize>) -> (Cluster, Ca) {
+    let dir = temp_dir("peer-tls");
+    let ca = Ca::new("dl7 cluster CA");
+    let ca_file = ca.write(dir.path(), "cluster-ca");
+    let entries: Vec<String> = (0..n)
+        .map(|i| {
+            let host = Ipv4Addr::new(127, 0, net, 11 + i as u8);
+            let named = if misnamed == Some(i) {
+                Ipv4Addr::new(127, 0, net, 99)
+            } else {
+                host
+            };
+            ca.issue(dir.path(), &format!("s{i}"), IpAddr::V4(named))
+        })
+        .collect();
+    let c = Cluster::start_each(net, n, dir, |i, _| {
+        [
+            "--peer-tls",
+            "--peer-tls-cert",
+            &entries[i],
+            "--peer-tls-ca",
+            &ca_file.display().to_string(),
+            "--health-interval",
+            "200ms",
+            "--health-timeout",
+            "150ms",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+    });
+    (c, ca)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A TLS client of a peer listener that trusts `ca`, presenting `entry` (`CERT:KEY`) when
+/// given.
+fn peer_client(ca: &Ca, entry: Option<&str>) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.cert.der().clone()).expect("add the CA");
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots);
+    let config = match entry {
+        None => builder.with_no_client_auth(),
+        Some(entry) => {
+            let (cert, key) = entry.split_once(':').expect("CERT:KEY");
+            let chain = CertificateDer::pem_file_iter(cert)
+                .expect("read the chain")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("chain");
+            let key = PrivateKeyDer::from_pem_file(key).expect("key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client certificate")
+        }
+    };
+    Arc::new(config)
+}
+
+/// Connects to the peer listener `addr` with `config` and sends a GET of `target`: the
+/// status line answered, or the error (a refused handshake shows as an error at the
+/// first read, TLS 1.3 clients finishing before the server checks their certificate).
+fn peer_get(addr: SocketAddr, config: Arc<ClientConfig>, target: &str) -> Result<String, String> {
+    let ip = ServerName::from(addr.ip());
+    let conn = ClientConnection::new(config, ip).map_err(|e| e.to_string())?;
+    let tcp =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut tls = StreamOwned::new(conn, tcp);
+    let request = format!("GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes())
+        .and_then(|()| tls.flush())
+        .map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    match tls.read_to_end(&mut answer) {
+        Ok(_) if !answer.is_empty() => {}
+        Ok(_) => return Err("closed without an answer".to_owned()),
+        Err(e) if answer.is_empty() => return Err(e.to_string()),
+        Err(_) => {}
+    }
+    let text = String::from_utf8_lossy(&answer);
+    Ok(text.lines().next().unwrap_or_default().to_owned())
+}
+
+#[test]
+fn requests_and_health_checks_go_over_mutual_tls_on_reused_connections() {
+    let (c, _ca) = cluster(181, 3, None);
+    let urls: Vec<String> = (0..45)
+        .map(|i| format!("/obj/t{i}?size={}", 100 + i * 7))
+        .collect();
+    for (i, s) in c.sidecars.iter().enumerate() {
+        let mut client = Client::connect(s.listen);
+        for u in &urls {
+            let r = client.get(u);
+            assert_eq!(r.status, 200, "{u}");
+            assert_eq!(r.body, body(u, r.body.len() as u64), "{u}");
+        }
+        // A body long enough to be spliced between plain sockets is copied through TLS.
+        let big = c.owned_key((i + 1) % 3, |k| format!("/obj/big{k}?size=3000000"));
+        let r = client.get(&big);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, body(&big, 3_000_000));
+    }
+    for u in &urls {
+        assert_eq!(c.origin.fetches(u), 1, "{u} fetched more than once");
+    }
+    for (i, s) in c.sidecars.iter().enumerate() {
+        for (j, peer) in c.names.iter().enumerate() {
+            if i != j {
+                let connects = s.metric(&format!("dl7_l7_pool_connects_total{{pool=\"{peer}\"}}"));
+                assert_eq!(
+                    connects, 1.0,
+                    "{} -> {peer}: one pooled connection",
+                    c.names[i]
+                );
+                let up = s.metric(&format!("dl7_l7_peer_up{{peer=\"{peer}\"}}"));
+                assert_eq!(up, 1.0, "{} sees {peer} up", c.names[i]);
+            }
+        }
+        let connected =
+            s.metric("dl7_l7_peer_tls_handshakes_total{side=\"connected\",result=\"ok\"}");
+        assert!(connected >= 2.0, "{}: {connected}", c.names[i]);
+        let accepted =
+            s.metric("dl7_l7_peer_tls_handshakes_total{side=\"accepted\",result=\"ok\"}");
+        // Pooled connections from both peers, and their health checks.
+        assert!(accepted >= 4.0, "{}: {accepted}", c.names[i]);
+        assert_eq!(
+            s.metric("dl7_l7_peer_tls_handshakes_total{side=\"accepted\",result=\"error\"}"),
+            0.0
+        );
+        let expiry = s.metric("dl7_l7_tls_certificate_expiry_seconds");
+        assert!(
+            expiry > 1.7e9,
+            "the peer certificate's expiry is exported: {expiry}"
+        );
+    }
+}
+
+#[test]
+fn the_peer_listener_takes_only_cluster_certificates() {
+    let (c, ca) = cluster(182, 2, None);
+    let s = &c.sidecars[0];
+    let peer = s.peer.expect("peer listener");
+    let metric = |result: &str| {
+        s.metric(&format!(
+            "dl7_l7_peer_tls_handshakes_total{{side=\"accepted\",result=\"{result}\"}}"
+        ))
+    };
+    // A member's certificate: served.
+    let member = ca.issue(
+        c.dir.path(),
+        "member",
+        IpAddr::V4(Ipv4Addr::new(127, 0, 182, 50)),
+    );
+    let line = peer_get(peer, peer_client(&ca, Some(&member)), "/obj/m?size=5")
+        .expect("a member is served");
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+
+    // Plain HTTP: closed without an answer (a 400 would pass a plain sidecar's health checks).
+    let mut plain = Client::connect(peer);
+    plain.set_read_timeout(Duration::from_secs(5));
+    plain.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(plain.is_closed(), "plain HTTP is closed");
+    assert!(!plain.has_bytes(), "and not answered");
+    assert!(wait_for(Duration::from_secs(5), || metric("plain_http") >= 1.0));
+
+    // No client certificate, or one from another CA: refused.
+    let before = metric("error");
+    assert!(peer_get(peer, peer_client(&ca, None), "/obj/n?size=5").is_err());
+    let stranger_ca = Ca::new("another CA");
+    let stranger = stranger_ca.issue(
+        c.dir.path(),
+        "stranger",
+        IpAddr::V4(Ipv4Addr::new(127, 0, 182, 51)),
+    );
+    assert!(peer_get(peer, peer_client(&ca, Some(&stranger)), "/obj/n?size=5").is_err());
+    assert!(wait_for(Duration::from_secs(5), || metric("error") >= before + 2.0));
+    assert_eq!(
+        c.origin.fetches("/obj/n?size=5"),
+        0,
+        "nothing refused reached the origin"
+    );
+}
+
+#[test]
+fn a_peer_whose_certificate_does_not_name_its_address_gets_no_request() {
+    // s1's certificate is the cluster CA's, but for another address.
+    let (c, _ca) = cluster(183, 2, Some(1));
+    let s0 = &c.sidecars[0];
+    assert!(
+        wait_for(Duration::from_secs(10), || s0
+            .metric("dl7_l7_peer_up{peer=\"s1\"}")
+            == 0.0),
+        "s1 is down for s0: {}",
+        s0.log_text()
+    );
+    let keys = c.keys_owned_by(1, "mis", 10, 5);
+    let mut client = Client::connect(s0.listen);
+    for k in &keys {
+        let r = client.get(k);
+        assert_eq!(r.status, 200, "{k}: served by s0 instead");
+    }
+    assert!(
+        s0.metric("dl7_l7_peer_tls_handshakes_total{side=\"connected\",result=\"error\"}") >= 1.0
+    );
+    assert_eq!(s0.metric("dl7_l7_peer_forwards_total{peer=\"s1\"}"), 0.0);
+    // s1 can still forward to s0: s0's certificate names s0.
+    let k = c.keys_owned_by(0, "fine", 10, 1).remove(0);
+    assert_eq!(Client::connect(c.sidecars[1].listen).get(&k).status, 200);
+    assert_eq!(
+        c.sidecars[1].metric("dl7_l7_peer_forwards_total{peer=\"s0\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn sighup_swaps_the_peer_certificate_and_refuses_one_the_ca_did_not_sign() {
+    let (c, ca) = cluster(184, 2, None);
+    let s0 = &c.sidecars[0];
+    let reloads = |result: &str| s0.metric(&format!("dl7_l7_reloads_total{{result=\"{result}\"}}"));
+    let host = IpAddr::V4(Ipv4Addr::new(127, 0, 184, 11));
+    // A new certificate from the same CA, over the same files.
+    ca.issue(c.dir.path(), "s0", host);
+    s0.signal("HUP");
+    assert!(
+        wait_for(Duration::from_secs(10), || reloads("ok") >= 1.0),
+        "{}",
+        s0.log_text()
+    );
+    // Another CA's certificate: refused, the running one kept.
+    Ca::new("rogue").issue(c.dir.path(), "s0", host);
+    s0.signal("HUP");
+    assert!(
+        wait_for(Duration::from_secs(10), || reloads("error") >= 1.0),
+        "{}",
+        s0.log_text()
+    );
+    assert!(
+        s0.log_text()
+            .lines()
+            .any(|l| l.contains("reload refused") && l.contains("peer-tls-cert")),
+        "{}",
+        s0.log_text()
+    );
+    // Both ways still work: s1 -> s0 (s0's certificate as server) and s0 -> s1 (as client).
+    let to_s0 = c.keys_owned_by(0, "after", 10, 3);
+    let to_s1 = c.keys_owned_by(1, "after", 10, 3);
+    let mut via_s1 = Client::connect(c.sidecars[1].listen);
+    let mut via_s0 = Client::connect(s0.listen);
+    for (a, b) in to_s0.iter().zip(&to_s1) {
+        assert_eq!(via_s1.get(a).status, 200);
+        assert_eq!(via_s0.get(b).status, 200);
+    }
+    // A new connection to s0 presents the kept (fresh) certificate: a member client works.
+    let member = ca.issue(
+        c.dir.path(),
+        "probe",
+        IpAddr::V4(Ipv4Addr::new(127, 0, 184, 60)),
+    );
+    let line = peer_get(
+        s0.peer.expect("peer"),
+        peer_client(&ca, Some(&member)),
+        "/healthz",
+    )
+    .expect("a new handshake with s0");
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+}
+
+#[test]
+fn peer_tls_configuration_errors_are_one_line() {
+    let dir = temp_dir("peer-tls-cli");
+    let ca = Ca::new("cli CA");
+    let ca_file = ca.write(dir.path(), "ca");
+    let good = ca.issue(dir.path(), "good", IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let rogue = Ca::new("rogue").issue(dir.path(), "rogue", IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let ca_arg = ca_file.display().to_string();
+    let base = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--peer-listen",
+        "127.0.0.1:0",
+        "--self",
+        "a",
+        "--members",
+        "a=127.0.0.1:9",
+        "--origin",
+        "http://127.0.0.1:9",
+    ];
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--peer-tls", "--peer-tls-ca", &ca_arg],
+            "--peer-tls-cert is required",
+        ),
+        (
+            &["--peer-tls", "--peer-tls-cert", &good],
+            "--peer-tls-ca is required",
+        ),
+        (
+            &["--peer-tls-cert", &good, "--peer-tls-ca", &ca_arg],
+            "--peer-tls-cert",
+        ),
+        (
+            &[
+                "--peer-tls",
+                "--peer-tls-cert",
+                &rogue,
+                "--peer-tls-ca",
+                &ca_arg,
+            ],
+            "is not valid under the CA",
+        ),
+        (
+            &[
+                "--peer-tls",
+                "--peer-tls-cert",
+                "nofile.pem",
+                "--peer-tls-ca",
+                &ca_arg,
+            ],
+            "nofile.pem",
+        ),
+    ];
+    for (extra, needle) in cases {
+        let o = Command::new(env!("CARGO_BIN_EXE_l7-sidecar"))
+            .args(base)
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run l7-sidecar");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{extra:?}: {err}");
+        assert!(err.contains(needle), "{extra:?}: {err:?} lacks {needle:?}");
+    }
+}
