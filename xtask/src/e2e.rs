@@ -14,6 +14,10 @@
 //!    sends to different servers); the certificate renewed (new files, SIGHUP to every
 //!    sidecar) while HTTPS requests on new connections go on: none fails, and new
 //!    connections get the new certificate;
+//!    3b. peer TLS (`peer-tls`, on this testbed): every forward so far went over mutual TLS
+//!    between the sidecars (handshakes counted on both sides, none failed, connections
+//!    reused); on a peer listener, plain HTTP and a TLS client without a certificate get
+//!    nothing, a client with a cluster certificate gets an answer;
 //! 4. `l4-ctl real drain`: an established keep-alive connection to the drained server keeps
 //!    working, new connections avoid it;
 //! 5. origin down: misses get 502 quickly, hits still 200, nothing hangs; origin back: misses
@@ -24,8 +28,8 @@
 //! 7. a server removed from both tiers (l4-ctl real del + sidecar membership reload) during a
 //!    workload: failures counted and reported, about 1/N of the objects change owner.
 //!
-//! Then a second testbed with maglev repeats scenario 2. Every testbed is taken down at the
-//! end, also when a scenario fails.
+//! Then a second testbed with maglev (plain peer connections) repeats scenario 2. Every
+//! testbed is taken down at the end, also when a scenario fails.
 
 use std::{
     collections::BTreeMap,
@@ -68,23 +72,25 @@ pub(crate) fn on_testbed(
     result
 }
 
-fn up(parts: &Parts, scheme: &str) -> Result<Testbed> {
+fn up(parts: &Parts, scheme: &str, peer_tls: bool) -> Result<Testbed> {
     let spec = Spec {
         cache_bytes: 64 << 20,
         tls: true,
+        peer_tls,
         ..Spec::new(NAME, SERVERS, scheme)
     };
     dl7_testbed::up(&spec, parts)
 }
 
 fn scenarios(parts: &Parts) -> Result<()> {
-    let mut tb = up(parts, "carp")?;
+    let mut tb = up(parts, "carp", true)?;
     step(
         "1. requests through the VIP; replies bypass the front",
         || through_the_vip(&tb),
     )?;
     step("2. exclusive placement (carp)", || exclusive_placement(&tb))?;
     step("3. HTTPS through the VIP", || https(&tb))?;
+    step("3b. mutual TLS between the sidecars", || peer_tls(&tb))?;
     step("4. drain keeps established connections", || drain(&tb))?;
     step("5. origin down and back", || origin_down(&mut tb))?;
     step("6. a sidecar killed under load", || sidecar_killed(&mut tb))?;
@@ -92,7 +98,7 @@ fn scenarios(parts: &Parts) -> Result<()> {
         server_removed(&tb)
     })?;
     dl7_testbed::down(NAME)?;
-    let tb = up(parts, "maglev")?;
+    let tb = up(parts, "maglev", false)?;
     step("2b. exclusive placement (maglev)", || {
         warm(&tb, 1500)?;
         exclusive_placement(&tb)
@@ -596,6 +602,103 @@ fn https(tb: &Testbed) -> Result<()> {
         resumed_elsewhere(tb, &ca, version, flag)?;
     }
     certificate_renewed_under_load(tb, &ca, &resolve)
+}
+
+/// Mutual TLS between the sidecars: what scenarios 1 to 3 forwarded went over it, and a
+/// peer listener answers only a client with a cluster certificate.
+fn peer_tls(tb: &Testbed) -> Result<()> {
+    let metrics = tb.scrape_servers()?;
+    let count = |side: &str, result: &str| -> f64 {
+        metrics
+            .iter()
+            .map(|m| {
+                m.sum(
+                    "dl7_l7_peer_tls_handshakes_total",
+                    &[("side", side), ("result", result)],
+                )
+            })
+            .sum()
+    };
+    let forwards: f64 = metrics
+        .iter()
+        .map(|m| m.sum("dl7_l7_peer_forwards_total", &[]))
+        .sum();
+    let (accepted, connected) = (count("accepted", "ok"), count("connected", "ok"));
+    let failed = count("accepted", "error") + count("connected", "error");
+    ensure!(
+        accepted > 0.0 && connected > 0.0 && forwards > 0.0,
+        "peer TLS handshakes: {accepted} accepted, {connected} connected, for {forwards} forwards"
+    );
+    ensure!(failed == 0.0, "{failed} peer TLS handshakes failed");
+    // Pooled forwarding connections: those the sidecars opened, beside health checks.
+    let pooled: f64 = metrics
+        .iter()
+        .zip(&tb.servers)
+        .map(|(m, s)| {
+            tb.servers
+                .iter()
+                .filter(|p| p.name != s.name)
+                .map(|p| m.sum("dl7_l7_pool_connects_total", &[("pool", p.name.as_str())]))
+                .sum::<f64>()
+        })
+        .sum();
+    ensure!(
+        pooled < forwards,
+        "{pooled} peer connections for {forwards} forwards: connections are not reused"
+    );
+    let (from, to) = (&tb.servers[0], &tb.servers[1]);
+    let dir = tb.run_dir.join("tls");
+    let ca = tb.ca.as_ref().context("the testbed has no CA")?;
+    let (cert, key) = (
+        dir.join(format!("peer-{}.pem", from.name)),
+        dir.join(format!("peer-{}.key", from.name)),
+    );
+    let url = format!("https://{}/healthz", to.peer);
+    let ask = |args: &[&str]| -> Result<String> {
+        dl7_testbed::process::output(
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &from.ns, "curl", "-s", "--max-time", "5"])
+                .args(["-o", "/dev/null", "-w", "%{http_code}"])
+                .args(args),
+        )
+        .map(|out| out.trim().to_owned())
+    };
+    let plain = ask(&[&format!("http://{}/healthz", to.peer)]);
+    ensure!(
+        !matches!(&plain, Ok(code) if code != "000"),
+        "plain HTTP to {}'s peer listener: {plain:?}",
+        to.name
+    );
+    let ca = ca.to_string_lossy();
+    let anonymous = ask(&["--cacert", &ca, &url]);
+    ensure!(
+        !matches!(&anonymous, Ok(code) if code != "000"),
+        "TLS without a client certificate to {}'s peer listener: {anonymous:?}",
+        to.name
+    );
+    let member = ask(&[
+        "--cacert",
+        &ca,
+        "--cert",
+        &cert.to_string_lossy(),
+        "--key",
+        &key.to_string_lossy(),
+        &url,
+    ])?;
+    ensure!(
+        member == "200",
+        "{}'s certificate to {}'s peer listener: {member:?}",
+        from.name,
+        to.name
+    );
+    eprintln!(
+        "e2e:   {forwards} forwards over mutual TLS: {connected} handshakes made, {accepted} \
+         accepted (health checks included), {pooled} pooled peer connections, 0 failed; \
+         plain HTTP and a certificate-less client refused on {}'s peer listener, {}'s \
+         certificate answered",
+        to.name, from.name
+    );
+    Ok(())
 }
 
 /// The VIP's certificate renewed (new file, SIGHUP to every sidecar) while HTTPS requests

@@ -74,6 +74,10 @@ pub struct UpArgs {
     /// certificate for the VIP (and the name dl7.test) from a throwaway CA.
     #[arg(long)]
     pub tls: bool,
+    /// Mutual TLS between the sidecars (`peer-tls`): each one's certificate for its address
+    /// from the same throwaway CA.
+    #[arg(long)]
+    pub peer_tls: bool,
 }
 
 impl From<&UpArgs> for Spec {
@@ -92,6 +96,7 @@ impl From<&UpArgs> for Spec {
             encap: a.encap,
             fronts: a.fronts,
             tls: a.tls,
+            peer_tls: a.peer_tls,
         }
     }
 }

@@ -190,6 +190,9 @@ pub struct Spec {
     /// HTTPS too: the VIP's port 443 on every front, and `listen-tls` on every sidecar with a
     /// certificate for the VIP from a throwaway CA (`Testbed::ca`).
     pub tls: bool,
+    /// Mutual TLS between the sidecars (`peer-tls`): each gets a certificate for its address
+    /// from the same throwaway CA, the cluster CA.
+    pub peer_tls: bool,
 }
 
 impl Spec {
@@ -209,6 +212,7 @@ impl Spec {
             encap: Encap::Ipip,
             fronts: 1,
             tls: false,
+            peer_tls: false,
         }
     }
 
@@ -237,6 +241,11 @@ impl Spec {
         ensure!(
             self.fronts == 1 || !self.central,
             "several fronts and the central balancer do not go together in one testbed"
+        );
+        ensure!(
+            !(self.peer_tls && self.central),
+            "peer TLS and the central balancer do not go together in one testbed (the central \
+             balancer speaks plain HTTP to the sidecars' peer listeners)"
         );
         if let Some(q) = self.cpu_quota {
             ensure!(

@@ -22,7 +22,8 @@ use crate::plan::{
     role_config, run_dir,
 };
 
-/// The testbed's HTTPS material (`tls`): a throwaway CA and the VIP's certificate.
+/// The testbed's TLS material (`tls`, `peer_tls`): a throwaway CA and the VIP's
+/// certificate (the sidecars' peer certificates are issued with them, by the same CA).
 pub(crate) struct TlsFiles {
     pub ca: tls::Ca,
     pub cert: tls::ServerCert,
@@ -281,7 +282,7 @@ pub(crate) fn sidecars(
     let dir = run_dir(&spec.name);
     let template = deploy_file(parts, "deploy/sidecar.example.toml")?;
     // HTTPS: every sidecar serves the VIP's certificate on the VIP's port 443.
-    let tls_keys: Vec<(&str, toml::Value)> = match tls {
+    let tls_keys: Vec<(&str, toml::Value)> = match tls.filter(|_| spec.tls) {
         Some(files) => vec![
             ("listen-tls", format!("0.0.0.0:{TLS_PORT}").into()),
             (
@@ -339,6 +340,7 @@ pub(crate) fn sidecars(
         .into_iter()
         .chain(membership)
         .chain(tls_keys.iter().cloned())
+        .chain(peer_tls_keys(spec, tls, role, *addr)?)
         .chain(optional_keys(spec))
         .collect();
         let unused: &[&str] = if spec.fronts > 1 {
@@ -365,7 +367,7 @@ pub(crate) fn sidecars(
             pid,
             encap: routed.then_some(spec.encap),
             decap_pin_dir: routed.then(|| decap_pin_dir(&spec.name, role)),
-            listen_tls: tls.map(|_| SocketAddr::from((*addr, TLS_PORT))),
+            listen_tls: spec.tls.then(|| SocketAddr::from((*addr, TLS_PORT))),
         });
     }
     for s in &servers {
@@ -375,6 +377,28 @@ pub(crate) fn sidecars(
         }
     }
     Ok(servers)
+}
+
+/// With `peer_tls`: the sidecar `role`'s keys for mutual TLS with its peers, its certificate
+/// for `addr` issued now by the testbed's CA (the cluster CA).
+fn peer_tls_keys(
+    spec: &Spec,
+    tls: Option<&TlsFiles>,
+    role: &str,
+    addr: std::net::Ipv4Addr,
+) -> Result<Vec<(&'static str, toml::Value)>> {
+    let Some(files) = tls.filter(|_| spec.peer_tls) else {
+        return Ok(Vec::new());
+    };
+    let cert = files.ca.issue_peer(&format!("peer-{role}"), addr.into())?;
+    Ok(vec![
+        ("peer-tls", true.into()),
+        (
+            "peer-tls-cert",
+            format!("{}:{}", cert.cert.display(), cert.key.display()).into(),
+        ),
+        ("peer-tls-ca", files.ca.cert.display().to_string().into()),
+    ])
 }
 
 /// The conventional design's central L7 balancer, with the servers' sidecars as its

@@ -93,7 +93,9 @@ fn bring_up(spec: &Spec, parts: &Parts) -> Result<Testbed> {
         net.servers.len(),
         spec.scheme
     );
-    let tls = spec.tls.then(|| roles::tls_files(&dir)).transpose()?;
+    let tls = (spec.tls || spec.peer_tls)
+        .then(|| roles::tls_files(&dir))
+        .transpose()?;
     let servers = roles::sidecars(
         spec,
         parts,

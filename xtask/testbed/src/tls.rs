@@ -133,6 +133,30 @@ impl Ca {
         ips: &[IpAddr],
         key_type: KeyType,
     ) -> Result<ServerCert> {
+        self.sign(file, names, ips, key_type, "serverAuth")
+    }
+
+    /// A sidecar's peer certificate (`peer-tls-cert`) named `file` for its address `ip`: an
+    /// ECDSA P-256 key, for use as server and as client (a peer connection's two ends).
+    pub fn issue_peer(&self, file: &str, ip: IpAddr) -> Result<ServerCert> {
+        self.sign(
+            file,
+            &[],
+            &[ip],
+            KeyType::EcdsaP256,
+            "serverAuth,clientAuth",
+        )
+    }
+
+    /// A certificate as [`issue`](Self::issue) says, with the extended key usages `usage`.
+    fn sign(
+        &self,
+        file: &str,
+        names: &[&str],
+        ips: &[IpAddr],
+        key_type: KeyType,
+        usage: &str,
+    ) -> Result<ServerCert> {
         ensure!(
             !names.is_empty() || !ips.is_empty(),
             "a certificate needs a name or an address"
@@ -166,7 +190,7 @@ impl Ca {
         fs::write(
             &ext,
             format!(
-                "subjectAltName={}\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+                "subjectAltName={}\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage={usage}\n",
                 san.join(",")
             ),
         )?;
@@ -220,6 +244,19 @@ mod tests {
                     text.contains("DNS:dl7.test") && text.contains("IP Address:10.214.0.100"),
                     "{text}"
                 );
+            }
+            // A peer certificate serves both ends of a peer connection.
+            let peer = ca.issue_peer("peer", "10.214.0.11".parse()?)?;
+            for purpose in ["sslserver", "sslclient"] {
+                let verified = openssl(&[
+                    "verify",
+                    "-purpose",
+                    purpose,
+                    "-CAfile",
+                    path_str(&ca.cert)?,
+                    path_str(&peer.cert)?,
+                ])?;
+                ensure!(verified.trim().ends_with("OK"), "{purpose}: {verified}");
             }
             Ok(())
         })();
