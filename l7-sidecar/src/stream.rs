@@ -15,6 +15,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
+use crate::tls::facts::TlsFacts;
+
 /// A client connection's socket.
 #[derive(Debug)]
 pub enum ClientStream {
@@ -37,6 +39,14 @@ impl ClientStream {
     /// True for a TLS connection.
     pub fn is_tls(&self) -> bool {
         matches!(self, ClientStream::Tls(_))
+    }
+
+    /// What the TLS handshake settled (SNI, version); `None` for a plain connection.
+    pub fn tls_facts(&self) -> Option<TlsFacts> {
+        match self {
+            ClientStream::Plain(_) => None,
+            ClientStream::Tls(s) => Some(TlsFacts::of(s.get_ref().1)),
+        }
     }
 }
 
