@@ -19,14 +19,16 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
+use crate::config::TlsHeaders;
 use crate::http::body::{BodyReader, Framing};
 use crate::http::canned;
 use crate::http::chunked;
-use crate::http::forward::Connection;
+use crate::http::forward::{Connection, Fact, Vouched};
 use crate::http::request::{BodyKind, Method, RequestHead};
 use crate::http::response::ResponseHead;
 use crate::http::wire;
 use crate::stream::ClientStream;
+use crate::tls::facts::TlsFacts;
 
 /// Initial size of a client connection's read buffer.
 const READ_BUFFER: usize = 8 * 1024;
@@ -102,6 +104,10 @@ pub struct ClientIo {
     /// connected (clients' own values are replaced); `None` on the peer listener, where the
     /// forwarding sidecar's value passes through (peers are trusted, clients are not).
     pub proto: Option<&'static [u8]>,
+    /// What the TLS handshake settled (SNI, version), read once when the connection was
+    /// taken on: sent on to the origin in `tls-sni-header` / `tls-protocol-header`. `None` for
+    /// a plain connection.
+    pub tls: Option<TlsFacts>,
     /// The current request's minor HTTP version.
     pub minor: u8,
     /// The current request's method.
@@ -126,7 +132,7 @@ impl ClientIo {
     /// A new client connection from `addr`; `draining` is set when the server drains (the
     /// connection then closes after the current response). `timeout` bounds each write to
     /// the client and each read of a body; bodies above `max_body` bytes are refused.
-    /// `proto`: see [`ClientIo::proto`].
+    /// `proto`: see [`ClientIo::proto`]. The TLS facts of `stream` are read here, once.
     pub fn new(
         stream: ClientStream,
         addr: std::net::SocketAddr,
@@ -136,6 +142,7 @@ impl ClientIo {
         max_body: u64,
     ) -> Self {
         Self {
+            tls: stream.tls_facts(),
             stream,
             rbuf: BytesMut::with_capacity(READ_BUFFER),
             out: BytesMut::with_capacity(1024),
@@ -155,6 +162,28 @@ impl ClientIo {
             heartbeat: None,
             body_done: true,
         }
+    }
+
+    /// What the sidecar says of this connection in the fields it writes itself
+    /// (`X-Forwarded-Proto`, and the TLS facts in the fields `headers` configures), replacing
+    /// the request's; `None` on the peer listener, where the forwarding sidecar's pass
+    /// through. Built per request from what the connection captured: nothing is allocated.
+    pub fn vouched<'a>(&'a self, headers: &'a TlsHeaders) -> Option<Vouched<'a>> {
+        let proto = self.proto?;
+        let tls = self.tls.as_ref();
+        let fact = |name: &'a Option<Box<str>>, value: Option<&'a str>| {
+            name.as_deref().map(|name| Fact {
+                name: name.as_bytes(),
+                value: value.map(str::as_bytes),
+            })
+        };
+        Some(Vouched {
+            proto,
+            facts: [
+                fact(&headers.sni, tls.and_then(|t| t.sni.as_deref())),
+                fact(&headers.protocol, tls.and_then(|t| t.protocol)),
+            ],
+        })
     }
 
     /// Takes on a new request; `heartbeat`: beat this often while the response head is not

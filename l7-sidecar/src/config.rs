@@ -142,6 +142,17 @@ settings! {
     /// two listeners; connections beyond are closed at once and counted (default 1024).
     #[arg(long, value_name = "N")]
     tls_max_handshakes: usize,
+    /// A request field that carries the server name (SNI) a client on --listen-tls asked
+    /// for to peers, the origin and upstreams, e.g. X-TLS-SNI; left out when the client sent
+    /// none. Clients' own fields of that name are removed on both client listeners, also
+    /// without --listen-tls (set it on every sidecar: peers' pass through) (default: none).
+    #[arg(long, value_name = "NAME")]
+    tls_sni_header: String,
+    /// A request field that carries the TLS version a client on --listen-tls agreed
+    /// (TLSv1.2, TLSv1.3, as nginx's $ssl_protocol), e.g. X-TLS-Protocol; removed from
+    /// clients' requests and kept from peers as --tls-sni-header (default: none).
+    #[arg(long, value_name = "NAME")]
+    tls_protocol_header: String,
     /// Peer side (requests forwarded by other sidecars), ADDR:PORT. Distributed mode only.
     #[arg(long, value_name = "ADDR:PORT")]
     peer_listen: String,
@@ -222,6 +233,12 @@ settings! {
     /// storing; `off` (default off).
     #[arg(long, value_name = "DURATION|off")]
     cache_ttl: String,
+    /// Keep http and https apart in the cache (and the relay cache): the key starts with the
+    /// scheme the client used (https on --listen-tls, http on --listen, from a peer its
+    /// X-Forwarded-Proto); routing is unchanged. A PURGE or an invalidating request drops
+    /// both schemes' entries. `--cache-key-scheme` alone is true (default false).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    cache_key_scheme: bool,
     /// Prometheus /metrics and /healthz, ADDR:PORT (default: none).
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: String,
@@ -333,6 +350,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("cache-bytes", "268435456"),
     ("max-object-bytes", "8388608"),
     ("cache-ttl", "off"),
+    ("cache-key-scheme", "false"),
     ("max-connections", "10000"),
     ("max-head-bytes", "16384"),
     ("max-headers", "100"),
@@ -568,6 +586,17 @@ pub struct PeerTlsSettings {
     pub max_handshakes: usize,
 }
 
+/// The request fields that carry a TLS client's facts on (`tls-sni-header`,
+/// `tls-protocol-header`), checked: HTTP field names that the sidecar does not read or write
+/// for itself, and two different ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsHeaders {
+    /// The field for the SNI the client sent.
+    pub sni: Option<Box<str>>,
+    /// The field for the TLS version agreed.
+    pub protocol: Option<Box<str>>,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -575,6 +604,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The HTTPS client-side listener.
     pub tls: Option<TlsSettings>,
+    /// The fields that carry the TLS facts of `listen-tls` clients on (also without
+    /// `listen-tls`: clients' own fields of those names are removed all the same).
+    pub tls_headers: TlsHeaders,
     /// Peer-side listener (distributed mode).
     pub peer_listen: Option<SocketAddr>,
     /// Mutual TLS between sidecars.
@@ -593,6 +625,9 @@ pub struct Config {
     pub follow: Option<FollowSettings>,
     /// Local serving.
     pub local: Local,
+    /// The cache keys (embedded and relay cache) start with the scheme the client used
+    /// (`cache-key-scheme`), see [`crate::cache::key`].
+    pub cache_key_scheme: bool,
     /// Request head limits.
     pub head: HeadLimits,
     /// Request body limit.
@@ -700,6 +735,14 @@ impl Config {
         check("threads", self.threads != other.threads);
         check("origin/upstream/cache", self.local != other.local);
         check(
+            "cache-key-scheme",
+            self.cache_key_scheme != other.cache_key_scheme,
+        );
+        check(
+            "tls-sni-header/tls-protocol-header",
+            self.tls_headers != other.tls_headers,
+        );
+        check(
             "limits",
             self.head != other.head || self.max_body != other.max_body,
         );
@@ -786,9 +829,18 @@ impl Settings {
         };
         let tls = self.tls()?;
         let peer_tls = self.peer_tls(mode)?;
+        let tls_headers = self.tls_headers()?;
         let follow = self.follow(mode, peer_listen)?;
         let membership = self.membership(mode, follow.as_ref())?;
         let local = self.local(mode)?;
+        let field = "cache-key-scheme";
+        let cache_key_scheme = switch(field, self.cache_key_scheme)?;
+        if cache_key_scheme && mode == Mode::Central {
+            return Err(ConfigError::NotAllowed {
+                field,
+                why: "in central mode (it caches nothing)",
+            });
+        }
         let threads = match self.threads {
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
             Some(n) => in_range("threads", n, 1, 1024)?,
@@ -827,6 +879,7 @@ impl Settings {
         Ok(Config {
             listen,
             tls,
+            tls_headers,
             peer_listen,
             peer_tls,
             metrics,
@@ -836,6 +889,7 @@ impl Settings {
             membership,
             follow,
             local,
+            cache_key_scheme,
             head,
             max_body: number("max-body-bytes", self.max_body_bytes)?,
             max_connections: in_range(
@@ -983,6 +1037,24 @@ impl Settings {
             handshake_timeout,
             max_handshakes,
         }))
+    }
+
+    /// `tls-sni-header` and `tls-protocol-header`. Allowed without `listen-tls`: a sidecar
+    /// then only removes clients' fields of those names, which keeps a cluster where some
+    /// sidecars terminate no TLS from letting clients forge them.
+    fn tls_headers(&self) -> Result<TlsHeaders, ConfigError> {
+        let sni = header_name("tls-sni-header", self.tls_sni_header.as_deref())?;
+        let protocol = header_name("tls-protocol-header", self.tls_protocol_header.as_deref())?;
+        if let (Some(a), Some(b)) = (&sni, &protocol)
+            && crate::http::fields::same_name(a.as_bytes(), b.as_bytes())
+        {
+            return Err(invalid(
+                "tls-protocol-header",
+                b,
+                "is the field of --tls-sni-header",
+            ));
+        }
+        Ok(TlsHeaders { sni, protocol })
     }
 
     /// The `tls-ticket-key` files, read; their names distinct.
@@ -1400,6 +1472,49 @@ fn number<T: std::str::FromStr>(field: &'static str, value: Option<T>) -> Result
             let text = default_text(field);
             text.parse()
                 .map_err(|_| invalid(field, text, "is not a number (the default)"))
+        }
+    }
+}
+
+/// A field name given for `field` (`tls-sni-header`, `tls-protocol-header`): an HTTP token
+/// (RFC 9110 5.1) that is not a field the sidecar reads or writes itself, also when `_` is
+/// read as `-` (CGI-style back ends do): `Host`, `Via`, `X-Forwarded-For`,
+/// `X-Forwarded-Proto`, framing, hop-by-hop and caching fields, dl7's hop field,
+/// `Surrogate-Capability`.
+fn header_name(field: &'static str, given: Option<&str>) -> Result<Option<Box<str>>, ConfigError> {
+    use crate::http::fields::{self, Kind};
+    let Some(name) = given else {
+        return Ok(None);
+    };
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(tchar) {
+        return Err(invalid(
+            field,
+            name,
+            "is not a header field name (letters, digits and !#$%&'*+-.^_`|~)",
+        ));
+    }
+    let dashed = name.replace('_', "-");
+    if fields::classify(dashed.as_bytes()) != Kind::Other
+        || fields::same_name(name.as_bytes(), b"Surrogate-Capability")
+    {
+        return Err(invalid(
+            field,
+            name,
+            "is a field the sidecar reads or writes itself",
+        ));
+    }
+    Ok(Some(name.into()))
+}
+
+/// The switch given for `field`, else its default.
+fn switch(field: &'static str, value: Option<bool>) -> Result<bool, ConfigError> {
+    match value {
+        Some(v) => Ok(v),
+        None => {
+            let text = default_text(field);
+            text.parse()
+                .map_err(|_| invalid(field, text, "is not true or false (the default)"))
         }
     }
 }
@@ -1864,6 +1979,112 @@ mod tests {
                 "http://127.0.0.1:2/b",
                 "http://127.0.0.1:3/c"
             ]
+        );
+    }
+
+    #[test]
+    fn cache_key_scheme_is_a_switch_in_the_file_and_on_the_command_line() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Serve {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let distributed = "listen = \"127.0.0.1:1\"\npeer-listen = \"127.0.0.1:4\"\nself = \"a\"\n\
+                           members = \"a=127.0.0.1:2\"\norigin = \"http://127.0.0.1:5\"\n";
+        let on = |text: &str| settings(text).validate().unwrap().cache_key_scheme;
+        assert!(!on(distributed), "off by default");
+        assert!(on(&format!("{distributed}cache-key-scheme = true\n")));
+        assert!(!on(&format!("{distributed}cache-key-scheme = false\n")));
+        let flags = |args: &[&str]| {
+            let mut all = vec!["serve"];
+            all.extend_from_slice(args);
+            Serve::try_parse_from(all).map(|s| s.settings.cache_key_scheme)
+        };
+        assert_eq!(flags(&["--cache-key-scheme"]).unwrap(), Some(true));
+        assert_eq!(flags(&["--cache-key-scheme=false"]).unwrap(), Some(false));
+        assert_eq!(flags(&["--cache-key-scheme", "true"]).unwrap(), Some(true));
+        assert_eq!(flags(&[]).unwrap(), None);
+        assert!(flags(&["--cache-key-scheme=yes"]).is_err());
+        // The flag overrides the file, both ways.
+        let file = settings(&format!("{distributed}cache-key-scheme = true\n"));
+        let off = Settings {
+            cache_key_scheme: Some(false),
+            ..Settings::default()
+        };
+        assert!(!off.over(file.clone()).validate().unwrap().cache_key_scheme);
+        let with = file.validate().unwrap();
+        let without = settings(distributed).validate().unwrap();
+        assert_eq!(with.needs_restart(&without), ["cache-key-scheme"]);
+        assert!(toml::from_str::<Settings>("cache-key-scheme = \"yes\"").is_err());
+        let err = settings(&format!("{CENTRAL}cache-key-scheme = true\n"))
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "--cache-key-scheme cannot be used in central mode (it caches nothing)"
+        );
+        assert!(
+            !settings(&format!("{CENTRAL}cache-key-scheme = false\n"))
+                .validate()
+                .unwrap()
+                .cache_key_scheme
+        );
+    }
+
+    #[test]
+    fn tls_fact_headers_are_field_names_the_sidecar_leaves_alone() {
+        let with = |extra: &str| settings(&format!("{CENTRAL}{extra}")).validate();
+        let c = with("tls-sni-header = \"X-TLS-SNI\"\ntls-protocol-header = \"X-TLS-Protocol\"\n")
+            .unwrap();
+        assert_eq!(c.tls_headers.sni.as_deref(), Some("X-TLS-SNI"));
+        assert_eq!(c.tls_headers.protocol.as_deref(), Some("X-TLS-Protocol"));
+        assert_eq!(
+            settings(CENTRAL).validate().unwrap().tls_headers,
+            TlsHeaders::default()
+        );
+        // Without listen-tls they only remove clients' fields: allowed.
+        assert!(c.tls.is_none());
+        assert_eq!(
+            c.needs_restart(&settings(CENTRAL).validate().unwrap()),
+            ["tls-sni-header/tls-protocol-header"]
+        );
+        let err = |extra: &str| with(extra).unwrap_err().to_string();
+        assert_eq!(
+            err("tls-sni-header = \"X TLS\"\n"),
+            "--tls-sni-header: \"X TLS\" is not a header field name (letters, digits and \
+             !#$%&'*+-.^_`|~)"
+        );
+        assert!(err("tls-sni-header = \"\"\n").starts_with("--tls-sni-header: \"\" is not"));
+        assert!(err("tls-sni-header = \"X-SNI:\"\n").starts_with("--tls-sni-header: \"X-SNI:\""));
+        for managed in [
+            "Host",
+            "via",
+            "X-Forwarded-For",
+            "X_Forwarded_For",
+            "x-forwarded-proto",
+            "X_FORWARDED_PROTO",
+            "Content-Length",
+            "Transfer-Encoding",
+            "Connection",
+            "Keep-Alive",
+            "X-Dl7-Hop",
+            "Cache-Control",
+            "Surrogate-Capability",
+        ] {
+            for field in ["tls-sni-header", "tls-protocol-header"] {
+                assert_eq!(
+                    err(&format!("{field} = \"{managed}\"\n")),
+                    format!(
+                        "--{field}: \"{managed}\" is a field the sidecar reads or writes itself"
+                    )
+                );
+            }
+        }
+        assert_eq!(
+            err("tls-sni-header = \"X-TLS\"\ntls-protocol-header = \"x_tls\"\n"),
+            "--tls-protocol-header: \"x_tls\" is the field of --tls-sni-header"
         );
     }
 

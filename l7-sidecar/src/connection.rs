@@ -16,6 +16,7 @@ use prometheus::IntGauge;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
+use crate::cache::{self, key::Scheme};
 use crate::client::{ClientIo, Outcome};
 use crate::config::{Config, KeyMode, Mode};
 use crate::context::Ctx;
@@ -278,10 +279,7 @@ async fn answer(
             }
             if let Some(relay) = &sidecar.relay {
                 // The relay cache's key is the cache key, as at the owner.
-                let key = match config.key {
-                    KeyMode::HostPath => req.key,
-                    KeyMode::Url => router::host_path(req.head, req.buf, &mut s.local.cache_key),
-                };
+                let key = cache_key(config, req, io, &mut s.local.cache_key);
                 let relayed = Request { key, ..req };
                 let owner_pool = &routing.pools()[owner];
                 let scratch = &mut s.local.upstream_head;
@@ -322,7 +320,14 @@ async fn forward(
     route: Route,
 ) -> (Route, Outcome) {
     let (config, routing) = (cx.config, cx.routing);
-    local::upstream_head(&mut scratch.upstream_head, req, io, false, Upstream::Peer);
+    local::upstream_head(
+        cx,
+        &mut scratch.upstream_head,
+        req,
+        io,
+        false,
+        Upstream::Peer,
+    );
     // Peers are sidecars, which beat while they wait; central-mode backends may be any HTTP
     // server, so only the response timeout applies to them.
     let first_byte = (config.mode == Mode::Distributed).then_some(config.timeouts.peer_first_byte);
@@ -349,8 +354,8 @@ async fn forward(
     }
 }
 
-/// Serves `req` (whose key is the routing key) on this server, under its cache key: the
-/// host-path form, built here only, since forwarded requests never need it.
+/// Serves `req` (whose key is the routing key) on this server, under its cache key
+/// ([`cache_key`]), built here only, since forwarded requests never need it.
 async fn serve_local(
     cx: &Ctx<'_>,
     local: Option<&LocalServer>,
@@ -361,12 +366,28 @@ async fn serve_local(
     let Some(local) = local else {
         return io.error(502, false).await;
     };
-    let key = match cx.config.key {
-        KeyMode::HostPath => req.key,
-        KeyMode::Url => router::host_path(req.head, req.buf, &mut scratch.cache_key),
-    };
+    let key = cache_key(cx.config, req, io, &mut scratch.cache_key);
     let req = Request { key, ..req };
     local.serve(cx, req, io, &mut scratch.upstream_head).await
+}
+
+/// The cache key of `req` (whose key is the routing key), the same in the embedded and the
+/// relay cache: the host-path form (the routing key itself with `--key host-path`), after the
+/// scheme the client used with `cache-key-scheme` ([`cache::key`]); built in `scratch` when it
+/// is not the routing key.
+fn cache_key<'a>(
+    config: &Config,
+    req: Request<'a>,
+    io: &ClientIo,
+    scratch: &'a mut Vec<u8>,
+) -> &'a [u8] {
+    let scheme = config
+        .cache_key_scheme
+        .then(|| Scheme::of(io.proto, req.head, req.buf));
+    match (config.key, scheme) {
+        (KeyMode::HostPath, None) => req.key,
+        _ => cache::key::build(req.head, req.buf, scheme, scratch),
+    }
 }
 
 /// Lingering close: FIN, then read and discard for a moment.

@@ -21,7 +21,7 @@ use crate::context::Ctx;
 use crate::http::body::{BodyReader, Framing};
 use crate::http::date;
 use crate::http::fields::Kind;
-use crate::http::forward::{self, Stamp};
+use crate::http::forward::{self, Stamp, Vouched};
 use crate::http::request::{BodyKind, Method, RequestHead};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
@@ -235,7 +235,7 @@ pub struct Request<'a> {
     /// The buffer the head was parsed from.
     pub buf: &'a [u8],
     /// The key: the routing key while the request is routed, the cache key
-    /// ([`crate::router::host_path`]) once it is served locally.
+    /// ([`crate::cache::key`]) once it is served locally.
     pub key: &'a [u8],
     /// Hops the request made before reaching this server.
     pub hops: u8,
@@ -314,8 +314,8 @@ impl LocalServer {
         };
         if req.head.method_bytes(req.buf) == b"PURGE" {
             // Allowed where it entered (connection.rs); here, at the owner, it empties the
-            // URL's entry.
-            let found = cache.invalidate(req.key);
+            // URL's entry (under both schemes with `cache-key-scheme`).
+            let found = cache.invalidate_resource(req.key, cx.config.cache_key_scheme);
             metrics.purge(if found { "purged" } else { "absent" });
             // The canned answer: the status line's text as the body.
             return io.error(if found { 200 } else { 404 }, false).await;
@@ -323,7 +323,8 @@ impl LocalServer {
         // This request's variant when the URL's responses vary (RFC 9111 4.1); an unsafe
         // request invalidates the URL, all its variants with it.
         let primary = req.key;
-        let variant = cache.variant_key(primary, req.head.fields(), req.buf);
+        let vouched = io.vouched(&cx.config.tls_headers);
+        let variant = cache.variant_key(primary, req.head.fields(), req.buf, vouched.as_ref());
         let req = Request {
             key: variant.as_deref().unwrap_or(primary),
             ..req
@@ -466,7 +467,8 @@ pub async fn serve_relayed(
     let cache = &relay.cache;
     let primary = req.key;
     let estimate = relay.record(primary);
-    let variant = cache.variant_key(primary, req.head.fields(), req.buf);
+    let vouched = io.vouched(&cx.config.tls_headers);
+    let variant = cache.variant_key(primary, req.head.fields(), req.buf, vouched.as_ref());
     let req = Request {
         key: variant.as_deref().unwrap_or(primary),
         ..req
@@ -526,7 +528,7 @@ fn revalidate_in_background(cx: &Ctx<'_>, req: Request<'_>, io: &ClientIo) {
         to.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let mut head = BytesMut::new();
-    upstream_head(&mut head, req, io, true, Upstream::Peer);
+    upstream_head(cx, &mut head, req, io, true, Upstream::Peer);
     head.truncate(head.len().saturating_sub(2));
     head.extend_from_slice(b"Cache-Control: no-cache\r\nConnection: close\r\n\r\n");
     let limit = cx.config.timeouts.connect + cx.config.timeouts.response;
@@ -556,7 +558,7 @@ async fn pass(
     io: &mut ClientIo,
     scratch: &mut BytesMut,
 ) -> Outcome {
-    upstream_head(scratch, req, io, false, to);
+    upstream_head(cx, scratch, req, io, false, to);
     match proxy::exchange(cx, pool, scratch, io, None).await {
         Ok(outcome) | Err(Failure::Done(outcome)) => outcome,
         Err(Failure::Gone) => Failure::GONE,
@@ -566,7 +568,8 @@ async fn pass(
 
 /// Forwards an unsafe request (RFC 9110 9.2.1) to the origin and relays the response. A
 /// non-error response invalidates what is stored for the target URI, and for the same-origin
-/// URIs in its `Location` and `Content-Location` (RFC 9111 4.4), when the head arrives. (In
+/// URIs in its `Location` and `Content-Location` (RFC 9111 4.4), when the head arrives; with
+/// `cache-key-scheme` each under both schemes (one resource at the origin). (In
 /// distributed mode the request was routed to this server because it owns the URL, so the
 /// target's invalidation lands where the object lives; a `Location` URL owned by another
 /// member is invalidated only here.)
@@ -578,7 +581,7 @@ async fn pass_unsafe(
     io: &mut ClientIo,
     scratch: &mut BytesMut,
 ) -> Outcome {
-    upstream_head(scratch, req, io, false, Upstream::Origin(host));
+    upstream_head(cx, scratch, req, io, false, Upstream::Origin(host));
     let conn = match proxy::request(cx, origin, scratch, io, None).await {
         Ok(conn) => conn,
         Err(Failure::Done(outcome)) => return outcome,
@@ -586,14 +589,15 @@ async fn pass_unsafe(
         Err(Failure::Retry(status)) => return io.error(status, false).await,
     };
     if (200..400).contains(&io.resp.status) {
-        cache.invalidate(primary);
+        let schemed = cx.config.cache_key_scheme;
+        cache.invalidate_resource(primary, schemed);
         for f in io.resp.fields() {
             let name = f.name.of(&conn.buf);
             if (name.eq_ignore_ascii_case(b"Location")
                 || name.eq_ignore_ascii_case(b"Content-Location"))
-                && let Some(key) = cache::related_key(primary, f.value.of(&conn.buf))
+                && let Some(key) = cache::related_key(primary, f.value.of(&conn.buf), schemed)
             {
-                cache.invalidate(&key);
+                cache.invalidate_resource(&key, schemed);
             }
         }
     }
@@ -602,6 +606,7 @@ async fn pass_unsafe(
 
 /// Writes the head to send to `to` into `out` (`fill`: for a cache fill).
 pub fn upstream_head(
+    cx: &Ctx<'_>,
     out: &mut BytesMut,
     req: Request<'_>,
     io: &ClientIo,
@@ -617,7 +622,7 @@ pub fn upstream_head(
     let stamp = Stamp {
         via: VIA,
         client: &io.addr,
-        proto: io.proto,
+        vouched: io.vouched(&cx.config.tls_headers),
         hops: req.hops.saturating_add(1),
         default_host,
         origin_form,
@@ -650,7 +655,7 @@ async fn fill(
     give_back: bool,
 ) -> Result<Outcome, Retry> {
     let (config, metrics) = (cx.config, cx.metrics);
-    upstream_head(scratch, req, io, true, to);
+    upstream_head(cx, scratch, req, io, true, to);
     if let Some(stale) = guard.stale() {
         validate_with(scratch, &stale.validators);
     }
@@ -789,26 +794,34 @@ async fn fill(
         stale_while_revalidate: admission.stale_while_revalidate,
         variants: None,
     });
-    keep(cache, guard, primary, variants, &entry, req);
+    let vouched = io.vouched(&config.tls_headers);
+    keep(
+        cache,
+        guard,
+        (primary, variants),
+        &entry,
+        req,
+        vouched.as_ref(),
+    );
     Ok(serve_entry(&entry, req, io, metrics).await)
 }
 
 /// Stores a filled entry where this request's variant belongs: under the URL's key, or, when
 /// the response varies, under the variant's key with a marker naming the fields under the
 /// URL's key. When that is not the key the fill was led for (the URL's responses started or
-/// stopped varying), the waiters fetch on their own.
+/// stopped varying), the waiters fetch on their own. `vouched`: see [`vary::key`].
 fn keep(
     cache: &Cache,
     guard: FillGuard<'_>,
-    primary: &[u8],
-    variants: Option<vary::Names>,
+    (primary, variants): (&[u8], Option<vary::Names>),
     entry: &Arc<Entry>,
     req: Request<'_>,
+    vouched: Option<&Vouched<'_>>,
 ) {
     let key = match variants {
         Some(names) => {
             let variants = cache.mark_variants(primary, names);
-            vary::key(primary, &variants, req.head.fields(), req.buf)
+            vary::key(primary, &variants, req.head.fields(), req.buf, vouched)
         }
         None => primary.to_vec(),
     };

@@ -3,8 +3,9 @@
 //!
 //! - The key is the request target as sent (`--key url`, like nginx's `$request_uri`) or the
 //!   lower-cased host plus the path and query (`--key host-path`). The cache key is always
-//!   the host-path form ([`host_path`]): `--key` chooses how requests spread, never which
-//!   site's object a client gets.
+//!   the host-path form ([`host_path`]; after the scheme with `cache-key-scheme`,
+//!   [`crate::cache::key`]): `--key` chooses how requests spread, never which site's object
+//!   a client gets, and the scheme never changes the owner.
 //! - Distributed mode: a request is served locally when this server owns the key or when it
 //!   came from a peer (it arrived on the peer listener, or carries dl7's hop field). A
 //!   request from a peer is never forwarded again, so two sidecars with different views of
@@ -112,7 +113,13 @@ pub fn key<'a>(
 /// different resources build the same key.
 pub fn host_path<'a>(head: &RequestHead, buf: &[u8], scratch: &'a mut Vec<u8>) -> &'a [u8] {
     scratch.clear();
-    scratch.extend(
+    append_host_path(head, buf, scratch);
+    scratch
+}
+
+/// Appends [`host_path`]'s key to `out` (after what is there: a cache key's scheme).
+pub fn append_host_path(head: &RequestHead, buf: &[u8], out: &mut Vec<u8>) {
+    out.extend(
         head.authority(buf)
             .unwrap_or_default()
             .iter()
@@ -120,10 +127,9 @@ pub fn host_path<'a>(head: &RequestHead, buf: &[u8], scratch: &'a mut Vec<u8>) -
     );
     let path = head.path_and_query(buf);
     if !path.starts_with(b"/") && path != b"*" {
-        scratch.push(b'/');
+        out.push(b'/');
     }
-    scratch.extend_from_slice(path);
-    scratch
+    out.extend_from_slice(path);
 }
 
 /// Where to try next.

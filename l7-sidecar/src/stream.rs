@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::{client, server};
 
+use crate::tls::facts::TlsFacts;
 use crate::tls::peer::PeerTls;
 
 /// A connection's socket; `T` is the TLS stream (server or client side).
@@ -50,6 +51,16 @@ impl<T> Stream<T> {
     /// True for a TLS connection.
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
+    }
+}
+
+impl ClientStream {
+    /// What the TLS handshake settled (SNI, version); `None` for a plain connection.
+    pub fn tls_facts(&self) -> Option<TlsFacts> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(s) => Some(TlsFacts::of(s.get_ref().1)),
+        }
     }
 }
 

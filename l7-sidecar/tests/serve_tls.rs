@@ -1,8 +1,10 @@
 //! HTTPS at the sidecar (`listen-tls`): a real sidecar process in front of the test origin,
 //! throwaway certificates made here with rcgen (a CA and two server certificates, ECDSA
 //! P-256 and P-384: rcgen with ring cannot generate RSA keys), a rustls client. Also:
-//! sessions resumed on another sidecar that shares the ticket keys (`tls-ticket-key`), and
-//! certificates replaced on SIGHUP.
+//! sessions resumed on another sidecar that shares the ticket keys (`tls-ticket-key`),
+//! certificates replaced on SIGHUP, http and https kept apart in the cache
+//! (`cache-key-scheme`, also through a peer and in the relay cache), and the TLS facts sent
+//! on to the origin (`tls-sni-header`, `tls-protocol-header`), which clients cannot forge.
 
 mod support;
 
@@ -26,7 +28,7 @@ struct Https {
     ca: CertificateDer<'static>,
     /// The leaf certificates of `a.test` (the default) and `b.test`.
     leaves: [CertificateDer<'static>; 2],
-    _origin: support::Origin,
+    origin: support::Origin,
     _dir: TempDir,
 }
 
@@ -72,7 +74,44 @@ fn serve_https(
     origin: &support::Origin,
     tls: &[&str],
 ) -> (Sidecar, SocketAddr) {
-    let [listen, peer, metrics, https] = free_addrs(ip(net, host));
+    let addrs = free_addrs(ip(net, host));
+    let members = format!("s0={}", addrs[1]);
+    spawn_https(addrs, ("s0", &members), dir, origin, tls)
+}
+
+/// `n` sidecars (members `s0`, `s1`, .. on `127.0.NET.11`, `.12`, ..) in front of `origin`,
+/// each with an HTTPS listener and `tls` (`--tls-cert` and more flags); their logs in `dir`.
+/// Each with its HTTPS address.
+fn serve_https_cluster(
+    net: u8,
+    n: u8,
+    dir: &Path,
+    origin: &support::Origin,
+    tls: &[&str],
+) -> Vec<(Sidecar, SocketAddr)> {
+    let addrs: Vec<[SocketAddr; 4]> = (0..n).map(|i| free_addrs(ip(net, 11 + i))).collect();
+    let members: Vec<String> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("s{i}={}", a[1]))
+        .collect();
+    let members = members.join(",");
+    addrs
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| spawn_https(a, (&format!("s{i}"), &members), dir, origin, tls))
+        .collect()
+}
+
+/// Starts a sidecar on `[listen, peer, metrics, https]` as member `name` of `members`, in
+/// front of `origin`, with `tls` flags; its log in `dir`. Also returns the HTTPS address.
+fn spawn_https(
+    [listen, peer, metrics, https]: [SocketAddr; 4],
+    (name, members): (&str, &str),
+    dir: &Path,
+    origin: &support::Origin,
+    tls: &[&str],
+) -> (Sidecar, SocketAddr) {
     let mut args: Vec<String> = [
         "serve",
         "--listen",
@@ -86,9 +125,9 @@ fn serve_https(
         "--tls-handshake-timeout",
         "1s",
         "--self",
-        "s0",
+        name,
         "--members",
-        &format!("s0={peer}"),
+        members,
         "--origin",
         &origin.url(),
         "--threads",
@@ -98,7 +137,7 @@ fn serve_https(
     .map(|s| (*s).to_owned())
     .collect();
     args.extend(tls.iter().map(|s| (*s).to_owned()));
-    let log = dir.join(format!("s{host}.log"));
+    let log = dir.join(format!("{name}-{}.log", listen.ip()));
     let sidecar = Sidecar::start(&args, listen, Some(peer), metrics, log);
     assert!(
         wait_for(Duration::from_secs(10), || TcpStream::connect(https)
@@ -110,6 +149,11 @@ fn serve_https(
 }
 
 fn start(net: u8) -> Https {
+    start_with(net, &[])
+}
+
+/// As [`start`], the sidecar with `extra` flags.
+fn start_with(net: u8, extra: &[&str]) -> Https {
     let dir = temp_dir("tls");
     let origin = start_origin(ip(net, 1));
     let (ca, ca_key) = new_ca();
@@ -127,19 +171,15 @@ fn start(net: u8) -> Https {
         &ca,
         &ca_key,
     );
-    let (sidecar, tls) = serve_https(
-        net,
-        11,
-        dir.path(),
-        &origin,
-        &["--tls-cert", &a, "--tls-cert", &b],
-    );
+    let mut flags = vec!["--tls-cert", &a, "--tls-cert", &b];
+    flags.extend_from_slice(extra);
+    let (sidecar, tls) = serve_https(net, 11, dir.path(), &origin, &flags);
     Https {
         sidecar,
         tls,
         ca: ca.der().clone(),
         leaves: [a_der, b_der],
-        _origin: origin,
+        origin,
         _dir: dir,
     }
 }
@@ -153,15 +193,23 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// A TLS connection to `h` with SNI `name` (none for an IP address), only `version`, the
 /// certificate verified against the test CA; the handshake is done on return.
 fn connect(h: &Https, name: &str, version: &'static rustls::SupportedProtocolVersion) -> Tls {
+    handshake(h.tls, trusting(&h.ca, version), name)
+}
+
+/// A client configuration trusting `ca`, speaking only `version`, offering ALPN http/1.1.
+fn trusting(
+    ca: &CertificateDer<'static>,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
-    roots.add(h.ca.clone()).expect("add the CA");
+    roots.add(ca.clone()).expect("add the CA");
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[version])
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    handshake(h.tls, Arc::new(config), name)
+    Arc::new(config)
 }
 
 fn handshake(addr: SocketAddr, config: Arc<ClientConfig>, name: &str) -> Tls {
@@ -226,7 +274,20 @@ struct Response {
 }
 
 fn get(stream: &mut impl ReadWrite, target: &str) -> io::Result<Response> {
-    stream.write_all(format!("GET {target} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())?;
+    request(stream, "GET", target, "")
+}
+
+/// Sends `METHOD target` with `fields` (complete lines; a body only as they frame it) and
+/// reads the response, which must have a `Content-Length`.
+fn request(
+    stream: &mut impl ReadWrite,
+    method: &str,
+    target: &str,
+    fields: &str,
+) -> io::Result<Response> {
+    stream.write_all(
+        format!("{method} {target} HTTP/1.1\r\nHost: test\r\n{fields}\r\n").as_bytes(),
+    )?;
     stream.flush()?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
@@ -609,4 +670,252 @@ fn sighup_replaces_the_certificate_keeps_connections_and_refuses_a_bad_file() {
     assert!(expiry > 1.5e9 && expiry < 1.6e9, "{expiry}");
     let r = get(&mut kept, "/obj/k3?size=10").expect("the kept connection at the end");
     assert_eq!(r.status, 200);
+}
+
+/// What the origin received for `target` (a `/headers` URL) sent on `stream` with `fields`:
+/// the request head, in lower case.
+fn seen_by_origin(stream: &mut impl ReadWrite, target: &str, fields: &str) -> String {
+    let r = request(stream, "GET", target, fields).expect("GET /headers");
+    assert_eq!(r.status, 200, "{}", r.head);
+    String::from_utf8_lossy(&r.body).to_ascii_lowercase()
+}
+
+/// The same, on a plain connection (`listen`, or the peer listener).
+fn seen_in_plain(addr: SocketAddr, target: &str, fields: &str) -> String {
+    let mut c = Client::connect(addr);
+    c.send(format!("GET {target} HTTP/1.1\r\nHost: test\r\n{fields}\r\n").as_bytes());
+    let r = c.read_response(false).expect("GET /headers");
+    assert_eq!(r.status, 200);
+    String::from_utf8_lossy(&r.body).to_ascii_lowercase()
+}
+
+/// Sends `METHOD target` (no body) on a plain connection to `addr`: the status.
+fn plain(addr: SocketAddr, method: &str, target: &str) -> u16 {
+    let mut c = Client::connect(addr);
+    c.send(
+        format!("{method} {target} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+    );
+    c.read_response(method == "HEAD")
+        .expect("a response")
+        .status
+}
+
+/// A response the origin plays for `/script/NAME/..`: storable for 10 minutes, body `ok`.
+fn storable() -> Vec<support::Step> {
+    vec![support::Step::Send(
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+    )]
+}
+
+#[test]
+fn cache_key_scheme_keeps_http_and_https_apart() {
+    let h = start_with(176, &["--cache-key-scheme", "--purge-allow", "127.0.0.0/8"]);
+    let listen = h.sidecar.listen;
+    let mut tls = connect(&h, "a.test", &rustls::version::TLS13);
+    let target = "/obj/scheme?size=100";
+    let fetches = || h.origin.fetches(target);
+    assert_eq!(plain(listen, "GET", target), 200);
+    assert_eq!(fetches(), 1);
+    let r = get(&mut tls, target).expect("GET over TLS");
+    assert_eq!(r.body, body(target, 100));
+    assert_eq!(fetches(), 2, "https is another entry than http");
+    assert_eq!(plain(listen, "GET", target), 200);
+    assert_eq!(get(&mut tls, target).expect("GET over TLS").status, 200);
+    assert_eq!(fetches(), 2, "each scheme answered from its own entry");
+    assert_eq!(h.sidecar.metric("dl7_l7_cache_objects"), 2.0);
+
+    // PURGE (here over http) drops both schemes' entries.
+    assert_eq!(plain(listen, "PURGE", target), 200);
+    assert_eq!(get(&mut tls, target).expect("GET over TLS").status, 200);
+    assert_eq!(plain(listen, "GET", target), 200);
+    assert_eq!(fetches(), 4, "both fetched again after the PURGE");
+    assert_eq!(plain(listen, "PURGE", target), 200);
+    assert_eq!(plain(listen, "PURGE", target), 404, "none left");
+
+    // A successful unsafe request (here over https) invalidates both too.
+    h.origin.script("inv", storable());
+    let target = "/script/inv/1";
+    let fetches = || h.origin.fetches(target);
+    assert_eq!(plain(listen, "GET", target), 200);
+    assert_eq!(get(&mut tls, target).expect("GET over TLS").status, 200);
+    assert_eq!(fetches(), 2);
+    let post = request(&mut tls, "POST", target, "Content-Length: 0\r\n").expect("POST");
+    assert_eq!(post.status, 200);
+    assert_eq!(fetches(), 3);
+    assert_eq!(plain(listen, "GET", target), 200);
+    assert_eq!(get(&mut tls, target).expect("GET over TLS").status, 200);
+    assert_eq!(fetches(), 5, "both invalidated by the POST");
+    assert_eq!(plain(listen, "GET", target), 200);
+    assert_eq!(fetches(), 5, "and stored again");
+
+    // Without the setting, one entry serves both schemes, as before.
+    let h = start(177);
+    let mut tls = connect(&h, "a.test", &rustls::version::TLS13);
+    let target = "/obj/one-key?size=100";
+    assert_eq!(plain(h.sidecar.listen, "GET", target), 200);
+    assert_eq!(get(&mut tls, target).expect("GET over TLS").status, 200);
+    assert_eq!(
+        h.origin.fetches(target),
+        1,
+        "https answered from the http fetch"
+    );
+}
+
+#[test]
+fn tls_facts_reach_the_origin_and_clients_cannot_forge_them() {
+    let facts = [
+        "--tls-sni-header",
+        "X-TLS-SNI",
+        "--tls-protocol-header",
+        "X-TLS-Protocol",
+    ];
+    let h = start_with(178, &facts);
+    let forged = "X-TLS-SNI: evil.test\r\nx_tls_sni: evil2.test\r\nX-TLS-Protocol: SSLv3\r\n";
+    for (version, label) in [
+        (&rustls::version::TLS12, "tlsv1.2"),
+        (&rustls::version::TLS13, "tlsv1.3"),
+    ] {
+        let mut tls = connect(&h, "a.test", version);
+        // Every request of the connection carries them.
+        for round in 0..2 {
+            let seen = seen_by_origin(&mut tls, &format!("/headers?r={round}"), forged);
+            assert_eq!(seen.matches("x-tls-sni").count(), 1, "{seen}");
+            assert!(seen.contains("\r\nx-tls-sni: a.test\r\n"), "{seen}");
+            assert_eq!(seen.matches("x-tls-protocol").count(), 1, "{seen}");
+            assert!(
+                seen.contains(&format!("\r\nx-tls-protocol: {label}\r\n")),
+                "{seen}"
+            );
+            assert!(!seen.contains("evil") && !seen.contains("sslv3"), "{seen}");
+            assert!(!seen.contains("x_tls_sni"), "{seen}");
+        }
+    }
+    // A client that sends no SNI (it connects to an IP address): no SNI field.
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
+        .with_no_client_auth();
+    let mut tls = handshake(h.tls, Arc::new(config), &h.tls.ip().to_string());
+    let seen = seen_by_origin(&mut tls, "/headers", forged);
+    assert!(!seen.contains("x-tls-sni"), "{seen}");
+    assert!(seen.contains("\r\nx-tls-protocol: tlsv1.3\r\n"), "{seen}");
+    // The plain listener removes what a client claims and adds nothing.
+    let seen = seen_in_plain(h.sidecar.listen, "/headers", forged);
+    assert!(!seen.contains("x-tls") && !seen.contains("x_tls"), "{seen}");
+    // The peer listener trusts what the forwarding sidecar wrote.
+    let peer = h.sidecar.peer.expect("a peer listener");
+    let from_peer = format!("{forged}X-Forwarded-Proto: https\r\nX-Dl7-Hop: 1\r\n");
+    let seen = seen_in_plain(peer, "/headers", &from_peer);
+    for kept in [
+        "\r\nx-tls-sni: evil.test\r\n",
+        "\r\nx_tls_sni: evil2.test\r\n",
+        "\r\nx-tls-protocol: sslv3\r\n",
+    ] {
+        assert_eq!(seen.matches(kept).count(), 1, "{kept}: {seen}");
+    }
+}
+
+#[test]
+fn through_a_peer_the_owner_keeps_the_forwarding_sidecars_scheme_and_facts() {
+    let net = 179;
+    let dir = temp_dir("tls-peer");
+    let origin = start_origin(ip(net, 1));
+    let (ca, ca_key) = new_ca();
+    let (a, _) = issue(
+        dir.path(),
+        "a.test",
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+        &ca,
+        &ca_key,
+    );
+    let flags = [
+        "--tls-cert",
+        &a,
+        "--cache-key-scheme",
+        "--tls-sni-header",
+        "X-TLS-SNI",
+        "--tls-protocol-header",
+        "X-TLS-Protocol",
+        "--relay-cache-bytes",
+        "1000000",
+    ];
+    let nodes = serve_https_cluster(net, 2, dir.path(), &origin, &flags);
+    let [(s0, s0_tls), (s1, _)] = &nodes[..] else {
+        panic!("two sidecars")
+    };
+    let names = ["s0".to_owned(), "s1".to_owned()];
+    // Targets s1 owns: clients enter at s0, which forwards them to s1.
+    let owned = |prefix: &str| {
+        (0..10_000)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|t| support::owner("ketama", &names, t) == 1)
+            .expect("a target s1 owns")
+    };
+    let client = trusting(&ca.der().clone(), &rustls::version::TLS13);
+    let mut tls = handshake(*s0_tls, client, "a.test");
+
+    // Fetched over https through s0: stored at s1 under the https key.
+    let target = owned("/obj/peer?size=100&k=");
+    let fetches = || origin.fetches(&target);
+    assert_eq!(get(&mut tls, &target).expect("GET over TLS").status, 200);
+    assert_eq!(fetches(), 1);
+    let peer = s1.peer.expect("s1's peer listener");
+    let at_owner = |proto: &str| {
+        let mut c = Client::connect(peer);
+        c.send(
+            format!("GET {target} HTTP/1.1\r\nHost: test\r\nX-Dl7-Hop: 1\r\n{proto}\r\n")
+                .as_bytes(),
+        );
+        c.read_response(false).expect("a response").status
+    };
+    assert_eq!(at_owner("X-Forwarded-Proto: https\r\n"), 200);
+    assert_eq!(
+        fetches(),
+        1,
+        "X-Forwarded-Proto: https finds the https entry"
+    );
+    assert_eq!(at_owner("X-Forwarded-Proto: ftp\r\n"), 200);
+    assert_eq!(fetches(), 2, "anything else is http: another entry");
+    assert_eq!(at_owner(""), 200);
+    assert_eq!(plain(s0.listen, "GET", &target), 200);
+    assert_eq!(
+        fetches(),
+        2,
+        "no X-Forwarded-Proto, or http through s0: the http entry"
+    );
+    assert_eq!(s1.metric("dl7_l7_cache_objects"), 2.0);
+    assert_eq!(
+        s0.metric("dl7_l7_cache_objects"),
+        0.0,
+        "s0 stores none of it"
+    );
+
+    // The relay cache keeps the schemes apart as well: a hot https copy at s0 does not
+    // answer http.
+    let target = owned("/obj/hot?size=100&k=");
+    for _ in 0..6 {
+        assert_eq!(get(&mut tls, &target).expect("GET over TLS").status, 200);
+    }
+    assert!(
+        s0.metric("dl7_l7_relay_hits_total") >= 1.0,
+        "the copy answers https"
+    );
+    assert_eq!(origin.fetches(&target), 1);
+    assert_eq!(plain(s0.listen, "GET", &target), 200);
+    assert_eq!(origin.fetches(&target), 2, "http is not the https copy");
+
+    // The TLS facts pass the peer unchanged, once.
+    let target = owned("/headers?k=");
+    let seen = seen_by_origin(&mut tls, &target, "X-TLS-SNI: evil.test\r\n");
+    assert!(seen.contains("\r\nx-dl7-hop: 2\r\n"), "through s1: {seen}");
+    for once in [
+        "\r\nx-tls-sni: a.test\r\n",
+        "\r\nx-tls-protocol: tlsv1.3\r\n",
+        "\r\nx-forwarded-proto: https\r\n",
+    ] {
+        assert_eq!(seen.matches(once).count(), 1, "{once}: {seen}");
+    }
+    assert!(!seen.contains("evil"), "{seen}");
 }

@@ -18,6 +18,10 @@
 //!   `Last-Modified`). The age starts at the corrected initial age of RFC 9111 4.2.3, and every
 //!   answer from the cache carries its current `Age`.
 //!
+//! Keys ([`key`]): the URL's host-path form, after the client's scheme with
+//! `cache-key-scheme`; a `PURGE` or an invalidation drops the URL under both schemes
+//! ([`Cache::invalidate_resource`]).
+//!
 //! Coalescing: the first miss for a key becomes the fill's leader ([`Lookup::Fill`]); later
 //! misses for the key wait ([`Lookup::Wait`]) for the leader's [`Fill`] result: the stored
 //! entry, "not cacheable" (each then fetches on its own: a large or private object must not
@@ -33,6 +37,7 @@ use quick_cache::{OptionsBuilder, Weighter};
 use tokio::sync::watch;
 
 pub mod conditional;
+pub mod key;
 pub mod policy;
 pub mod range;
 pub mod sketch;
@@ -41,6 +46,7 @@ pub mod vary;
 
 use crate::http::Field;
 use crate::http::fields::{self, Kind};
+use crate::http::forward::Vouched;
 
 use conditional::Validators;
 use policy::Facts;
@@ -320,15 +326,22 @@ impl Cache {
         Ok(None)
     }
 
-    /// The key under which `key`'s response for this request (its fields, parsed from `buf`)
-    /// is stored: `key` itself, or, when the URL's responses vary, its variant's key.
-    pub fn variant_key(&self, key: &[u8], fields: &[Field], buf: &[u8]) -> Option<Vec<u8>> {
+    /// The key under which `key`'s response for this request (its fields, parsed from `buf`;
+    /// `vouched`: the fields the sidecar writes itself, [`vary::key`]) is stored: `key` itself
+    /// (`None`), or, when the URL's responses vary, its variant's key.
+    pub fn variant_key(
+        &self,
+        key: &[u8],
+        fields: &[Field],
+        buf: &[u8],
+        vouched: Option<&Vouched<'_>>,
+    ) -> Option<Vec<u8>> {
         if !self.varied.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
         let marker = self.store.get(key)?;
         let variants = marker.variants.as_ref()?;
-        Some(vary::key(key, variants, fields, buf))
+        Some(vary::key(key, variants, fields, buf, vouched))
     }
 
     /// Stores `entry` under `key`, outside a fill (a variant, or a URL that stopped varying).
@@ -379,6 +392,18 @@ impl Cache {
     /// Drops what is stored for `key`; true when there was something.
     pub fn invalidate(&self, key: &[u8]) -> bool {
         self.store.remove(key).is_some()
+    }
+
+    /// Drops what is stored for the resource of `key` (a URL's key, not a variant's): with
+    /// `schemed` keys (`cache-key-scheme`) under both schemes, since the origin serves one
+    /// resource behind both and a change to it (or a `PURGE` of it) concerns both; variants go
+    /// with their URL's marker. True when there was something.
+    pub fn invalidate_resource(&self, key: &[u8], schemed: bool) -> bool {
+        let found = self.invalidate(key);
+        match key::twin(key, schemed) {
+            Some(twin) => self.invalidate(&twin) || found,
+            None => found,
+        }
     }
 
     /// Looks `key` up for a request that `wants` this: a hit, a stale entry that may answer
@@ -501,11 +526,14 @@ pub fn unsafe_method(method: &[u8]) -> bool {
 }
 
 /// The cache key of a `Location` or `Content-Location` reference in the response to a request
-/// whose key is `primary` (authority then path, [`crate::router::host_path`]), when it names a
-/// resource of the same origin (RFC 9111 4.4 allows invalidating only those): an `http` URI with
-/// the same authority, a network-path or absolute-path reference, or a relative path resolved
-/// against the request's path. `None` for other origins and schemes.
-pub fn related_key(primary: &[u8], reference: &[u8]) -> Option<Vec<u8>> {
+/// whose key is `primary` (authority then path, [`crate::router::host_path`], after the scheme
+/// with `schemed` keys), when it names a resource of the same origin (RFC 9111 4.4 allows
+/// invalidating only those): a URI with the same scheme (`http` when the keys have none: the
+/// sidecar's origins speak http) and authority, a network-path or absolute-path reference, or a
+/// relative path resolved against the request's path. `None` for other origins and schemes.
+pub fn related_key(primary: &[u8], reference: &[u8], schemed: bool) -> Option<Vec<u8>> {
+    let (scheme, primary) = key::split(primary, schemed);
+    let same_scheme = scheme.map_or(&b"http"[..], key::Scheme::name);
     let split = primary.iter().position(|&b| b == b'/')?;
     let (authority, path) = primary.split_at(split);
     let reference = fields::trim(reference);
@@ -517,7 +545,7 @@ pub fn related_key(primary: &[u8], reference: &[u8]) -> Option<Vec<u8>> {
     let first_delimiter = reference.iter().position(|&b| matches!(b, b'/' | b'?'));
     let network_path = match scheme_end {
         Some(i) if first_delimiter.is_none_or(|d| i < d) => {
-            if !reference[..i].eq_ignore_ascii_case(b"http") {
+            if !reference[..i].eq_ignore_ascii_case(same_scheme) {
                 return None;
             }
             reference[i + 1..].strip_prefix(b"//")?
@@ -525,7 +553,7 @@ pub fn related_key(primary: &[u8], reference: &[u8]) -> Option<Vec<u8>> {
         _ => match reference.strip_prefix(b"//") {
             Some(rest) => rest,
             None => {
-                let mut key = authority.to_vec();
+                let mut key = key::join(scheme, authority);
                 if reference.starts_with(b"/") {
                     key.extend_from_slice(reference);
                 } else {
@@ -545,7 +573,7 @@ pub fn related_key(primary: &[u8], reference: &[u8]) -> Option<Vec<u8>> {
     if !network_path[..end].eq_ignore_ascii_case(authority) {
         return None;
     }
-    let mut key = authority.to_vec();
+    let mut key = key::join(scheme, authority);
     if !network_path[end..].starts_with(b"/") {
         key.push(b'/');
     }
@@ -763,8 +791,9 @@ mod tests {
     #[test]
     fn related_keys_stay_within_the_origin() {
         let primary = b"shop:8080/a/b?x=1";
-        let key =
-            |r: &str| related_key(primary, r.as_bytes()).map(|k| String::from_utf8(k).unwrap());
+        let key = |r: &str| {
+            related_key(primary, r.as_bytes(), false).map(|k| String::from_utf8(k).unwrap())
+        };
         assert_eq!(key("/c/d").as_deref(), Some("shop:8080/c/d"));
         assert_eq!(key("c?y#frag").as_deref(), Some("shop:8080/a/c?y"));
         assert_eq!(key("http://SHOP:8080/z").as_deref(), Some("shop:8080/z"));
@@ -776,6 +805,46 @@ mod tests {
             "another scheme is another origin"
         );
         assert_eq!(key("mailto:x@shop"), None);
+    }
+
+    #[test]
+    fn related_keys_keep_the_scheme_of_schemed_keys() {
+        let key = |primary: &str, r: &str| {
+            related_key(primary.as_bytes(), r.as_bytes(), true)
+                .map(|k| String::from_utf8(k).unwrap())
+        };
+        let https = "https://shop/a/b?x=1";
+        assert_eq!(key(https, "/c").as_deref(), Some("https://shop/c"));
+        assert_eq!(key(https, "c").as_deref(), Some("https://shop/a/c"));
+        assert_eq!(key(https, "//shop/z").as_deref(), Some("https://shop/z"));
+        assert_eq!(
+            key(https, "HTTPS://shop/z").as_deref(),
+            Some("https://shop/z")
+        );
+        assert_eq!(key(https, "http://shop/z"), None, "another scheme");
+        assert_eq!(key(https, "https://other/z"), None);
+        let http = "http://shop/a";
+        assert_eq!(key(http, "http://shop/z").as_deref(), Some("http://shop/z"));
+        assert_eq!(key(http, "https://shop/z"), None);
+    }
+
+    #[test]
+    fn invalidating_a_resource_drops_both_schemes() {
+        let cache = Cache::new(1 << 20, 1 << 16, None);
+        for k in [&b"http://h/p"[..], b"https://h/p", b"https://h/q"] {
+            cache.insert(k, entry(1, Duration::from_secs(60)));
+        }
+        assert!(cache.invalidate_resource(b"https://h/p", true));
+        assert!(!cache.holds(b"http://h/p") && !cache.holds(b"https://h/p"));
+        assert!(cache.holds(b"https://h/q"));
+        // Only one scheme stored: still found.
+        assert!(cache.invalidate_resource(b"http://h/q", true));
+        assert!(!cache.holds(b"https://h/q"));
+        assert!(!cache.invalidate_resource(b"http://h/q", true));
+        // Without schemes a key is one key.
+        cache.insert(b"http://h/p", entry(1, Duration::from_secs(60)));
+        assert!(!cache.invalidate_resource(b"https://h/p", false));
+        assert!(cache.holds(b"http://h/p"));
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::http::Field;
 use crate::http::fields::{self, Kind};
+use crate::http::forward::Vouched;
 
 /// Field names a response varies on: lower case, sorted, each once.
 pub type Names = Arc<[Box<[u8]>]>;
@@ -38,8 +39,16 @@ pub struct Variants {
 
 /// The secondary key: `primary`, the marker's epoch, then for each name the request's values
 /// of that field (field lines joined by commas, each trimmed; an absent field differs from an
-/// empty one).
-pub fn key(primary: &[u8], variants: &Variants, fields: &[Field], buf: &[u8]) -> Vec<u8> {
+/// empty one). A field the sidecar writes itself for a request from a client (`vouched`:
+/// `X-Forwarded-Proto`, the TLS facts) counts with the value the origin got, not the client's:
+/// the response varied on that one.
+pub fn key(
+    primary: &[u8],
+    variants: &Variants,
+    fields: &[Field],
+    buf: &[u8],
+    vouched: Option<&Vouched<'_>>,
+) -> Vec<u8> {
     let names = &variants.names;
     let mut out = Vec::with_capacity(primary.len() + 8 + 32 * names.len());
     out.extend_from_slice(primary);
@@ -48,6 +57,16 @@ pub fn key(primary: &[u8], variants: &Variants, fields: &[Field], buf: &[u8]) ->
     for name in names.iter() {
         out.push(0);
         out.extend_from_slice(name);
+        if let Some(sent) = vouched.and_then(|v| v.sent(name)) {
+            match sent {
+                Some(value) => {
+                    out.push(b'=');
+                    out.extend_from_slice(value);
+                }
+                None => out.push(1),
+            }
+            continue;
+        }
         let mut values = fields
             .iter()
             .filter(|f| f.name.of(buf).eq_ignore_ascii_case(name))
@@ -89,7 +108,7 @@ mod tests {
             names: names.clone(),
             epoch: 7,
         };
-        key(b"/k", &variants, head.fields(), text.as_bytes())
+        key(b"/k", &variants, head.fields(), text.as_bytes(), None)
     }
 
     #[test]
@@ -115,5 +134,49 @@ mod tests {
             "every line counts"
         );
         assert!(gzip.starts_with(b"/k\0"));
+    }
+
+    /// A variant chosen by a field the sidecar writes itself is the one of the value the
+    /// origin got: a client's forged one does not choose it.
+    #[test]
+    fn vouched_fields_count_as_sent() {
+        use crate::http::forward::Fact;
+        let n = vary("Vary: X-Forwarded-Proto, X-TLS-SNI\r\n").unwrap();
+        let text = "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\nX-TLS-SNI: a\r\n\r\n";
+        let mut head = RequestHead::default();
+        request::parse(text.as_bytes(), &request::Limits::default(), &mut head).unwrap();
+        let variants = Variants {
+            names: n.clone(),
+            epoch: 7,
+        };
+        let of = |vouched: Option<&Vouched<'_>>| {
+            key(b"/k", &variants, head.fields(), text.as_bytes(), vouched)
+        };
+        let plain = Vouched {
+            proto: b"http",
+            facts: [
+                Some(Fact {
+                    name: b"X-TLS-SNI",
+                    value: None,
+                }),
+                None,
+            ],
+        };
+        let tls = Vouched {
+            proto: b"https",
+            facts: [
+                Some(Fact {
+                    name: b"X-TLS-SNI",
+                    value: Some(b"a"),
+                }),
+                None,
+            ],
+        };
+        assert_eq!(
+            of(None),
+            key_of(&n, "X-Forwarded-Proto: https\r\nX-TLS-SNI: a\r\n")
+        );
+        assert_eq!(of(Some(&tls)), of(None), "as a peer forwarded it");
+        assert_eq!(of(Some(&plain)), key_of(&n, "X-Forwarded-Proto: http\r\n"));
     }
 }

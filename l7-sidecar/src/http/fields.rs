@@ -171,6 +171,21 @@ pub fn classify(name: &[u8]) -> Kind {
     }
 }
 
+/// Whether field names `a` and `b` name the same field to a back end that reads `_` as `-`
+/// (CGI-style, as `HTTP_X_TLS_SNI`): compared ignoring case, with `_` and `-` alike. Used for
+/// the fields the sidecar writes itself from configured names, so that a client cannot slip
+/// one past it under another spelling.
+pub fn same_name(a: &[u8], b: &[u8]) -> bool {
+    let fold = |c: u8| {
+        if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| fold(x) == fold(y))
+}
+
 /// What the `Connection` fields of a head say.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ConnectionOptions {
@@ -262,6 +277,14 @@ mod tests {
         assert_eq!(classify(b"Accept"), Kind::Other);
         assert!(classify(b"keep-alive").is_hop_by_hop());
         assert!(!classify(b"Host").is_hop_by_hop());
+    }
+
+    #[test]
+    fn same_name_folds_case_and_underscores() {
+        assert!(same_name(b"X-TLS-SNI", b"x_tls_sni"));
+        assert!(same_name(b"x_tls_sni", b"X-Tls-Sni"));
+        assert!(!same_name(b"X-TLS-SNI", b"X-TLS-SN"));
+        assert!(!same_name(b"X-TLS-SNI", b"X-TLS-SNJ"));
     }
 
     #[test]

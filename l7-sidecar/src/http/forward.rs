@@ -6,8 +6,9 @@
 //! `Host` received with it (RFC 9112 3.2.2), or a default when an HTTP/1.0 request had none
 //! (the peer's view of the request must be the same as this server's); every end-to-end field; `Via` with `1.1 <name>` appended,
 //! `X-Forwarded-For` with the client address appended, `X-Forwarded-Proto` with the scheme the
-//! client connected with (replacing the client's own; a peer's passes through), dl7's hop
-//! field with the new hop count; the body's framing written anew. Hop-by-hop fields (RFC 9110 7.6.1), `Expect`
+//! client connected with and, when configured, the client's TLS facts (both replacing the
+//! client's own, [`Vouched`]; a peer's pass through), dl7's hop field with the new hop count;
+//! the body's framing written anew. Hop-by-hop fields (RFC 9110 7.6.1), `Expect`
 //! (the sidecar answers it) and the old framing fields are not sent; cache fills also drop
 //! `If-*` and `Range`, since what they fetch must be the whole object.
 //!
@@ -29,9 +30,10 @@ pub struct Stamp<'a> {
     pub via: &'a [u8],
     /// The client's address for `X-Forwarded-For`.
     pub client: &'a [u8],
-    /// `X-Forwarded-Proto` (`http`, `https`), replacing any received; `None`: the received
-    /// ones pass through (the request came from a trusted peer sidecar).
-    pub proto: Option<&'a [u8]>,
+    /// What the sidecar says of the client's connection, replacing what the request says;
+    /// `None`: the received fields pass through (the request came from a trusted peer
+    /// sidecar).
+    pub vouched: Option<Vouched<'a>>,
     /// Hop count to send in dl7's hop field.
     pub hops: u8,
     /// The `Host` value sent when the request has no authority (HTTP/1.0 without `Host`):
@@ -43,6 +45,55 @@ pub struct Stamp<'a> {
     /// A `Surrogate-Capability` value to announce (the embedded cache to its origin), or
     /// empty.
     pub capability: &'a [u8],
+}
+
+/// What the sidecar writes about the client's connection in fields of its own, in place of
+/// every field of those names the request carries, so that clients cannot forge them: the
+/// scheme in `X-Forwarded-Proto`, and the TLS facts in the fields `tls-sni-header` and
+/// `tls-protocol-header` name. Only for requests from clients: a request from a peer sidecar
+/// keeps the forwarding sidecar's fields (peers are trusted, clients are not).
+#[derive(Debug, Clone, Copy)]
+pub struct Vouched<'a> {
+    /// `X-Forwarded-Proto`: `http` or `https`, as the client connected.
+    pub proto: &'a [u8],
+    /// The TLS facts' fields, those configured (SNI, then protocol).
+    pub facts: [Option<Fact<'a>>; 2],
+}
+
+/// A field that carries one TLS fact of the client's connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Fact<'a> {
+    /// The field's name, as configured.
+    pub name: &'a [u8],
+    /// The fact; `None` when the connection has none (plain HTTP, a TLS client that sent no
+    /// SNI): the field is not sent.
+    pub value: Option<&'a [u8]>,
+}
+
+impl<'a> Vouched<'a> {
+    /// Whether a received field named `name` is a TLS fact's and is dropped; `_` counts as
+    /// `-` ([`fields::same_name`]), since back ends that read it so would take
+    /// `X_TLS_SNI` for `X-TLS-SNI`.
+    fn replaces(&self, name: &[u8]) -> bool {
+        self.facts
+            .iter()
+            .flatten()
+            .any(|f| fields::same_name(f.name, name))
+    }
+
+    /// What is sent upstream in the field `name` when the sidecar writes that field itself:
+    /// its value, or `Some(None)` when the request's is dropped and none is sent. `None`: the
+    /// request's values of `name` are sent.
+    pub fn sent(&self, name: &[u8]) -> Option<Option<&'a [u8]>> {
+        if name.eq_ignore_ascii_case(b"X-Forwarded-Proto") {
+            return Some(Some(self.proto));
+        }
+        self.facts
+            .iter()
+            .flatten()
+            .find(|f| fields::same_name(f.name, name))
+            .map(|f| f.value)
+    }
 }
 
 /// How the body of a response to the client is framed.
@@ -96,7 +147,8 @@ pub fn request(out: &mut BytesMut, head: &RequestHead, buf: &[u8], stamp: &Stamp
             | Kind::Via
             | Kind::ForwardedFor
             | Kind::Host => true,
-            Kind::ForwardedProto => stamp.proto.is_some(),
+            Kind::ForwardedProto => stamp.vouched.is_some(),
+            Kind::Other => stamp.vouched.is_some_and(|v| v.replaces(f.name.of(buf))),
             Kind::Conditional => fill,
             kind => kind.is_hop_by_hop(),
         };
@@ -118,10 +170,18 @@ pub fn request(out: &mut BytesMut, head: &RequestHead, buf: &[u8], stamp: &Stamp
         buf,
         stamp.client,
     );
-    if let Some(proto) = stamp.proto {
+    if let Some(vouched) = &stamp.vouched {
         out.put_slice(b"X-Forwarded-Proto: ");
-        out.put_slice(proto);
+        out.put_slice(vouched.proto);
         out.put_slice(b"\r\n");
+        for fact in vouched.facts.iter().flatten() {
+            if let Some(value) = fact.value {
+                out.put_slice(fact.name);
+                out.put_slice(b": ");
+                out.put_slice(value);
+                out.put_slice(b"\r\n");
+            }
+        }
     }
     let mut n = itoa::Buffer::new();
     out.put_slice(fields::HOP.as_bytes());
@@ -253,7 +313,7 @@ mod tests {
     const STAMP: Stamp<'static> = Stamp {
         via: b"1.1 dl7",
         client: b"192.0.2.7",
-        proto: None,
+        vouched: None,
         hops: 1,
         default_host: b"",
         origin_form: false,
@@ -315,7 +375,10 @@ mod tests {
     fn forwarded_proto_is_replaced_for_clients_and_kept_from_peers() {
         let buf = b"GET /x HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\nx-forwarded-proto: ftp\r\n\r\n";
         let from_client = Stamp {
-            proto: Some(b"http"),
+            vouched: Some(Vouched {
+                proto: b"http",
+                facts: [None, None],
+            }),
             ..STAMP
         };
         let sent = forwarded(buf, &from_client);
@@ -326,7 +389,10 @@ mod tests {
         );
         assert!(!sent.contains("https") && !sent.contains("ftp"), "{sent}");
         let over_tls = Stamp {
-            proto: Some(b"https"),
+            vouched: Some(Vouched {
+                proto: b"https",
+                facts: [None, None],
+            }),
             ..STAMP
         };
         let sent = forwarded(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n", &over_tls);
@@ -338,6 +404,98 @@ mod tests {
         );
         assert_eq!(sent.matches("X-Forwarded-Proto").count(), 1, "{sent}");
         assert!(sent.contains("X-Forwarded-Proto: https\r\n"), "{sent}");
+    }
+
+    /// The TLS facts' fields as configured (`X-TLS-SNI`, `X-TLS-Protocol`) with `sni` and
+    /// `protocol`, for a request from a client that connected with `proto`.
+    fn vouched<'a>(
+        proto: &'a [u8],
+        sni: Option<&'a [u8]>,
+        protocol: Option<&'a [u8]>,
+    ) -> Vouched<'a> {
+        Vouched {
+            proto,
+            facts: [
+                Some(Fact {
+                    name: b"X-TLS-SNI",
+                    value: sni,
+                }),
+                Some(Fact {
+                    name: b"X-TLS-Protocol",
+                    value: protocol,
+                }),
+            ],
+        }
+    }
+
+    /// A request whose client tries to forge the facts, in several spellings.
+    const FORGED: &[u8] = b"GET /x HTTP/1.1\r\nHost: h\r\nx-tls-sni: evil.test\r\nX-Other: 1\r\n\
+        X_TLS_SNI: evil2.test\r\nX-TLS-Protocol: SSLv3\r\nX-TLS-SNIX: kept\r\n\r\n";
+
+    #[test]
+    fn tls_facts_replace_what_a_tls_client_sent() {
+        let stamp = Stamp {
+            vouched: Some(vouched(b"https", Some(b"a.test"), Some(b"TLSv1.3"))),
+            ..STAMP
+        };
+        let sent = forwarded(FORGED, &stamp);
+        assert_eq!(
+            sent,
+            "GET /x HTTP/1.1\r\nHost: h\r\nX-Other: 1\r\nX-TLS-SNIX: kept\r\nVia: 1.1 dl7\r\n\
+             X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: https\r\nX-TLS-SNI: a.test\r\n\
+             X-TLS-Protocol: TLSv1.3\r\nX-Dl7-Hop: 1\r\n\r\n"
+        );
+        // No SNI (the client connected to an IP address): that field is left out.
+        let no_sni = Stamp {
+            vouched: Some(vouched(b"https", None, Some(b"TLSv1.2"))),
+            ..STAMP
+        };
+        let sent = forwarded(FORGED, &no_sni);
+        assert!(!sent.to_ascii_lowercase().contains("sni:"), "{sent}");
+        assert!(sent.contains("\r\nX-TLS-Protocol: TLSv1.2\r\n"), "{sent}");
+        assert!(!sent.contains("evil") && !sent.contains("SSLv3"), "{sent}");
+    }
+
+    #[test]
+    fn tls_facts_are_removed_from_plain_clients_and_kept_from_peers() {
+        let plain = Stamp {
+            vouched: Some(vouched(b"http", None, None)),
+            ..STAMP
+        };
+        let sent = forwarded(FORGED, &plain);
+        assert!(!sent.to_ascii_lowercase().contains("x-tls-sni:"), "{sent}");
+        assert!(
+            !sent.contains("X_TLS_SNI") && !sent.contains("Protocol"),
+            "{sent}"
+        );
+        assert!(sent.contains("X-TLS-SNIX: kept\r\n"), "{sent}");
+        // From a peer: what the forwarding sidecar wrote passes through, nothing is added.
+        let sent = forwarded(FORGED, &STAMP);
+        for line in [
+            "x-tls-sni: evil.test",
+            "X_TLS_SNI: evil2.test",
+            "X-TLS-Protocol: SSLv3",
+        ] {
+            assert_eq!(sent.matches(line).count(), 1, "{line}: {sent}");
+        }
+        // Not configured: a client's fields of those names are just fields.
+        let unconfigured = Stamp {
+            vouched: Some(Vouched {
+                proto: b"https",
+                facts: [None, None],
+            }),
+            ..STAMP
+        };
+        assert!(forwarded(FORGED, &unconfigured).contains("x-tls-sni: evil.test\r\n"));
+    }
+
+    #[test]
+    fn vouched_fields_say_what_is_sent() {
+        let v = vouched(b"https", None, Some(b"TLSv1.3"));
+        assert_eq!(v.sent(b"x-forwarded-proto"), Some(Some(&b"https"[..])));
+        assert_eq!(v.sent(b"x-tls-protocol"), Some(Some(&b"TLSv1.3"[..])));
+        assert_eq!(v.sent(b"x-tls-sni"), Some(None));
+        assert_eq!(v.sent(b"accept"), None);
     }
 
     #[test]

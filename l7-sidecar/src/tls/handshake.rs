@@ -97,11 +97,8 @@ pub async fn accept(
     }
     match result {
         Ok(tls) => {
-            let protocol = match tls.get_ref().1.protocol_version() {
-                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-                _ => "none",
-            };
+            let protocol =
+                super::facts::protocol_name(tls.get_ref().1.protocol_version()).unwrap_or("none");
             metrics.tls_handshake("ok", protocol);
             if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
                 metrics.tls_resumption(protocol);

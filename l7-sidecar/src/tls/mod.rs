@@ -14,7 +14,10 @@
 //!   [`Credentials`]; connections already established keep their own state.
 //! - [`handshake`]: what happens between accept and the first request (timeout, plain HTTP
 //!   sent to the HTTPS port, malformed ClientHellos), counted in metrics.
+//! - [`facts`]: what the handshake settled (SNI, protocol version), kept per connection and
+//!   sent on to the origin when `tls-sni-header` / `tls-protocol-header` ask for it.
 
+pub mod facts;
 pub mod handshake;
 pub mod peer;
 pub mod ticket;
