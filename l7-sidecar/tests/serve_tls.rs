@@ -57,6 +57,14 @@ fn issue(
     )
 }
 
+/// A certificate for `a.test` (ECDSA P-256) from a new CA, written to `dir`: its
+/// `CERT:KEY` entry and the CA certificate clients trust.
+fn a_test(dir: &Path) -> (String, CertificateDer<'static>) {
+    let (ca, ca_key) = new_ca();
+    let (entry, _) = issue(dir, "a.test", &rcgen::PKCS_ECDSA_P256_SHA256, &ca, &ca_key);
+    (entry, ca.der().clone())
+}
+
 /// A throwaway CA and its key.
 fn new_ca() -> (rcgen::Certificate, rcgen::KeyPair) {
     let ca_key = rcgen::KeyPair::generate().expect("CA key");
@@ -508,14 +516,7 @@ fn sessions_resume_on_any_sidecar_with_the_same_ticket_keys() {
     let net = 174;
     let dir = temp_dir("tls-resume");
     let origin = start_origin(ip(net, 1));
-    let (ca, ca_key) = new_ca();
-    let (a, _) = issue(
-        dir.path(),
-        "a.test",
-        &rcgen::PKCS_ECDSA_P256_SHA256,
-        &ca,
-        &ca_key,
-    );
+    let (a, ca_der) = a_test(dir.path());
     let old = ticket_key(dir.path(), "old.key", 1);
     let new = ticket_key(dir.path(), "new.key", 2);
     let other = ticket_key(dir.path(), "other.key", 3);
@@ -531,7 +532,6 @@ fn sessions_resume_on_any_sidecar_with_the_same_ticket_keys() {
     let (sa, a_addr) = with_keys(11, &old);
     let (sb, b_addr) = with_keys(12, &old);
     let (sc, c_addr) = with_keys(13, &other);
-    let ca_der = ca.der().clone();
     for (version, label) in [
         (&rustls::version::TLS13, "TLSv1.3"),
         (&rustls::version::TLS12, "TLSv1.2"),
@@ -822,14 +822,7 @@ fn through_a_peer_the_owner_keeps_the_forwarding_sidecars_scheme_and_facts() {
     let net = 179;
     let dir = temp_dir("tls-peer");
     let origin = start_origin(ip(net, 1));
-    let (ca, ca_key) = new_ca();
-    let (a, _) = issue(
-        dir.path(),
-        "a.test",
-        &rcgen::PKCS_ECDSA_P256_SHA256,
-        &ca,
-        &ca_key,
-    );
+    let (a, ca_der) = a_test(dir.path());
     let flags = [
         "--tls-cert",
         &a,
@@ -853,7 +846,7 @@ fn through_a_peer_the_owner_keeps_the_forwarding_sidecars_scheme_and_facts() {
             .find(|t| support::owner("ketama", &names, t) == 1)
             .expect("a target s1 owns")
     };
-    let client = trusting(&ca.der().clone(), &rustls::version::TLS13);
+    let client = trusting(&ca_der, &rustls::version::TLS13);
     let mut tls = handshake(*s0_tls, client, "a.test");
 
     // Fetched over https through s0: stored at s1 under the https key.
