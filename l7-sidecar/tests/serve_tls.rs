@@ -1,10 +1,11 @@
 //! HTTPS at the sidecar (`listen-tls`): a real sidecar process in front of the test origin,
 //! throwaway certificates made here with rcgen (a CA and two server certificates, ECDSA
 //! P-256 and P-384: rcgen with ring cannot generate RSA keys), a rustls client. Also:
-//! sessions resumed on another sidecar that shares the ticket keys (`tls-ticket-key`),
-//! certificates replaced on SIGHUP, http and https kept apart in the cache
-//! (`cache-key-scheme`, also through a peer and in the relay cache), and the TLS facts sent
-//! on to the origin (`tls-sni-header`, `tls-protocol-header`), which clients cannot forge.
+//! sessions resumed on another sidecar that shares the ticket keys (`tls-ticket-key`), the
+//! ticket keys rotated and certificates replaced on SIGHUP, http and https kept apart in the
+//! cache (`cache-key-scheme`, also through a peer and in the relay cache), and the TLS facts
+//! sent on to the origin (`tls-sni-header`, `tls-protocol-header`), which clients cannot
+//! forge.
 
 mod support;
 
@@ -559,15 +560,44 @@ fn sessions_resume_on_any_sidecar_with_the_same_ticket_keys() {
     assert!(sa.log_text().contains("sealed with"), "{}", sa.log_text());
     assert!(sc.log_text().contains("other.key"), "{}", sc.log_text());
 
-    // Rotation: A restarted with [new, old] opens a ticket B sealed under old, and seals
-    // its own under new (which B, with old only, cannot open).
+    // Rotation as the README says, by SIGHUP: D, its keys in its file, starts with [old],
+    // then gets [new, old]. It opens a ticket B sealed under old, and seals its own under
+    // new (which B, with old only, cannot open).
     drop(sa);
-    let rotated = format!("{new},{old}");
-    let (_sa, a_addr) = with_keys(14, &rotated);
+    let file = dir.path().join("d.toml");
+    let keys = |keys: &[&str]| {
+        let list: Vec<String> = keys.iter().map(|k| format!("{k:?}")).collect();
+        std::fs::write(&file, format!("tls-ticket-key = [{}]\n", list.join(", ")))
+            .expect("write the file");
+    };
+    keys(&[&old]);
+    let config = file.display().to_string();
+    let (sd, d_addr) = serve_https(
+        net,
+        14,
+        dir.path(),
+        &origin,
+        &["--tls-cert", &a, "--config", &config],
+    );
+    let client = resuming_client(&ca_der, &rustls::version::TLS13);
+    assert_eq!(resume_or_not(b_addr, &client), HandshakeKind::Full);
+    assert_eq!(
+        resume_or_not(d_addr, &client),
+        HandshakeKind::Resumed,
+        "D with [old] opens B's ticket"
+    );
+    keys(&[&new, &old]);
+    sd.signal("HUP");
+    let reloaded = || sd.metric("dl7_l7_reloads_total{result=\"ok\"}") >= 1.0;
+    assert!(
+        wait_for(Duration::from_secs(10), reloaded),
+        "{}",
+        sd.log_text()
+    );
     for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
         let client = resuming_client(&ca_der, version);
         assert_eq!(resume_or_not(b_addr, &client), HandshakeKind::Full);
-        assert_eq!(resume_or_not(a_addr, &client), HandshakeKind::Resumed);
+        assert_eq!(resume_or_not(d_addr, &client), HandshakeKind::Resumed);
         assert_eq!(resume_or_not(b_addr, &client), HandshakeKind::Full);
     }
 }

@@ -9,9 +9,9 @@
 //!    exactly one server (stored bytes = unique bytes);
 //! 3. HTTPS through the VIP (port 443, every sidecar's `listen-tls`, a throwaway CA) with
 //!    `curl --cacert`: TLS 1.2 and 1.3 from every client address, bodies intact; plain HTTP
-//!    sent to the HTTPS port answered 400; a TLS 1.2 and a TLS 1.3 session of one server
-//!    resumed on another (`openssl s_client -sess_out` / `-sess_in`, from sources the front
-//!    sends to different servers); the certificate renewed (new files, SIGHUP to every
+//!    sent to the HTTPS port answered 400; chains of TLS 1.2 and TLS 1.3 reconnects from new
+//!    sources, each offering the session before (`openssl s_client -sess_in` /
+//!    `-sess_out`), all resumed, most on another server; the certificate renewed (new files, SIGHUP to every
 //!    sidecar) while HTTPS requests on new connections go on: none fails, and new
 //!    connections get the new certificate;
 //!    3b. peer TLS (`peer-tls`, on this testbed): every forward so far went over mutual TLS
@@ -798,28 +798,18 @@ fn certificate_renewed_under_load(tb: &Testbed, ca: &str, resolve: &str) -> Resu
     Ok(())
 }
 
-/// A session from one server resumed on another: the client's first connection (from a
-/// source the front gives server A) saves its session, a second one (from a source the
-/// front gives server B) offers it, and B resumes it, since every sidecar opens the tickets
-/// with the cluster's shared ticket key (`tls-ticket-key`).
+/// Reconnects through the VIP that each offer the session of the connection before, as a
+/// browser does: every reconnect comes from a new source, so the front sends it to whichever
+/// server that source hashes to, and every one must resume, on another server as on the
+/// same, since every sidecar opens the tickets with the cluster's shared ticket key
+/// (`tls-ticket-key`).
+const RECONNECTS: u16 = 16;
+
 fn resumed_elsewhere(tb: &Testbed, ca: &str, version: &str, flag: &str) -> Result<()> {
     let vip = tb.vip_tls.context("the testbed has no HTTPS")?;
     let service = format!("{vip}/tcp");
-    let src_a = SocketAddrV4::new(client_addr(tb, 0)?, 42_000 + u16::from(flag == "-tls1_3"));
-    let real_a = tb.l4_ctl(&["lookup", &service, "--src", &src_a.to_string()])?;
-    let mut src_b = None;
-    for port in 43_000..43_200u16 {
-        let src = SocketAddrV4::new(
-            client_addr(tb, 1)?,
-            port + 200 * u16::from(flag == "-tls1_3"),
-        );
-        let real = tb.l4_ctl(&["lookup", &service, "--src", &src.to_string()])?;
-        if real.trim() != real_a.trim() {
-            src_b = Some((src, real));
-            break;
-        }
-    }
-    let (src_b, real_b) = src_b.context("no source the front gives another server")?;
+    // One file: each connection offers it and saves its own session over it (a resumed TLS
+    // 1.2 session is not written again, and then the file keeps the session it resumed).
     let session = tb.run_dir.join(format!("tls/session-{version}"));
     let session = session.to_string_lossy().into_owned();
     let s_client = |src: SocketAddrV4, sess: &[&str]| -> Result<String> {
@@ -854,39 +844,59 @@ fn resumed_elsewhere(tb: &Testbed, ca: &str, version: &str, flag: &str) -> Resul
             b"GET /obj/resume?size=100 HTTP/1.1\r\nHost: dl7.test\r\nConnection: close\r\n\r\n",
         )?;
         let out = child.wait_with_output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     };
-    let resumptions = |real: &str| -> Result<f64> {
-        let s = tb
-            .servers
+    let resumptions = || -> Result<f64> {
+        Ok(tb
+            .scrape_servers()?
             .iter()
-            .find(|s| s.addr.to_string() == real.trim())
-            .with_context(|| format!("no server {real}"))?;
-        let m = dl7_testbed::metrics::scrape_in(&s.ns, s.metrics)?;
-        Ok(m.sum("dl7_l7_tls_resumptions_total", &[]))
+            .map(|m| m.sum("dl7_l7_tls_resumptions_total", &[]))
+            .sum())
     };
-    let first = s_client(src_a, &["-sess_out", &session])?;
+    let before = resumptions()?;
+    let base = 44_000 + 100 * u16::from(flag == "-tls1_3");
+    let (mut previous, mut moved, mut resumed) = (String::new(), 0, 0);
+    for i in 0..=RECONNECTS {
+        let src = SocketAddrV4::new(client_addr(tb, usize::from(i) % 4)?, base + i);
+        let real = tb.l4_ctl(&["lookup", &service, "--src", &src.to_string()])?;
+        let real = real.trim().to_owned();
+        let args: Vec<&str> = if i == 0 {
+            vec!["-sess_out", &session]
+        } else {
+            vec!["-sess_in", &session, "-sess_out", &session]
+        };
+        let out = s_client(src, &args)?;
+        ensure!(
+            out.contains("HTTP/1.1 200"),
+            "{version} from {src} to {real}: {out}"
+        );
+        if i == 0 {
+            ensure!(
+                out.contains(&format!("New, {version}")),
+                "the first {version} connection: {out}"
+            );
+        } else {
+            ensure!(
+                out.contains(&format!("Reused, {version}")),
+                "reconnect {i} over {version} from {src}: the session from {previous} offered to {real} was not resumed: {out}"
+            );
+            resumed += 1;
+            moved += u32::from(real != previous);
+        }
+        previous = real;
+    }
+    ensure!(moved > 0, "no {version} reconnect went to another server");
+    let counted = resumptions()? - before;
     ensure!(
-        first.contains(&format!("New, {version}")) && first.contains("HTTP/1.1 200"),
-        "the first {version} connection (to {real_a}): {first}"
-    );
-    let before = resumptions(&real_b)?;
-    let second = s_client(src_b, &["-sess_in", &session])?;
-    ensure!(
-        second.contains(&format!("Reused, {version}")) && second.contains("HTTP/1.1 200"),
-        "the {version} session from {} offered to {}: {second}",
-        real_a.trim(),
-        real_b.trim()
-    );
-    ensure!(
-        resumptions(&real_b)? > before,
-        "{} did not count the resumption",
-        real_b.trim()
+        counted >= f64::from(resumed),
+        "{resumed} {version} resumptions, the sidecars counted {counted}"
     );
     eprintln!(
-        "e2e:   a {version} session from {} resumed on {} (shared ticket key)",
-        real_a.trim(),
-        real_b.trim()
+        "e2e:   {version}: {resumed} of {RECONNECTS} reconnects through the VIP resumed the session of the connection before, {moved} of them on another server (shared ticket key)"
     );
     Ok(())
 }
