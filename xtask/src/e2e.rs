@@ -30,6 +30,11 @@
 //!
 //! Then a second testbed with maglev (plain peer connections) repeats scenario 2. Every
 //! testbed is taken down at the end, also when a scenario fails.
+//!
+//! Scenarios that choose their clients' source ports (to pick the real the front sends them
+//! to) take them from 20000-29999, below the kernel's ephemeral range (32768-60999): a port
+//! that curl or openssl got from the kernel and left in TIME_WAIT would refuse the bind,
+//! since their sockets do not set SO_REUSEADDR.
 
 use std::{
     collections::BTreeMap,
@@ -319,7 +324,7 @@ pub(crate) fn client_addr(tb: &Testbed, i: usize) -> Result<std::net::Ipv4Addr> 
 }
 
 fn drain(tb: &Testbed) -> Result<()> {
-    drain_from(tb, SocketAddrV4::new(client_addr(tb, 0)?, 41000))
+    drain_from(tb, SocketAddrV4::new(client_addr(tb, 0)?, 21000))
 }
 
 /// Drains the real a connection from `src` reaches: that established connection keeps
@@ -334,7 +339,7 @@ pub(crate) fn drain_from(tb: &Testbed, src: SocketAddrV4) -> Result<()> {
         // New connections avoid the drained server: its counter does not move while 60
         // new connections make a request each.
         let before = real_packets(tb, &drained)?;
-        for port in 42000..42060u16 {
+        for port in 22000..22060u16 {
             let src = SocketAddrV4::new(client_addr(tb, usize::from(port))?, port);
             ensure!(real_for(tb, src)? != drained, "{src} would go to {drained}");
             let mut c = KeepAlive::connect(tb, src)?;
@@ -858,7 +863,7 @@ fn resumed_elsewhere(tb: &Testbed, ca: &str, version: &str, flag: &str) -> Resul
             .sum())
     };
     let before = resumptions()?;
-    let base = 44_000 + 100 * u16::from(flag == "-tls1_3");
+    let base = 25_000 + 100 * u16::from(flag == "-tls1_3");
     let (mut previous, mut moved, mut resumed) = (String::new(), 0, 0);
     for i in 0..=RECONNECTS {
         let src = SocketAddrV4::new(client_addr(tb, usize::from(i) % 4)?, base + i);

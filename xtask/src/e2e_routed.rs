@@ -139,13 +139,13 @@ fn both_kinds(tb: &Testbed) -> Result<()> {
 
 /// A source port from which a new connection reaches a real matching `want`.
 fn source_for(tb: &Testbed, want: impl Fn(&str) -> bool) -> Result<SocketAddrV4> {
-    for port in 43000..43200u16 {
+    for port in 23000..23200u16 {
         let src = SocketAddrV4::new(client_addr(tb, usize::from(port))?, port);
         if want(&real_for(tb, src)?) {
             return Ok(src);
         }
     }
-    anyhow::bail!("no source port in 43000..43200 maps to the wanted real")
+    anyhow::bail!("no source port in 23000..23200 maps to the wanted real")
 }
 
 fn routed(addr: &str) -> bool {
@@ -255,7 +255,7 @@ fn drain_and_remove(tb: &Testbed) -> Result<()> {
     let service = tb.vip_service();
     tb.l4_ctl(&["real", "del", &service, &real])?;
     let result = (|| -> Result<()> {
-        for port in 44000..44020u16 {
+        for port in 24000..24020u16 {
             let src = SocketAddrV4::new(client_addr(tb, usize::from(port))?, port);
             ensure!(
                 real_for(tb, src)? != real,

@@ -8,6 +8,10 @@
 //! its own wrk on CPU 0, with the owner and the origin (`dl7-traffic origin`). Per body size,
 //! the figure is the forwarder's CPU per request over the local hit's, in the same seconds.
 //! Issue 15's measure of the forwarding pass: 1.25-1.5x a local hit before its work.
+//!
+//! With `--peer-tls` the forwarder and the owner talk mutual TLS (`peer-tls`, certificates
+//! from a throwaway CA): the ratio then says what a forward costs when the peer network is
+//! not trusted (the local hit is the same in both).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -44,6 +48,9 @@ pub struct BenchForwardArgs {
     /// Body sizes in bytes (--quick: the first only).
     #[arg(long, value_delimiter = ',', default_values_t = [1024u64, 16384, 131072, 1048576])]
     pub sizes: Vec<u64>,
+    /// The forwarder and the owner over mutual TLS (`peer-tls`).
+    #[arg(long)]
+    pub peer_tls: bool,
 }
 
 /// One body size's paired measurement.
@@ -90,13 +97,33 @@ pub fn run(root: &Path, args: BenchForwardArgs) -> Result<()> {
     let mut origin = Group::spawn("origin", LOAD_CPU, &origin_cmd, dir)?;
     origin.wait_listening(origin_addr, START_LIMIT)?;
     let origin_url = format!("http://{origin_addr}");
-    let sidecar = |name: &str, cpu: usize, listen: SocketAddr, peer: SocketAddr, members: &str| {
+    // Both peers are on 127.0.0.1: one certificate for that address serves both.
+    let peer_tls: Vec<String> = if args.peer_tls {
+        let ca = dl7_testbed::tls::Ca::create(&dir.join("tls"))?;
+        let cert = ca.issue_peer("peer", std::net::Ipv4Addr::LOCALHOST.into())?;
+        vec![
+            "--peer-tls".into(),
+            "--peer-tls-cert".into(),
+            format!("{}:{}", cert.cert.display(), cert.key.display()),
+            "--peer-tls-ca".into(),
+            ca.cert.display().to_string(),
+        ]
+    } else {
+        Vec::new()
+    };
+    let sidecar = |name: &str,
+                   cpu: usize,
+                   listen: SocketAddr,
+                   peer: SocketAddr,
+                   members: &str,
+                   extra: &[String]| {
         let mut cmd = Command::new(&bins.sidecar);
         cmd.args(["serve", "--listen", &listen.to_string()])
             .args(["--peer-listen", &peer.to_string(), "--self", name])
             .args(["--members", members, "--scheme", SCHEME])
             .args(["--origin", &origin_url, "--threads", "1"])
-            .args(["--health-interval", "off"]);
+            .args(["--health-interval", "off"])
+            .args(extra);
         let mut group = Group::spawn(name, cpu, &cmd, dir)?;
         group.wait_listening(listen, START_LIMIT)?;
         Ok::<_, anyhow::Error>(group)
@@ -104,9 +131,23 @@ pub fn run(root: &Path, args: BenchForwardArgs) -> Result<()> {
     let (hit_addr, forward_addr) = (local(ports[1]), local(ports[3]));
     let alone = format!("hit={}", local(ports[2]));
     let pair = format!("fwd={},owner={}", local(ports[4]), local(ports[6]));
-    let hit = sidecar("hit", PAIR_CPU, hit_addr, local(ports[2]), &alone)?;
-    let forwarder = sidecar("fwd", PAIR_CPU, forward_addr, local(ports[4]), &pair)?;
-    let _owner = sidecar("owner", LOAD_CPU, local(ports[5]), local(ports[6]), &pair)?;
+    let hit = sidecar("hit", PAIR_CPU, hit_addr, local(ports[2]), &alone, &[])?;
+    let forwarder = sidecar(
+        "fwd",
+        PAIR_CPU,
+        forward_addr,
+        local(ports[4]),
+        &pair,
+        &peer_tls,
+    )?;
+    let _owner = sidecar(
+        "owner",
+        LOAD_CPU,
+        local(ports[5]),
+        local(ports[6]),
+        &pair,
+        &peer_tls,
+    )?;
 
     let members = [Member::new("fwd", 1), Member::new("owner", 1)];
     let routing = scheme::build(SCHEME, &members)?;
@@ -174,15 +215,20 @@ pub fn run(root: &Path, args: BenchForwardArgs) -> Result<()> {
     if opts.json {
         println!("{}", serde_json::to_string(&rows)?);
     } else {
-        print!("{}", table(&rows, duration, connections));
+        print!("{}", table(&rows, duration, connections, args.peer_tls));
     }
     Ok(())
 }
 
-fn table(rows: &[Row], duration: u64, connections: usize) -> String {
+fn table(rows: &[Row], duration: u64, connections: usize, peer_tls: bool) -> String {
+    let over = if peer_tls {
+        ", forwarder and owner over mutual TLS"
+    } else {
+        ""
+    };
     let mut out = format!(
         "forwarding pass vs local hit: both at once on CPU 1, each under wrk -t1 -c{connections} \
-         for {duration} s on CPU 0 (with the owner and the origin)\n\
+         for {duration} s on CPU 0 (with the owner and the origin{over})\n\
          {:>9}  {:>12}  {:>12}  {:>10}  {:>10}  {:>6}\n",
         "body B", "hit req", "forward req", "hit us/req", "fwd us/req", "ratio"
     );
