@@ -828,7 +828,7 @@ impl Settings {
             }
         };
         let tls = self.tls()?;
-        let peer_tls = self.peer_tls(mode)?;
+        let peer_tls = self.peer_tls(mode, peer_listen)?;
         let tls_headers = self.tls_headers()?;
         let follow = self.follow(mode, peer_listen)?;
         let membership = self.membership(mode, follow.as_ref())?;
@@ -1001,9 +1001,15 @@ impl Settings {
     }
 
     /// Mutual TLS between sidecars: `peer-tls` with `peer-tls-cert` and `peer-tls-ca`, in
-    /// distributed mode. The certificate must be valid now under the CA: its peers would
-    /// refuse it (unlike an expired certificate on `listen-tls`, which clients may accept).
-    fn peer_tls(&self, mode: Mode) -> Result<Option<PeerTlsSettings>, ConfigError> {
+    /// distributed mode. The certificate must be valid now under the CA, as client and as
+    /// server, and name the address of `peer-listen` (when that is not 0.0.0.0 or ::): its
+    /// peers would refuse it otherwise (unlike an expired certificate on `listen-tls`, which
+    /// clients may accept).
+    fn peer_tls(
+        &self,
+        mode: Mode,
+        peer_listen: Option<SocketAddr>,
+    ) -> Result<Option<PeerTlsSettings>, ConfigError> {
         if self.peer_tls != Some(true) {
             let only_with = [
                 ("peer-tls-cert", self.peer_tls_cert.is_some()),
@@ -1029,8 +1035,15 @@ impl Settings {
             });
         };
         let (cert, key) = cert_and_key("peer-tls-cert", entry)?;
-        let credentials = PeerCredentials::load(cert, key, Path::new(ca.trim()))
-            .map_err(|e| invalid("peer-tls-cert", entry, &format!("cannot be used: {e}")))?;
+        let own = peer_listen
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified());
+        let credentials = PeerCredentials::load(cert, key, Path::new(ca.trim()), own).map_err(
+            |(field, why)| {
+                let value = if field == "peer-tls-ca" { ca } else { entry };
+                invalid(field, value, &format!("cannot be used: {why}"))
+            },
+        )?;
         let (handshake_timeout, max_handshakes) = self.handshake_limits()?;
         Ok(Some(PeerTlsSettings {
             credentials,

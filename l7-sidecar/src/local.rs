@@ -659,7 +659,10 @@ async fn fill(
     if let Some(stale) = guard.stale() {
         validate_with(scratch, &stale.validators);
     }
-    let requested = date::now();
+    // The exchange's delay (RFC 9111 4.2.3's response_delay) in whole seconds elapsed, not
+    // the difference of two wall-clock seconds: a 5 ms exchange across a second's boundary
+    // must not age the response by a second.
+    let sent = Instant::now();
     // The owner beats while it waits: a silent one is hung.
     let first_byte = matches!(to, Upstream::Peer).then_some(config.timeouts.peer_first_byte);
     let mut conn = match proxy::request(cx, origin, scratch, io, first_byte).await {
@@ -683,6 +686,7 @@ async fn fill(
         Err(Failure::Gone) => return Ok(Failure::GONE),
     };
     let arrived = date::now();
+    let requested = arrived.saturating_sub(sent.elapsed().as_secs());
     if let Some(stale) = guard.stale().cloned() {
         if matches!(io.resp.status, 500 | 502 | 503 | 504) && stale.serves_on_error() {
             // The origin's error answer is dropped with its connection.

@@ -33,7 +33,7 @@
 //! | `dl7_l7_tls_resumptions_total` | protocol (`TLSv1.2`, `TLSv1.3`) | handshakes counted `ok` above that resumed a session (a ticket, or a TLS 1.2 session ID) instead of a full handshake |
 //! | `dl7_l7_tls_handshake_seconds` | | accept to handshake done, handshakes that succeeded |
 //! | `dl7_l7_tls_certificate_expiry_seconds` | name (the certificate file of a `tls-cert` entry or of `peer-tls-cert`) | its certificate's notAfter, Unix time |
-//! | `dl7_l7_peer_tls_handshakes_total` | side (`accepted` on `peer-listen`, `connected` to a peer), result (`accepted`: as `dl7_l7_tls_handshakes_total`; `connected`: `ok`, `error`, `timeout`) | mutual TLS handshakes between sidecars (`peer-tls`); `error` counts a certificate refused by either side |
+//! | `dl7_l7_peer_tls_handshakes_total` | side (`accepted` on `peer-listen`, `connected` to a peer), result (`accepted`: as `dl7_l7_tls_handshakes_total`; `connected`: `ok`, `error`, `timeout`) | mutual TLS handshakes between sidecars (`peer-tls`). `connected`/`error`: this sidecar refused the peer's certificate (or the handshake failed); a peer that refuses this sidecar's certificate counts `accepted`/`error` there, while here the handshake completes first (TLS 1.3 clients finish before the server checks them) and the first request fails. `accepted`/`plain_http` is closed without an answer. Failed handshakes are also logged, once per 10 s |
 //! | `dl7_l7_reloads_total` | result | SIGHUP reloads |
 //! | `dl7_l7_members` | | members in the routing table (this server included when it is one) |
 //!

@@ -39,15 +39,14 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::Instant;
 
 use bytes::BytesMut;
 use prometheus::IntGauge;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::TcpStream;
 
 use crate::config::{Config, OutlierSettings, PoolSettings};
 use crate::health::Health;
@@ -96,10 +95,12 @@ impl Conn {
     /// the reactor has seen the socket readable since a read last found nothing, so the
     /// usual clean case costs none.)
     ///
-    /// Over TLS the look is a read of the TLS stream with a waker that does nothing: records
-    /// that carry no data (a session ticket, a key update) are taken in and leave the
-    /// connection clean. Every caller registers a real waker on the socket again afterwards
-    /// when the connection stays idle.
+    /// Over TLS the look goes through rustls directly: the records waiting in the socket are
+    /// read (`try_read`, outside tokio's cooperative budget, which would otherwise answer "not
+    /// ready" without looking) and decrypted; records that carry no data (a session ticket, a
+    /// key update) leave the connection clean, data retire it, and so does a `close_notify`,
+    /// a FIN or a TLS error. (Part of a record, the rest still on its way, counts as clean
+    /// until the rest arrives: rustls cannot tell what it will hold.)
     fn probe(&mut self) -> Probe {
         let mut byte = [0u8; 1];
         match &mut self.stream {
@@ -109,16 +110,43 @@ impl Conn {
                 Ok(_) => Probe::Unsolicited,
             },
             Stream::Tls(tls) => {
-                let mut buf = ReadBuf::new(&mut byte);
-                let mut cx = Context::from_waker(Waker::noop());
-                match Pin::new(tls.as_mut()).poll_read(&mut cx, &mut buf) {
-                    Poll::Pending => Probe::Clean,
-                    Poll::Ready(Ok(())) if buf.filled().is_empty() => Probe::Closed,
-                    Poll::Ready(Ok(())) => Probe::Unsolicited,
-                    Poll::Ready(Err(_)) => Probe::Closed,
+                let (tcp, session) = tls.get_mut();
+                let mut eof = false;
+                // Bounded: more than this many reads of records means data anyway.
+                for _ in 0..PROBE_TLS_READS {
+                    match session.read_tls(&mut TryRead(tcp)) {
+                        Ok(0) => {
+                            eof = true;
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(_) => return Probe::Closed,
+                    }
+                }
+                if session.process_new_packets().is_err() {
+                    return Probe::Closed;
+                }
+                match io::Read::read(&mut session.reader(), &mut byte) {
+                    Ok(0) => Probe::Closed,
+                    Ok(_) => Probe::Unsolicited,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && !eof => Probe::Clean,
+                    Err(_) => Probe::Closed,
                 }
             }
         }
+    }
+}
+
+/// Reads of TLS records a [`Conn::probe`] makes at most.
+const PROBE_TLS_READS: usize = 8;
+
+/// A socket read without waiting, for rustls's `read_tls`.
+struct TryRead<'a>(&'a TcpStream);
+
+impl io::Read for TryRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
     }
 }
 
@@ -551,12 +579,14 @@ mod tests {
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
         std::fs::write(&a, ca.pem()).unwrap();
-        crate::tls::peer::PeerCredentials::load(&c, &k, &a).unwrap()
+        let own = Some(std::net::Ipv4Addr::LOCALHOST.into());
+        crate::tls::peer::PeerCredentials::load(&c, &k, &a, own).unwrap()
     }
 
     /// Over peer TLS the pool looks through the TLS layer: the session tickets a server
-    /// sends after the handshake leave a connection clean, application bytes nobody asked
-    /// for retire it, and so does a `close_notify`.
+    /// sends after the handshake and a key update leave a connection clean, application
+    /// bytes nobody asked for retire it, and so does a `close_notify` (the TCP connection
+    /// still open).
     #[tokio::test]
     async fn tls_connections_are_checked_through_the_tls_layer() {
         use tokio::io::AsyncWriteExt;
@@ -591,10 +621,19 @@ mod tests {
         assert_eq!(p.metrics.retired_unsolicited.get(), 1);
         let mut far = accepted.recv().await.unwrap();
         p.put(conn);
-        far.shutdown().await.unwrap();
+        far.get_mut().1.refresh_traffic_keys().unwrap();
+        far.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let again = p.get().await.unwrap();
+        assert!(again.reused, "a key update is no unsolicited byte");
+        p.put(again);
+        far.get_mut().1.send_close_notify();
+        far.flush().await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!p.get().await.unwrap().reused);
         assert_eq!(p.metrics.retired_closed.get(), 1);
+        assert_eq!(p.metrics.retired_unsolicited.get(), 1);
+        drop(far);
         let handshakes = metrics.peer_tls_connected()[0].get();
         assert!(handshakes >= 3, "{handshakes}");
     }

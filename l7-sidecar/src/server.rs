@@ -254,10 +254,10 @@ enum Configs {
 }
 
 impl Configs {
-    fn load(&self) -> (Arc<rustls::ServerConfig>, Side) {
+    fn load(&self) -> (Arc<rustls::ServerConfig>, Side<'_>) {
         match self {
             Configs::Clients(t) => (t.config(), Side::Clients),
-            Configs::Peers(p) => (p.server_config(), Side::Peers),
+            Configs::Peers(p) => (p.server_config(), Side::Peers(p)),
         }
     }
 }
@@ -318,16 +318,17 @@ async fn accept(
             ));
             continue;
         };
-        let ((config, side), timeout) = (tls.configs.load(), tls.timeout);
         let Ok(slot) = tls.slots.clone().try_acquire_owned() else {
-            match side {
-                Side::Clients => sidecar.metrics.tls_handshake("cap", "none"),
-                Side::Peers => sidecar.metrics.peer_tls_handshake("accepted", "cap"),
+            match tls.configs {
+                Configs::Clients(_) => sidecar.metrics.tls_handshake("cap", "none"),
+                Configs::Peers(_) => sidecar.metrics.peer_tls_handshake("accepted", "cap"),
             }
             continue;
         };
+        let (configs, timeout) = (tls.configs.clone(), tls.timeout);
         let (sidecar, stopped, open) = (sidecar.clone(), stopped.clone(), metrics.open.clone());
         tokio::spawn(async move {
+            let (config, side) = configs.load();
             let shaken =
                 handshake::accept(stream, config, accepted, timeout, &sidecar.metrics, side);
             let Some(stream) = shaken.await else {

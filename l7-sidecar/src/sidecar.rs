@@ -158,8 +158,17 @@ impl Sidecar {
     /// `peer-tls` in `config`, and sets the expiry gauges.
     pub fn show_credentials(&self, config: &Config) {
         let mut expiries = Vec::new();
-        let tls = config.tls.as_ref().map(|t| &t.credentials);
-        let peer = config.peer_tls.as_ref().map(|t| &t.credentials);
+        // What runs: turning either on by a reload needs a restart and is ignored.
+        let tls = config
+            .tls
+            .as_ref()
+            .filter(|_| self.tls.is_some())
+            .map(|t| &t.credentials);
+        let peer = config
+            .peer_tls
+            .as_ref()
+            .filter(|_| self.peer_tls.is_some())
+            .map(|t| &t.credentials);
         let entries = tls.map(|c| c.certs.entries()).unwrap_or_default();
         for (entry, role) in entries
             .iter()
@@ -167,7 +176,11 @@ impl Sidecar {
             .chain(peer.map(|p| (&p.cert, "peer TLS")))
         {
             let name = entry.cert_path.display().to_string();
-            log::info!("{role} certificate {name} for {:?}", entry.names);
+            if entry.names.is_empty() {
+                log::info!("{role} certificate {name}");
+            } else {
+                log::info!("{role} certificate {name} for {:?}", entry.names);
+            }
             if let Some(t) = entry.not_after {
                 expiries.push((name, i64::try_from(t).unwrap_or(i64::MAX)));
             }
@@ -205,8 +218,9 @@ impl Sidecar {
                 restart.join(", ")
             );
         }
-        // Both TLS configurations are built before either is swapped in: a reload applies
-        // whole or not at all.
+        // Both TLS configurations are built before either is installed: a bad TLS file
+        // refuses the reload and changes nothing. (The membership comes after; its own
+        // error is logged and counted, the TLS files stay applied.)
         let replaced = match (&self.tls, &new.tls) {
             (Some(terminator), Some(tls)) => match terminator.prepare(&tls.credentials) {
                 Ok(config) => Some((terminator, config)),

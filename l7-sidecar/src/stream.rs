@@ -168,6 +168,7 @@ pub async fn connect(
         }
         Ok(Err(e)) => {
             tls.counted("error");
+            tls.failed(addr, &e, false);
             Err(ConnectError::Tls(e))
         }
         Err(_) => {

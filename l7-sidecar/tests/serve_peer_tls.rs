@@ -52,6 +52,11 @@ impl Ca {
     /// Issues a certificate for the IP address `ip`, writes it (with the CA) and its key to
     /// `dir` under `tag`; the `CERT:KEY` entry.
     fn issue(&self, dir: &Path, tag: &str, ip: IpAddr) -> String {
+        self.issue_der(dir, tag, ip).0
+    }
+
+    /// [`issue`](Self::issue), also returning the certificate.
+    fn issue_der(&self, dir: &Path, tag: &str, ip: IpAddr) -> (String, CertificateDer<'static>) {
         let key = KeyPair::generate().expect("key");
         let mut params = CertificateParams::new(Vec::new()).expect("params");
         params.subject_alt_names = vec![SanType::IpAddress(ip)];
@@ -62,25 +67,23 @@ impl Ca {
         );
         std::fs::write(&c, format!("{}{}", cert.pem(), self.cert.pem())).expect("write");
         std::fs::write(&k, key.serialize_pem()).expect("write");
-        format!("{}:{}", c.display(), k.display())
+        (
+            format!("{}:{}", c.display(), k.display()),
+            cert.der().clone(),
+        )
     }
 }
 
-/// A cluster of `n` sidecars with peer TLS, each with a certificate for its own address
-/// (or, for the member in `misnamed`, for another address).
-fn cluster(net: u8, n: usize, misnamed: Option<usize>) -> (Cluster, Ca) {
+/// A cluster of `n` sidecars with peer TLS, each with a certificate for its own address,
+/// health checks every 200 ms.
+fn cluster(net: u8, n: usize) -> (Cluster, Ca) {
     let dir = temp_dir("peer-tls");
     let ca = Ca::new("dl7 cluster CA");
-    let ca_file = ca.write(dir.path(), "cluster-ca");
+    let ca_file = ca.write(dir.path(), "cluster-ca").display().to_string();
     let entries: Vec<String> = (0..n)
         .map(|i| {
             let host = Ipv4Addr::new(127, 0, net, 11 + i as u8);
-            let named = if misnamed == Some(i) {
-                Ipv4Addr::new(127, 0, net, 99)
-            } else {
-                host
-            };
-            ca.issue(dir.path(), &format!("s{i}"), IpAddr::V4(named))
+            ca.issue(dir.path(), &format!("s{i}"), IpAddr::V4(host))
         })
         .collect();
     let c = Cluster::start_each(net, n, dir, |i, _| {
@@ -89,7 +92,7 @@ fn cluster(net: u8, n: usize, misnamed: Option<usize>) -> (Cluster, Ca) {
             "--peer-tls-cert",
             &entries[i],
             "--peer-tls-ca",
-            &ca_file.display().to_string(),
+            &ca_file,
             "--health-interval",
             "200ms",
             "--health-timeout",
@@ -107,12 +110,16 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// A TLS client of a peer listener that trusts `ca`, presenting `entry` (`CERT:KEY`) when
-/// given.
-fn peer_client(ca: &Ca, entry: Option<&str>) -> Arc<ClientConfig> {
+/// given, speaking the TLS `versions`.
+fn peer_client_of(
+    ca: &Ca,
+    entry: Option<&str>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.add(ca.cert.der().clone()).expect("add the CA");
     let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .expect("versions")
         .with_root_certificates(roots);
     let config = match entry {
@@ -132,10 +139,24 @@ fn peer_client(ca: &Ca, entry: Option<&str>) -> Arc<ClientConfig> {
     Arc::new(config)
 }
 
+/// [`peer_client_of`] with TLS 1.2 and 1.3.
+fn peer_client(ca: &Ca, entry: Option<&str>) -> Arc<ClientConfig> {
+    peer_client_of(ca, entry, rustls::DEFAULT_VERSIONS)
+}
+
 /// Connects to the peer listener `addr` with `config` and sends a GET of `target`: the
-/// status line answered, or the error (a refused handshake shows as an error at the
+/// status line answered (and the server's certificate), or the error (a refused handshake shows as an error at the
 /// first read, TLS 1.3 clients finishing before the server checks their certificate).
 fn peer_get(addr: SocketAddr, config: Arc<ClientConfig>, target: &str) -> Result<String, String> {
+    peer_get_cert(addr, config, target).map(|(line, _)| line)
+}
+
+/// [`peer_get`], with the leaf certificate the server presented.
+fn peer_get_cert(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    target: &str,
+) -> Result<(String, CertificateDer<'static>), String> {
     let ip = ServerName::from(addr.ip());
     let conn = ClientConnection::new(config, ip).map_err(|e| e.to_string())?;
     let tcp =
@@ -155,12 +176,13 @@ fn peer_get(addr: SocketAddr, config: Arc<ClientConfig>, target: &str) -> Result
         Err(_) => {}
     }
     let text = String::from_utf8_lossy(&answer);
-    Ok(text.lines().next().unwrap_or_default().to_owned())
+    let leaf = tls.conn.peer_certificates().ok_or("no certificate")?[0].clone();
+    Ok((text.lines().next().unwrap_or_default().to_owned(), leaf))
 }
 
 #[test]
 fn requests_and_health_checks_go_over_mutual_tls_on_reused_connections() {
-    let (c, _ca) = cluster(181, 3, None);
+    let (c, _ca) = cluster(181, 3);
     let urls: Vec<String> = (0..45)
         .map(|i| format!("/obj/t{i}?size={}", 100 + i * 7))
         .collect();
@@ -214,7 +236,7 @@ fn requests_and_health_checks_go_over_mutual_tls_on_reused_connections() {
 
 #[test]
 fn the_peer_listener_takes_only_cluster_certificates() {
-    let (c, ca) = cluster(182, 2, None);
+    let (c, ca) = cluster(182, 2);
     let s = &c.sidecars[0];
     let peer = s.peer.expect("peer listener");
     let metric = |result: &str| {
@@ -251,6 +273,15 @@ fn the_peer_listener_takes_only_cluster_certificates() {
     );
     assert!(peer_get(peer, peer_client(&ca, Some(&stranger)), "/obj/n?size=5").is_err());
     assert!(wait_for(Duration::from_secs(5), || metric("error") >= before + 2.0));
+    assert!(
+        s.log_text().contains("peer TLS handshake from"),
+        "a refused handshake is logged: {}",
+        s.log_text()
+    );
+    // A member's certificate over TLS 1.2: refused (peers speak TLS 1.3 only).
+    let tls12 = peer_client_of(&ca, Some(&member), &[&rustls::version::TLS12]);
+    assert!(peer_get(peer, tls12, "/obj/n?size=5").is_err());
+    assert!(wait_for(Duration::from_secs(5), || metric("error") >= before + 3.0));
     assert_eq!(
         c.origin.fetches("/obj/n?size=5"),
         0,
@@ -260,26 +291,57 @@ fn the_peer_listener_takes_only_cluster_certificates() {
 
 #[test]
 fn a_peer_whose_certificate_does_not_name_its_address_gets_no_request() {
-    // s1's certificate is the cluster CA's, but for another address.
-    let (c, _ca) = cluster(183, 2, Some(1));
+    // s1's certificate is the cluster CA's, but for another address; s1 listens on 0.0.0.0
+    // (so its own start-time check cannot see it). No health checks: the requests' own
+    // connections meet the certificate.
+    let net = 183;
+    let dir = temp_dir("peer-tls-misnamed");
+    let ca = Ca::new("dl7 cluster CA");
+    let ca_file = ca.write(dir.path(), "cluster-ca").display().to_string();
+    let good = ca.issue(dir.path(), "s0", IpAddr::V4(Ipv4Addr::new(127, 0, net, 11)));
+    let wrong = ca.issue(dir.path(), "s1", IpAddr::V4(Ipv4Addr::new(127, 0, net, 99)));
+    let c = Cluster::start_each(net, 2, dir, |i, peer| {
+        let mut args: Vec<String> = vec![
+            "--peer-tls".into(),
+            "--peer-tls-cert".into(),
+            if i == 0 { good.clone() } else { wrong.clone() },
+            "--peer-tls-ca".into(),
+            ca_file.clone(),
+            "--health-interval".into(),
+            "off".into(),
+        ];
+        if i == 1 {
+            args.extend(["--peer-listen".into(), format!("0.0.0.0:{}", peer.port())]);
+        }
+        args
+    });
     let s0 = &c.sidecars[0];
-    assert!(
-        wait_for(Duration::from_secs(10), || s0
-            .metric("dl7_l7_peer_up{peer=\"s1\"}")
-            == 0.0),
-        "s1 is down for s0: {}",
-        s0.log_text()
-    );
     let keys = c.keys_owned_by(1, "mis", 10, 5);
     let mut client = Client::connect(s0.listen);
     for k in &keys {
         let r = client.get(k);
         assert_eq!(r.status, 200, "{k}: served by s0 instead");
     }
+    let refused =
+        s0.metric("dl7_l7_peer_tls_handshakes_total{side=\"connected\",result=\"error\"}");
+    let tried = s0.metric("dl7_l7_peer_forwards_total{peer=\"s1\"}");
+    let failed = s0.metric("dl7_l7_peer_errors_total{peer=\"s1\"}");
     assert!(
-        s0.metric("dl7_l7_peer_tls_handshakes_total{side=\"connected\",result=\"error\"}") >= 1.0
+        refused >= 1.0 && tried >= 1.0,
+        "{refused} refused, {tried} tried"
     );
-    assert_eq!(s0.metric("dl7_l7_peer_forwards_total{peer=\"s1\"}"), 0.0);
+    assert_eq!(
+        failed,
+        tried,
+        "every forward to s1 failed: {}",
+        s0.log_text()
+    );
+    assert!(
+        s0.log_text().contains("peer TLS handshake with"),
+        "the refusal is logged: {}",
+        s0.log_text()
+    );
+    assert_eq!(c.origin.fetches(&keys[0]), 1, "s0 fetched it itself");
     // s1 can still forward to s0: s0's certificate names s0.
     let k = c.keys_owned_by(0, "fine", 10, 1).remove(0);
     assert_eq!(Client::connect(c.sidecars[1].listen).get(&k).status, 200);
@@ -291,12 +353,12 @@ fn a_peer_whose_certificate_does_not_name_its_address_gets_no_request() {
 
 #[test]
 fn sighup_swaps_the_peer_certificate_and_refuses_one_the_ca_did_not_sign() {
-    let (c, ca) = cluster(184, 2, None);
+    let (c, ca) = cluster(184, 2);
     let s0 = &c.sidecars[0];
     let reloads = |result: &str| s0.metric(&format!("dl7_l7_reloads_total{{result=\"{result}\"}}"));
     let host = IpAddr::V4(Ipv4Addr::new(127, 0, 184, 11));
     // A new certificate from the same CA, over the same files.
-    ca.issue(c.dir.path(), "s0", host);
+    let (_, fresh) = ca.issue_der(c.dir.path(), "s0", host);
     s0.signal("HUP");
     assert!(
         wait_for(Duration::from_secs(10), || reloads("ok") >= 1.0),
@@ -327,19 +389,20 @@ fn sighup_swaps_the_peer_certificate_and_refuses_one_the_ca_did_not_sign() {
         assert_eq!(via_s1.get(a).status, 200);
         assert_eq!(via_s0.get(b).status, 200);
     }
-    // A new connection to s0 presents the kept (fresh) certificate: a member client works.
+    // A new connection to s0 gets the fresh certificate, kept by the refused reload.
     let member = ca.issue(
         c.dir.path(),
         "probe",
         IpAddr::V4(Ipv4Addr::new(127, 0, 184, 60)),
     );
-    let line = peer_get(
+    let (line, served) = peer_get_cert(
         s0.peer.expect("peer"),
         peer_client(&ca, Some(&member)),
         "/healthz",
     )
     .expect("a new handshake with s0");
     assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    assert_eq!(served, fresh, "the certificate of the reload");
 }
 
 #[test]
@@ -363,7 +426,33 @@ fn peer_tls_configuration_errors_are_one_line() {
         "--origin",
         "http://127.0.0.1:9",
     ];
-    let cases: [(&[&str], &str); 5] = [
+    let elsewhere = ca.issue(
+        dir.path(),
+        "elsewhere",
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+    );
+    let no_ca = dir.path().join("no-ca.pem").display().to_string();
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &[
+                "--peer-tls",
+                "--peer-tls-cert",
+                &good,
+                "--peer-tls-ca",
+                &no_ca,
+            ],
+            "--peer-tls-ca",
+        ),
+        (
+            &[
+                "--peer-tls",
+                "--peer-tls-cert",
+                &elsewhere,
+                "--peer-tls-ca",
+                &ca_arg,
+            ],
+            "is not valid as the server of 127.0.0.1",
+        ),
         (
             &["--peer-tls", "--peer-tls-ca", &ca_arg],
             "--peer-tls-cert is required",
@@ -384,7 +473,7 @@ fn peer_tls_configuration_errors_are_one_line() {
                 "--peer-tls-ca",
                 &ca_arg,
             ],
-            "is not valid under the CA",
+            "is not valid as a client under the CA",
         ),
         (
             &[

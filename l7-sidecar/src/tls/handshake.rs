@@ -28,6 +28,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::metrics::Metrics;
+use crate::tls::peer::PeerTls;
 
 /// The first byte of a TLS handshake record.
 const HANDSHAKE_RECORD: u8 = 0x16;
@@ -67,12 +68,12 @@ impl Refused {
 }
 
 /// Which listener a handshake is on, for its metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+#[derive(Debug, Clone, Copy)]
+pub enum Side<'a> {
     /// `listen-tls`: clients.
     Clients,
-    /// `peer-listen` with `peer-tls`: other sidecars.
-    Peers,
+    /// `peer-listen` with `peer-tls`: other sidecars (failed handshakes are logged there).
+    Peers(&'a PeerTls),
 }
 
 /// Runs the server side of the handshake on `stream` within `timeout` (counted from
@@ -83,14 +84,14 @@ pub async fn accept(
     accepted: Instant,
     timeout: Duration,
     metrics: &Metrics,
-    side: Side,
+    side: Side<'_>,
 ) -> Option<TlsStream<TcpStream>> {
     let left = timeout.saturating_sub(accepted.elapsed());
     let result = match tokio::time::timeout(left, handshake(stream, config, side)).await {
         Ok(result) => result,
         Err(_) => Err(Refused::Timeout),
     };
-    if side == Side::Peers {
+    if matches!(side, Side::Peers(_)) {
         let label = result.as_ref().map_or_else(|r| r.label(), |_| "ok");
         metrics.peer_tls_handshake("accepted", label);
         return result.ok();
@@ -119,7 +120,7 @@ pub async fn accept(
 async fn handshake(
     mut stream: TcpStream,
     config: Arc<ServerConfig>,
-    side: Side,
+    side: Side<'_>,
 ) -> Result<TlsStream<TcpStream>, Refused> {
     let mut first = [0u8; 1];
     match stream.peek(&mut first).await {
@@ -130,13 +131,14 @@ async fn handshake(
     match first[0] {
         HANDSHAKE_RECORD => {}
         b'A'..=b'Z' => {
-            if side == Side::Clients {
+            if matches!(side, Side::Clients) {
                 answer_plain_http(&mut stream).await;
             }
             return Err(Refused::PlainHttp);
         }
         _ => return Err(Refused::BadClientHello),
     }
+    let from = stream.peer_addr();
     let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
         .await
         .map_err(|e| {
@@ -144,7 +146,10 @@ async fn handshake(
             Refused::BadClientHello
         })?;
     start.into_stream(config).await.map_err(|e| {
-        log::debug!("TLS handshake: {e}");
+        match (side, from) {
+            (Side::Peers(tls), Ok(from)) => tls.failed(from, &e, true),
+            _ => log::debug!("TLS handshake: {e}"),
+        }
         Refused::Error
     })
 }

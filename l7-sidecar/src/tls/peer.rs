@@ -4,9 +4,11 @@
 //!   `peer-tls-ca`). It presents it as the server on `peer-listen` and as the client on its
 //!   connections to peers (forwarded requests and health checks).
 //! - On `peer-listen`, a client must present a certificate that chains to the cluster CA;
-//!   any other connection fails its handshake (counted, closed). Only a member of the
-//!   cluster can send requests there, which the peer listener trusts (`X-Forwarded-Proto`,
-//!   the hop count).
+//!   any other connection fails its handshake (counted, logged at most once per 10 s,
+//!   closed). Whoever holds a certificate the cluster CA signed is taken for a member and
+//!   may send requests there, which the peer listener trusts (`X-Forwarded-Proto`, the hop
+//!   count): the cluster CA must sign for sidecars only. There is no revocation list; a
+//!   member's certificate stays good until it expires or the CA is replaced.
 //! - Connecting to a peer, the sidecar checks that the peer's certificate chains to the
 //!   cluster CA and names the address it connects to (an IP address in subjectAltName), as
 //!   a browser checks a host name: a machine that takes over a peer's address without its
@@ -17,13 +19,16 @@
 //!   keep theirs. A file that does not load, or a certificate the CA does not sign, refuses
 //!   the reload.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use prometheus::IntCounter;
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::SingleCertAndKey;
@@ -64,42 +69,62 @@ impl Eq for PeerCredentials {}
 
 impl PeerCredentials {
     /// Loads the certificate `cert` with its key `key` and the CA certificates in `ca`, and
-    /// checks that the CA signs the certificate (and that it is valid now): a sidecar whose
-    /// certificate its peers would refuse must not start.
-    pub fn load(cert: &Path, key: &Path, ca: &Path) -> Result<Self, String> {
-        let entry = CertEntry::load(cert, key).map_err(|e| e.to_string())?;
+    /// checks that the CA signs the certificate for both ends of a peer connection, valid
+    /// now, and, given `own` (this sidecar's peer address), that it names that address: a
+    /// sidecar whose certificate its peers would refuse must not start. An error names the
+    /// setting at fault: `peer-tls-ca` or `peer-tls-cert`.
+    pub fn load(
+        cert: &Path,
+        key: &Path,
+        ca: &Path,
+        own: Option<IpAddr>,
+    ) -> Result<Self, (&'static str, String)> {
+        let ca_error = |why: String| ("peer-tls-ca", why);
+        let cert_error = |why: String| ("peer-tls-cert", why);
         let cas = CertificateDer::pem_file_iter(ca)
-            .map_err(|e| format!("cannot read {}: {e}", ca.display()))?
+            .map_err(|e| ca_error(format!("cannot read {}: {e}", ca.display())))?
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{}: bad PEM: {e}", ca.display()))?;
+            .map_err(|e| ca_error(format!("{}: bad PEM: {e}", ca.display())))?;
         if cas.is_empty() {
-            return Err(format!(
+            return Err(ca_error(format!(
                 "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
                 ca.display()
-            ));
+            )));
         }
         let mut roots = RootCertStore::empty();
         for der in &cas {
-            roots
-                .add(der.clone())
-                .map_err(|e| format!("{}: not a usable CA certificate: {e}", ca.display()))?;
+            roots.add(der.clone()).map_err(|e| {
+                ca_error(format!(
+                    "{}: not a usable CA certificate: {e}",
+                    ca.display()
+                ))
+            })?;
         }
         let roots = Arc::new(roots);
-        let verifier = client_verifier(&roots).map_err(|e| e.to_string())?;
+        let entry = CertEntry::load(cert, key).map_err(|e| cert_error(e.to_string()))?;
         let (leaf, intermediates) = entry
             .key
             .cert
             .split_first()
-            .ok_or_else(|| format!("{} holds no certificate", cert.display()))?;
-        verifier
-            .verify_client_cert(leaf, intermediates, UnixTime::now())
-            .map_err(|e| {
-                format!(
-                    "the certificate in {} is not valid under the CA in {}: {e}",
-                    cert.display(),
-                    ca.display()
-                )
-            })?;
+            .ok_or_else(|| cert_error(format!("{} holds no certificate", cert.display())))?;
+        let refused = |side: &str, e: rustls::Error| {
+            cert_error(format!(
+                "the certificate in {} is not valid {side} under the CA in {}: {e}",
+                cert.display(),
+                ca.display()
+            ))
+        };
+        let now = UnixTime::now();
+        client_verifier(&roots)
+            .map_err(|e| cert_error(e.to_string()))?
+            .verify_client_cert(leaf, intermediates, now)
+            .map_err(|e| refused("as a client", e))?;
+        if let Some(ip) = own {
+            server_verifier(&roots)
+                .map_err(|e| cert_error(e.to_string()))?
+                .verify_server_cert(leaf, intermediates, &ServerName::from(ip), &[], now)
+                .map_err(|e| refused(&format!("as the server of {ip}"), e))?;
+        }
         Ok(Self {
             cert: entry,
             ca_path: ca.to_owned(),
@@ -107,6 +132,14 @@ impl PeerCredentials {
             roots,
         })
     }
+}
+
+/// The verifier of peers' server certificates: they must chain to the cluster CA (and name
+/// the address connected to, checked per connection).
+fn server_verifier(roots: &Arc<RootCertStore>) -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
+    WebPkiServerVerifier::builder_with_provider(roots.clone(), Arc::new(provider()))
+        .build()
+        .map_err(|e| rustls::Error::General(format!("server certificate verifier: {e}")))
 }
 
 /// The verifier of peers' client certificates: they must chain to the cluster CA.
@@ -126,7 +159,14 @@ pub struct PeerTls {
     client: ArcSwap<ClientConfig>,
     /// Handshakes with peers that succeeded, failed, timed out.
     connected: [IntCounter; 3],
+    /// When a failed handshake was last logged (ms since `started`), for the rate limit.
+    warned: AtomicU64,
+    started: Instant,
 }
+
+/// A failed handshake with a peer is logged at most this often (health checks retry every
+/// second).
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 impl PeerTls {
     /// Both configurations for `credentials`; handshakes with peers counted in `metrics`.
@@ -135,7 +175,33 @@ impl PeerTls {
             server: ArcSwap::new(server(credentials)?),
             client: ArcSwap::new(client(credentials)?),
             connected: metrics.peer_tls_connected(),
+            warned: AtomicU64::new(u64::MAX),
+            started: Instant::now(),
         })
+    }
+
+    /// Logs a failed handshake with the peer at `addr` (`accepted`: on `peer-listen`, else
+    /// connecting to it), at most once per [`WARN_EVERY`] for both kinds together: a
+    /// certificate refused by either side is a configuration error that cuts peers off, and
+    /// must show in the log, not only in a counter.
+    pub fn failed(&self, addr: SocketAddr, error: &dyn std::fmt::Display, accepted: bool) {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        let last = self.warned.load(Ordering::Relaxed);
+        let due = last == u64::MAX || now.saturating_sub(last) >= WARN_EVERY.as_millis() as u64;
+        if due
+            && self
+                .warned
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            if accepted {
+                log::warn!(
+                    "peer TLS handshake from {addr} refused: {error} (logged once per 10 s)"
+                );
+            } else {
+                log::warn!("peer TLS handshake with {addr} failed: {error} (logged once per 10 s)");
+            }
+        }
     }
 
     /// Counts a handshake with a peer that ended with `result` (`ok`, `error`, `timeout`).
@@ -201,12 +267,7 @@ fn server(credentials: &PeerCredentials) -> Result<Arc<ServerConfig>, rustls::Er
 
 /// The connecting side: TLS 1.3, the peer's certificate verified, this sidecar's presented.
 fn client(credentials: &PeerCredentials) -> Result<Arc<ClientConfig>, rustls::Error> {
-    let verifier = WebPkiServerVerifier::builder_with_provider(
-        credentials.roots.clone(),
-        Arc::new(provider()),
-    )
-    .build()
-    .map_err(|e| rustls::Error::General(format!("server certificate verifier: {e}")))?;
+    let verifier = server_verifier(&credentials.roots)?;
     let mut config = ClientConfig::builder_with_provider(Arc::new(provider()))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_webpki_verifier(verifier)

@@ -132,14 +132,15 @@ impl Cluster {
         Cluster::start_each(net, n, temp_dir("cluster"), |_, _| extra.clone())
     }
 
-    /// As [`start`](Self::start), with the more flags of sidecar `i` on `host` given by
-    /// `extra(i, host)`, and `dir` (which may hold files those flags name) as the cluster's
-    /// directory.
+    /// As [`start`](Self::start), with the more flags of sidecar `i`, whose peer address in
+    /// the members is `peer`, given by `extra(i, peer)` (a `--peer-listen` among them
+    /// replaces `peer` as the listener; the members still name `peer`), and `dir` (which may
+    /// hold files those flags name) as the cluster's directory.
     pub fn start_each(
         net: u8,
         n: usize,
         dir: TempDir,
-        extra: impl Fn(usize, Ipv4Addr) -> Vec<String>,
+        extra: impl Fn(usize, SocketAddr) -> Vec<String>,
     ) -> Cluster {
         let origin = start_origin(ip(net, 1));
         let names: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
@@ -164,14 +165,16 @@ impl Cluster {
                 config.display().to_string(),
                 "--listen".to_owned(),
                 listen.to_string(),
-                "--peer-listen".to_owned(),
-                peers[i].to_string(),
                 "--metrics".to_owned(),
                 metrics.to_string(),
                 "--threads".to_owned(),
                 "2".to_owned(),
             ];
-            args.extend(extra(i, hosts[i]));
+            let more = extra(i, peers[i]);
+            if !more.iter().any(|a| a == "--peer-listen") {
+                args.extend(["--peer-listen".to_owned(), peers[i].to_string()]);
+            }
+            args.extend(more);
             sidecars.push(Sidecar::start(
                 &args,
                 listen,
