@@ -2,7 +2,8 @@
 //! costs. Two setups run at the same time, so that both see the same machine (on a machine
 //! whose speed drifts by a third between runs, only a paired measurement says anything):
 //! - a **local hit**: a sidecar answering from its cache;
-//! - a **forward**: a sidecar relaying the same objects from their owner's cache.
+//! - a **forward**: a sidecar relaying the same objects from their owner's cache (its relay
+//!   cache off: the 64 objects hammered would all be hot, and answered from copies).
 //!
 //! The local sidecar and the forwarder share CPU 1 (the scheduler splits it fairly); each gets
 //! its own wrk on CPU 0, with the owner and the origin (`dl7-traffic origin`). Per body size,
@@ -122,7 +123,7 @@ pub fn run(root: &Path, args: BenchForwardArgs) -> Result<()> {
             .args(["--peer-listen", &peer.to_string(), "--self", name])
             .args(["--members", members, "--scheme", SCHEME])
             .args(["--origin", &origin_url, "--threads", "1"])
-            .args(["--health-interval", "off"])
+            .args(["--health-interval", "off", "--relay-cache-bytes", "0"])
             .args(extra);
         let mut group = Group::spawn(name, cpu, &cmd, dir)?;
         group.wait_listening(listen, START_LIMIT)?;
