@@ -1357,14 +1357,7 @@ impl Settings {
                     .map(|rest| rest.strip_suffix('/').unwrap_or(rest))
                     .filter(|a| !a.is_empty() && !a.contains('/'))
                     .ok_or_else(|| invalid("origin", o, "is not http://HOST:PORT"))?;
-                let with_port = if authority
-                    .rsplit_once(':')
-                    .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-                {
-                    authority.to_owned()
-                } else {
-                    format!("{authority}:80")
-                };
+                let with_port = with_default_port(authority);
                 let bytes = number("cache-bytes", self.cache_bytes)?;
                 let max_object = number("max-object-bytes", self.max_object_bytes)?;
                 if max_object > bytes {
@@ -1585,6 +1578,18 @@ impl Networks {
 
 /// The first of `fields` (name, given) that was given, as the error that it cannot be used
 /// `why` (the setting it needs is absent).
+/// `authority` of an `http://` URL with its port, 80 when it names none.
+fn with_default_port(authority: &str) -> String {
+    if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    }
+}
+
 /// The two files of a `CERT.pem:KEY.pem` entry of `field`.
 fn cert_and_key<'a>(
     field: &'static str,
@@ -1661,14 +1666,7 @@ fn front(url: &str) -> Result<Front, ConfigError> {
     if !path.bytes().all(|b| b.is_ascii_graphic() && b != b'#') {
         return Err(bad("has a path that is not visible ASCII without #"));
     }
-    let with_port = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
+    let with_port = with_default_port(authority);
     let addr =
         address("members-from", &with_port).map_err(|_| bad("does not resolve to an address"))?;
     Ok(Front {

@@ -1,5 +1,5 @@
 //! Mutual TLS between sidecars (`peer-tls`): a cluster whose peer connections are TLS 1.3
-//! with client certificates, all issued here by a throwaway cluster CA (rcgen), each naming
+//! with client certificates, all issued by a throwaway cluster CA ([`support::tls`]), each naming
 //! its sidecar's address. Checked: forwarding and health checks work over it and reuse their
 //! connections; the peer listener takes nobody else (plain HTTP, no certificate, another
 //! CA's certificate); a peer whose certificate does not name its address gets no request,
@@ -9,69 +9,22 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{CertificateParams, KeyPair, SanType};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::ClientConfig;
+use rustls::pki_types::CertificateDer;
 use support::client::Client;
+use support::tls::{self, Ca};
 use support::{Cluster, body, temp_dir, wait_for};
 
-/// A throwaway CA.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = KeyPair::generate().expect("CA key");
-        let mut params = CertificateParams::new(Vec::new()).expect("CA params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        Ca {
-            cert: params.self_signed(&key).expect("CA"),
-            key,
-        }
-    }
-
-    /// Writes the CA certificate to `dir/NAME.pem`; its path.
-    fn write(&self, dir: &Path, name: &str) -> PathBuf {
-        let path = dir.join(format!("{name}.pem"));
-        std::fs::write(&path, self.cert.pem()).expect("write the CA");
-        path
-    }
-
-    /// Issues a certificate for the IP address `ip`, writes it (with the CA) and its key to
-    /// `dir` under `tag`; the `CERT:KEY` entry.
-    fn issue(&self, dir: &Path, tag: &str, ip: IpAddr) -> String {
-        self.issue_der(dir, tag, ip).0
-    }
-
-    /// [`issue`](Self::issue), also returning the certificate.
-    fn issue_der(&self, dir: &Path, tag: &str, ip: IpAddr) -> (String, CertificateDer<'static>) {
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(Vec::new()).expect("params");
-        params.subject_alt_names = vec![SanType::IpAddress(ip)];
-        let cert = params.signed_by(&key, &self.cert, &self.key).expect("sign");
-        let (c, k) = (
-            dir.join(format!("{tag}.crt")),
-            dir.join(format!("{tag}.key")),
-        );
-        std::fs::write(&c, format!("{}{}", cert.pem(), self.cert.pem())).expect("write");
-        std::fs::write(&k, key.serialize_pem()).expect("write");
-        (
-            format!("{}:{}", c.display(), k.display()),
-            cert.der().clone(),
-        )
-    }
+/// Issues a certificate of `ca` for the address `ip` into `dir` under `tag`: the `CERT:KEY`
+/// entry.
+fn issue(ca: &Ca, dir: &Path, tag: &str, ip: IpAddr) -> String {
+    ca.issue(dir, tag, &ip.to_string()).0
 }
 
 /// A cluster of `n` sidecars with peer TLS, each with a certificate for its own address,
@@ -83,7 +36,7 @@ fn cluster(net: u8, n: usize) -> (Cluster, Ca) {
     let entries: Vec<String> = (0..n)
         .map(|i| {
             let host = Ipv4Addr::new(127, 0, net, 11 + i as u8);
-            ca.issue(dir.path(), &format!("s{i}"), IpAddr::V4(host))
+            issue(&ca, dir.path(), &format!("s{i}"), IpAddr::V4(host))
         })
         .collect();
     let c = Cluster::start_each(net, n, dir, |i, _| {
@@ -105,43 +58,10 @@ fn cluster(net: u8, n: usize) -> (Cluster, Ca) {
     (c, ca)
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A TLS client of a peer listener that trusts `ca`, presenting `entry` (`CERT:KEY`) when
-/// given, speaking the TLS `versions`.
-fn peer_client_of(
-    ca: &Ca,
-    entry: Option<&str>,
-    versions: &[&'static rustls::SupportedProtocolVersion],
-) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.cert.der().clone()).expect("add the CA");
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(versions)
-        .expect("versions")
-        .with_root_certificates(roots);
-    let config = match entry {
-        None => builder.with_no_client_auth(),
-        Some(entry) => {
-            let (cert, key) = entry.split_once(':').expect("CERT:KEY");
-            let chain = CertificateDer::pem_file_iter(cert)
-                .expect("read the chain")
-                .collect::<Result<Vec<_>, _>>()
-                .expect("chain");
-            let key = PrivateKeyDer::from_pem_file(key).expect("key");
-            builder
-                .with_client_auth_cert(chain, key)
-                .expect("client certificate")
-        }
-    };
-    Arc::new(config)
-}
-
-/// [`peer_client_of`] with TLS 1.2 and 1.3.
+/// A client of a peer listener trusting `ca`, speaking TLS 1.2 and 1.3, presenting the
+/// certificate of `entry` (`CERT:KEY`) when given.
 fn peer_client(ca: &Ca, entry: Option<&str>) -> Arc<ClientConfig> {
-    peer_client_of(ca, entry, rustls::DEFAULT_VERSIONS)
+    tls::client(&ca.der(), rustls::DEFAULT_VERSIONS, entry)
 }
 
 /// Connects to the peer listener `addr` with `config` and sends a GET of `target`: the
@@ -157,13 +77,7 @@ fn peer_get_cert(
     config: Arc<ClientConfig>,
     target: &str,
 ) -> Result<(String, CertificateDer<'static>), String> {
-    let ip = ServerName::from(addr.ip());
-    let conn = ClientConnection::new(config, ip).map_err(|e| e.to_string())?;
-    let tcp =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    tcp.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let mut tls = StreamOwned::new(conn, tcp);
+    let mut tls = tls::try_handshake(addr, config, &addr.ip().to_string())?;
     let request = format!("GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
     tls.write_all(request.as_bytes())
         .and_then(|()| tls.flush())
@@ -176,8 +90,8 @@ fn peer_get_cert(
         Err(_) => {}
     }
     let text = String::from_utf8_lossy(&answer);
-    let leaf = tls.conn.peer_certificates().ok_or("no certificate")?[0].clone();
-    Ok((text.lines().next().unwrap_or_default().to_owned(), leaf))
+    let line = text.lines().next().unwrap_or_default().to_owned();
+    Ok((line, tls::server_leaf(&tls)))
 }
 
 #[test]
@@ -245,7 +159,8 @@ fn the_peer_listener_takes_only_cluster_certificates() {
         ))
     };
     // A member's certificate: served.
-    let member = ca.issue(
+    let member = issue(
+        &ca,
         c.dir.path(),
         "member",
         IpAddr::V4(Ipv4Addr::new(127, 0, 182, 50)),
@@ -266,7 +181,8 @@ fn the_peer_listener_takes_only_cluster_certificates() {
     let before = metric("error");
     assert!(peer_get(peer, peer_client(&ca, None), "/obj/n?size=5").is_err());
     let stranger_ca = Ca::new("another CA");
-    let stranger = stranger_ca.issue(
+    let stranger = issue(
+        &stranger_ca,
         c.dir.path(),
         "stranger",
         IpAddr::V4(Ipv4Addr::new(127, 0, 182, 51)),
@@ -279,7 +195,7 @@ fn the_peer_listener_takes_only_cluster_certificates() {
         s.log_text()
     );
     // A member's certificate over TLS 1.2: refused (peers speak TLS 1.3 only).
-    let tls12 = peer_client_of(&ca, Some(&member), &[&rustls::version::TLS12]);
+    let tls12 = tls::client(&ca.der(), &[&rustls::version::TLS12], Some(&member));
     assert!(peer_get(peer, tls12, "/obj/n?size=5").is_err());
     assert!(wait_for(Duration::from_secs(5), || metric("error") >= before + 3.0));
     assert_eq!(
@@ -298,8 +214,18 @@ fn a_peer_whose_certificate_does_not_name_its_address_gets_no_request() {
     let dir = temp_dir("peer-tls-misnamed");
     let ca = Ca::new("dl7 cluster CA");
     let ca_file = ca.write(dir.path(), "cluster-ca").display().to_string();
-    let good = ca.issue(dir.path(), "s0", IpAddr::V4(Ipv4Addr::new(127, 0, net, 11)));
-    let wrong = ca.issue(dir.path(), "s1", IpAddr::V4(Ipv4Addr::new(127, 0, net, 99)));
+    let good = issue(
+        &ca,
+        dir.path(),
+        "s0",
+        IpAddr::V4(Ipv4Addr::new(127, 0, net, 11)),
+    );
+    let wrong = issue(
+        &ca,
+        dir.path(),
+        "s1",
+        IpAddr::V4(Ipv4Addr::new(127, 0, net, 99)),
+    );
     let c = Cluster::start_each(net, 2, dir, |i, peer| {
         let mut args: Vec<String> = vec![
             "--peer-tls".into(),
@@ -358,7 +284,7 @@ fn sighup_swaps_the_peer_certificate_and_refuses_one_the_ca_did_not_sign() {
     let reloads = |result: &str| s0.metric(&format!("dl7_l7_reloads_total{{result=\"{result}\"}}"));
     let host = IpAddr::V4(Ipv4Addr::new(127, 0, 184, 11));
     // A new certificate from the same CA, over the same files.
-    let (_, fresh) = ca.issue_der(c.dir.path(), "s0", host);
+    let (_, fresh) = ca.issue(c.dir.path(), "s0", &host.to_string());
     s0.signal("HUP");
     assert!(
         wait_for(Duration::from_secs(10), || reloads("ok") >= 1.0),
@@ -366,7 +292,7 @@ fn sighup_swaps_the_peer_certificate_and_refuses_one_the_ca_did_not_sign() {
         s0.log_text()
     );
     // Another CA's certificate: refused, the running one kept.
-    Ca::new("rogue").issue(c.dir.path(), "s0", host);
+    issue(&Ca::new("rogue"), c.dir.path(), "s0", host);
     s0.signal("HUP");
     assert!(
         wait_for(Duration::from_secs(10), || reloads("error") >= 1.0),
@@ -390,7 +316,8 @@ fn sighup_swaps_the_peer_certificate_and_refuses_one_the_ca_did_not_sign() {
         assert_eq!(via_s0.get(b).status, 200);
     }
     // A new connection to s0 gets the fresh certificate, kept by the refused reload.
-    let member = ca.issue(
+    let member = issue(
+        &ca,
         c.dir.path(),
         "probe",
         IpAddr::V4(Ipv4Addr::new(127, 0, 184, 60)),
@@ -410,8 +337,13 @@ fn peer_tls_configuration_errors_are_one_line() {
     let dir = temp_dir("peer-tls-cli");
     let ca = Ca::new("cli CA");
     let ca_file = ca.write(dir.path(), "ca");
-    let good = ca.issue(dir.path(), "good", IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let rogue = Ca::new("rogue").issue(dir.path(), "rogue", IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let good = issue(&ca, dir.path(), "good", IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let rogue = issue(
+        &Ca::new("rogue"),
+        dir.path(),
+        "rogue",
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+    );
     let ca_arg = ca_file.display().to_string();
     let base = [
         "serve",
@@ -426,7 +358,8 @@ fn peer_tls_configuration_errors_are_one_line() {
         "--origin",
         "http://127.0.0.1:9",
     ];
-    let elsewhere = ca.issue(
+    let elsewhere = issue(
+        &ca,
         dir.path(),
         "elsewhere",
         IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),

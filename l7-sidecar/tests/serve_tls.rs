@@ -1,5 +1,5 @@
 //! HTTPS at the sidecar (`listen-tls`): a real sidecar process in front of the test origin,
-//! throwaway certificates made here with rcgen (a CA and two server certificates, ECDSA
+//! throwaway certificates from [`support::tls`] (a CA and two server certificates, ECDSA
 //! P-256 and P-384: rcgen with ring cannot generate RSA keys), a rustls client. Also:
 //! sessions resumed on another sidecar that shares the ticket keys (`tls-ticket-key`), the
 //! ticket keys rotated and certificates replaced on SIGHUP, http and https kept apart in the
@@ -15,11 +15,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::client::{ClientSessionMemoryCache, Resumption};
+use rcgen::PKCS_ECDSA_P256_SHA256 as P256;
+use rustls::client::Resumption;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, ClientConnection, HandshakeKind, RootCertStore, StreamOwned};
+use rustls::{ClientConfig, HandshakeKind};
 use support::client::Client;
 use support::process::Sidecar;
+use support::tls::{self, Ca, Tls, handshake, provider, server_leaf};
 use support::{TempDir, body, free_addrs, ip, start_origin, temp_dir, wait_for};
 
 /// The sidecar, its origin, and what a client needs to trust it.
@@ -31,47 +33,6 @@ struct Https {
     leaves: [CertificateDer<'static>; 2],
     origin: support::Origin,
     _dir: TempDir,
-}
-
-/// Writes a CA-signed certificate for `name` (chain: leaf, CA) and its key to `dir`.
-fn issue(
-    dir: &Path,
-    name: &str,
-    alg: &'static rcgen::SignatureAlgorithm,
-    ca: &rcgen::Certificate,
-    ca_key: &rcgen::KeyPair,
-) -> (String, CertificateDer<'static>) {
-    let key = rcgen::KeyPair::generate_for(alg).expect("generate a key");
-    let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
-        .expect("params")
-        .signed_by(&key, ca, ca_key)
-        .expect("sign");
-    let (c, k) = (
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}.key")),
-    );
-    std::fs::write(&c, format!("{}{}", cert.pem(), ca.pem())).expect("write chain");
-    std::fs::write(&k, key.serialize_pem()).expect("write key");
-    (
-        format!("{}:{}", c.display(), k.display()),
-        cert.der().clone(),
-    )
-}
-
-/// A certificate for `a.test` (ECDSA P-256) from a new CA, written to `dir`: its
-/// `CERT:KEY` entry and the CA certificate clients trust.
-fn a_test(dir: &Path) -> (String, CertificateDer<'static>) {
-    let (ca, ca_key) = new_ca();
-    let (entry, _) = issue(dir, "a.test", &rcgen::PKCS_ECDSA_P256_SHA256, &ca, &ca_key);
-    (entry, ca.der().clone())
-}
-
-/// A throwaway CA and its key.
-fn new_ca() -> (rcgen::Certificate, rcgen::KeyPair) {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut params = rcgen::CertificateParams::new(Vec::new()).expect("CA params");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    (params.self_signed(&ca_key).expect("CA"), ca_key)
 }
 
 /// A sidecar on `127.0.NET.HOST` in front of `origin` with an HTTPS listener and `tls`
@@ -165,20 +126,13 @@ fn start(net: u8) -> Https {
 fn start_with(net: u8, extra: &[&str]) -> Https {
     let dir = temp_dir("tls");
     let origin = start_origin(ip(net, 1));
-    let (ca, ca_key) = new_ca();
-    let (a, a_der) = issue(
-        dir.path(),
-        "a.test",
-        &rcgen::PKCS_ECDSA_P256_SHA256,
-        &ca,
-        &ca_key,
-    );
-    let (b, b_der) = issue(
+    let ca = Ca::new("test CA");
+    let (a, a_der) = ca.issue(dir.path(), "a.test", "a.test");
+    let (b, b_der) = ca.issue_with(
         dir.path(),
         "b.test",
+        "b.test",
         &rcgen::PKCS_ECDSA_P384_SHA384,
-        &ca,
-        &ca_key,
     );
     let mut flags = vec!["--tls-cert", &a, "--tls-cert", &b];
     flags.extend_from_slice(extra);
@@ -186,52 +140,17 @@ fn start_with(net: u8, extra: &[&str]) -> Https {
     Https {
         sidecar,
         tls,
-        ca: ca.der().clone(),
+        ca: ca.der(),
         leaves: [a_der, b_der],
         origin,
         _dir: dir,
     }
 }
 
-type Tls = StreamOwned<ClientConnection, TcpStream>;
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// A TLS connection to `h` with SNI `name` (none for an IP address), only `version`, the
 /// certificate verified against the test CA; the handshake is done on return.
 fn connect(h: &Https, name: &str, version: &'static rustls::SupportedProtocolVersion) -> Tls {
-    handshake(h.tls, trusting(&h.ca, version), name)
-}
-
-/// A client configuration trusting `ca`, speaking only `version`, offering ALPN http/1.1.
-fn trusting(
-    ca: &CertificateDer<'static>,
-    version: &'static rustls::SupportedProtocolVersion,
-) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.clone()).expect("add the CA");
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[version])
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
-}
-
-fn handshake(addr: SocketAddr, config: Arc<ClientConfig>, name: &str) -> Tls {
-    let name = ServerName::try_from(name.to_owned()).expect("server name");
-    let conn = ClientConnection::new(config, name).expect("client connection");
-    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut tls = StreamOwned::new(conn, tcp);
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock).expect("TLS handshake");
-    }
-    tls
+    handshake(h.tls, tls::client(&h.ca, &[version], None), name)
 }
 
 /// Accepts any certificate: only to see which one a name the server has none for gets.
@@ -333,10 +252,6 @@ fn request(
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
-fn peer_leaf(tls: &Tls) -> CertificateDer<'static> {
-    tls.conn.peer_certificates().expect("a certificate")[0].clone()
-}
-
 #[test]
 fn https_get_sni_alpn_and_both_versions() {
     let h = start(170);
@@ -346,7 +261,7 @@ fn https_get_sni_alpn_and_both_versions() {
     ] {
         let mut tls = connect(&h, "a.test", version);
         assert_eq!(tls.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
-        assert_eq!(peer_leaf(&tls), h.leaves[0]);
+        assert_eq!(server_leaf(&tls), h.leaves[0]);
         let r = get(&mut tls, "/headers").expect("GET /headers over TLS");
         assert_eq!(r.status, 200, "{}", r.head);
         let seen = String::from_utf8_lossy(&r.body).to_ascii_lowercase();
@@ -357,7 +272,7 @@ fn https_get_sni_alpn_and_both_versions() {
 
         let tls = connect(&h, "b.test", version);
         assert_eq!(
-            peer_leaf(&tls),
+            server_leaf(&tls),
             h.leaves[1],
             "SNI b.test gets b's certificate"
         );
@@ -373,7 +288,7 @@ fn https_get_sni_alpn_and_both_versions() {
             .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
             .with_no_client_auth();
         let tls = handshake(h.tls, Arc::new(config), &name);
-        assert_eq!(peer_leaf(&tls), h.leaves[0], "{name} gets the default");
+        assert_eq!(server_leaf(&tls), h.leaves[0], "{name} gets the default");
     }
     // The plain listener says http, whatever the client claims.
     let mut plain = Client::connect(h.sidecar.listen);
@@ -482,24 +397,6 @@ fn ticket_key(dir: &Path, name: &str, fill: u8) -> String {
     path.display().to_string()
 }
 
-/// A client trusting `ca`, speaking only `version`, that keeps its sessions in `store`
-/// (shared by every connection made with it, to whichever sidecar).
-fn resuming_client(
-    ca: &CertificateDer<'static>,
-    version: &'static rustls::SupportedProtocolVersion,
-) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.clone()).expect("add the CA");
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[version])
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    config.resumption = Resumption::store(Arc::new(ClientSessionMemoryCache::new(64)));
-    Arc::new(config)
-}
-
 /// Connects with `config`, checks that a request is answered (which also reads the
 /// session tickets sent after a TLS 1.3 handshake) and returns how the handshake went.
 fn resume_or_not(addr: SocketAddr, config: &Arc<ClientConfig>) -> HandshakeKind {
@@ -517,7 +414,9 @@ fn sessions_resume_on_any_sidecar_with_the_same_ticket_keys() {
     let net = 174;
     let dir = temp_dir("tls-resume");
     let origin = start_origin(ip(net, 1));
-    let (a, ca_der) = a_test(dir.path());
+    let ca = Ca::new("test CA");
+    let (a, _) = ca.issue(dir.path(), "a.test", "a.test");
+    let ca_der = ca.der();
     let old = ticket_key(dir.path(), "old.key", 1);
     let new = ticket_key(dir.path(), "new.key", 2);
     let other = ticket_key(dir.path(), "other.key", 3);
@@ -537,7 +436,7 @@ fn sessions_resume_on_any_sidecar_with_the_same_ticket_keys() {
         (&rustls::version::TLS13, "TLSv1.3"),
         (&rustls::version::TLS12, "TLSv1.2"),
     ] {
-        let client = resuming_client(&ca_der, version);
+        let client = tls::client(&ca_der, &[version], None);
         assert_eq!(
             resume_or_not(a_addr, &client),
             HandshakeKind::Full,
@@ -579,7 +478,7 @@ fn sessions_resume_on_any_sidecar_with_the_same_ticket_keys() {
         &origin,
         &["--tls-cert", &a, "--config", &config],
     );
-    let client = resuming_client(&ca_der, &rustls::version::TLS13);
+    let client = tls::client(&ca_der, &[&rustls::version::TLS13], None);
     assert_eq!(resume_or_not(b_addr, &client), HandshakeKind::Full);
     assert_eq!(
         resume_or_not(d_addr, &client),
@@ -595,32 +494,11 @@ fn sessions_resume_on_any_sidecar_with_the_same_ticket_keys() {
         sd.log_text()
     );
     for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
-        let client = resuming_client(&ca_der, version);
+        let client = tls::client(&ca_der, &[version], None);
         assert_eq!(resume_or_not(b_addr, &client), HandshakeKind::Full);
         assert_eq!(resume_or_not(d_addr, &client), HandshakeKind::Resumed);
         assert_eq!(resume_or_not(b_addr, &client), HandshakeKind::Full);
     }
-}
-
-/// Writes a certificate for `name` signed by `ca` (not after `not_after`, when given) over
-/// the files of `entry` (`CERT:KEY`); its DER.
-fn replace_certificate(
-    entry: &str,
-    name: &str,
-    not_after: Option<(i32, u8, u8)>,
-    ca: &(rcgen::Certificate, rcgen::KeyPair),
-) -> CertificateDer<'static> {
-    let (cert, key) = entry.split_once(':').expect("CERT:KEY");
-    let pair = rcgen::KeyPair::generate().expect("generate a key");
-    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params");
-    if let Some((y, m, d)) = not_after {
-        params.not_before = rcgen::date_time_ymd(y - 1, m, d);
-        params.not_after = rcgen::date_time_ymd(y, m, d);
-    }
-    let signed = params.signed_by(&pair, &ca.0, &ca.1).expect("sign");
-    std::fs::write(cert, format!("{}{}", signed.pem(), ca.0.pem())).expect("write chain");
-    std::fs::write(key, pair.serialize_pem()).expect("write key");
-    signed.der().clone()
 }
 
 #[test]
@@ -628,14 +506,8 @@ fn sighup_replaces_the_certificate_keeps_connections_and_refuses_a_bad_file() {
     let net = 175;
     let dir = temp_dir("tls-reload");
     let origin = start_origin(ip(net, 1));
-    let ca = new_ca();
-    let (entry, a_der) = issue(
-        dir.path(),
-        "site",
-        &rcgen::PKCS_ECDSA_P256_SHA256,
-        &ca.0,
-        &ca.1,
-    );
+    let ca = Ca::new("test CA");
+    let (entry, a_der) = ca.issue(dir.path(), "site", "site");
     let (sidecar, addr) = serve_https(net, 11, dir.path(), &origin, &["--tls-cert", &entry]);
     // Any certificate: the test looks at which one it gets. No resumption: a resumed
     // session keeps the certificate of its full handshake.
@@ -647,14 +519,14 @@ fn sighup_replaces_the_certificate_keeps_connections_and_refuses_a_bad_file() {
         .with_no_client_auth();
     client.resumption = Resumption::disabled();
     let client = Arc::new(client);
-    let leaf = || peer_leaf(&handshake(addr, client.clone(), "site.test"));
+    let leaf = || server_leaf(&handshake(addr, client.clone(), "site.test"));
     let reloads =
         |result: &str| sidecar.metric(&format!("dl7_l7_reloads_total{{result=\"{result}\"}}"));
     let mut kept = handshake(addr, client.clone(), "site.test");
-    assert_eq!(peer_leaf(&kept), a_der);
+    assert_eq!(server_leaf(&kept), a_der);
     assert_eq!(get(&mut kept, "/obj/k1?size=10").expect("GET").status, 200);
 
-    let b_der = replace_certificate(&entry, "b.test", None, &ca);
+    let b_der = ca.write_over(&entry, "b.test", &P256, None);
     sidecar.signal("HUP");
     assert!(
         wait_for(Duration::from_secs(10), || reloads("ok") >= 1.0),
@@ -683,7 +555,7 @@ fn sighup_replaces_the_certificate_keeps_connections_and_refuses_a_bad_file() {
 
     // An expired certificate is loaded (as nginx does), with a warning, and its expiry
     // shows in the gauge.
-    let expired = replace_certificate(&entry, "old.test", Some((2020, 1, 1)), &ca);
+    let expired = ca.write_over(&entry, "old.test", &P256, Some((2020, 1, 1)));
     sidecar.signal("HUP");
     assert!(
         wait_for(Duration::from_secs(10), || reloads("ok") >= 2.0),
@@ -852,7 +724,9 @@ fn through_a_peer_the_owner_keeps_the_forwarding_sidecars_scheme_and_facts() {
     let net = 179;
     let dir = temp_dir("tls-peer");
     let origin = start_origin(ip(net, 1));
-    let (a, ca_der) = a_test(dir.path());
+    let ca = Ca::new("test CA");
+    let (a, _) = ca.issue(dir.path(), "a.test", "a.test");
+    let ca_der = ca.der();
     let flags = [
         "--tls-cert",
         &a,
@@ -876,7 +750,7 @@ fn through_a_peer_the_owner_keeps_the_forwarding_sidecars_scheme_and_facts() {
             .find(|t| support::owner("ketama", &names, t) == 1)
             .expect("a target s1 owns")
     };
-    let client = trusting(&ca_der, &rustls::version::TLS13);
+    let client = tls::client(&ca_der, &[&rustls::version::TLS13], None);
     let mut tls = handshake(*s0_tls, client, "a.test");
 
     // Fetched over https through s0: stored at s1 under the https key.

@@ -2,8 +2,8 @@
 //! ([`process`]), the project's origin (dl7-traffic's, with its test routes and scripts), a
 //! raw HTTP/1.1
 //! client that can send anything and checks how connections end ([`client`]), clusters
-//! of sidecars in front of one origin, and a stand-in for the front's membership endpoint
-//! ([`front`]).
+//! of sidecars in front of one origin, a stand-in for the front's membership endpoint
+//! ([`front`]), and a throwaway CA with rustls clients ([`tls`]).
 //!
 //! Everything listens on loopback addresses `127.0.NET.x`, with `NET` different for every
 //! test, so tests running in parallel never share an address; ports come from the kernel.
@@ -12,6 +12,7 @@
 pub mod client;
 pub mod front;
 pub mod process;
+pub mod tls;
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};

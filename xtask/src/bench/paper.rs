@@ -308,11 +308,7 @@ pub fn run(root: &Path, args: BenchPaperArgs) -> Result<()> {
         runs,
     };
     let table = table(&report);
-    fs::write(
-        plan.out.join("results.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    fs::write(plan.out.join("table.txt"), &table)?;
+    save(&plan.out, &report, &table)?;
     let charts = charts(&report, &plan.out)?;
     if args.opts.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -1000,6 +996,16 @@ fn charts(report: &Report, out: &Path) -> Result<Vec<PathBuf>> {
         written.push(path);
     }
     Ok(written)
+}
+
+/// Writes a bench's report to `out`: `results.json` and the printed `table.txt`.
+fn save(out: &Path, report: &impl serde::Serialize, table: &str) -> Result<()> {
+    fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(report)?,
+    )?;
+    fs::write(out.join("table.txt"), table)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -102,11 +102,7 @@ pub(in crate::bench) fn run(root: &Path, args: BenchPaperArgs) -> Result<()> {
     dl7_testbed::down(plan.name)?;
     let report = result?;
     let table = table(&report);
-    fs::write(
-        plan.out.join("results.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    fs::write(plan.out.join("table.txt"), &table)?;
+    save(&plan.out, &report, &table)?;
     if args.opts.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
